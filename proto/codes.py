@@ -1,0 +1,85 @@
+"""Device states, update results and command operations.
+
+States and results keep the LwM2M Firmware Update object (5) numbering so that an operator who
+knows LwM2M reads ours at a glance; results 20 and up are ours (SUIT-style refusals, rollback).
+"""
+
+from enum import IntEnum
+
+
+class State(IntEnum):
+    """LwM2M /5/0/3 "State"."""
+
+    IDLE = 0
+    DOWNLOADING = 1
+    DOWNLOADED = 2
+    UPDATING = 3
+
+
+class Result(IntEnum):
+    """LwM2M /5/0/5 "Update Result" (0-11), then ours (20-23)."""
+
+    INITIAL = 0
+    SUCCESS = 1
+    NO_SPACE = 2
+    OUT_OF_MEMORY = 3
+    CONNECTION_LOST = 4
+    INTEGRITY_FAILURE = 5
+    UNSUPPORTED_IMAGE = 6
+    INVALID_URI = 7
+    UPDATE_FAILED = 8
+    UNSUPPORTED_PROTOCOL = 9
+    CANCELLED = 10
+    DEFERRED = 11
+    ROLLED_BACK = 20
+    SIGNATURE_INVALID = 21
+    DOWNGRADE_REFUSED = 22
+    WRONG_CLASS = 23
+
+
+class Op(IntEnum):
+    """Command operation carried in a report response (key ``CmdKey.OP``)."""
+
+    NONE = 0
+    UPDATE = 1
+    CANCEL = 2
+    DEFER = 3  # come back after CmdKey.WAIT seconds (windows, concurrency caps)
+
+
+class JobState:
+    """Gateway-side lifecycle of one device inside one campaign (text: it is shown to people)."""
+
+    QUEUED = "queued"  # not yet told
+    OFFERED = "offered"  # manifest handed out in a report response
+    DOWNLOADING = "downloading"
+    DOWNLOADED = "downloaded"
+    UPDATING = "updating"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    ACTIVE = (QUEUED, OFFERED, DOWNLOADING, DOWNLOADED, UPDATING)
+    FINAL = (SUCCEEDED, FAILED, CANCELLED, TIMED_OUT)
+
+
+class CampaignState:
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+def result_name(code: int) -> str:
+    """Human name for a result code, tolerant of codes from newer devices."""
+    try:
+        return Result(code).name.lower()
+    except ValueError:
+        return f"result_{code}"
+
+
+def state_name(code: int) -> str:
+    try:
+        return State(code).name.lower()
+    except ValueError:
+        return f"state_{code}"

@@ -1,0 +1,44 @@
+"""CBOR integer map keys of the device API (small integers: one byte each on the air)."""
+
+from enum import IntEnum
+
+
+class ReportKey(IntEnum):
+    """Device -> gateway report (CON POST to ``uris.REPORT``)."""
+
+    ID = 1  # tstr, device id
+    CLASS = 2  # tstr, device class name (the manifest carries its UUID5)
+    SEQ = 3  # uint, sequence number of the running image
+    STATE = 4  # uint, codes.State
+    RESULT = 5  # uint, codes.Result
+    PROGRESS = 6  # uint, bytes of the image held so far
+    JOB = 7  # uint, job id this report is about (absent: none)
+    SIZE = 8  # uint, image size of that job
+    TARGET = 9  # uint, sequence number being installed
+    AUTH = 10  # reserved for the security issue: report authentication
+
+
+class CmdKey(IntEnum):
+    """Gateway -> device command (payload of the report response; empty payload: nothing)."""
+
+    OP = 1  # uint, codes.Op
+    JOB = 2  # uint, job id to echo in reports
+    MANIFEST = 3  # bstr, COSE_Sign1 signed manifest (see proto.manifest)
+    WAIT = 4  # uint, seconds before the next wake (DEFER) / hint
+
+
+class ManifestKey(IntEnum):
+    """Keys of the manifest payload (SUIT vocabulary, RFC 9124; a flat map the device can read)."""
+
+    VERSION = 1  # uint, manifest format version (MANIFEST_VERSION)
+    SEQ = 2  # uint, sequence number: must be newer than the installed one
+    VENDOR = 3  # bstr(16), vendor id: UUID5(NAMESPACE_DNS, vendor name)
+    CLASS = 4  # bstr(16), class id: UUID5(vendor id, class name)
+    DIGEST = 5  # bstr(32), SHA-256 of the image
+    SIZE = 6  # uint, image size in bytes
+    URI = 7  # tstr, URI-reference of the image ("/f/<id>": relative to the gateway)
+    COMPRESSION = 8  # reserved: uint, 0 none, 1 deflate
+    DELTA_BASE = 9  # reserved: bstr(32), digest of the image a delta applies to
+
+
+MANIFEST_VERSION = 1
