@@ -35,6 +35,7 @@ COSE_HDR_KID = 4
 PROTECTED = cbor2.dumps({COSE_HDR_ALG: COSE_ALG_EDDSA})  # b"\xa1\x01\x27"
 KID_BYTES = 8
 MAX_MANIFEST = 1024  # bytes of COSE_Sign1; devices refuse larger
+DEFAULT_VENDOR = "fota-micropython.example"  # vendor name when the operator gives none
 
 
 class ManifestError(ValueError):
