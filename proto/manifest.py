@@ -3,7 +3,7 @@
 Encoding, chosen so a device can verify it in a few hundred bytes of pure MicroPython:
 
     COSE_Sign1 = #6.18([ protected: bstr(.cbor {1: -8}),   ; alg: EdDSA
-                         unprotected: {4: kid},            ; kid: 8 bytes, see key_id()
+                         unprotected: {4: kid},            ; exactly this; kid: 8 bytes, key_id()
                          payload: bstr(.cbor manifest map),
                          signature: bstr(64) ])
     Sig_structure = ["Signature1", protected, h'', payload]   ; RFC 9052 section 4.4
@@ -123,11 +123,16 @@ def unwrap(signed: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     protected, unprotected, payload, signature = v
     if protected != PROTECTED:
         raise ManifestError("unsupported protected header (only alg EdDSA)")
-    if not isinstance(unprotected, Mapping) or not isinstance(unprotected.get(COSE_HDR_KID, b""), bytes):
-        raise ManifestError("bad unprotected header")
+    # Strict: exactly {4: kid}. The unprotected header is not signed, so anything else in it is
+    # either an attack or a bug; refusing it makes every flipped bit of a manifest fatal.
+    if not isinstance(unprotected, Mapping) or list(unprotected.keys()) != [COSE_HDR_KID]:
+        raise ManifestError("unprotected header must be exactly {4: kid}")
+    kid = unprotected[COSE_HDR_KID]
+    if not isinstance(kid, bytes) or len(kid) != KID_BYTES:
+        raise ManifestError("kid must be 8 bytes")
     if not isinstance(payload, bytes) or not isinstance(signature, bytes) or len(signature) != 64:
         raise ManifestError("bad payload or signature")
-    return protected, unprotected.get(COSE_HDR_KID, b""), payload, signature
+    return protected, kid, payload, signature
 
 
 def decode_payload(payload: bytes) -> dict[int, Any]:
@@ -167,7 +172,7 @@ def verify(signed: bytes, trusted: list[bytes]) -> dict[int, Any]:
     protected, kid, payload, signature = unwrap(signed)
     message = sig_structure(protected, payload)
     for pub in trusted:
-        if kid and key_id(pub) != kid:
+        if key_id(pub) != kid:
             continue
         try:
             Ed25519PublicKey.from_public_bytes(pub).verify(signature, message)
