@@ -1,0 +1,448 @@
+"""The fault-injecting relay does what each fault says, over real UDP sockets on loopback.
+
+The fault process is checked twice: statistically on the sans-IO ``FaultLink`` (many draws, no
+sockets, fixed seeds), and end to end through a ``Relay`` in front of a plain UDP echo server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sim.relay import DOWN, UP, Burst, FaultLink, Faults, Relay, build_parser, faults_from_args, main
+
+ROOT = Path(__file__).resolve().parent.parent
+LO = "127.0.0.1"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+class Echo(asyncio.DatagramProtocol):
+    """UDP echo server that remembers who sent what (the relay's upstream side)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bytes, tuple]] = []
+        self.transport: asyncio.DatagramTransport | None = None
+        self.mute = False
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        self.seen.append((data, addr))
+        if not self.mute:
+            assert self.transport is not None
+            self.transport.sendto(data, addr)
+
+    @property
+    def ports(self) -> list[int]:
+        out: list[int] = []
+        for _, addr in self.seen:
+            if not out or out[-1] != addr[1]:
+                out.append(addr[1])
+        return out
+
+
+class Client(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: list[tuple[float, bytes]] = []
+        self.arrived = asyncio.Event()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        self.got.append((time.monotonic(), data))
+        self.arrived.set()
+
+    def send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data)
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return [d for _, d in self.got]
+
+
+@pytest.fixture
+async def echo():
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(Echo, local_addr=(LO, 0))
+    proto.address = transport.get_extra_info("sockname")
+    yield proto
+    transport.close()
+
+
+async def client_for(relay: Relay) -> Client:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_datagram_endpoint(Client, remote_addr=relay.address[:2])
+    return proto
+
+
+async def pump(c: Client, n: int, *, batch: int = 20, pause: float = 0.005, settle: float = 0.15) -> None:
+    """Send ``n`` numbered datagrams, in small batches so no socket queue overflows."""
+    for i in range(n):
+        c.send(b"%05d" % i)
+        if i % batch == batch - 1:
+            await asyncio.sleep(pause)
+    await asyncio.sleep(settle)
+
+
+def relay(echo: Echo, **kw) -> Relay:
+    kw.setdefault("duration", 20)
+    return Relay((LO, 0), echo.address, **kw)
+
+
+# -- the fault process, without sockets -----------------------------------------------------
+
+
+def decisions(faults: Faults, seed: int, n: int, t: float = 1.0):
+    link = FaultLink(faults, random.Random(seed))
+    return [link.decide(t) for _ in range(n)]
+
+
+def test_loss_rate_within_bounds():
+    ds = decisions(Faults(loss=0.2), 1, 20000)
+    lost = sum(d.verdict == "loss" for d in ds)
+    assert 0.19 < lost / len(ds) < 0.21
+
+
+def test_duplication_and_reorder_rates_within_bounds():
+    ds = decisions(Faults(dup=0.1, reorder=0.3), 2, 20000)
+    assert all(d.verdict == "pass" for d in ds)
+    dup = sum(len(d.delays) == 2 for d in ds) / len(ds)
+    held = sum(d.hold for d in ds) / len(ds)
+    assert 0.09 < dup < 0.11
+    assert 0.29 < held < 0.31
+
+
+def test_delay_and_jitter_stay_in_their_band():
+    ds = decisions(Faults(delay=0.05, jitter=0.02, dup=0.5), 3, 5000)
+    delays = [x for d in ds for x in d.delays]
+    assert min(delays) >= 0.03 and max(delays) <= 0.07
+    assert min(delays) < 0.032 and max(delays) > 0.068  # the whole band is used
+    assert abs(sum(delays) / len(delays) - 0.05) < 0.002
+    # jitter larger than the delay never schedules into the past
+    assert min(x for d in decisions(Faults(delay=0.01, jitter=0.05), 3, 1000) for x in d.delays) == 0.0
+
+
+def test_gilbert_elliott_bursts():
+    p_gb, p_bg = 0.02, 0.25
+    ds = decisions(Faults(burst=Burst(p_gb, p_bg, 1.0)), 4, 50000)
+    lost = [d.verdict == "burst" for d in ds]
+    assert not any(d.verdict == "loss" for d in ds)  # good state has no loss here
+    stationary = p_gb / (p_gb + p_bg)  # share of datagrams sent in the bad state
+    assert abs(sum(lost) / len(lost) - stationary) < 0.01
+    runs, run = [], 0
+    for x in lost:
+        if x:
+            run += 1
+        elif run:
+            runs.append(run)
+            run = 0
+    assert abs(sum(runs) / len(runs) - 1 / p_bg) < 0.3  # mean burst length 1/p(bad->good)
+    assert max(runs) >= 12  # losses really come in bursts, unlike independent loss at ~7 %
+
+
+def test_outage_drops_only_inside_its_window():
+    link = FaultLink(Faults(outages=((2.0, 1.5),)), random.Random(0))
+    assert [link.decide(t).verdict for t in (0.0, 1.99, 2.0, 3.0, 3.49, 3.5, 9.0)] == [
+        "pass", "pass", "outage", "outage", "outage", "pass", "pass"]
+
+
+def test_same_seed_same_decisions_different_seed_differs():
+    f = Faults(loss=0.2, dup=0.1, reorder=0.1, delay=0.01, jitter=0.005, burst=Burst(0.05, 0.3, 0.8))
+    assert decisions(f, 7, 2000) == decisions(f, 7, 2000)
+    assert decisions(f, 7, 2000) != decisions(f, 8, 2000)
+
+
+def test_outage_and_faults_consume_the_same_draws():
+    """Decisions after an outage do not depend on how many datagrams the outage swallowed at
+    which time: each datagram draws the same amount of randomness."""
+    f = Faults(loss=0.3, outages=((1.0, 1.0),))
+    a = FaultLink(f, random.Random(5))
+    b = FaultLink(Faults(loss=0.3), random.Random(5))
+    for _ in range(50):
+        a.decide(1.5)  # inside the outage
+        b.decide(0.0)
+    assert [a.decide(3.0) for _ in range(200)] == [b.decide(3.0) for _ in range(200)]
+
+
+@pytest.mark.parametrize("bad", [
+    dict(loss=1.5), dict(dup=-0.1), dict(reorder=2), dict(delay=-1), dict(jitter=float("inf")),
+    dict(outages=((1.0, 0.0),)), dict(outages=((-1.0, 1.0),)),
+])
+def test_bad_faults_are_refused(bad):
+    with pytest.raises(ValueError):
+        Faults(**bad)
+
+
+def test_bad_burst_is_refused():
+    with pytest.raises(ValueError):
+        Burst(0.1, 1.2, 1.0)
+
+
+# -- through real sockets --------------------------------------------------------------------
+
+
+async def test_clean_relay_forwards_everything_both_ways(echo):
+    async with relay(echo) as r:
+        c = await client_for(r)
+        await pump(c, 200)
+        assert sorted(c.payloads) == [b"%05d" % i for i in range(200)]
+        s = r.stats()
+        assert s["up"]["datagrams_in"] == s["up"]["datagrams_out"] == 200
+        assert s["down"]["datagrams_out"] == 200 and s["up"]["dropped"] == 0
+        assert s["up"]["bytes_out"] == 1000
+        assert len({addr for _, addr in echo.seen}) == 1  # one NAT mapping per client
+
+
+async def test_loss_uplink_only(echo):
+    async with relay(echo, up=Faults(loss=0.25), seed=3) as r:
+        c = await client_for(r)
+        await pump(c, 400)
+        up, down = r.counters[UP], r.counters[DOWN]
+        assert up.datagrams_in == 400
+        assert up.lost == up.dropped == 400 - up.datagrams_out
+        assert 0.18 < up.lost / 400 < 0.32
+        assert down.dropped == 0 and len(c.got) == up.datagrams_out == len(echo.seen)
+
+
+async def test_loss_both_ways(echo):
+    async with relay(echo, up=Faults(loss=0.2), down=Faults(loss=0.2), seed=4) as r:
+        c = await client_for(r)
+        await pump(c, 400)
+        assert r.counters[DOWN].datagrams_in == len(echo.seen) == r.counters[UP].datagrams_out
+        assert len(c.got) == r.counters[DOWN].datagrams_out
+        assert 0.5 < len(c.got) / 400 < 0.78  # 0.8 * 0.8 = 0.64
+
+
+async def test_duplication(echo):
+    async with relay(echo, up=Faults(dup=0.5), seed=5) as r:
+        c = await client_for(r)
+        await pump(c, 200)
+        dups = r.counters[UP].duplicated
+        assert 70 < dups < 130
+        assert len(echo.seen) == 200 + dups == len(c.got)
+        assert set(c.payloads) == {b"%05d" % i for i in range(200)}
+
+
+async def test_reordering_swaps_but_delivers_everything(echo):
+    async with relay(echo, up=Faults(reorder=0.2), seed=6) as r:
+        c = await client_for(r)
+        for i in range(200):  # one at a time: any inversion is the relay's doing
+            c.send(b"%05d" % i)
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.4)
+        got = [int(p) for p in c.payloads]
+        assert sorted(got) == list(range(200))
+        inversions = sum(1 for a, b in zip(got, got[1:]) if a > b)
+        assert r.counters[UP].reordered > 20 and inversions > 20
+
+
+async def test_reorder_hold_releases_a_lonely_datagram(echo):
+    async with relay(echo, up=Faults(reorder=1.0, reorder_hold=0.15), seed=7) as r:
+        c = await client_for(r)
+        t0 = time.monotonic()
+        c.send(b"alone")
+        await asyncio.wait_for(c.arrived.wait(), 2)
+        assert 0.14 < c.got[0][0] - t0 < 0.5
+
+
+async def test_delay_and_jitter_set_the_round_trip(echo):
+    async with relay(echo, up=Faults(delay=0.05, jitter=0.02), down=Faults(delay=0.05), seed=8) as r:
+        c = await client_for(r)
+        rtts = []
+        for i in range(10):
+            c.arrived.clear()
+            t0 = time.monotonic()
+            c.send(b"%d" % i)
+            await asyncio.wait_for(c.arrived.wait(), 2)
+            rtts.append(c.got[-1][0] - t0)
+        assert min(rtts) >= 0.079 and max(rtts) < 0.3
+        assert max(rtts) - min(rtts) > 0.005  # jitter is there
+
+
+async def test_bursts_through_the_relay(echo):
+    async with relay(echo, down=Faults(burst=Burst(0.05, 0.2, 1.0)), seed=9) as r:
+        c = await client_for(r)
+        await pump(c, 400)
+        got = {int(p) for p in c.payloads}
+        lost = [i not in got for i in range(400)]
+        assert r.counters[DOWN].burst_lost == lost.count(True) > 0
+        longest = run = 0
+        for x in lost:
+            run = run + 1 if x else 0
+            longest = max(longest, run)
+        assert longest >= 5
+
+
+async def test_same_seed_same_datagrams_survive(echo):
+    survivors = []
+    for _ in range(2):
+        async with relay(echo, up=Faults(loss=0.3, dup=0.1), down=Faults(loss=0.3), seed=11) as r:
+            c = await client_for(r)
+            await pump(c, 150)
+            survivors.append(sorted(c.payloads))
+    async with relay(echo, up=Faults(loss=0.3, dup=0.1), down=Faults(loss=0.3), seed=12) as r:
+        c = await client_for(r)
+        await pump(c, 150)
+        other = sorted(c.payloads)
+    assert survivors[0] == survivors[1]
+    assert other != survivors[0]
+
+
+async def test_rebind_changes_the_source_port_the_gateway_sees(echo):
+    async with relay(echo) as r:
+        c = await client_for(r)
+        c.send(b"a")
+        await asyncio.wait_for(c.arrived.wait(), 2)
+        r.rebind()
+        c.arrived.clear()
+        c.send(b"b")
+        await asyncio.wait_for(c.arrived.wait(), 2)
+        assert len(echo.ports) == 2 and echo.ports[0] != echo.ports[1]
+        client_addr = next(iter(r.clients))
+        assert r.upstream_ports(client_addr) == echo.ports
+        assert c.payloads == [b"a", b"b"]  # answers to the new port reach the device
+        # An answer sent to the retired mapping is dropped, as a real NAT would.
+        assert echo.transport is not None
+        echo.transport.sendto(b"late", echo.seen[0][1])
+        await asyncio.sleep(0.1)
+        assert c.payloads == [b"a", b"b"] and r.counters[DOWN].stale_dropped == 1
+
+
+async def test_rebind_every_and_at(echo):
+    async with relay(echo, rebind_every=0.2, rebind_at=(0.05,)) as r:
+        c = await client_for(r)
+        for i in range(13):
+            c.send(b"%d" % i)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
+        assert r.rebinds >= 3  # at 0.05, 0.2, 0.4, 0.6
+        assert len(echo.ports) >= 3 and len(set(echo.ports)) == len(echo.ports)
+        assert len(c.got) >= 12  # each send after a rebind still comes back
+
+
+async def test_outage_drops_everything_in_its_window(echo):
+    out = ((0.3, 0.3),)
+    async with relay(echo, up=Faults(outages=out), down=Faults(outages=out)) as r:
+        c = await client_for(r)
+        sent_at = {}
+        for i in range(18):  # 0 .. 0.9 s
+            sent_at[i] = r.elapsed()
+            c.send(b"%05d" % i)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        got = {int(p) for p in c.payloads}
+        for i, t in sent_at.items():
+            if 0.35 < t < 0.55:
+                assert i not in got, (i, t)
+            elif t < 0.25 or t > 0.65:
+                assert i in got, (i, t)
+        assert r.counters[UP].outage_dropped >= 4
+
+
+async def test_duration_bounds_the_run(echo):
+    r = relay(echo, duration=0.3)
+    t0 = time.monotonic()
+    await r.start()
+    c = await client_for(r)
+    c.send(b"before")
+    await asyncio.wait_for(c.arrived.wait(), 2)
+    await asyncio.wait_for(r.wait_closed(), 2)
+    assert 0.25 < time.monotonic() - t0 < 1.0
+    c.send(b"after")
+    await asyncio.sleep(0.1)
+    assert c.payloads == [b"before"] and len(echo.seen) == 1
+    await r.close()
+
+
+async def test_close_cancels_datagrams_in_flight(echo):
+    async with relay(echo, up=Faults(delay=0.3)) as r:
+        c = await client_for(r)
+        c.send(b"x")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.35)
+    assert echo.seen == [] and r.closed
+
+
+async def test_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    loop = asyncio.get_running_loop()
+    try:
+        t, e = await loop.create_datagram_endpoint(Echo, local_addr=("::1", 0))
+    except OSError:
+        pytest.skip("no ::1")
+    try:
+        async with Relay(("::1", 0), t.get_extra_info("sockname")[:2], duration=5, seed=1) as r:
+            c = await client_for(r)
+            c.send(b"six")
+            await asyncio.wait_for(c.arrived.wait(), 2)
+            assert c.payloads == [b"six"]
+    finally:
+        t.close()
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def test_cli_options_map_to_faults_per_direction():
+    args = build_parser().parse_args([
+        "--listen", "127.0.0.1:0", "--upstream", "[::1]:5683", "--loss", "0.2", "--down-loss",
+        "0.05", "--dup", "0.1", "--reorder", "0.1", "--delay-ms", "150", "--jitter-ms", "20",
+        "--burst", "0.01,0.3,0.9", "--outage", "5,3", "--up-outage", "1,1", "--up-outage", "9,1",
+    ])
+    assert args.upstream == ("::1", 5683)
+    up, down = faults_from_args(args, UP), faults_from_args(args, DOWN)
+    assert (up.loss, down.loss) == (0.2, 0.05)
+    assert up.dup == down.dup == 0.1 and up.delay == down.delay == 0.15 and down.jitter == 0.02
+    assert up.burst == down.burst == Burst(0.01, 0.3, 0.9)
+    assert up.outages == ((1.0, 1.0), (9.0, 1.0)) and down.outages == ((5.0, 3.0),)
+
+
+@pytest.mark.parametrize("bad", [
+    ["--loss", "1.5"], ["--burst", "0.1,0.2"], ["--outage", "x,1"], ["--delay-ms", "-3"],
+    ["--listen", "nohost"], ["--rebind-every", "0"],
+])
+def test_cli_refuses_bad_options(bad, capsys):
+    base = {"--listen": "127.0.0.1:0", "--upstream": "127.0.0.1:9"}
+    for i in range(0, len(bad), 2):
+        base[bad[i]] = bad[i + 1]
+    argv = [x for kv in base.items() for x in kv] + ["--duration", "1"]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "error" in capsys.readouterr().err
+
+
+async def test_cli_runs_bounded_and_prints_counters(echo):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((LO, 0))
+        port = probe.getsockname()[1]  # a free port for the relay to take right after
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sim.relay", "--listen", f"{LO}:{port}", "--upstream",
+        f"{LO}:{echo.address[1]}", "--up-loss", "0.5", "--seed", "2", "--duration", "1.5", "--json",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    await asyncio.wait_for(proc.stderr.readline(), 10)  # the banner: it is listening
+    loop = asyncio.get_running_loop()
+    _, c = await loop.create_datagram_endpoint(Client, remote_addr=(LO, port))
+    await pump(c, 100)
+    out, _ = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0
+    stats = json.loads(out)
+    assert stats["up"]["datagrams_in"] == 100
+    assert stats["up"]["lost"] + stats["up"]["datagrams_out"] == 100
+    assert 30 < stats["up"]["lost"] < 70 and stats["down"]["dropped"] == 0
+    assert len(c.got) == stats["down"]["datagrams_out"] == len(echo.seen)
