@@ -1,0 +1,141 @@
+"""Firmware blobs on disk, named by their SHA-256: written atomically, read by ``os.pread``.
+
+A blob file is ``DATA/blobs/<64 hex>``. Names are validated as exactly 64 lowercase hex digits
+before any path is built, so no request can name a file outside the data directory. Writes go
+to a temp file in the same directory, are fsynced, renamed into place and the directory is
+fsynced: after a crash a blob is either complete or absent. Serving never holds an image in
+RAM. Before the first block of a blob is served after start (or after the file changed), its
+digest is checked once, so bit rot is caught before a device downloads garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+CHUNK = 1 << 20
+
+
+class BlobError(Exception):
+    """A blob that is missing or does not hash to its name."""
+
+
+class CorruptBlob(BlobError):
+    pass
+
+
+def valid_digest_hex(name: str) -> bool:
+    return bool(_HEX64.fullmatch(name))
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Open:
+    fd: int
+    size: int
+    stamp: tuple[int, int, int]  # (inode, size, mtime_ns): a change means verify again
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(exist_ok=True)
+        for leftover in self.tmp.iterdir():  # uploads interrupted by a crash
+            leftover.unlink(missing_ok=True)
+        self._open: dict[str, _Open] = {}
+        self._corrupt: dict[str, tuple[int, int, int]] = {}  # name -> stamp found corrupt
+        self._reported: set[str] = set()
+
+    def path(self, digest_hex: str) -> Path:
+        if not valid_digest_hex(digest_hex):
+            raise ValueError("blob name must be 64 lowercase hex digits")
+        return self.root / digest_hex
+
+    def exists(self, digest_hex: str) -> bool:
+        return self.path(digest_hex).is_file()
+
+    def size(self, digest_hex: str) -> int | None:
+        try:
+            return self.path(digest_hex).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def new_temp(self, digest_hex: str) -> tuple[Path, int]:
+        """Open a fresh temp file for an upload; returns (path, fd)."""
+        self.path(digest_hex)  # validate the name first
+        p = self.tmp / f"{digest_hex}.{os.getpid()}.{os.urandom(4).hex()}"
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return p, fd
+
+    def commit_temp(self, temp: Path, fd: int, digest_hex: str) -> None:
+        """fsync the temp file, rename it to its digest name and fsync the directory."""
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, self.path(digest_hex))
+        fsync_dir(self.root)
+        self.forget(digest_hex)
+
+    def forget(self, digest_hex: str) -> None:
+        o = self._open.pop(digest_hex, None)
+        if o is not None:
+            os.close(o.fd)
+
+    def newly_corrupt(self, digest_hex: str) -> bool:
+        """True the first time a corruption is asked about: it is recorded once, not per block."""
+        if digest_hex in self._reported:
+            return False
+        self._reported.add(digest_hex)
+        return True
+
+    def close(self) -> None:
+        for name in list(self._open):
+            self.forget(name)
+
+    def opened(self, digest_hex: str) -> tuple[int, int]:
+        """(fd, size) of a verified blob; verifies it when first opened or when it changed.
+
+        Raises FileNotFoundError when absent and CorruptBlob when the content does not hash to
+        its name (the caller answers 5.00 and records an event)."""
+        o = self._open.get(digest_hex)
+        p = self.path(digest_hex)
+        st = os.stat(p)
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if o is not None and o.stamp == stamp:
+            return o.fd, o.size
+        self.forget(digest_hex)
+        if self._corrupt.get(digest_hex) == stamp:  # do not rehash a known-bad file per request
+            raise CorruptBlob(f"blob {digest_hex[:16]}… does not hash to its name")
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            h = hashlib.sha256()
+            offset = 0
+            while True:
+                chunk = os.pread(fd, CHUNK, offset)
+                if not chunk:
+                    break
+                h.update(chunk)
+                offset += len(chunk)
+            if h.hexdigest() != digest_hex:
+                self._corrupt[digest_hex] = stamp
+                self._reported.discard(digest_hex)
+                raise CorruptBlob(f"blob {digest_hex[:16]}… does not hash to its name")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._open[digest_hex] = _Open(fd, offset, stamp)
+        return fd, offset

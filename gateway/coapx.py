@@ -1,0 +1,56 @@
+"""Small CoAP helpers shared by the device and control APIs."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from typing import Any
+
+import cbor2
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+
+from .fleet import Refused
+
+CBOR_FORMAT = 60  # application/cbor
+RETRY_AFTER = 60  # Max-Age on 5.03: seconds before a client should try again
+
+REFUSED_CODES = {
+    "bad_request": Code.BAD_REQUEST,
+    "not_found": Code.NOT_FOUND,
+    "forbidden": Code.FORBIDDEN,
+    "conflict": Code.CONFLICT,
+}
+
+
+def error(code: Code, text: str, **opts: Any) -> Message:
+    """An error response with a one-line diagnostic payload (RFC 7252 section 5.5.2)."""
+    return Message(code=code, payload=text.splitlines()[0].encode()[:200] if text else b"", **opts)
+
+
+def cbor_response(code: Code, obj: Any, **opts: Any) -> Message:
+    if obj is None:
+        return Message(code=code, **opts)
+    return Message(code=code, payload=cbor2.dumps(obj), content_format=CBOR_FORMAT, **opts)
+
+
+def refusal(e: Refused) -> Message:
+    return error(REFUSED_CODES[e.kind], str(e))
+
+
+def is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    return isinstance(e, sqlite3.OperationalError) and "full" in str(e)
+
+
+def unavailable(text: str) -> Message:
+    return error(Code.SERVICE_UNAVAILABLE, text, max_age=RETRY_AFTER)
+
+
+def address_of(remote: Any) -> str:
+    """'ip:port' / '[ip]:port' of a UDP remote, v4-mapped addresses shown as IPv4."""
+    host, port = remote.sockaddr[0], remote.sockaddr[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

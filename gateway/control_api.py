@@ -1,0 +1,169 @@
+"""The control bind (cc only, loopback): exactly the API of ``proto/control.py``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import cbor2
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.optiontypes import BlockOption
+from aiocoap.resource import PathCapable, Resource
+
+from proto import uris
+from proto.control import MAX_BODY, MAX_IMAGE
+
+from .blobs import BlobStore, valid_digest_hex
+from .coapx import address_of, cbor_response, error, is_disk_full, refusal, unavailable
+from .fleet import Fleet, Refused
+from .uploads import Block1Receiver, FileSink, Incomplete, MemorySink, TooLarge
+
+log = logging.getLogger("fota.gateway")
+
+
+class ControlSite(Resource, PathCapable):
+    def __init__(self, fleet: Fleet, blobs: BlobStore) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.blobs = blobs
+        self.uploads = Block1Receiver()
+
+    async def needs_blockwise_assembly(self, request: Message) -> bool:
+        return False  # Block1 is ours (streamed, limited); responses fit one datagram or less
+
+    async def render(self, request: Message) -> Message:
+        try:
+            return self._render(request)
+        except Refused as e:
+            return refusal(e)
+        except Exception as e:
+            if is_disk_full(e):
+                log.error("disk full: %s", e)
+                return unavailable("disk full; try again later")
+            log.exception("control request failed: %s", e)
+            return error(Code.INTERNAL_SERVER_ERROR, "internal error")
+
+    def _render(self, request: Message) -> Message:
+        path, code = request.opt.uri_path, request.code
+        head = path[0] if path else ""
+        if head == uris.BLOB and len(path) == 2:
+            if code is not Code.PUT:
+                return error(Code.METHOD_NOT_ALLOWED, "PUT blob/<sha256 hex>")
+            return self.put_blob(request, path[1])
+        route = (head, len(path), str(code))
+        if route == (uris.FW, 1, "POST"):
+            return self.with_body(request, lambda b: cbor_response(
+                Code.CREATED, self.fleet.register_image(b)))
+        if route == (uris.FW, 1, "GET"):
+            return cbor_response(Code.CONTENT, [self.fleet.image_view(r)
+                                                for r in self.fleet.store.images()])
+        if route == (uris.DEV, 1, "GET"):
+            return cbor_response(Code.CONTENT, [self.fleet.device_view(r)
+                                                for r in self.fleet.store.devices()])
+        if route == (uris.DEV, 1, "POST"):
+            return self.with_body(request, lambda b: cbor_response(Code.CREATED,
+                                                                   self.fleet.enrol(b)))
+        if route == (uris.DEV, 2, "GET"):
+            return cbor_response(Code.CONTENT, self.fleet.device_detail(path[1]))
+        if route == (uris.CAMP, 1, "POST"):
+            return self.with_body(request, lambda b: cbor_response(
+                Code.CREATED, self.fleet.create_campaign(b)))
+        if route == (uris.CAMP, 1, "GET"):
+            return cbor_response(Code.CONTENT, [self.fleet.campaign_view(r)
+                                                for r in self.fleet.store.campaigns()])
+        if head == uris.CAMP and len(path) in (2, 3):
+            n = _campaign_number(path[1])
+            if len(path) == 2 and code is Code.GET:
+                row = self.fleet.store.campaign(n)
+                if row is None:
+                    raise Refused("not_found", "unknown campaign")
+                return cbor_response(Code.CONTENT, self.fleet.campaign_view(row, with_jobs=True))
+            if len(path) == 3 and path[2] == "cancel" and code is Code.POST:
+                return cbor_response(Code.CHANGED, self.fleet.cancel_campaign(n))
+        if route == (uris.EVENTS, 1, "GET"):
+            return cbor_response(Code.CONTENT, self.fleet.events(_since(request.opt.uri_query)))
+        if head in (uris.FW, uris.DEV, uris.CAMP, uris.EVENTS, uris.BLOB):
+            return error(Code.METHOD_NOT_ALLOWED, f"{code} is not allowed on {'/'.join(path)}")
+        return error(Code.NOT_FOUND, "no such resource")
+
+    def with_body(self, request: Message, handle: Any) -> Message:
+        key = (address_of(request.remote), request.token if request.opt.block1 is None else b"",
+               str(request.code), request.opt.uri_path)
+        try:
+            sink = self.uploads.feed(key, request.opt.block1, request.payload,
+                                     lambda: MemorySink(MAX_BODY))
+        except TooLarge:
+            return error(Code.REQUEST_ENTITY_TOO_LARGE, f"body is limited to {MAX_BODY} bytes",
+                         size1=MAX_BODY)
+        except Incomplete:
+            return error(Code.REQUEST_ENTITY_INCOMPLETE, "blocks out of order; start again at 0")
+        if sink is None:
+            return _continue(request)
+        try:
+            body = cbor2.loads(bytes(sink.buf))
+        except Exception as e:
+            raise Refused("bad_request", f"body is not CBOR: {type(e).__name__}") from None
+        response = handle(body)
+        response.opt.block1 = request.opt.block1
+        return response
+
+    def put_blob(self, request: Message, name: str) -> Message:
+        name = name.lower()
+        if not valid_digest_hex(name):
+            return error(Code.BAD_REQUEST, "blob name must be the 64 hex digit SHA-256")
+        if request.opt.size1 is not None and request.opt.size1 > MAX_IMAGE:
+            return error(Code.REQUEST_ENTITY_TOO_LARGE, f"images are limited to {MAX_IMAGE} bytes",
+                         size1=MAX_IMAGE)
+        key = (address_of(request.remote), "PUT", request.opt.uri_path)
+        try:
+            sink = self.uploads.feed(key, request.opt.block1, request.payload,
+                                     lambda: FileSink(self.blobs, name, MAX_IMAGE))
+        except TooLarge:
+            return error(Code.REQUEST_ENTITY_TOO_LARGE, f"images are limited to {MAX_IMAGE} bytes",
+                         size1=MAX_IMAGE)
+        except Incomplete:
+            return error(Code.REQUEST_ENTITY_INCOMPLETE, "blocks out of order; start again at 0")
+        except Exception as e:
+            if is_disk_full(e):
+                log.error("disk full during upload of %s: %s", name[:16], e)
+                return unavailable("disk full; try again later")
+            raise
+        if sink is None:
+            return _continue(request)
+        if sink.hash.hexdigest() != name:
+            sink.discard()
+            return error(Code.BAD_REQUEST, "uploaded bytes do not hash to the digest in the path")
+        try:
+            sink.commit()
+        except Exception as e:
+            if is_disk_full(e):
+                log.error("disk full committing %s: %s", name[:16], e)
+                return unavailable("disk full; try again later")
+            raise
+        self.fleet.store.event("blob", f"blob {name[:16]}… stored, {sink.size} bytes")
+        response = cbor_response(Code.CHANGED, {"digest": name, "size": sink.size})
+        response.opt.block1 = request.opt.block1
+        return response
+
+
+def _continue(request: Message) -> Message:
+    b1 = request.opt.block1
+    return Message(code=Code.CONTINUE, block1=BlockOption.BlockwiseTuple(b1.block_number, True,
+                                                                         b1.size_exponent))
+
+
+def _campaign_number(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise Refused("not_found", "unknown campaign")
+    return int(text)
+
+
+def _since(query: tuple[str, ...]) -> float:
+    for q in query:
+        if q.startswith("since="):
+            try:
+                return float(q[6:])
+            except ValueError:
+                raise Refused("bad_request", "since must be a unix time in seconds") from None
+    return 0.0

@@ -1,0 +1,186 @@
+"""The device bind: reports (``POST r``), the observable command (``GET c/<id>``) and firmware
+blocks (``GET f/<image id>``).
+
+Firmware blocks take a fast path in front of aiocoap's MessageManager (``FirmwareFastPath``):
+a block GET is idempotent and cheap to regenerate, so it is answered on the spot from the
+decoded datagram, never entered into the deduplication cache (which keeps ~4 KiB per request
+for 247 s and replays a stale block when a client's message IDs wrap), never copied by ``Site``
+and never given a task. That keeps memory flat and the block cost near the datagram codec.
+Everything else (reports are not idempotent) goes through aiocoap unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import cbor2
+from aiocoap import ACK, CON, NON, Message
+from aiocoap import interfaces
+from aiocoap.numbers.codes import Code
+from aiocoap.optiontypes import BlockOption
+from aiocoap.resource import PathCapable, Resource
+
+from proto import uris
+from proto.control import MAX_REPORT
+
+from .blobs import BlobStore, CorruptBlob
+from .coapx import CBOR_FORMAT, address_of, error, is_disk_full, refusal, unavailable
+from .fleet import Fleet, Refused, parse_report
+
+log = logging.getLogger("fota.gateway")
+
+DEFAULT_SZX = 6  # 1024 bytes: a GET without Block2 gets the first block with the more-flag
+
+
+class FirmwareFastPath:
+    """Answers ``GET f/<id>`` directly from the transport's dispatch; see the module docstring."""
+
+    def __init__(self, fleet: Fleet, blobs: BlobStore) -> None:
+        self.fleet = fleet
+        self.blobs = blobs
+        self._images: dict[str, tuple[str, bytes]] = {}  # image id -> (digest hex, etag)
+        self.mman: Any = None
+        self._next = None
+        self.served = 0
+
+    def install(self, ctx: Any) -> None:
+        """Put the fast path in front of the UDP MessageManager of a server context."""
+        (tman,) = ctx.request_interfaces
+        self.mman = tman.token_interface
+        self._next = self.mman.dispatch_message
+        self.mman.dispatch_message = self.dispatch_message
+
+    def dispatch_message(self, message: Message) -> None:
+        opt = message.opt
+        if (message.code is Code.GET and message.mtype in (CON, NON)
+                and opt.uri_path[:1] == (uris.FIRMWARE,)):
+            try:
+                response = self.block(message)
+            except Exception as e:  # never let one request take the transport down
+                log.exception("firmware request failed: %s", e)
+                response = error(Code.INTERNAL_SERVER_ERROR, "internal error")
+            response.token = message.token
+            response.remote = message.remote
+            if message.mtype is CON:
+                response.mtype, response.mid = ACK, message.mid
+            else:
+                response.mtype, response.mid = NON, self.mman._next_message_id()
+            self.mman.message_interface.send(response)
+            self.served += 1
+            return
+        self._next(message)
+
+    def _image(self, image_id: str) -> tuple[str, bytes] | None:
+        got = self._images.get(image_id)
+        if got is None:
+            row = self.fleet.store.image(image_id)
+            if row is None:
+                return None
+            got = self._images[image_id] = (row["digest"], bytes.fromhex(row["digest"])[:uris.ETAG_BYTES])
+        return got
+
+    def block(self, request: Message) -> Message:
+        path = request.opt.uri_path
+        if len(path) != 2:
+            return error(Code.NOT_FOUND, "no such image")
+        image = self._image(path[1])
+        if image is None:
+            return error(Code.NOT_FOUND, "no such image")
+        digest_hex, etag = image
+        try:
+            fd, size = self.blobs.opened(digest_hex)
+        except FileNotFoundError:
+            self.fleet.store.event("blob", f"image {path[1]}: blob file is missing")
+            return error(Code.INTERNAL_SERVER_ERROR, "image blob missing")
+        except CorruptBlob as e:
+            if self.blobs.newly_corrupt(digest_hex):
+                self.fleet.store.event("blob", f"image {path[1]}: {e}; not serving it")
+            return error(Code.INTERNAL_SERVER_ERROR, "image blob corrupt")
+        b2 = request.opt.block2
+        if b2 is None:
+            num, szx = 0, DEFAULT_SZX
+        else:
+            num, szx = b2.block_number, min(b2.size_exponent, DEFAULT_SZX)  # 7 is BERT: TCP only
+        bsize = 1 << (szx + 4)
+        offset = num * bsize
+        if offset >= size and not (num == 0 and size == 0):
+            return error(Code.BAD_OPTION, f"block {num} is past the end ({size} bytes)")
+        data = os.pread(fd, bsize, offset)
+        more = offset + len(data) < size
+        return Message(code=Code.CONTENT, payload=data, etag=etag, size2=size,
+                       block2=BlockOption.BlockwiseTuple(num, more, szx))
+
+
+class DeviceSite(Resource, interfaces.ObservableResource, PathCapable):
+    """``POST r`` and ``GET c/<id>`` (observable). Blockwise assembly is off: no request on
+    this bind needs it, and aiocoap's would keep copies per client."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self._observers: dict[str, set[Any]] = {}
+        fleet.on_command_change = self.command_changed
+
+    async def needs_blockwise_assembly(self, request: Message) -> bool:
+        return False
+
+    def command_changed(self, device_id: str) -> None:
+        for obs in list(self._observers.get(device_id, ())):
+            obs.trigger()
+
+    async def add_observation(self, request: Message, serverobservation: Any) -> None:
+        path = request.opt.uri_path
+        if len(path) != 2 or path[0] != uris.COMMAND or self.fleet.store.device(path[1]) is None:
+            return
+        device_id = path[1]
+        self._observers.setdefault(device_id, set()).add(serverobservation)
+
+        def cancel() -> None:
+            group = self._observers.get(device_id)
+            if group is not None:
+                group.discard(serverobservation)
+                if not group:
+                    del self._observers[device_id]
+
+        serverobservation.accept(cancel)
+
+    async def render(self, request: Message) -> Message:
+        try:
+            path = request.opt.uri_path
+            if path == (uris.REPORT,):
+                if request.code is not Code.POST:
+                    return error(Code.METHOD_NOT_ALLOWED, "POST a report to r")
+                return self.report(request)
+            if len(path) == 2 and path[0] == uris.COMMAND:
+                if request.code is not Code.GET:
+                    return error(Code.METHOD_NOT_ALLOWED, "GET c/<device id>")
+                return self.command(path[1])
+            return error(Code.NOT_FOUND, "no such resource")
+        except Refused as e:
+            return refusal(e)
+        except Exception as e:
+            if is_disk_full(e):
+                log.error("disk full: %s", e)
+                return unavailable("disk full")
+            log.exception("device request failed: %s", e)
+            return error(Code.INTERNAL_SERVER_ERROR, "internal error")
+
+    def report(self, request: Message) -> Message:
+        if request.opt.block1 is not None or len(request.payload) > MAX_REPORT:
+            return error(Code.REQUEST_ENTITY_TOO_LARGE, f"a report is at most {MAX_REPORT} bytes",
+                         size1=MAX_REPORT)
+        r = parse_report(request.payload)
+        command = self.fleet.report(r, address_of(request.remote))
+        if command is None:
+            return Message(code=Code.CHANGED)
+        return Message(code=Code.CHANGED, payload=cbor2.dumps(command),
+                       content_format=CBOR_FORMAT)
+
+    def command(self, device_id: str) -> Message:
+        command = self.fleet.pending_command(device_id)
+        if command is None:
+            return Message(code=Code.CONTENT)
+        return Message(code=Code.CONTENT, payload=cbor2.dumps(command),
+                       content_format=CBOR_FORMAT)

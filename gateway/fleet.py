@@ -1,0 +1,442 @@
+"""Fleet operations on the store: reports, images, devices, campaigns. No CoAP in here.
+
+Every method runs one durable transaction and writes an event for every state change it makes
+(invariant 7); the API layers answer only after the method returned. Refusals are ``Refused``
+with a kind the API layers map to a CoAP code and a one-line diagnostic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from proto import manifest as mf
+from proto import uris
+from proto.codes import CampaignState, JobState, Op, Result, State, result_name, state_name
+from proto.control import DEFAULT_TIMEOUT, EVENTS_PAGE
+from proto.keys import CmdKey, ManifestKey, ReportKey
+
+from . import jobs
+from .blobs import BlobStore
+from .store import Store, tags_json
+
+MAX_ID = 64
+UINT_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
+
+
+class Refused(Exception):
+    """A request the gateway will not carry out; ``kind`` picks the CoAP code."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # bad_request | not_found | forbidden | conflict
+
+
+@dataclass(frozen=True)
+class Report:
+    id: str
+    cls: str
+    seq: int
+    state: int
+    result: int
+    progress: int | None
+    job: int | None
+    size: int | None
+    target: int | None
+
+
+def _check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID:
+        raise Refused("bad_request", f"{what} must be a text string of 1-{MAX_ID} characters")
+    if not value.isprintable() or "/" in value or value.strip() != value:
+        raise Refused("bad_request", f"{what} must be printable, without '/' or edge spaces")
+    return value
+
+
+def _check_uint(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= UINT_MAX:
+        raise Refused("bad_request", f"{what} must be an unsigned integer")
+    return value
+
+
+def parse_report(payload: bytes) -> Report:
+    """Decode and type-check a report payload (CBOR map with ``ReportKey`` ints)."""
+    try:
+        m = cbor2.loads(payload)
+    except Exception as e:  # cbor2 raises several types for malformed input
+        raise Refused("bad_request", f"report is not CBOR: {type(e).__name__}") from None
+    if not isinstance(m, Mapping):
+        raise Refused("bad_request", "report must be a CBOR map")
+    for k in (ReportKey.ID, ReportKey.CLASS, ReportKey.SEQ, ReportKey.STATE, ReportKey.RESULT):
+        if int(k) not in m:
+            raise Refused("bad_request", f"report lacks {k.name.lower()} (key {int(k)})")
+    state = _check_uint(m[ReportKey.STATE], "state")
+    if state not in State._value2member_map_:
+        raise Refused("bad_request", f"unknown state {state}")
+
+    def opt(k: ReportKey) -> int | None:
+        v = m.get(int(k))
+        return None if v is None else _check_uint(v, k.name.lower())
+
+    return Report(
+        id=_check_id(m[ReportKey.ID], "id"),
+        cls=_check_id(m[ReportKey.CLASS], "class"),
+        seq=_check_uint(m[ReportKey.SEQ], "seq"),
+        state=state,
+        result=_check_uint(m[ReportKey.RESULT], "result"),
+        progress=opt(ReportKey.PROGRESS),
+        job=opt(ReportKey.JOB),
+        size=opt(ReportKey.SIZE),
+        target=opt(ReportKey.TARGET),
+    )
+
+
+def _names(state: int, result: int) -> str:
+    return f"{state_name(state)}/{result_name(result)}"
+
+
+class Fleet:
+    def __init__(self, store: Store, blobs: BlobStore, *, enrolled_only: bool = False) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.enrolled_only = enrolled_only
+        #: called with a device id whenever that device's pending command may have changed
+        self.on_command_change: Callable[[str], None] = lambda device_id: None
+
+    # ---- device reports -----------------------------------------------------------------
+    def report(self, r: Report, address: str) -> dict[int, Any] | None:
+        """Apply a report durably; return the command for the response (None: nothing)."""
+        s = self.store
+        now = time.time()
+        with s.transaction() as db:
+            dev = s.device(r.id)
+            if dev is None:
+                if self.enrolled_only:
+                    raise Refused("forbidden", "unknown device")
+                db.execute(
+                    "INSERT INTO devices(id, class, seq, state, result, progress, last_seen, "
+                    "address) VALUES (?,?,?,?,?,?,?,?)",
+                    (r.id, r.cls, r.seq, r.state, r.result, r.progress or 0, now, address))
+                s.event("registered", f"class {r.cls}, seq {r.seq}, {_names(r.state, r.result)}, "
+                        f"from {address}", device=r.id)
+            else:
+                db.execute(
+                    "UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, "
+                    "last_seen=?, address=? WHERE id=?",
+                    (r.cls, r.seq, r.state, r.result, r.progress or 0, now, address, r.id))
+                if dev["class"] != r.cls:
+                    s.event("class", f"class {dev['class']} -> {r.cls}", device=r.id)
+                if dev["seq"] != r.seq:
+                    s.event("seq", f"running seq {dev['seq']} -> {r.seq}", device=r.id)
+                if (dev["state"], dev["result"]) != (r.state, r.result):
+                    job = f" (job {r.job})" if r.job is not None else ""
+                    s.event("state", f"{_names(dev['state'], dev['result'])} -> "
+                            f"{_names(r.state, r.result)}{job}", device=r.id)
+                if dev["address"] != address:
+                    s.event("address", f"address {dev['address']} -> {address}", device=r.id)
+            if r.job is not None:
+                self._apply_to_job(r, now)
+            command = self._command_for(r, now)
+        return command
+
+    def _apply_to_job(self, r: Report, now: float) -> None:
+        s = self.store
+        job = s.job(r.job)
+        if job is None or job["device"] != r.id or job["state"] not in jobs.REPORTABLE:
+            return
+        camp = s.campaign(job["campaign"])
+        image = s.image(camp["image"])
+        target = jobs.report_target(r.state, r.result, r.seq, image["seq"])
+        progress = r.progress if r.progress is not None else job["progress"]
+        if target is None:
+            if progress != job["progress"]:
+                s.db.execute("UPDATE jobs SET progress=?, updated=? WHERE id=?",
+                             (progress, now, job["id"]))
+            return
+        new_state, result = target
+        late = job["state"] == JobState.TIMED_OUT
+        if new_state == JobState.SUCCEEDED:
+            progress = image["size"]
+        self._set_job(job, new_state, result, progress, now,
+                      ("late report: " if late else "") + _names(r.state, r.result))
+
+    def _set_job(self, job: Any, state: str, result: int | None, progress: int, now: float,
+                 why: str) -> None:
+        s = self.store
+        s.db.execute("UPDATE jobs SET state=?, result=?, progress=?, updated=? WHERE id=?",
+                     (state, result, progress, now, job["id"]))
+        if state != job["state"] or result != job["result"]:
+            detail = f"job {job['id']}: {job['state']} -> {state}"
+            if result is not None and result != Result.SUCCESS:
+                detail += f" ({result_name(result)})"
+            s.event("late report" if why.startswith("late report") else "job",
+                    f"{detail}; {why}", device=job["device"], campaign=job["campaign"])
+            self._refresh_campaign(job["campaign"])
+            self.on_command_change(job["device"])
+
+    def _refresh_campaign(self, n: int) -> None:
+        s = self.store
+        camp = s.campaign(n)
+        active = s.db.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE campaign=? AND state IN ({_qs(JobState.ACTIVE)})",
+            (n, *JobState.ACTIVE)).fetchone()[0]
+        new = jobs.campaign_state(camp["state"] == CampaignState.CANCELLED, active)
+        if new != camp["state"]:
+            s.db.execute("UPDATE campaigns SET state=? WHERE id=?", (new, n))
+            s.event("campaign", f"campaign {n}: {camp['state']} -> {new}", campaign=n)
+
+    def _active_job(self, device_id: str) -> Any:
+        return self.store.db.execute(
+            f"SELECT * FROM jobs WHERE device=? AND state IN ({_qs(JobState.ACTIVE)}) "
+            "ORDER BY id DESC LIMIT 1", (device_id, *JobState.ACTIVE)).fetchone()
+
+    def _command_for(self, r: Report, now: float) -> dict[int, Any] | None:
+        s = self.store
+        if r.job is not None and r.state != State.IDLE:
+            reported = s.job(r.job)
+            if (reported is not None and reported["device"] == r.id
+                    and reported["state"] == JobState.CANCELLED):
+                return {CmdKey.OP: Op.CANCEL, CmdKey.JOB: r.job}
+        job = self._active_job(r.id)
+        if job is None:
+            return None
+        lost = r.job != job["id"]
+        if not lost and (r.result == Result.DEFERRED
+                         or job["state"] not in (JobState.QUEUED, JobState.OFFERED)):
+            return None
+        image = s.image(s.campaign(job["campaign"])["image"])
+        if r.seq >= image["seq"]:
+            self._set_job(job, JobState.SUCCEEDED, Result.SUCCESS, image["size"], now,
+                          f"already running seq {r.seq}")
+            return None
+        if r.cls != image["class"]:
+            self._set_job(job, JobState.FAILED, Result.WRONG_CLASS, job["progress"], now,
+                          f"device class {r.cls} is not the image's {image['class']}")
+            return None
+        if job["state"] != JobState.OFFERED:
+            self._set_job(job, JobState.OFFERED, None, job["progress"], now,
+                          "manifest handed out" if job["state"] == JobState.QUEUED
+                          else "device lost the command")
+        return {CmdKey.OP: Op.UPDATE, CmdKey.JOB: job["id"], CmdKey.MANIFEST: image["manifest"]}
+
+    def pending_command(self, device_id: str) -> dict[int, Any] | None:
+        """What an observer of ``c/<id>`` sees; reading it changes nothing."""
+        dev = self.store.device(device_id)
+        if dev is None:
+            raise Refused("not_found", "unknown device")
+        job = self._active_job(device_id)
+        if job is not None:
+            image = self.store.image(self.store.campaign(job["campaign"])["image"])
+            if dev["seq"] < image["seq"]:
+                return {CmdKey.OP: Op.UPDATE, CmdKey.JOB: job["id"],
+                        CmdKey.MANIFEST: image["manifest"]}
+            return None
+        last = self.store.db.execute("SELECT * FROM jobs WHERE device=? ORDER BY id DESC LIMIT 1",
+                                     (device_id,)).fetchone()
+        if last is not None and last["state"] == JobState.CANCELLED and dev["state"] != State.IDLE:
+            return {CmdKey.OP: Op.CANCEL, CmdKey.JOB: last["id"]}
+        return None
+
+    # ---- images ---------------------------------------------------------------------------
+    def register_image(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, Mapping):
+            raise Refused("bad_request", "body must be a CBOR map")
+        signed, cls, vendor = body.get("manifest"), body.get("class"), body.get("vendor")
+        if not isinstance(signed, bytes):
+            raise Refused("bad_request", "manifest must be a byte string (COSE_Sign1)")
+        cls = _check_id(cls, "class")
+        if not isinstance(vendor, str) or not vendor:
+            raise Refused("bad_request", "vendor must be a non-empty text string")
+        try:
+            m = mf.parse(signed)
+        except mf.ManifestError as e:
+            raise Refused("bad_request", f"bad manifest: {e}") from None
+        if m[ManifestKey.VENDOR] != mf.vendor_id(vendor):
+            raise Refused("bad_request", f"manifest vendor id is not that of {vendor!r}")
+        if m[ManifestKey.CLASS] != mf.class_id(vendor, cls):
+            raise Refused("bad_request", f"manifest class id is not that of {cls!r}")
+        digest: bytes = m[ManifestKey.DIGEST]
+        size, seq, uri = m[ManifestKey.SIZE], m[ManifestKey.SEQ], m[ManifestKey.URI]
+        if uri != uris.image_path(digest):
+            raise Refused("bad_request", f"manifest uri must be {uris.image_path(digest)}")
+        stored = self.blobs.size(digest.hex())
+        if stored is None:
+            raise Refused("bad_request", "no blob with the manifest's digest: upload it first")
+        if stored != size:
+            raise Refused("bad_request", f"manifest size {size} but the blob has {stored} bytes")
+        image_id = uris.image_id(digest)
+        with self.store.transaction() as db:
+            old = self.store.image(image_id)
+            if old is not None:
+                if old["manifest"] == signed:
+                    return self.image_view(old)  # idempotent re-registration
+                raise Refused("conflict", f"image {image_id} is already registered")
+            db.execute(
+                "INSERT INTO images(id, digest, size, seq, class, vendor, uri, manifest, created) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (image_id, digest.hex(), size, seq, cls, vendor, uri, signed, time.time()))
+            self.store.event("image", f"image {image_id} registered: class {cls}, seq {seq}, "
+                             f"{size} bytes")
+        return self.image_view(self.store.image(image_id))
+
+    @staticmethod
+    def image_view(row: Any) -> dict[str, Any]:
+        return {"id": row["id"], "uri": row["uri"], "digest": row["digest"], "size": row["size"],
+                "seq": row["seq"], "class": row["class"], "vendor": row["vendor"],
+                "created": row["created"]}
+
+    # ---- devices ------------------------------------------------------------------------
+    def enrol(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, Mapping):
+            raise Refused("bad_request", "body must be a CBOR map")
+        device_id = _check_id(body.get("id"), "id")
+        cls = _check_id(body.get("class"), "class")
+        tags = body.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise Refused("bad_request", "tags must be a list of text strings")
+        with self.store.transaction() as db:
+            old = self.store.device(device_id)
+            if old is None:
+                db.execute("INSERT INTO devices(id, class, enrolled, tags) VALUES (?,?,1,?)",
+                           (device_id, cls, tags_json(tags)))
+                self.store.event("enrolled", f"class {cls}", device=device_id)
+            else:
+                db.execute("UPDATE devices SET class=?, enrolled=1, tags=? WHERE id=?",
+                           (cls, tags_json(tags), device_id))
+                if not old["enrolled"] or old["class"] != cls:
+                    self.store.event("enrolled", f"class {cls} (was seen as {old['class']})",
+                                     device=device_id)
+        return self.device_view(self.store.device(device_id))
+
+    @staticmethod
+    def device_view(row: Any) -> dict[str, Any]:
+        return {"id": row["id"], "class": row["class"], "seq": row["seq"],
+                "state": state_name(row["state"]), "result": result_name(row["result"]),
+                "progress": row["progress"], "last_seen": row["last_seen"],
+                "address": row["address"], "enrolled": bool(row["enrolled"]),
+                "tags": json.loads(row["tags"])}
+
+    def device_detail(self, device_id: str) -> dict[str, Any]:
+        row = self.store.device(device_id)
+        if row is None:
+            raise Refused("not_found", "unknown device")
+        view = self.device_view(row)
+        view["jobs"] = [self.job_view(j) for j in self.store.jobs_of_device(device_id)]
+        view["events"] = self.store.device_events(device_id, EVENTS_PAGE)
+        return view
+
+    # ---- campaigns ------------------------------------------------------------------------
+    def create_campaign(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, Mapping):
+            raise Refused("bad_request", "body must be a CBOR map")
+        s = self.store
+        image = s.image(body.get("image")) if isinstance(body.get("image"), str) else None
+        if image is None:
+            raise Refused("not_found", "unknown image")
+        timeout = body.get("timeout", DEFAULT_TIMEOUT)
+        if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                or not 0 < timeout <= 10 * 365 * 86400):
+            raise Refused("bad_request", "timeout must be a positive number of seconds")
+        picks = [k for k in ("devices", "class", "all") if body.get(k) not in (None, False)]
+        if len(picks) != 1:
+            raise Refused("bad_request", "give exactly one of devices, class, all")
+        if "devices" in picks:
+            ids = body["devices"]
+            if not isinstance(ids, list) or not ids:
+                raise Refused("bad_request", "devices must be a non-empty list of ids")
+            targets = []
+            for d in ids:
+                row = s.device(d) if isinstance(d, str) else None
+                if row is None:
+                    raise Refused("not_found", f"unknown device {d!r}")
+                if all(t["id"] != d for t in targets):
+                    targets.append(row)
+        elif "class" in picks:
+            targets = s.devices_of_class(_check_id(body["class"], "class"))
+        else:
+            if body["all"] is not True:
+                raise Refused("bad_request", "all must be true")
+            targets = s.devices()
+        if not targets:
+            raise Refused("bad_request", "no target device")
+        wrong = [t["id"] for t in targets if t["class"] != image["class"]]
+        if wrong:
+            raise Refused("bad_request", f"image class {image['class']} does not match device(s) "
+                          f"{', '.join(wrong[:5])}")
+        busy = [t["id"] for t in targets if self._active_job(t["id"]) is not None]
+        if busy:
+            raise Refused("bad_request", f"device(s) {', '.join(busy[:5])} already in a running "
+                          "campaign; cancel it first")
+        now = time.time()
+        with s.transaction() as db:
+            cur = db.execute("INSERT INTO campaigns(image, state, created, deadline) "
+                             "VALUES (?,?,?,?)", (image["id"], CampaignState.RUNNING, now,
+                                                  now + timeout))
+            n = cur.lastrowid
+            for t in targets:
+                db.execute("INSERT INTO jobs(campaign, device, state, size, updated) "
+                           "VALUES (?,?,?,?,?)", (n, t["id"], JobState.QUEUED, image["size"], now))
+            s.event("campaign", f"campaign {n}: image {image['id']} (seq {image['seq']}) to "
+                    f"{len(targets)} device(s), timeout {timeout} s", campaign=n)
+        for t in targets:
+            self.on_command_change(t["id"])
+        return self.campaign_view(s.campaign(n))
+
+    def cancel_campaign(self, n: int) -> dict[str, Any]:
+        s = self.store
+        now = time.time()
+        with s.transaction() as db:
+            camp = s.campaign(n)
+            if camp is None:
+                raise Refused("not_found", "unknown campaign")
+            if camp["state"] != CampaignState.CANCELLED:
+                db.execute("UPDATE campaigns SET state=? WHERE id=?", (CampaignState.CANCELLED, n))
+                s.event("campaign", f"campaign {n}: {camp['state']} -> cancelled", campaign=n)
+                for job in s.jobs_of_campaign(n):
+                    if job["state"] in JobState.ACTIVE:
+                        self._set_job(job, JobState.CANCELLED, Result.CANCELLED, job["progress"],
+                                      now, "campaign cancelled")
+        return self.campaign_view(s.campaign(n))
+
+    def expire(self, now: float | None = None) -> int:
+        """Mark active jobs past their campaign deadline as timed out; returns how many."""
+        s = self.store
+        now = time.time() if now is None else now
+        rows = s.db.execute(
+            f"SELECT jobs.* FROM jobs JOIN campaigns ON campaigns.id = jobs.campaign "
+            f"WHERE jobs.state IN ({_qs(JobState.ACTIVE)}) AND campaigns.deadline < ?",
+            (*JobState.ACTIVE, now)).fetchall()
+        if rows:
+            with s.transaction():
+                for job in rows:
+                    self._set_job(job, JobState.TIMED_OUT, None, job["progress"], now,
+                                  "campaign deadline passed")
+        return len(rows)
+
+    def campaign_view(self, row: Any, with_jobs: bool = False) -> dict[str, Any]:
+        counts = self.store.job_counts(row["id"])
+        view = {"id": row["id"], "image": row["image"], "state": row["state"],
+                "created": row["created"], "deadline": row["deadline"], "counts": counts,
+                "total": sum(counts.values())}
+        if with_jobs:
+            view["jobs"] = [self.job_view(j) for j in self.store.jobs_of_campaign(row["id"])]
+        return view
+
+    @staticmethod
+    def job_view(row: Any) -> dict[str, Any]:
+        return {"id": row["id"], "campaign": row["campaign"], "device": row["device"],
+                "state": row["state"],
+                "result": None if row["result"] is None else result_name(row["result"]),
+                "progress": row["progress"], "size": row["size"], "updated": row["updated"]}
+
+    def events(self, since: float) -> list[dict[str, Any]]:
+        return self.store.events_since(since, EVENTS_PAGE)
+
+
+def _qs(values: tuple[str, ...]) -> str:
+    return ",".join("?" * len(values))

@@ -1,0 +1,49 @@
+"""Everything that moves a job from one state to another lives in this file.
+
+The transition a device report causes is a table lookup (``report_target``); ``JobState``
+values come from the contract. Lifecycle::
+
+    queued ──offer──▶ offered ──DOWNLOADING──▶ downloading ──DOWNLOADED──▶ downloaded
+       │                 ▲  │                                                 │
+       │         DEFERRED│  └───────────── any failure result ──▶ failed      UPDATING
+       │                 │                                                    ▼
+       └──(running seq >= image seq)──────────────────────▶ succeeded ◀── IDLE+SUCCESS+seq
+    any active ──cancel──▶ cancelled          any active ──deadline──▶ timed_out
+    timed_out ──late report──▶ (same table as above; event "late report")
+"""
+
+from __future__ import annotations
+
+from proto.codes import CampaignState, JobState, Result, State
+
+#: Results that do not end a job: nothing happened yet, success, or "ask me later".
+NON_FAILURE = (Result.INITIAL, Result.SUCCESS, Result.DEFERRED)
+
+#: Job states a device report may still move (timed_out: a late report is reconciled).
+REPORTABLE = (*JobState.ACTIVE, JobState.TIMED_OUT)
+
+#: Device state -> job state while no result ends the job.
+STATE_TO_JOB = {
+    State.DOWNLOADING: JobState.DOWNLOADING,
+    State.DOWNLOADED: JobState.DOWNLOADED,
+    State.UPDATING: JobState.UPDATING,
+}
+
+
+def report_target(state: int, result: int, seq: int, image_seq: int) -> tuple[str, int | None] | None:
+    """(new job state, result to record) for a report about a job, or None for no change."""
+    if result not in NON_FAILURE:
+        return JobState.FAILED, result
+    if result == Result.DEFERRED:
+        return JobState.OFFERED, None
+    if state in STATE_TO_JOB:
+        return STATE_TO_JOB[State(state)], None
+    if state == State.IDLE and seq >= image_seq:  # booted it (SUCCESS) or already ran it
+        return JobState.SUCCEEDED, Result.SUCCESS
+    return None
+
+
+def campaign_state(cancelled: bool, active_jobs: int) -> str:
+    if cancelled:
+        return CampaignState.CANCELLED
+    return CampaignState.RUNNING if active_jobs else CampaignState.DONE

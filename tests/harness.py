@@ -1,0 +1,175 @@
+"""Run a real gateway subprocess for tests (real UDP on 127.0.0.1, real SQLite file).
+
+API (stable; other test modules depend on it)::
+
+    gw = GatewayProc(data_dir, extra_args=("--enrolled-only",))   # not started yet
+    gw.start(timeout=10)          # python -m gateway run --bind 127.0.0.1:<free>
+                                  #   --control-bind 127.0.0.1:<free> --data <data_dir> [extra]
+                                  # waits (bounded) for the "listening devices=… control=…" line
+    gw.device_uri                 # "coap://127.0.0.1:P"   (devices: r, c/<id>, f/<image id>)
+    gw.device_port                # P
+    gw.control_uri                # "coap://127.0.0.1:Q"   (cc: the API of proto/control.py)
+    gw.control_port               # Q
+    gw.data                       # pathlib.Path of the data directory
+    gw.kill()                     # SIGKILL, waits for the process to be gone
+    gw.stop(timeout=10) -> int    # SIGTERM, returns the exit code (0 on a clean shutdown)
+    gw.restart()                  # start again with the same ports and data
+    gw.log_text() -> str          # everything the gateway wrote (stdout + stderr), all runs
+    gw.alive() -> bool
+
+The ``gateway`` fixture in ``tests/conftest.py`` yields a started ``GatewayProc`` on a fresh
+temp data dir and stops it afterwards. ``free_udp_port()`` and ``run_gateway_once()`` (start
+a gateway that is expected to refuse and return (exit code, output)) are helpers for tests of
+startup checks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+READY = "listening devices="
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nobody holds right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gateway_command(bind: str, control_bind: str, data: Path, extra: Sequence[str] = ()) -> list[str]:
+    return [sys.executable, "-m", "gateway", "run", "--bind", bind, "--control-bind",
+            control_bind, "--data", str(data), *extra]
+
+
+def run_gateway_once(args: Sequence[str], timeout: float = 15) -> tuple[int, str]:
+    """Run ``python -m gateway`` with ``args`` to completion; returns (exit code, output)."""
+    p = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=REPO, capture_output=True,
+                       text=True, timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+class GatewayProc:
+    def __init__(self, data: Path, extra_args: Sequence[str] = (), *,
+                 device_port: int | None = None, control_port: int | None = None) -> None:
+        self.data = Path(data)
+        self.extra_args = tuple(extra_args)
+        self.device_port = device_port or free_udp_port()
+        self.control_port = control_port or free_udp_port()
+        while self.control_port == self.device_port:
+            self.control_port = free_udp_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data.parent / f"{self.data.name}.gateway.log"
+
+    @property
+    def device_uri(self) -> str:
+        return f"coap://127.0.0.1:{self.device_port}"
+
+    @property
+    def control_uri(self) -> str:
+        return f"coap://127.0.0.1:{self.control_port}"
+
+    def start(self, timeout: float = 10) -> GatewayProc:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.data.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                gateway_command(f"127.0.0.1:{self.device_port}",
+                                f"127.0.0.1:{self.control_port}", self.data, self.extra_args),
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if READY in self.log_text()[offset:]:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n"
+                                   f"{self.log_text()[offset:]}")
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError(f"gateway not ready within {timeout} s:\n{self.log_text()[offset:]}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 10) -> int:
+        assert self.proc is not None, "never started"
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+        return self.proc.returncode
+
+    def restart(self, timeout: float = 10) -> GatewayProc:
+        if self.alive():
+            self.stop()
+        return self.start(timeout)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+# ---- async helpers over the real control API ---------------------------------------------
+
+async def control(ctx, gw: GatewayProc, method: str, path: str, body=None, query: str = ""):  # type: ignore[no-untyped-def]
+    """One control API request; returns (code as "2.05" text, decoded CBOR body or text)."""
+    import cbor2
+    from aiocoap import Code, Message
+
+    uri = f"{gw.control_uri}/{path}" + (f"?{query}" if query else "")
+    payload = b"" if body is None else cbor2.dumps(body)
+    msg = Message(code=getattr(Code, method), uri=uri, payload=payload)
+    if body is not None:
+        msg.opt.content_format = 60
+    resp = await ctx.request(msg).response
+    code = resp.code.dotted
+    if resp.code.is_successful():
+        return code, (cbor2.loads(resp.payload) if resp.payload else None)
+    return code, resp.payload.decode(errors="replace")
+
+
+async def publish_image(ctx, gw: GatewayProc, image: bytes, key, *, seq: int,  # type: ignore[no-untyped-def]
+                        device_class: str, vendor: str | None = None) -> dict:
+    """Upload ``image`` (Block1 PUT blob/<sha256>), sign a manifest with ``key`` (an
+    Ed25519PrivateKey) and register it (POST fw). Returns the IMAGE map."""
+    import hashlib
+
+    import cbor2
+    from aiocoap import PUT, Message
+
+    from proto import manifest, uris
+
+    vendor = vendor or manifest.DEFAULT_VENDOR
+    digest = hashlib.sha256(image).digest()
+    resp = await ctx.request(Message(code=PUT, uri=f"{gw.control_uri}/blob/{digest.hex()}",
+                                     payload=image)).response
+    assert resp.code.is_successful(), (resp.code, resp.payload)
+    assert cbor2.loads(resp.payload) == {"digest": digest.hex(), "size": len(image)}
+    signed = manifest.sign(manifest.build(seq=seq, vendor=vendor, device_class=device_class,
+                                          digest=digest, size=len(image),
+                                          uri=uris.image_path(digest)), key)
+    code, body = await control(ctx, gw, "POST", "fw",
+                               {"manifest": signed, "class": device_class, "vendor": vendor})
+    assert code == "2.01", (code, body)
+    return body
