@@ -1,0 +1,5 @@
+"""``python -m cc``: the same program as the ``cc`` and ``fota-cc`` scripts."""
+
+from cc.main import app
+
+app(prog_name="cc")

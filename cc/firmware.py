@@ -1,0 +1,72 @@
+"""Adding an image: hash it, upload it, sign its manifest, register it with the gateway.
+
+The manifest is built and signed here, after the upload, from the bytes hashed here: the gateway
+never sees the key and cannot make a device accept bytes other than the ones hashed on this side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from proto import manifest, uris
+from proto.control import MAX_IMAGE
+
+from .client import ControlClient
+from .errors import CcError
+from .upload import upload
+
+HASH_CHUNK = 1 << 16
+
+
+def digest_file(file: Path) -> tuple[bytes, int]:
+    """SHA-256 and size of ``file``, read in chunks (images can be megabytes)."""
+    try:
+        if not file.is_file():
+            raise CcError(f"no such file: {file}")
+        h = hashlib.sha256()
+        size = 0
+        with open(file, "rb") as f:
+            while chunk := f.read(HASH_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+    except OSError as e:
+        raise CcError(f"cannot read {file}: {e.strerror}") from None
+    if size == 0:
+        raise CcError(f"{file} is empty: nothing to install")
+    if size > MAX_IMAGE:
+        raise CcError(f"{file} is {size} bytes; the gateway takes images of at most "
+                      f"{MAX_IMAGE} bytes")
+    return h.digest(), size
+
+
+def signed_manifest(key: Ed25519PrivateKey, *, seq: int, vendor: str, device_class: str,
+                    digest: bytes, size: int) -> bytes:
+    try:
+        return manifest.sign(
+            manifest.build(seq=seq, vendor=vendor, device_class=device_class, digest=digest,
+                           size=size, uri=uris.image_path(digest)),
+            key)
+    except manifest.ManifestError as e:
+        raise CcError(f"cannot build the manifest: {e}") from None
+
+
+async def add(client: ControlClient, key: Ed25519PrivateKey, file: Path, *, seq: int,
+              device_class: str, vendor: str, digest: bytes, size: int,
+              progress: Callable[[int], None] = lambda done: None) -> dict[str, Any]:
+    """Upload the blob, then POST the signed manifest; returns the gateway's IMAGE map."""
+    signed = signed_manifest(key, seq=seq, vendor=vendor, device_class=device_class,
+                             digest=digest, size=size)
+    stored = await upload(client, file, digest.hex(), size, progress)
+    if stored.get("digest") != digest.hex() or stored.get("size") != size:
+        raise CcError(f"gateway stored {stored.get('size')} bytes with digest "
+                      f"{stored.get('digest')}, not the {size} bytes hashed here")
+    image = await client.post(uris.FW, {"manifest": signed, "class": device_class,
+                                        "vendor": vendor})
+    if not isinstance(image, dict):
+        raise CcError(f"gateway sent an unexpected answer to {uris.FW}: {image!r}")
+    return image

@@ -1,0 +1,75 @@
+"""The Ed25519 signing key: created here, kept here (0600 in a 0700 directory), never sent.
+
+A key file that group or others can read is refused rather than used: whoever read it can sign
+firmware every device trusts, so the operator must know now, not after an audit.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from proto import manifest
+
+from .errors import CcError
+
+KEY_FILE = "signing-key.pem"  # PKCS#8 PEM: readable by openssl and every crypto library
+
+
+def key_path(home: Path) -> Path:
+    return home / KEY_FILE
+
+
+def init(home: Path, *, force: bool = False) -> Path:
+    """Create a new key; refuse to replace one unless ``force`` (devices trust the old one)."""
+    path = key_path(home)
+    if path.exists() and not force:
+        raise CcError(f"a signing key already exists at {path}; use --force to replace it "
+                      "(devices that trust the old key will refuse images signed by the new one)")
+    if not home.exists():
+        home.mkdir(mode=0o700, parents=True)
+        os.chmod(home, 0o700)  # mkdir's mode is filtered by the umask
+    pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8,
+                                                     NoEncryption())
+    tmp = home / f".{KEY_FILE}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)  # atomic: a crash leaves the old key or the new one, never half
+    return path
+
+
+def load(home: Path) -> Ed25519PrivateKey:
+    path = key_path(home)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise CcError(f"no signing key in {home}: run `cc keys init`") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CcError(f"refusing to use {path}: it is accessible by group or others "
+                      f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}` "
+                      "and consider the key compromised if others could read it")
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError, OSError) as e:
+        raise CcError(f"cannot read signing key {path}: {e}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CcError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def public_hex(key: Ed25519PrivateKey) -> str:
+    """The raw 32-byte public key as 64 hex characters: what devices are configured to trust."""
+    return manifest.public_bytes(key.public_key()).hex()

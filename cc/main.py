@@ -1,0 +1,350 @@
+"""The ``cc`` command line: typer wiring only; the work lives in the modules it calls.
+
+Every failure the operator can fix is a ``CcError``: one line on stderr and exit status 2.
+``upgrade --wait`` and ``status --watch`` exit 1 when any job failed, was cancelled or timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+
+from proto import manifest, uris
+
+from . import campaign, firmware, keys, render
+from .client import ControlClient, segment
+from .errors import CcError
+from .settings import DEFAULT_GATEWAY, DEFAULT_HOME, Gateway, parse_gateway
+
+app = typer.Typer(help="fota control center: signing key, firmware, devices, upgrades.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+keys_app = typer.Typer(help="The Ed25519 signing key (it never leaves this machine).",
+                       no_args_is_help=True)
+firmware_app = typer.Typer(help="Firmware images: add (upload + sign) and list.",
+                           no_args_is_help=True)
+devices_app = typer.Typer(help="List devices (bare) or add (enrol) one.",
+                          invoke_without_command=True)
+device_app = typer.Typer(help="One device: its state, jobs and events.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(firmware_app, name="firmware")
+app.add_typer(devices_app, name="devices")
+app.add_typer(device_app, name="device")
+
+T = TypeVar("T")
+JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (the control API's keys).")
+
+
+@dataclass
+class Settings:
+    gateway_text: str
+    home: Path
+
+    @property
+    def gateway(self) -> Gateway:
+        return parse_gateway(self.gateway_text)  # parsed on use: `cc keys` needs no gateway
+
+    def client(self) -> ControlClient:
+        return ControlClient(self.gateway)
+
+
+def settings(ctx: typer.Context) -> Settings:
+    return ctx.find_root().obj
+
+
+def fails_cleanly(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn a CcError into one line on stderr and exit 2; Ctrl-C into exit 130, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except CcError as e:
+            print(f"cc: {' '.join(str(e).split())}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            print("cc: interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    gateway: str = typer.Option(DEFAULT_GATEWAY, "--gateway", envvar="FOTA_GATEWAY",
+                                metavar="coap://HOST:PORT", help="The gateway's control API."),
+    home: Path = typer.Option(DEFAULT_HOME, "--home", envvar="FOTA_HOME", metavar="DIR",
+                              help="Where the signing key lives."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log CoAP traffic (aiocoap)."),
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Settings(gateway, home.expanduser())
+
+
+# ---- keys -----------------------------------------------------------------------------------
+@keys_app.command("init")
+@fails_cleanly
+def keys_init(ctx: typer.Context,
+              force: bool = typer.Option(False, "--force", help="Replace an existing key.")):
+    """Create the signing key (0600, in a 0700 directory)."""
+    home = settings(ctx).home
+    path = keys.init(home, force=force)
+    render.out.print(f"signing key written to {path}")
+    render.out.print(f"public key (configure devices to trust it): {keys.public_hex(keys.load(home))}")
+
+
+@keys_app.command("public")
+@fails_cleanly
+def keys_public(ctx: typer.Context):
+    """Print the raw Ed25519 public key as 64 hex characters."""
+    print(keys.public_hex(keys.load(settings(ctx).home)))
+
+
+# ---- firmware -------------------------------------------------------------------------------
+@firmware_app.command("add")
+@fails_cleanly
+def firmware_add(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="The image file."),
+    version: int = typer.Option(..., "--version", min=0, metavar="SEQ",
+                                help="Sequence number; devices install only newer ones."),
+    device_class: str = typer.Option(..., "--class", metavar="CLASS",
+                                     help="Device class (model) the image is for."),
+    vendor: str = typer.Option(manifest.DEFAULT_VENDOR, "--vendor",
+                               help="Vendor name (its UUID5 goes in the manifest)."),
+    as_json: bool = JSON_OPT,
+):
+    """Upload an image, sign its manifest and register it with the gateway."""
+    s = settings(ctx)
+    if not device_class:
+        raise CcError("--class must not be empty")
+    key = keys.load(s.home)  # before any upload: no key, no point
+    digest, size = firmware.digest_file(file)
+
+    async def go() -> dict[str, Any]:
+        async with s.client() as client:
+            with render.upload_progress() as bar:
+                task = bar.add_task("upload", total=size)
+                return await firmware.add(
+                    client, key, file, seq=version, device_class=device_class, vendor=vendor,
+                    digest=digest, size=size,
+                    progress=lambda done: bar.update(task, completed=done))
+
+    image = run(go())
+    if as_json:
+        render.print_json(image)
+        return
+    path = str(image.get("uri") or uris.image_path(digest))
+    render.out.print(f"image [bold]{image.get('id')}[/] seq {image.get('seq')} class "
+                     f"{image.get('class')}, {render.size(image.get('size'))}")
+    render.out.print(f"uri {s.gateway.image_uri(path)}")
+    render.out.print(f"sha256 {image.get('digest')}")
+
+
+@firmware_app.command("list")
+@fails_cleanly
+def firmware_list(ctx: typer.Context, as_json: bool = JSON_OPT):
+    """List the images the gateway holds."""
+    rows = run(_get(settings(ctx), uris.FW))
+    render.print_json(rows) if as_json else render.out.print(render.images(rows))
+
+
+# ---- devices --------------------------------------------------------------------------------
+@devices_app.callback()
+@fails_cleanly
+def devices_main(ctx: typer.Context, as_json: bool = JSON_OPT):
+    """List devices when called without a subcommand."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = run(_get(settings(ctx), uris.DEV))
+    render.print_json(rows) if as_json else render.out.print(render.devices(rows))
+
+
+@devices_app.command("add")
+@fails_cleanly
+def devices_add(
+    ctx: typer.Context,
+    device_id: str = typer.Argument(..., metavar="ID"),
+    device_class: str = typer.Option(..., "--class", metavar="CLASS"),
+    tags: Optional[list[str]] = typer.Option(None, "--tag", metavar="TAG",
+                                             help="A tag (repeat for more)."),
+    as_json: bool = JSON_OPT,
+):
+    """Add (enrol) a device, so that it can be upgraded before it first reports."""
+    if not device_id or not device_class:
+        raise CcError("device id and --class must not be empty")
+    body: dict[str, Any] = {"id": device_id, "class": device_class}
+    if tags:
+        body["tags"] = list(tags)
+    dev = run(_post(settings(ctx), uris.DEV, body))
+    if as_json:
+        render.print_json(dev)
+    else:
+        render.out.print(f"device [bold]{dev.get('id')}[/] added, class {dev.get('class')}")
+
+
+@device_app.command("show")
+@fails_cleanly
+def device_show(ctx: typer.Context, device_id: str = typer.Argument(..., metavar="ID"),
+                as_json: bool = JSON_OPT):
+    """A device with its jobs and recent events."""
+    dev = run(_get(settings(ctx), f"{uris.DEV}/{segment(device_id)}"))
+    if as_json:
+        render.print_json(dev)
+        return
+    for part in render.device(dev):
+        render.out.print(part)
+
+
+# ---- campaigns ------------------------------------------------------------------------------
+@app.command("upgrade")
+@fails_cleanly
+def upgrade(
+    ctx: typer.Context,
+    image: str = typer.Argument(..., metavar="IMAGE", help="Image id (from `cc firmware list`)."),
+    devices: Optional[list[str]] = typer.Option(None, "--device", metavar="ID",
+                                                help="A device (repeat for more)."),
+    device_class: Optional[str] = typer.Option(None, "--class", metavar="CLASS",
+                                               help="Every device of this class."),
+    everyone: bool = typer.Option(False, "--all", help="Every device of the image's class."),
+    timeout: Optional[int] = typer.Option(None, "--timeout", min=1, metavar="S",
+                                          help="Seconds before unfinished jobs time out."),
+    wait: bool = typer.Option(False, "--wait", help="Follow it with progress bars until done."),
+    as_json: bool = JSON_OPT,
+):
+    """Start a campaign: offer IMAGE to devices. With --wait exit 0 only if all succeeded."""
+    chosen = [bool(devices), device_class is not None, everyone]
+    if sum(chosen) != 1:
+        raise CcError("choose the devices with exactly one of --device ID…, --class C or --all")
+    body: dict[str, Any] = {"image": image}
+    if devices:
+        body["devices"] = list(devices)
+    elif device_class is not None:
+        body["class"] = device_class
+    else:
+        body["all"] = True
+    if timeout is not None:
+        body["timeout"] = timeout
+    s = settings(ctx)
+
+    async def go() -> dict[str, Any]:
+        async with s.client() as client:
+            camp = await client.post(uris.CAMP, body)
+            if not wait:
+                return camp
+            if not as_json:
+                render.out.print(f"campaign [bold]{camp.get('id')}[/] started: image {image}, "
+                                 f"{camp.get('total')} device(s)")
+            return await _follow(client, int(camp["id"]), quiet=as_json)
+
+    camp = run(go())
+    if not wait:
+        if as_json:
+            render.print_json(camp)
+        else:
+            render.out.print(f"campaign [bold]{camp.get('id')}[/] started: image {image}, "
+                             f"{camp.get('total')} device(s); follow it with "
+                             f"`cc status {camp.get('id')} --watch`")
+        return
+    _final(camp, as_json)
+
+
+@app.command("status")
+@fails_cleanly
+def status(
+    ctx: typer.Context,
+    campaign_id: Optional[int] = typer.Argument(None, metavar="[CAMPAIGN]"),
+    watch: bool = typer.Option(False, "--watch", help="Follow the campaign until it is done."),
+    as_json: bool = JSON_OPT,
+):
+    """Without CAMPAIGN: list campaigns. With it: the campaign and its jobs."""
+    s = settings(ctx)
+    if campaign_id is None:
+        if watch:
+            raise CcError("--watch needs a CAMPAIGN id")
+        rows = run(_get(s, uris.CAMP))
+        render.print_json(rows) if as_json else render.out.print(render.campaigns(rows))
+        return
+    if watch:
+        async def go() -> dict[str, Any]:
+            async with s.client() as client:
+                return await _follow(client, campaign_id, quiet=as_json)
+
+        _final(run(go()), as_json)
+        return
+    camp = run(_get(s, campaign.path(campaign_id)))
+    if as_json:
+        render.print_json(camp)
+        return
+    for part in render.campaign_detail(camp):
+        render.out.print(part)
+
+
+@app.command("cancel")
+@fails_cleanly
+def cancel(ctx: typer.Context, campaign_id: int = typer.Argument(..., metavar="CAMPAIGN"),
+           as_json: bool = JSON_OPT):
+    """Cancel a campaign: jobs not yet finished are cancelled (devices are told on next wake)."""
+    camp = run(_post(settings(ctx), f"{campaign.path(campaign_id)}/cancel"))
+    if as_json:
+        render.print_json(camp)
+    else:
+        render.out.print(f"campaign [bold]{camp.get('id')}[/]: "
+                         f"{render.styled_state(camp.get('state'))}, {render.counts(camp)}")
+
+
+@app.command("events")
+@fails_cleanly
+def events(ctx: typer.Context,
+           since: float = typer.Option(0.0, "--since", metavar="UNIX_TIME",
+                                       help="Only events at or after this time."),
+           as_json: bool = JSON_OPT):
+    """The event log, oldest first (one page)."""
+    rows = run(_get(settings(ctx), f"{uris.EVENTS}?since={since:g}"))
+    render.print_json(rows) if as_json else render.out.print(render.events(rows))
+
+
+# ---- helpers --------------------------------------------------------------------------------
+async def _get(s: Settings, path: str) -> Any:
+    async with s.client() as client:
+        return await client.get(path)
+
+
+async def _post(s: Settings, path: str, body: Any = None) -> Any:
+    async with s.client() as client:
+        return await client.post(path, body)
+
+
+async def _follow(client: ControlClient, n: int, *, quiet: bool) -> dict[str, Any]:
+    if quiet:
+        return await campaign.follow(client, n, lambda camp: None)
+    with render.CampaignProgress() as bars:
+        return await campaign.follow(client, n, bars.update)
+
+
+def _final(camp: dict[str, Any], as_json: bool) -> None:
+    """Print the outcome of a followed campaign; exit 1 unless every job succeeded."""
+    ok = campaign.succeeded(camp)
+    if as_json:
+        render.print_json(camp)
+    elif ok:
+        render.out.print(f"campaign {camp.get('id')}: all {len(campaign.jobs(camp))} "
+                         "job(s) [green]succeeded[/]")
+    else:
+        render.out.print(render.failures(camp))
+        render.out.print(f"campaign {camp.get('id')}: {render.counts(camp)}")
+    if not ok:
+        raise typer.Exit(1)

@@ -1,0 +1,158 @@
+"""cc without a gateway: the signing key, refusals, and fast one-line failures.
+
+Real CLI both ways: typer's CliRunner in-process, and ``python -m cc`` as a subprocess where
+exit codes, stderr lines and timing are what a shell script sees.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cc import keys
+from cc.main import app
+from proto import manifest
+
+REPO = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def cc(home: Path, *args: str, gateway: str | None = None):
+    opts = ["--home", str(home)] + (["--gateway", gateway] if gateway else [])
+    return runner.invoke(app, [*opts, *args])
+
+
+def cc_proc(home: Path, *args: str, gateway: str | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    opts = ["--home", str(home)] + (["--gateway", gateway] if gateway else [])
+    return subprocess.run([sys.executable, "-m", "cc", *opts, *args], cwd=REPO, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def one_line_error(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith("cc: ")
+    return lines[0]
+
+
+def test_keys_init_writes_private_key_and_public_prints_it(tmp_path: Path):
+    home = tmp_path / "fota"
+    r = cc(home, "keys", "init")
+    assert r.exit_code == 0, r.output
+    key_file = home / keys.KEY_FILE
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    r = cc(home, "keys", "public")
+    assert r.exit_code == 0
+    public = r.stdout.strip()
+    assert len(public) == 64 and bytes.fromhex(public)
+    assert public == manifest.public_bytes(keys.load(home).public_key()).hex()
+    shown = cc(home, "keys", "init", "--force").stdout
+    new = cc(home, "keys", "public").stdout.strip()
+    assert new != public and new in shown  # --force made a new key, and init showed it
+
+
+def test_keys_init_refuses_to_overwrite(tmp_path: Path):
+    assert cc(tmp_path, "keys", "init").exit_code == 0
+    before = (tmp_path / keys.KEY_FILE).read_bytes()
+    r = cc(tmp_path, "keys", "init")
+    assert r.exit_code == 2
+    assert "--force" in r.stderr
+    assert (tmp_path / keys.KEY_FILE).read_bytes() == before
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_key_readable_by_others_is_refused(tmp_path: Path, mode: int):
+    assert cc(tmp_path, "keys", "init").exit_code == 0
+    os.chmod(tmp_path / keys.KEY_FILE, mode)
+    r = cc(tmp_path, "keys", "public")
+    assert r.exit_code == 2
+    assert "chmod 600" in r.stderr and f"{mode:04o}" in r.stderr
+    assert r.stdout == ""
+
+
+def test_no_key_yet(tmp_path: Path):
+    home = tmp_path / "empty"
+    image = tmp_path / "app.bin"
+    image.write_bytes(b"x" * 100)
+    for args in (["keys", "public"],
+                 ["firmware", "add", str(image), "--version", "1", "--class", "c"]):
+        r = cc_proc(home, *args)
+        assert r.returncode == 2
+        assert one_line_error(r.stderr) == f"cc: no signing key in {home}: run `cc keys init`"
+
+
+def test_missing_and_empty_image_files(tmp_path: Path):
+    assert cc(tmp_path, "keys", "init").exit_code == 0
+    r = cc_proc(tmp_path, "firmware", "add", str(tmp_path / "nope.bin"), "--version", "1",
+                "--class", "c")
+    assert r.returncode == 2
+    assert one_line_error(r.stderr) == f"cc: no such file: {tmp_path / 'nope.bin'}"
+    (tmp_path / "empty.bin").write_bytes(b"")
+    r = cc(tmp_path, "firmware", "add", str(tmp_path / "empty.bin"), "--version", "1",
+           "--class", "c")
+    assert r.exit_code == 2 and "empty" in r.stderr
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_gateway_fails_fast_with_one_line(tmp_path: Path):
+    gateway = f"coap://127.0.0.1:{free_port()}"
+    for args in (["devices"], ["firmware", "list", "--json"], ["status", "3"]):
+        t0 = time.monotonic()
+        r = cc_proc(tmp_path, *args, gateway=gateway)
+        assert r.returncode == 2, r
+        assert time.monotonic() - t0 < 5
+        assert one_line_error(r.stderr).startswith(f"cc: gateway {gateway} unreachable")
+        assert r.stdout == ""
+
+
+def test_silent_gateway_times_out_within_seconds(tmp_path: Path):
+    """Something holds the port but never answers: aiocoap alone would retry for ~93 s."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        gateway = "coap://127.0.0.1:%d" % silent.getsockname()[1]
+        t0 = time.monotonic()
+        r = cc_proc(tmp_path, "devices", "--json", gateway=gateway)
+        elapsed = time.monotonic() - t0
+    assert r.returncode == 2
+    assert "did not answer within 5 s" in one_line_error(r.stderr)
+    assert 4.5 < elapsed < 8
+
+
+@pytest.mark.parametrize("gateway", ["http://127.0.0.1:5684", "coap://", "coap://h:99999",
+                                     "coap://h:5684/fw"])
+def test_bad_gateway_uri(tmp_path: Path, gateway: str):
+    r = cc(tmp_path, "devices", gateway=gateway)
+    assert r.exit_code == 2
+    assert "bad gateway URI" in r.stderr
+
+
+@pytest.mark.parametrize("targets", [[], ["--all", "--class", "c"], ["--device", "d", "--all"]])
+def test_upgrade_needs_exactly_one_target(tmp_path: Path, targets: list[str]):
+    r = cc(tmp_path, "upgrade", "abcd1234", *targets, gateway=f"coap://127.0.0.1:{free_port()}")
+    assert r.exit_code == 2
+    assert "exactly one of --device" in r.stderr
+
+
+def test_gateway_from_environment(tmp_path: Path):
+    gateway = f"coap://127.0.0.1:{free_port()}"
+    r = subprocess.run([sys.executable, "-m", "cc", "devices"], cwd=REPO, text=True,
+                       capture_output=True, timeout=30,
+                       env={**os.environ, "FOTA_GATEWAY": gateway, "FOTA_HOME": str(tmp_path)})
+    assert r.returncode == 2
+    assert gateway in r.stderr
