@@ -1,0 +1,257 @@
+"""A/B image slots: where a new image is streamed, and which one boots.
+
+Two backends share one small interface, so the agent never knows which it drives:
+
+``FileSlots(dir)``
+    Two slot files (``a.bin``, ``b.bin``) and ``boot.json`` (which slot is active, which is
+    pending and whether the pending one was tried). ``boot()`` plays the bootloader: call it
+    once at power-on. For the unix port, the simulators, and boards whose "firmware" is a
+    MicroPython application file chosen at boot (see ``device/examples/boot.py``).
+
+``Esp32Partitions()``
+    The real OTA slots through ``esp32.Partition``: writes whole 4096-byte sectors (erase with
+    ``ioctl(6, block)``, then ``writeblocks``), boots with ``set_boot``, confirms with
+    ``Partition.mark_app_valid_cancel_rollback``. The ESP-IDF bootloader does what ``boot()``
+    emulates for files.
+
+Interface: ``boot() running() inactive() next_boot() capacity() open(size, offset) write(data)
+sync() readinto(offset, buf) set_pending() confirm() rollback()``. ``write`` appends at the
+position ``open`` set; ``sync`` makes everything written so far durable (the agent persists an
+offset only after a ``sync``).
+"""
+
+import os
+
+from .state import _read_json, atomic_write
+
+import json
+
+SECTOR = 4096
+
+
+class SlotError(Exception):
+    pass
+
+
+def _other(name):
+    return "b" if name == "a" else "a"
+
+
+class FileSlots:
+    def __init__(self, root, capacity=2 * 1024 * 1024):
+        self.root = root
+        self._capacity = capacity
+        self._f = None
+        self._pos = 0
+        self._boot_path = root + "/boot.json"
+        try:
+            os.mkdir(root)
+        except OSError:
+            pass
+        b = _read_json(self._boot_path)
+        if b is None:
+            b = _read_json(self._boot_path + ".tmp")
+        self._b = b or {"active": "a", "pending": None, "tried": False}
+
+    def path(self, name):
+        return self.root + "/" + name + ".bin"
+
+    def _save(self):
+        atomic_write(self._boot_path, json.dumps(self._b).encode())
+
+    # -- booting ---------------------------------------------------------------------------
+    def boot(self):
+        """Emulate the bootloader at power-on; return the slot that now runs.
+
+        A pending slot boots once ("tried"); a second boot without ``confirm`` in between means
+        the new image never proved itself, so the previous one boots again (automatic rollback).
+        """
+        b = self._b
+        if b["pending"]:
+            if b["tried"]:
+                b["pending"] = None
+                b["tried"] = False
+            else:
+                b["tried"] = True
+            self._save()
+        return self.running()
+
+    def running(self):
+        b = self._b
+        return b["pending"] if b["pending"] and b["tried"] else b["active"]
+
+    def inactive(self):
+        return _other(self.running())
+
+    def next_boot(self):
+        b = self._b
+        return b["pending"] if b["pending"] and not b["tried"] else b["active"]
+
+    def set_pending(self):
+        self.close()
+        self._b["pending"] = self.inactive()
+        self._b["tried"] = False
+        self._save()
+
+    def confirm(self):
+        b = self._b
+        if b["pending"] and b["tried"]:
+            b["active"] = b["pending"]
+            b["pending"] = None
+            b["tried"] = False
+            self._save()
+
+    def rollback(self):
+        """Boot the previous image next (the running one failed its check)."""
+        b = self._b
+        if b["pending"]:
+            b["pending"] = None
+            b["tried"] = False
+            self._save()
+
+    # -- writing the inactive slot -----------------------------------------------------------
+    def capacity(self):
+        return self._capacity
+
+    def open(self, size, offset=0):
+        if size > self._capacity:
+            raise SlotError("image of %d bytes does not fit a slot of %d" % (size, self._capacity))
+        self.close()
+        p = self.path(self.inactive())
+        if offset == 0:
+            self._f = open(p, "wb")
+        else:
+            self._f = open(p, "r+b")
+            self._f.seek(offset)
+        self._pos = offset
+
+    def write(self, data):
+        self._f.write(data)
+        self._pos += len(data)
+
+    def sync(self):
+        if self._f is not None:
+            self._f.flush()
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def readinto(self, offset, buf):
+        """Read the inactive slot (re-hash on resume, verify); return the bytes read."""
+        self.sync()
+        f = open(self.path(self.inactive()), "rb")
+        try:
+            f.seek(offset)
+            return f.readinto(buf)
+        finally:
+            f.close()
+
+
+class Esp32Partitions:
+    """OTA app partitions of an ESP32 (``esp32.Partition``), or an object with its API."""
+
+    def __init__(self, partition_cls=None):
+        if partition_cls is None:
+            import esp32
+
+            partition_cls = esp32.Partition
+        self.P = partition_cls
+        self._sector = bytearray(SECTOR)  # the one write buffer: a sector is the erase unit
+        self._fill = 0
+        self._block = 0  # sector number the buffer holds
+        self._part = None
+
+    def _label(self, part):
+        return part.info()[4]
+
+    def _running(self):
+        return self.P(self.P.RUNNING)
+
+    def boot(self):
+        return self.running()  # the ESP-IDF bootloader already chose
+
+    def running(self):
+        return self._label(self._running())
+
+    def _next(self):
+        return self._running().get_next_update()
+
+    def inactive(self):
+        return self._label(self._next())
+
+    def next_boot(self):
+        return self._label(self.P(self.P.BOOT))
+
+    def capacity(self):
+        return self._next().info()[3]
+
+    def open(self, size, offset=0):
+        if size > self.capacity():
+            raise SlotError("image of %d bytes does not fit partition of %d" % (size, self.capacity()))
+        self._part = self._next()
+        self._block = offset // SECTOR
+        self._fill = offset % SECTOR
+        if self._fill:
+            # Resuming inside a sector: keep its durable head, the sector is rewritten whole.
+            mv = memoryview(self._sector)
+            self._part.readblocks(self._block, mv[: self._fill], 0)
+
+    def write(self, data):
+        mv = memoryview(data)
+        n = len(mv)
+        i = 0
+        while i < n:
+            take = min(SECTOR - self._fill, n - i)
+            self._sector[self._fill : self._fill + take] = mv[i : i + take]
+            self._fill += take
+            i += take
+            if self._fill == SECTOR:
+                self._flush()
+                self._block += 1
+                self._fill = 0
+
+    def _flush(self):
+        if self._fill < SECTOR:
+            for j in range(self._fill, SECTOR):
+                self._sector[j] = 0xFF
+        self._part.ioctl(6, self._block)
+        self._part.writeblocks(self._block, self._sector, 0)
+
+    def sync(self):
+        # A partial sector is written padded and kept in the buffer: filling it later rewrites
+        # the whole sector (one more erase of it, only when a sync fell inside it).
+        if self._part is not None and self._fill:
+            self._flush()
+
+    def close(self):
+        self.sync()
+        self._part = None
+
+    def readinto(self, offset, buf):
+        part = self._next()
+        size = part.info()[3]
+        n = min(len(buf), size - offset)
+        mv = memoryview(buf)[:n]
+        block, off = offset // SECTOR, offset % SECTOR
+        # readblocks with an offset may cross sector ends on the real API; do it per sector
+        done = 0
+        while done < n:
+            take = min(SECTOR - off, n - done)
+            part.readblocks(block, mv[done : done + take], off)
+            done += take
+            block += 1
+            off = 0
+        return n
+
+    def set_pending(self):
+        self.close()
+        self._next().set_boot()
+
+    def confirm(self):
+        self.P.mark_app_valid_cancel_rollback()
+
+    def rollback(self):
+        # With two OTA slots the "next update" partition holds the previous image.
+        self._next().set_boot()
