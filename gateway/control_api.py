@@ -83,7 +83,9 @@ class ControlSite(Resource, PathCapable):
                 return cbor_response(Code.CHANGED, self.fleet.cancel_campaign(n))
         if route == (uris.EVENTS, 1, "GET"):
             return cbor_response(Code.CONTENT, self.fleet.events(_since(request.opt.uri_query)))
-        if head in (uris.FW, uris.DEV, uris.CAMP, uris.EVENTS, uris.BLOB):
+        known = {(uris.FW, 1), (uris.DEV, 1), (uris.DEV, 2), (uris.CAMP, 1), (uris.CAMP, 2),
+                 (uris.EVENTS, 1)}
+        if (head, len(path)) in known or path[2:] == ("cancel",) and head == uris.CAMP:
             return error(Code.METHOD_NOT_ALLOWED, f"{code} is not allowed on {'/'.join(path)}")
         return error(Code.NOT_FOUND, "no such resource")
 
