@@ -1,0 +1,391 @@
+"""The update agent: one wake of a device as a generator of CoAP requests (sans-IO).
+
+``Agent(config, slots, store, clock)``; ``wake()`` yields ``coap.Request`` objects, receives the
+``coap.Response`` (or None: the exchange failed) and returns ``(action, seconds)``:
+``(SLEEP, s)`` sleep s seconds then wake again, ``(REBOOT, 0)`` reset the board now (the new
+image is installed, or a failed one was rolled back). A board drives it with
+``coap.run(agent.wake(), link)``, the simulator with ``sim.aio.drive``.
+
+A wake: boot check (confirm or roll back a new image) -> report (the response carries the
+command) -> handle the command -> download what is left, reporting a few times -> report the
+outcome. Every state change goes through ``lifecycle.step``. At most ``max_failures`` failed
+exchanges per wake: the rest waits for the next wake, from where it stopped.
+
+Config (a dict): ``id``, ``class``, ``trust`` (list of 32-byte keys or 64-char hex strings),
+optional ``vendor`` (name, default the contract's), ``version`` (seq of the factory image, 0),
+``block_size`` (1024), ``max_failures`` (4), ``confirm_s`` (300: how long a new image may take
+to pass its self-test), ``wake_s`` (60), ``self_test`` (callable(slots) -> True pass, False
+fail, None not decided yet; default passes).
+"""
+
+import binascii
+import hashlib
+import time
+
+from . import cbor, coap, const, lifecycle, manifest
+from .fetch import CORRUPT, DONE, GONE, OK, RESTART, RETRY, Fetch
+from .slots import SlotError
+
+SLEEP = "sleep"
+REBOOT = "reboot"
+
+PERSIST_EVERY = 16384  # bytes between progress writes to flash (wear)
+REPORT_EVERY = 65536  # bytes between progress reports, at most (and at least every 25 %)
+CHANGED = 0x44
+CONTENT = 0x45
+
+IDLE = lifecycle.IDLE
+DOWNLOADING = lifecycle.DOWNLOADING
+DOWNLOADED = lifecycle.DOWNLOADED
+UPDATING = lifecycle.UPDATING
+
+
+def _uuid5(namespace, name):
+    h = hashlib.sha1(namespace + name.encode()).digest()
+    b = bytearray(h[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    return bytes(b)
+
+
+_NAMESPACE_DNS = binascii.unhexlify("6ba7b8109dad11d180b400c04fd430c8")
+
+
+def ids(vendor, device_class):
+    """SUIT vendor and class ids (UUID5, as proto.manifest makes them)."""
+    v = _uuid5(_NAMESPACE_DNS, vendor)
+    return v, _uuid5(v, device_class)
+
+
+def _hex(b):
+    return binascii.hexlify(b).decode()
+
+
+def _unhex(s):
+    return binascii.unhexlify(s)
+
+
+def _default_self_test(slots):
+    return True
+
+
+class Agent:
+    def __init__(self, config, slots, store, clock=None):
+        self.cfg = config
+        self.id = config["id"]
+        self.cls = config["class"]
+        self.trusted = [k if isinstance(k, bytes) else _unhex(k) for k in config["trust"]]
+        self.vendor_id, self.class_id = ids(config.get("vendor", const.DEFAULT_VENDOR), self.cls)
+        self.block_size = config.get("block_size", 1024)
+        self.max_failures = config.get("max_failures", 4)
+        self.confirm_s = config.get("confirm_s", 300)
+        self.wake_s = config.get("wake_s", 60)
+        self.self_test = config.get("self_test") or _default_self_test
+        self.slots = slots
+        self.store = store
+        self.clock = clock or time.time
+        s = store.load()
+        if not s:
+            s = {"seq": config.get("version", 0), "state": IDLE, "result": const.RES_INITIAL,
+                 "job": None, "unsent": False, "img": None, "offset": 0}
+        self.s = s
+        self._fetch = None  # survives wakes while the board stays up: resume without re-hash
+        self._booted = False  # boot counted for this power-on
+        self.failures = 0
+        self.reports = 0  # report exchanges started by this agent object
+        self.progress_reports = 0  # of which in the middle of a download
+        self.wait = None
+        self.on_change = config.get("on_change")  # callable(event, old, new): simulator logs
+
+    # -- the lifecycle ---------------------------------------------------------------------
+    def _go(self, event, result=None):
+        s = self.s
+        old = s["state"]
+        s["state"] = lifecycle.step(old, event)
+        r = result if result is not None else lifecycle.RESULTS.get(event)
+        if r is not None:
+            s["result"] = r
+        if self.on_change is not None and (old != s["state"] or event != lifecycle.BLOCK):
+            self.on_change(event, old, s["state"])
+
+    def _save(self):
+        self.store.save(self.s)
+
+    def _finish(self, event, result=None):
+        """A transition that ends a job: its outcome waits in the state until delivered."""
+        self._drop_fetch()
+        self._go(event, result)
+        self.s["img"] = None
+        self.s["offset"] = 0
+        self.s["unsent"] = True
+        self._save()
+
+    def _drop_fetch(self):
+        if self._fetch is not None:
+            self._fetch.close()
+            self._fetch = None
+
+    @property
+    def state(self):
+        return self.s["state"]
+
+    @property
+    def seq(self):
+        return self.s["seq"]
+
+    # -- one wake ----------------------------------------------------------------------------
+    def wake(self):
+        self.failures = 0
+        self.wait = None
+        act = self._boot_check()
+        if act:
+            return act
+        cmd = None
+        while cmd is None:
+            cmd = yield from self._report()
+            if cmd is None and self._exhausted():
+                return (SLEEP, self.wake_s)
+        act = self._handle(cmd)
+        if self.s["state"] in (DOWNLOADING, DOWNLOADED) and not act:
+            act = yield from self._download()
+        if act:
+            return act
+        if self.s["unsent"] and not self._exhausted():
+            yield from self._report()  # the outcome of this wake, while the radio is up
+        return (SLEEP, self.wait if self.wait is not None else self.wake_s)
+
+    def _exhausted(self):
+        return self.failures >= self.max_failures
+
+    def _exchange(self, req):
+        resp = yield req
+        if resp is None:
+            self.failures += 1
+        return resp
+
+    # -- boot check --------------------------------------------------------------------------
+    def _boot_check(self):
+        s = self.s
+        img = s["img"]
+        slots = self.slots
+        if s["state"] == DOWNLOADED and img is not None:
+            if img["slot"] in (slots.running(), slots.next_boot()):
+                self._go(lifecycle.INSTALL)  # the power went between set_pending and saving
+                s["boots"] = 0
+                self._save()
+        if s["state"] != UPDATING:
+            return None
+        if slots.running() != img["slot"]:
+            if slots.next_boot() == img["slot"]:
+                return (REBOOT, 0)  # installed, the reset did not happen yet
+            # The bootloader went back: the new image crashed or ran twice unconfirmed.
+            self._finish(lifecycle.ROLLBACK)
+            return None
+        if s.get("confirming"):
+            return self._confirm()
+        if not self._booted:
+            self._booted = True
+            s["boots"] = s.get("boots", 0) + 1
+            if s["boots"] == 1:
+                s["since"] = self.clock()
+            self._save()
+        if s["boots"] > 1:
+            return self._rollback()
+        verdict = self.self_test(slots)
+        if verdict is True:
+            return self._confirm()
+        now = self.clock()
+        if verdict is False or now - s["since"] > self.confirm_s or now < s["since"]:
+            return self._rollback()
+        self._go(lifecycle.BOOT_WAIT)
+        return None
+
+    def _confirm(self):
+        s = self.s
+        s["confirming"] = True  # confirm is two writes (slots, state): either order is safe now
+        self._save()
+        self.slots.confirm()
+        s["seq"] = s["img"]["seq"]
+        s.pop("confirming", None)
+        s.pop("boots", None)
+        s.pop("since", None)
+        self._finish(lifecycle.CONFIRM)
+        return None
+
+    def _rollback(self):
+        self.slots.rollback()
+        s = self.s
+        s.pop("boots", None)
+        s.pop("since", None)
+        self._finish(lifecycle.ROLLBACK)
+        return (REBOOT, 0)
+
+    # -- reports and commands ---------------------------------------------------------------
+    def status(self):
+        s = self.s
+        m = {const.R_ID: self.id, const.R_CLASS: self.cls, const.R_SEQ: s["seq"],
+             const.R_STATE: s["state"], const.R_RESULT: s["result"]}
+        if s["job"] is not None:
+            m[const.R_JOB] = s["job"]
+        img = s["img"]
+        if img is not None:
+            if s["state"] == DOWNLOADING:
+                m[const.R_PROGRESS] = self._fetch.offset if self._fetch else s["offset"]
+            else:
+                m[const.R_PROGRESS] = img["size"]
+            m[const.R_SIZE] = img["size"]
+            m[const.R_TARGET] = img["seq"]
+        return m
+
+    def _report(self):
+        """One report exchange; return the command map ({} for none) or None if it failed."""
+        self.reports += 1
+        resp = yield from self._exchange(coap.Request(coap.POST, const.URI_REPORT,
+                                                      payload=cbor.dumps(self.status())))
+        if resp is None:
+            return None
+        if not (0x40 <= resp.code < 0x60):
+            self.failures += 1  # refused (4.03 not enrolled, 4.00...): try again next wake
+            return None
+        s = self.s
+        if s["unsent"]:
+            s["unsent"] = False
+            if s["state"] == IDLE:
+                s["job"] = None  # delivered: the outcome stays in RESULT, the job is done
+            self._save()
+        if not resp.payload:
+            return {}
+        try:
+            cmd = cbor.loads(resp.payload)
+        except Exception:
+            return {}
+        return cmd if isinstance(cmd, dict) else {}
+
+    def _handle(self, cmd):
+        op = cmd.get(const.C_OP, const.OP_NONE)
+        s = self.s
+        if op == const.OP_DEFER:
+            self.wait = cmd.get(const.C_WAIT)
+            return None
+        if op == const.OP_CANCEL:
+            job = cmd.get(const.C_JOB, s["job"])
+            if s["state"] in (DOWNLOADING, DOWNLOADED) and job == s["job"]:
+                self._finish(lifecycle.CANCEL)
+            return None
+        if op != const.OP_UPDATE:
+            return None
+        job = cmd.get(const.C_JOB)
+        if s["state"] == UPDATING:
+            return None  # installing; the job's outcome comes after the reboot
+        if s["state"] in (DOWNLOADING, DOWNLOADED) and job == s["job"]:
+            return None  # the job in flight, sent again
+        signed = cmd.get(const.C_MANIFEST)
+        try:
+            if not isinstance(signed, bytes):
+                raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "no manifest")
+            m = manifest.check(signed, self.trusted, self.vendor_id, self.class_id, s["seq"])
+            uri = m[const.M_URI]
+            size = m[const.M_SIZE]
+            if not uri.startswith("/"):
+                raise manifest.Refused(const.RES_INVALID_URI, "uri must be a path")
+            if size > self.slots.capacity():
+                raise manifest.Refused(const.RES_NO_SPACE, "image larger than a slot")
+        except manifest.Refused as e:
+            self._drop_fetch()
+            s["job"] = job
+            self._finish(lifecycle.REFUSE, e.result)
+            return None
+        self._drop_fetch()
+        self._go(lifecycle.ACCEPT)
+        s["job"] = job
+        s["unsent"] = False
+        s["img"] = {"seq": m[const.M_SEQ], "digest": _hex(m[const.M_DIGEST]), "size": size,
+                    "uri": uri, "etag": None, "slot": self.slots.inactive()}
+        s["offset"] = 0
+        s["fresh"] = True  # report the start of this download
+        self._save()
+        return None
+
+    # -- download ----------------------------------------------------------------------------
+    def _download(self):
+        s = self.s
+        img = s["img"]
+        if s["state"] == DOWNLOADING:
+            f = self._fetch
+            if f is None:
+                f = Fetch(self.slots, img["uri"], img["size"], _unhex(img["digest"]),
+                          self.block_size)
+                try:
+                    f.start(s["offset"], _unhex(img["etag"]) if img["etag"] else None)
+                except (OSError, SlotError):
+                    self._finish(lifecycle.FAIL, const.RES_NO_SPACE)
+                    return None
+                self._fetch = f
+            step = min(REPORT_EVERY, max(PERSIST_EVERY, img["size"] // 4))
+            next_report = (f.offset // step + 1) * step
+            if s.pop("fresh", None):
+                yield from self._report_and_handle(img)
+                if s["img"] is not img:
+                    return None
+            restarts = 0
+            while True:
+                if self._exhausted():
+                    return None
+                resp = yield from self._exchange(f.request())
+                if resp is None:
+                    continue
+                v = f.accept(resp)
+                if v == RETRY:
+                    self.failures += 1
+                    continue
+                if v == GONE:
+                    self._finish(lifecycle.FAIL, const.RES_INVALID_URI)
+                    return None
+                if v == CORRUPT:
+                    self._finish(lifecycle.CORRUPT)
+                    return None
+                if v == RESTART:
+                    restarts += 1
+                    if restarts > 1:
+                        self._finish(lifecycle.CORRUPT)
+                        return None
+                    self._go(lifecycle.RESTART)
+                    f.restart()
+                    img["etag"] = None
+                    s["offset"] = 0
+                    self._save()
+                    continue
+                self._go(lifecycle.BLOCK)
+                if v == DONE:
+                    break
+                if f.offset - s["offset"] >= PERSIST_EVERY:
+                    self.slots.sync()
+                    s["offset"] = f.offset
+                    img["etag"] = _hex(f.etag) if f.etag else None
+                    self._save()
+                if f.offset >= next_report:
+                    next_report += step
+                    yield from self._report_and_handle(img)
+                    if s["img"] is not img or s["state"] != DOWNLOADING:
+                        return None
+            if not f.verified():
+                self._finish(lifecycle.CORRUPT)
+                return None
+            self._fetch = None
+            f.close()
+            s["offset"] = img["size"]
+            self._go(lifecycle.COMPLETE)
+            self._save()
+        # DOWNLOADED: install, tell the gateway, reboot into it.
+        self.slots.set_pending()
+        self._go(lifecycle.INSTALL)
+        s["boots"] = 0
+        self._save()
+        yield from self._report()
+        return (REBOOT, 0)
+
+    def _report_and_handle(self, img):
+        self.progress_reports += 1
+        cmd = yield from self._report()
+        if cmd:
+            self._handle(cmd)

@@ -1,0 +1,117 @@
+"""Block2 download of one image into the inactive slot (RFC 7959 random access), resumable.
+
+Sans-IO like the rest of the agent: ``request()`` names the next block, ``accept(response)``
+checks it, writes it and says what happened. The caller decides about retries, persistence
+and reports. Never more than one block is held: the payload goes straight to the slot and
+through SHA-256. Resuming from a persisted offset re-hashes the bytes already in the slot
+(reading them through one buffer allocated here, once), because a SHA-256 state cannot be
+saved on MicroPython.
+"""
+
+import hashlib
+
+from . import coap
+
+# accept() verdicts
+OK = 0  # block written, more to come
+DONE = 1  # last block written; check verified()
+RETRY = 2  # a response we cannot use (wrong block, server error): ask again, counts as a failure
+RESTART = 3  # the ETag changed: the image under the URI changed, start it over
+GONE = 4  # 4.04 / 4.xx: the URI names no image (result: invalid URI)
+CORRUPT = 5  # more bytes than announced, or Size2 disagrees with the manifest
+
+CONTENT = 0x45
+
+
+def szx_for(block_size):
+    """SZX for a block size (16..1024), rounded down to a power of two."""
+    szx = 0
+    while szx < 6 and (16 << (szx + 1)) <= block_size:
+        szx += 1
+    return szx
+
+
+class Fetch:
+    def __init__(self, slots, uri, size, digest, block_size=1024):
+        self.slots = slots
+        self.uri = uri
+        self.size = size
+        self.digest = digest
+        self.szx = szx_for(block_size)
+        self.offset = 0
+        self.etag = None
+        self.fetched = 0  # bytes received over the air by this object (re-fetch accounting)
+        self._buf = bytearray(16 << self.szx)
+        self._h = None
+
+    def start(self, offset=0, etag=None):
+        """Open the slot at ``offset`` (0: from scratch) and rebuild the hash of what is there."""
+        self._h = hashlib.sha256()
+        done = 0
+        buf = self._buf
+        mv = memoryview(buf)
+        while done < offset:
+            n = self.slots.readinto(done, mv[: min(len(buf), offset - done)])
+            if not n:
+                break
+            self._h.update(mv[:n])
+            done += n
+        self.offset = done
+        self.etag = etag if done else None
+        self.slots.open(self.size, done)
+
+    def request(self):
+        bs = 16 << self.szx
+        return coap.Request(coap.GET, self.uri, block2=(self.offset // bs, self.szx))
+
+    def accept(self, resp):
+        if resp.code != CONTENT:
+            if 0x80 <= resp.code < 0xA0 and resp.code not in (0x88, 0x8D):  # 4.xx but 4.08/4.13
+                return GONE
+            return RETRY
+        b2 = resp.block2
+        data = resp.payload
+        if b2 is None:
+            # The server sent the whole image in one response (it fits a datagram).
+            if self.offset != 0:
+                return RETRY
+            num, more, szx = 0, False, self.szx
+        else:
+            num, more, szx = b2
+        if szx > self.szx:
+            return RETRY  # a server may only shrink the block size (RFC 7959 2.4)
+        bs = 16 << szx
+        if num * bs != self.offset:
+            return RETRY
+        if resp.etag is not None:
+            if self.etag is None:
+                self.etag = bytes(resp.etag)
+            elif bytes(resp.etag) != self.etag:
+                return RESTART
+        if resp.size2 is not None and resp.size2 != self.size:
+            return CORRUPT
+        if more and len(data) != bs:
+            return RETRY
+        if self.offset + len(data) > self.size:
+            return CORRUPT
+        self.szx = szx
+        self.slots.write(data)
+        self._h.update(data)
+        self.offset += len(data)
+        self.fetched += len(data)
+        if more:
+            return OK
+        return DONE
+
+    def restart(self):
+        self.start(0)
+
+    def verified(self):
+        """All bytes in, and they hash to the manifest's digest (call once, after DONE)."""
+        if self.offset != self.size:
+            return False
+        self.slots.sync()
+        return self._h.digest() == self.digest
+
+    def close(self):
+        self.slots.close()
