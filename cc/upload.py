@@ -1,28 +1,33 @@
 """Block1 upload (RFC 7959) of an image, driven here block by block.
 
 aiocoap's own Block1 client gives no progress and gives up on the first lost block; driving it
-here lets the operator watch a bar, retries one block on a timeout instead of the whole image,
-and never holds the image in memory (each block is read from the file when it is sent).
+here lets the operator watch a bar, retries one block through a short outage instead of the
+whole image, starts over when the gateway lost the partial upload (4.08 after its restart), and
+never holds the image in memory (each block is read from the file when it is sent).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import cbor2
-from aiocoap import PUT
+from aiocoap import PUT, Message
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
 from proto import uris
 
-from .client import ControlClient, NoAnswer, check
+from .client import ControlClient, NoAnswer, Unreachable, check
 from .errors import CcError
 
 BLOCK_SZX = 6  # 1024-byte blocks
-BLOCK_RETRIES = 3  # extra attempts per block after a timeout (not for the first block)
+OUTAGE_LIMIT = 15.0  # seconds a block after the first may go unanswered (a gateway restart)
+REFUSED_PAUSE = 0.5  # seconds between attempts while the gateway refuses (it is restarting)
+MAX_RESTARTS = 3  # times the gateway may lose a partial upload (4.08) before we give up
 OCTET_STREAM = 42  # Content-Format of the image bytes
 
 
@@ -32,7 +37,7 @@ async def upload(client: ControlClient, file: Path, digest_hex: str, size: int,
     path = f"{uris.BLOB}/{digest_hex}"
     szx = BLOCK_SZX
     offset = 0
-    restarted = False
+    restarts = 0
     with open(file, "rb") as f:
         while True:
             block_size = 1 << (szx + 4)
@@ -41,9 +46,11 @@ async def upload(client: ControlClient, file: Path, digest_hex: str, size: int,
             more = offset + len(chunk) < size
             num = offset // block_size
             response = await _send_block(client, path, chunk, num, more, szx, size)
-            if response.code == Code.REQUEST_ENTITY_INCOMPLETE and offset and not restarted:
-                # The gateway lost the partial upload (it restarted): start once more from zero.
-                offset, szx, restarted = 0, BLOCK_SZX, True
+            if (response.code == Code.REQUEST_ENTITY_INCOMPLETE and offset
+                    and restarts < MAX_RESTARTS):
+                # The gateway lost the partial upload (it restarted, or a retried block arrived
+                # twice): start again from zero, a bounded number of times.
+                offset, szx, restarts = 0, BLOCK_SZX, restarts + 1
                 progress(0)
                 continue
             check(response, path)
@@ -62,18 +69,21 @@ async def upload(client: ControlClient, file: Path, digest_hex: str, size: int,
 
 
 async def _send_block(client: ControlClient, path: str, chunk: bytes, num: int, more: bool,
-                      szx: int, size: int):
-    attempts = 1 if num == 0 else 1 + BLOCK_RETRIES
-    for attempt in range(attempts):
+                      szx: int, size: int) -> Message:
+    """Send one block. The first block gets one try (nobody there: say so within seconds);
+    later ones are retried for OUTAGE_LIMIT seconds, as the gateway was there a moment ago."""
+    give_up = time.monotonic() + OUTAGE_LIMIT
+    while True:
         msg = client.message(PUT, path, chunk,
                              block1=BlockOption.BlockwiseTuple(num, more, szx), size1=size)
         msg.opt.content_format = OCTET_STREAM
         try:
             return await client.exchange(msg)
-        except NoAnswer:
-            if attempt == attempts - 1:
+        except Unreachable as e:
+            if num == 0 or time.monotonic() >= give_up:
                 raise
-    raise AssertionError("unreachable: the loop returns or raises")
+            if not isinstance(e, NoAnswer):
+                await asyncio.sleep(REFUSED_PAUSE)
 
 
 def _decode(payload: bytes, path: str) -> dict[str, Any]:

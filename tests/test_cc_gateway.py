@@ -222,3 +222,33 @@ async def test_upgrade_wait_follows_a_device_to_the_end(gateway, home, tmp_path,
         assert (j["state"], j["result"]) == ("failed", "signature_invalid")
         people = await asyncio.to_thread(cc, gateway, home, "status", str(camp["id"]), "--watch")
         assert people.returncode == 1 and "signature_invalid" in people.stdout
+
+
+async def test_firmware_add_survives_a_gateway_restart(gateway, home, tmp_path):
+    """The gateway restarts mid-upload: cc retries through the outage, gets 4.08 (the partial
+    upload is gone) and starts over; the image lands whole."""
+    data = hashlib.sha256(b"seed").digest() * 25_000  # 800 kB
+    f = tmp_path / "big.bin"
+    f.write_bytes(data)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cc", "--gateway", gateway.control_uri, "--home", str(home),
+        "firmware", "add", str(f), "--version", "9", "--class", CLASS, "--json",
+        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        partial = gateway.data / "blobs" / "tmp"  # where the gateway streams an upload
+        for _ in range(200):  # bounded: 10 s
+            if partial.is_dir() and any(partial.iterdir()):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the upload never started")
+        assert proc.returncode is None
+        await asyncio.to_thread(gateway.restart)
+        out, err = await asyncio.wait_for(proc.communicate(), 40)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    image = json.loads(out)
+    assert (image["digest"], image["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
