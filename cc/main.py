@@ -219,7 +219,7 @@ def upgrade(
                                                 help="A device (repeat for more)."),
     device_class: Optional[str] = typer.Option(None, "--class", metavar="CLASS",
                                                help="Every device of this class."),
-    everyone: bool = typer.Option(False, "--all", help="Every device of the image's class."),
+    everyone: bool = typer.Option(False, "--all", help="Every device (all must be of the image's class)."),
     timeout: Optional[int] = typer.Option(None, "--timeout", min=1, metavar="S",
                                           help="Seconds before unfinished jobs time out."),
     wait: bool = typer.Option(False, "--wait", help="Follow it with progress bars until done."),
