@@ -4,8 +4,9 @@ A blob file is ``DATA/blobs/<64 hex>``. Names are validated as exactly 64 lowerc
 before any path is built, so no request can name a file outside the data directory. Writes go
 to a temp file in the same directory, are fsynced, renamed into place and the directory is
 fsynced: after a crash a blob is either complete or absent. Serving never holds an image in
-RAM. Before the first block of a blob is served after start (or after the file changed), its
-digest is checked once, so bit rot is caught before a device downloads garbage.
+RAM. Before the first block of a blob is served after start (or after the file changed: its
+inode, size or mtime, looked at once a second), its digest is checked once, so bit rot is
+caught before a device downloads garbage.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1 << 20
+RESTAT_SECONDS = 1.0  # how stale our view of a blob file may be (one stat per blob per second)
 
 
 class BlobError(Exception):
@@ -45,6 +48,7 @@ class _Open:
     fd: int
     size: int
     stamp: tuple[int, int, int]  # (inode, size, mtime_ns): a change means verify again
+    checked: float  # monotonic time of the last stat
 
 
 class BlobStore:
@@ -112,10 +116,14 @@ class BlobStore:
         Raises FileNotFoundError when absent and CorruptBlob when the content does not hash to
         its name (the caller answers 5.00 and records an event)."""
         o = self._open.get(digest_hex)
+        now = time.monotonic()
+        if o is not None and now - o.checked < RESTAT_SECONDS:
+            return o.fd, o.size
         p = self.path(digest_hex)
         st = os.stat(p)
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if o is not None and o.stamp == stamp:
+            o.checked = now
             return o.fd, o.size
         self.forget(digest_hex)
         if self._corrupt.get(digest_hex) == stamp:  # do not rehash a known-bad file per request
@@ -137,5 +145,5 @@ class BlobStore:
         except BaseException:
             os.close(fd)
             raise
-        self._open[digest_hex] = _Open(fd, offset, stamp)
+        self._open[digest_hex] = _Open(fd, offset, stamp, now)
         return fd, offset

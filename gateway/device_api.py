@@ -1,18 +1,21 @@
 """The device bind: reports (``POST r``), the observable command (``GET c/<id>``) and firmware
 blocks (``GET f/<image id>``).
 
-Firmware blocks take a fast path in front of aiocoap's MessageManager (``FirmwareFastPath``):
-a block GET is idempotent and cheap to regenerate, so it is answered on the spot from the
-decoded datagram, never entered into the deduplication cache (which keeps ~4 KiB per request
-for 247 s and replays a stale block when a client's message IDs wrap), never copied by ``Site``
-and never given a task. That keeps memory flat and the block cost near the datagram codec.
-Everything else (reports are not idempotent) goes through aiocoap unchanged.
+Firmware blocks take a fast path (``FirmwareFastPath``): a block GET is idempotent and cheap
+to regenerate, so it is answered on the spot, never entered into the deduplication cache
+(which keeps ~4 KiB per request for 247 s and replays a stale block when a client's message
+IDs wrap), never copied by ``Site`` and never given a task. Two levels: the common well-formed
+request is answered from the datagram bytes (``blockwire``); anything unusual is decoded by
+aiocoap and answered from the Message in front of the MessageManager (this level also makes
+every error answer). Everything else (reports are not idempotent) goes through aiocoap
+unchanged.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 import cbor2
@@ -26,6 +29,9 @@ from proto import uris
 from proto.control import MAX_REPORT
 
 from .blobs import BlobStore, CorruptBlob
+from .blockwire import ACK as ACK_TYPE
+from .blockwire import CON as CON_TYPE
+from .blockwire import encode_block_response, parse_block_get
 from .coapx import CBOR_FORMAT, address_of, error, is_disk_full, refusal, unavailable
 from .fleet import Fleet, Refused, parse_report
 
@@ -46,11 +52,55 @@ class FirmwareFastPath:
         self.served = 0
 
     def install(self, ctx: Any) -> None:
-        """Put the fast path in front of the UDP MessageManager of a server context."""
+        """Put the fast paths in front of the UDP transport and MessageManager of a context."""
         (tman,) = ctx.request_interfaces
         self.mman = tman.token_interface
         self._next = self.mman.dispatch_message
         self.mman.dispatch_message = self.dispatch_message
+        iface = self.mman.message_interface
+        decode_and_dispatch = iface.datagram_msg_received
+        sendmsg = iface.transport.sendmsg
+
+        def datagram_msg_received(data: bytes, ancdata: list, flags: int, address: Any) -> None:
+            req = parse_block_get(data)
+            if req is not None:
+                out = self.wire_block(*req)
+                if out is not None:
+                    # reply from the address the request came to, as aiocoap would
+                    anc = [a for a in ancdata if a[0] == socket.IPPROTO_IPV6
+                           and a[1] == socket.IPV6_PKTINFO]
+                    try:
+                        sendmsg(out, anc, 0, address)
+                    except OSError as e:  # e.g. unreachable: the client retransmits
+                        log.debug("block response to %s not sent: %s", address, e)
+                    self.served += 1
+                    return
+            decode_and_dispatch(data, ancdata, flags, address)
+
+        iface.datagram_msg_received = datagram_msg_received
+
+    def wire_block(self, mtype: int, mid: int, token: bytes, image_id: str, num: int,
+                   szx: int) -> bytes | None:
+        """Response bytes for a well-formed block GET, or None to take the Message path
+        (which also produces every error answer and records blob problems)."""
+        image = self._images.get(image_id) or self._image(image_id)
+        if image is None:
+            return None
+        try:
+            fd, size = self.blobs.opened(image[0])
+        except (OSError, CorruptBlob):
+            return None
+        bsize = 1 << (szx + 4)
+        offset = num * bsize
+        if offset >= size and not (num == 0 and size == 0):
+            return None
+        data = os.pread(fd, bsize, offset)
+        if mtype == CON_TYPE:
+            mtype = ACK_TYPE
+        else:
+            mid = self.mman._next_message_id()
+        return encode_block_response(mtype, mid, token, image[1], num,
+                                     offset + len(data) < size, szx, size, data)
 
     def dispatch_message(self, message: Message) -> None:
         opt = message.opt
