@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import aiocoap
 import cbor2
-from aiocoap import GET, POST, PUT, Message
+from aiocoap import GET, POST, Message
 from aiocoap.numbers.codes import Code
 
 from .errors import CcError, GatewayError
@@ -56,7 +56,8 @@ class ControlClient:
                               "(is `fota-gateway run` up, with this control bind?)") from None
         except aiocoap.error.NetworkError as e:
             reason = e.args[0] if e.args else e  # str(e) is aiocoap's generic help text
-            raise Unreachable(f"gateway {self.gateway.base} unreachable: {_one_line(reason)}") from None
+            raise Unreachable(
+                f"gateway {self.gateway.base} unreachable: {_one_line(reason)}") from None
 
     async def call(self, code: Code, path: str, body: Any = None) -> Any:
         """One control request: CBOR in, CBOR out; error codes raise ``GatewayError``."""
@@ -75,10 +76,6 @@ class ControlClient:
 
     async def post(self, path: str, body: Any = None) -> Any:
         return await self.call(POST, path, body)
-
-    async def put(self, path: str, body: Any = None) -> Any:
-        return await self.call(PUT, path, body)
-
 
 class Unreachable(CcError):
     """No answer from the gateway at all (as opposed to an error answer)."""

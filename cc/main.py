@@ -103,7 +103,8 @@ def keys_init(ctx: typer.Context,
     home = settings(ctx).home
     path = keys.init(home, force=force)
     render.out.print(f"signing key written to {path}")
-    render.out.print(f"public key (configure devices to trust it): {keys.public_hex(keys.load(home))}")
+    public = keys.public_hex(keys.load(home))
+    render.out.print(f"public key (configure devices to trust it): {public}")
 
 
 @keys_app.command("public")
@@ -219,7 +220,8 @@ def upgrade(
                                                 help="A device (repeat for more)."),
     device_class: Optional[str] = typer.Option(None, "--class", metavar="CLASS",
                                                help="Every device of this class."),
-    everyone: bool = typer.Option(False, "--all", help="Every device (all must be of the image's class)."),
+    everyone: bool = typer.Option(False, "--all",
+                                  help="Every device (all must be of the image's class)."),
     timeout: Optional[int] = typer.Option(None, "--timeout", min=1, metavar="S",
                                           help="Seconds before unfinished jobs time out."),
     wait: bool = typer.Option(False, "--wait", help="Follow it with progress bars until done."),

@@ -80,7 +80,8 @@ def images(rows: list[dict[str, Any]]) -> Table:
         t.add_column(col, justify="right" if col in ("seq", "size") else "left")
     for r in rows:
         t.add_row(str(r.get("id")), str(r.get("seq")), str(r.get("class")), str(r.get("vendor")),
-                  size(r.get("size")), str(r.get("digest", ""))[:16] + "…", when(r.get("created")))
+                  size(r.get("size")), str(r.get("digest", ""))[:16] + "…",
+                  when(r.get("created")))
     return t
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -46,7 +45,3 @@ def parse_gateway(text: str) -> Gateway:
     if parts.path not in ("", "/") or parts.query:
         raise CcError(f"bad gateway URI {text!r}: give only coap://HOST:PORT, no path")
     return Gateway(parts.hostname, port or uris.DEFAULT_CONTROL_PORT)
-
-
-def home_dir(option: str | None) -> Path:
-    return Path(option or os.environ.get("FOTA_HOME") or DEFAULT_HOME).expanduser()
