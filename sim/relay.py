@@ -221,6 +221,7 @@ class Relay:
         self.rebind_every = rebind_every
         self.rebind_at = sorted(rebind_at)
         self.rebinds = 0
+        self._cut_until = -1.0  # relay clock: cut() drops everything both ways until then
         self.duration = duration
         self.max_clients = max_clients
         self.clients: dict[Address, _Client] = {}
@@ -360,6 +361,13 @@ class Relay:
                 next_periodic += self.rebind_every or 0.0
             self.rebind()
 
+    def cut(self, duration: float) -> None:
+        """Start an outage now, both ways, for ``duration`` seconds (tests cut a transfer in
+        the middle without knowing in advance when the middle is)."""
+        if not duration > 0:
+            raise ValueError("outage duration must be > 0 seconds")
+        self._cut_until = max(self._cut_until, self.elapsed() + duration)
+
     def upstream_ports(self, client: Address) -> list[int]:
         """Source ports the gateway has seen for ``client`` (the last one is current)."""
         c = self.clients.get(tuple(client))
@@ -413,7 +421,10 @@ class Relay:
         c = self.counters[d]
         c.datagrams_in += 1
         c.bytes_in += len(data)
-        dec = self.links[d].decide(self.elapsed())
+        t = self.elapsed()
+        dec = self.links[d].decide(t)  # drawn even during a cut: later decisions stay the same
+        if t < self._cut_until:
+            dec = Decision("outage", (), False)
         if dec.verdict != "pass":
             c.drop(_REASON[dec.verdict], len(data))
             return

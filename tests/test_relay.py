@@ -353,6 +353,25 @@ async def test_outage_drops_everything_in_its_window(echo):
         assert r.counters[UP].outage_dropped >= 4
 
 
+async def test_cut_starts_an_outage_now(echo):
+    async with relay(echo) as r:
+        c = await client_for(r)
+        c.send(b"1")
+        await asyncio.wait_for(c.arrived.wait(), 2)
+        r.cut(0.3)
+        c.send(b"2")
+        await asyncio.sleep(0.1)
+        assert echo.transport is not None
+        echo.transport.sendto(b"3", echo.seen[0][1])  # the downlink is cut too
+        await asyncio.sleep(0.3)
+        c.send(b"4")
+        await asyncio.sleep(0.1)
+        assert c.payloads == [b"1", b"4"]
+        assert r.counters[UP].outage_dropped == 1 and r.counters[DOWN].outage_dropped == 1
+        with pytest.raises(ValueError):
+            r.cut(0)
+
+
 async def test_duration_bounds_the_run(echo):
     r = relay(echo, duration=0.3)
     t0 = time.monotonic()
