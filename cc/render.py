@@ -14,7 +14,6 @@ from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
     TaskProgressColumn,
@@ -29,8 +28,7 @@ from proto.codes import JobState
 from . import campaign
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
-BARS = err.is_terminal  # bars on a terminal only: a log file gets the final table instead
+err = Console(stderr=True, highlight=False)  # bars only on a terminal: logs get the tables
 
 PER_DEVICE_BARS = 10  # more jobs than this: one overall bar and counts
 STATE_STYLE = {
@@ -179,17 +177,17 @@ def events(rows: list[dict[str, Any]]) -> Table:
 
 def upload_progress() -> Progress:
     return Progress(TextColumn("upload"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeRemainingColumn(), console=err, transient=True, disable=not BARS)
+                    TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
 
 
 class CampaignProgress:
     """Live bars for a campaign: one per device for a few devices, else one overall bar."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console = err) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 TaskProgressColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[status]}"), console=err,
-                                 disable=not BARS)
+                                 TaskProgressColumn(), TextColumn("{task.fields[amount]}"),
+                                 TextColumn("{task.fields[status]}"), console=console,
+                                 disable=not console.is_terminal)
         self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> CampaignProgress:
@@ -217,15 +215,16 @@ class CampaignProgress:
         status = styled_state(state)
         if job.get("result") and state in JobState.FINAL:
             status += f" ({job['result']})"
+        done = min(done, total)
         if name not in self.tasks:
-            self.tasks[name] = self.progress.add_task(name, total=total, status="")
-        self.progress.update(self.tasks[name], total=total, completed=min(done, total),
-                             status=status)
+            self.tasks[name] = self.progress.add_task(name, total=total, status="", amount="")
+        self.progress.update(self.tasks[name], total=total, completed=done, status=status,
+                             amount=f"{size(done)} of {size(total)}")
 
     def _overall_bar(self, camp: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         final = sum(1 for j in rows if j.get("state") in JobState.FINAL)
         if "all" not in self.tasks:
             self.tasks["all"] = self.progress.add_task(f"campaign {camp.get('id')}",
-                                                       total=len(rows), status="")
+                                                       total=len(rows), status="", amount="")
         self.progress.update(self.tasks["all"], total=len(rows), completed=final,
-                             status=counts(camp))
+                             status=counts(camp), amount=f"{final}/{len(rows)} done")
