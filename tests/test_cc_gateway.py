@@ -111,6 +111,9 @@ def test_devices_add_list_show(gateway, home):
     assert shown["jobs"] == [] and any(e["kind"] == "enrolled" for e in shown["events"])
     line = error_line(cc_proc(gateway, home, "device", "show", "nobody"))
     assert "4.04" in line and "unknown device" in line
+    log = cc_json(gateway, home, "events")
+    assert {("lab-1", "enrolled"), ("lab-2", "enrolled")} <= {(e["device"], e["kind"]) for e in log}
+    assert cc_json(gateway, home, "events", "--since", str(time.time() + 3600)) == []
 
 
 def test_upgrade_unknown_image_or_device(gateway, home, tmp_path):
@@ -120,7 +123,12 @@ def test_upgrade_unknown_image_or_device(gateway, home, tmp_path):
     assert "4.04" in line and "unknown image" in line
     line = error_line(cc(gateway, home, "upgrade", image["id"], "--device", "ghost", "--wait"))
     assert "4.04" in line and "ghost" in line
+    cc(gateway, home, "devices", "add", "other", "--class", "another-class")
+    line = error_line(cc_proc(gateway, home, "upgrade", image["id"], "--all"))
+    assert "4.00" in line and "other" in line  # the gateway's diagnostic, as it is
     assert cc_json(gateway, home, "status") == []  # nothing was started
+    by_class = cc_json(gateway, home, "upgrade", image["id"], "--class", CLASS)
+    assert by_class["total"] == 1
 
 
 def test_upgrade_status_and_cancel(gateway, home, tmp_path):
