@@ -156,3 +156,28 @@ def test_gateway_from_environment(tmp_path: Path):
                        env={**os.environ, "FOTA_GATEWAY": gateway, "FOTA_HOME": str(tmp_path)})
     assert r.returncode == 2
     assert gateway in r.stderr
+
+
+def test_image_over_the_limit_is_refused_before_any_upload(tmp_path: Path):
+    from proto.control import MAX_IMAGE
+
+    assert cc(tmp_path, "keys", "init").exit_code == 0
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(MAX_IMAGE + 1)  # sparse: costs no disk
+    r = cc(tmp_path, "firmware", "add", str(big), "--version", "1", "--class", "c",
+           gateway=f"coap://127.0.0.1:{free_port()}")  # nobody there: it must not get that far
+    assert r.exit_code == 2
+    assert f"at most {MAX_IMAGE} bytes" in r.stderr
+
+
+@pytest.mark.parametrize("text, base", [
+    ("coap://127.0.0.1:7000", "coap://127.0.0.1:7000"),
+    ("coap://[::1]:7000", "coap://[::1]:7000"),
+    ("coap://gw.example", "coap://gw.example:5684"),  # no port: the control port, not 5683
+    ("coap://[::1]", "coap://[::1]:5684"),
+])
+def test_gateway_uri_normalised(text: str, base: str):
+    from cc.settings import parse_gateway
+
+    assert parse_gateway(text).base == base
