@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import os
 import signal
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,7 @@ async def run(cfg: Config) -> None:
         cfg.data.mkdir(parents=True, exist_ok=True)
         store = Store(cfg.data / "gateway.sqlite3", on_event=logs.event)
         blobs = BlobStore(cfg.data / "blobs")
-    except OSError as e:
+    except (OSError, sqlite3.DatabaseError, RuntimeError) as e:
         raise ConfigError(f"cannot use data directory {cfg.data}: {e}") from None
     fleet = Fleet(store, blobs, enrolled_only=cfg.enrolled_only)
     contexts = []

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import socket
-import subprocess
 
 import pytest
 from aiocoap import CON, GET, NON, Context, Message

@@ -5,13 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import subprocess
-import sys
 
 import cbor2
 import pytest
 from aiocoap import GET, POST, PUT, Message
-from harness import REPO, GatewayProc, control, free_udp_port, gateway_command, run_gateway_once
+from harness import GatewayProc, control, free_udp_port, run_gateway_once
 
 from proto.control import MAX_BODY, MAX_IMAGE, MAX_REPORT
 from proto.keys import ReportKey
@@ -167,3 +165,17 @@ def test_json_log_lines(tmp_path):
     assert gw.stop() == 0
     lines = [json.loads(line) for line in gw.log_text().splitlines() if line.strip()]
     assert any(line.get("event") == "ready" for line in lines)
+
+
+def test_newer_schema_refused(tmp_path):
+    import sqlite3
+
+    data = tmp_path / "d"
+    data.mkdir()
+    db = sqlite3.connect(data / "gateway.sqlite3")
+    db.execute("PRAGMA user_version=999")
+    db.close()
+    code, out = run_gateway_once(["run", "--bind", f"127.0.0.1:{free_udp_port()}",
+                                  "--control-bind", f"127.0.0.1:{free_udp_port()}",
+                                  "--data", str(data)])
+    assert code == 2 and "newer than this gateway" in out, out
