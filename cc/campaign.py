@@ -74,7 +74,3 @@ async def follow(client: ControlClient, n: int, on_update: Callable[[dict[str, A
             if finished(camp) or time.monotonic() - start >= limit:
                 return camp
         await asyncio.sleep(POLL_INTERVAL)
-
-
-async def cancel(client: ControlClient, n: int) -> dict[str, Any]:
-    return await client.post(f"{path(n)}/cancel")

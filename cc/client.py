@@ -53,7 +53,7 @@ class ControlClient:
                 self._ctx.request(msg, handle_blockwise=False).response, limit)
         except (asyncio.TimeoutError, aiocoap.error.TimeoutError):
             raise NoAnswer(f"gateway {self.gateway.base} did not answer within {limit:g} s "
-                              "(is `fota-gateway run` up, with this control bind?)") from None
+                           "(is `fota-gateway run` up, with this control bind?)") from None
         except aiocoap.error.NetworkError as e:
             reason = e.args[0] if e.args else e  # str(e) is aiocoap's generic help text
             raise Unreachable(
@@ -76,6 +76,7 @@ class ControlClient:
 
     async def post(self, path: str, body: Any = None) -> Any:
         return await self.call(POST, path, body)
+
 
 class Unreachable(CcError):
     """No answer from the gateway at all (as opposed to an error answer)."""

@@ -60,7 +60,7 @@ def settings(ctx: typer.Context) -> Settings:
 
 
 def fails_cleanly(fn: Callable[..., T]) -> Callable[..., T]:
-    """Turn a CcError into one line on stderr and exit 2; Ctrl-C into exit 130, no traceback."""
+    """Turn a CcError (or OSError) into one line on stderr and exit 2; Ctrl-C into exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -68,6 +68,10 @@ def fails_cleanly(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         except CcError as e:
             print(f"cc: {' '.join(str(e).split())}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except OSError as e:  # e.g. the image vanished or became unreadable mid-upload
+            where = f": {e.filename}" if e.filename else ""
+            print(f"cc: {e.strerror or e}{where}", file=sys.stderr)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("cc: interrupted", file=sys.stderr)
