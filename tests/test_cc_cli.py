@@ -181,3 +181,29 @@ def test_gateway_uri_normalised(text: str, base: str):
     from cc.settings import parse_gateway
 
     assert parse_gateway(text).base == base
+
+
+def test_operations_doc_uses_only_real_commands_and_options():
+    """Every `cc ...` line in the operations guide names a command and options that exist."""
+    import shlex
+
+    import typer
+
+    text = (REPO / "docs" / "operations.md").read_text()
+    section = text[text.index("## Control center (cc)"):]
+    section = section.split("\n## ", 1)[0]
+    lines = [ln.split("#")[0].strip() for ln in section.splitlines()]
+    lines = [ln for ln in lines if ln.startswith("cc ")]
+    assert len(lines) >= 10
+    root = typer.main.get_command(app)
+    for line in lines:
+        tokens = shlex.split(line.replace("[", " ").replace("]", " "))[1:]
+        cmd = root
+        # Duck typing: typer's groups are not always instances of the installed click.Group.
+        while hasattr(cmd, "commands") and tokens and tokens[0] in cmd.commands:
+            cmd = cmd.commands[tokens.pop(0)]
+        assert not hasattr(cmd, "commands") or cmd.invoke_without_command, line
+        known = {o for p in cmd.params for o in p.opts}
+        for t in tokens:
+            if t.startswith("-"):
+                assert t in known, f"{line}: {t} is not an option of {cmd.name}"
