@@ -30,7 +30,10 @@ class ControlSite(Resource, PathCapable):
         self.uploads = Block1Receiver()
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
-        return False  # Block1 is ours (streamed, limited); responses fit one datagram or less
+        # GET: listings outgrow a datagram; aiocoap's Block2Cache keeps each rendered listing
+        # for the few seconds a client needs to fetch its blocks, so they stay consistent.
+        # Anything with a body: Block1 is ours (streamed to disk, limited), see uploads.py.
+        return request.code is Code.GET
 
     async def render(self, request: Message) -> Message:
         try:

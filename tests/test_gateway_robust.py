@@ -179,3 +179,20 @@ def test_newer_schema_refused(tmp_path):
                                   "--control-bind", f"127.0.0.1:{free_udp_port()}",
                                   "--data", str(data)])
     assert code == 2 and "newer than this gateway" in out, out
+
+
+async def test_long_listings_come_blockwise(gateway, coap_client):
+    for n in range(40):
+        msg = {**GOOD, ReportKey.ID: f"device-with-a-long-name-{n:03d}"}
+        assert (await post(coap_client, f"{gateway.device_uri}/r", cbor2.dumps(msg))).code.dotted == "2.04"
+    code, devices = await control(coap_client, gateway, "GET", "dev")
+    assert code == "2.05" and len(devices) == 40 and len(cbor2.dumps(devices)) > 4096
+    code, events = await control(coap_client, gateway, "GET", "ev", query="since=0")
+    assert code == "2.05" and len(events) == 40
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    # on the wire: one block at a time, never an oversized datagram
+    from test_gateway_blocks import raw_get
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        r = raw_get(s, gateway.control_port, "dev", 1)
+    assert r.code.dotted == "2.05" and len(r.payload) == 1024 and r.opt.block2.more
