@@ -99,8 +99,9 @@ class BlobStore:
         if o is not None:
             os.close(o.fd)
 
-    def newly_corrupt(self, digest_hex: str) -> bool:
-        """True the first time a corruption is asked about: it is recorded once, not per block."""
+    def newly_bad(self, digest_hex: str) -> bool:
+        """True the first time a missing or corrupt blob is asked about since it was last
+        good: the problem is recorded once, not once per block request."""
         if digest_hex in self._reported:
             return False
         self._reported.add(digest_hex)
@@ -146,4 +147,5 @@ class BlobStore:
             os.close(fd)
             raise
         self._open[digest_hex] = _Open(fd, offset, stamp, now)
+        self._reported.discard(digest_hex)
         return fd, offset

@@ -131,6 +131,12 @@ class FirmwareFastPath:
             got = self._images[image_id] = (row["digest"], bytes.fromhex(row["digest"])[:uris.ETAG_BYTES])
         return got
 
+    def _record(self, kind: str, detail: str) -> None:
+        try:
+            self.fleet.store.event(kind, detail)
+        except Exception as e:  # e.g. a full disk: still answer the device, still log it
+            log.error("could not record event %s (%s): %s", kind, detail, e)
+
     def block(self, request: Message) -> Message:
         path = request.opt.uri_path
         if len(path) != 2:
@@ -141,13 +147,13 @@ class FirmwareFastPath:
         digest_hex, etag = image
         try:
             fd, size = self.blobs.opened(digest_hex)
-        except FileNotFoundError:
-            self.fleet.store.event("blob", f"image {path[1]}: blob file is missing")
-            return error(Code.INTERNAL_SERVER_ERROR, "image blob missing")
-        except CorruptBlob as e:
-            if self.blobs.newly_corrupt(digest_hex):
-                self.fleet.store.event("blob", f"image {path[1]}: {e}; not serving it")
-            return error(Code.INTERNAL_SERVER_ERROR, "image blob corrupt")
+        except (FileNotFoundError, CorruptBlob) as e:
+            missing = isinstance(e, FileNotFoundError)
+            if self.blobs.newly_bad(digest_hex):  # one event per problem, not one per block
+                self._record("blob", f"image {path[1]}: "
+                             + ("blob file is missing" if missing else f"{e}; not serving it"))
+            return error(Code.INTERNAL_SERVER_ERROR,
+                         "image blob missing" if missing else "image blob corrupt")
         b2 = request.opt.block2
         if b2 is None:
             num, szx = 0, DEFAULT_SZX

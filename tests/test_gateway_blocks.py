@@ -128,7 +128,8 @@ async def test_corrupt_blob_is_not_served(tmp_path, coap_client):
     img = await publish_image(coap_client, gateway, os.urandom(200_000), KEY, seq=5,
                               device_class="esp32")
     blob = gateway.data / "blobs" / img["digest"]
-    raw = bytearray(blob.read_bytes())
+    good = blob.read_bytes()
+    raw = bytearray(good)
     raw[123_456] ^= 0x01  # one flipped bit: bit rot
     blob.write_bytes(raw)
     try:
@@ -137,5 +138,22 @@ async def test_corrupt_blob_is_not_served(tmp_path, coap_client):
             assert r.code.dotted == "5.00"
             assert raw_get(s, gateway.device_port, img["uri"][1:], 10).code.dotted == "5.00"
         assert gateway.log_text().count("does not hash to its name") == 1  # one event
+        blob.write_bytes(good)  # repaired (restored from a backup): served again
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(30):  # the file is looked at again within a second
+                r = raw_get(s, gateway.device_port, img["uri"][1:], 11, block2=(1, True, 6))
+                if r.code.dotted == "2.05":
+                    break
+                await asyncio.sleep(0.1)
+            assert r.payload == good[1024:2048]
+            blob.unlink()  # lost
+            for _ in range(30):
+                r = raw_get(s, gateway.device_port, img["uri"][1:], 12, block2=(1, True, 6))
+                if r.code.dotted == "5.00":
+                    break
+                await asyncio.sleep(0.1)
+            assert r.payload == b"image blob missing"
+            raw_get(s, gateway.device_port, img["uri"][1:], 13, block2=(2, True, 6))
+        assert gateway.log_text().count("blob file is missing") == 1
     finally:
         gateway.stop()
