@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import socket
+from pathlib import Path
 
 import pytest
 from aiocoap import CON, GET, NON, Context, Message
@@ -157,3 +158,18 @@ async def test_corrupt_blob_is_not_served(tmp_path, coap_client):
         assert gateway.log_text().count("blob file is missing") == 1
     finally:
         gateway.stop()
+
+
+def test_memory_stays_flat_under_block_load(served):
+    """Invariant 5: 12,000 block requests from one socket leave RSS where it was (aiocoap's
+    deduplication cache alone would keep ~4 KiB per request, ~48 MB here)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import gateway_blocks as bench
+
+    gw, data, img = served
+    assert gw.proc is not None
+    r = bench.measure(gw.proc.pid, gw.device_port, ("f", img["id"]), data, 12_000, 16)
+    assert r["bad"] == 0
+    assert r["rss_after"] - r["rss_before"] < 8 * 1024, r  # KiB
