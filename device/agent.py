@@ -140,6 +140,8 @@ class Agent:
         act = self._boot_check()
         if act:
             return act
+        if self.s["state"] == DOWNLOADED:
+            return (yield from self._install())  # verified before a power cut: no network needed
         cmd = None
         while cmd is None:
             cmd = yield from self._report()
@@ -376,7 +378,11 @@ class Agent:
             s["offset"] = img["size"]
             self._go(lifecycle.COMPLETE)
             self._save()
-        # DOWNLOADED: install, tell the gateway, reboot into it.
+        return (yield from self._install())
+
+    def _install(self):
+        """DOWNLOADED: mark the slot to boot next, tell the gateway, reboot into it."""
+        s = self.s
         self.slots.set_pending()
         self._go(lifecycle.INSTALL)
         s["boots"] = 0

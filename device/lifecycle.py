@@ -82,6 +82,13 @@ def render():
             names[getattr(const, k)] = k[4:].lower()
     for (s, e), n in TABLE.items():
         r = RESULTS.get(e)
-        rs = names[r] if r is not None else ("the refusal reason" if e in (REFUSE, FAIL) else "unchanged")
+        if r is not None:
+            rs = names[r]
+        elif e == REFUSE:
+            rs = "the refusal (signature_invalid, wrong_class, downgrade_refused, ...)"
+        elif e == FAIL:
+            rs = "invalid_uri or no_space"
+        else:
+            rs = "unchanged"
         out.append("| %s | %s | %s | %s |" % (NAMES[s], e, NAMES[n], rs))
     return "\n".join(out) + "\n"
