@@ -44,13 +44,16 @@ class ControlClient:
             msg.opt.content_format = CBOR
         return msg
 
-    async def exchange(self, msg: Message, *, timeout: float | None = None) -> Message:
-        """Send one request without aiocoap's blockwise handling; raise when nobody answers."""
+    async def exchange(self, msg: Message, *, blockwise: bool = False) -> Message:
+        """Send one request; raise when nobody answers within the timeout.
+
+        ``blockwise``: let aiocoap fetch a large response block by block (Block2): listings of
+        many devices or jobs outgrow one datagram, and aiocoap's server splits them."""
         assert self._ctx is not None, "use ControlClient as an async context manager"
-        limit = self.timeout if timeout is None else timeout
+        limit = self.timeout
         try:
             return await asyncio.wait_for(
-                self._ctx.request(msg, handle_blockwise=False).response, limit)
+                self._ctx.request(msg, handle_blockwise=blockwise).response, limit)
         except (asyncio.TimeoutError, aiocoap.error.TimeoutError):
             raise NoAnswer(f"gateway {self.gateway.base} did not answer within {limit:g} s "
                            "(is `fota-gateway run` up, with this control bind?)") from None
@@ -62,7 +65,7 @@ class ControlClient:
     async def call(self, code: Code, path: str, body: Any = None) -> Any:
         """One control request: CBOR in, CBOR out; error codes raise ``GatewayError``."""
         payload = b"" if body is None else cbor2.dumps(body)
-        response = await self.exchange(self.message(code, path, payload))
+        response = await self.exchange(self.message(code, path, payload), blockwise=True)
         check(response, path)
         if not response.payload:
             return None

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -69,6 +71,9 @@ def fails_cleanly(fn: Callable[..., T]) -> Callable[..., T]:
         except CcError as e:
             print(f"cc: {' '.join(str(e).split())}", file=sys.stderr)
             raise typer.Exit(2) from None
+        except BrokenPipeError:  # `cc ... | head`: the reader left; that is not an error to report
+            _silence_stdout()
+            raise typer.Exit(141) from None
         except OSError as e:  # e.g. the image vanished or became unreadable mid-upload
             where = f": {e.filename}" if e.filename else ""
             print(f"cc: {e.strerror or e}{where}", file=sys.stderr)
@@ -78,6 +83,15 @@ def fails_cleanly(fn: Callable[..., T]) -> Callable[..., T]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (CliRunner): nothing will flush it
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

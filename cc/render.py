@@ -31,6 +31,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)  # bars only on a terminal: logs get the tables
 
 PER_DEVICE_BARS = 10  # more jobs than this: one overall bar and counts
+MAX_FAILURE_ROWS = 25
 STATE_STYLE = {
     JobState.SUCCEEDED: "green",
     JobState.FAILED: "red",
@@ -153,10 +154,14 @@ def job_table(rows: list[dict[str, Any]], *, title: str, by: str) -> Table:
 
 
 def failures(camp: dict[str, Any]) -> Table:
-    t = Table(title="jobs that did not succeed", title_style="bold red")
+    """The jobs that did not succeed (the first MAX_FAILURE_ROWS: a terminal, not a report)."""
+    rows = campaign.failures(camp)
+    more = len(rows) - MAX_FAILURE_ROWS
+    caption = (f"… and {more} more: cc status {camp.get('id')} --json" if more > 0 else None)
+    t = Table(title="jobs that did not succeed", title_style="bold red", caption=caption)
     for col in ("device", "state", "result", "progress"):
         t.add_column(col)
-    for j in campaign.failures(camp):
+    for j in rows[:MAX_FAILURE_ROWS]:
         state = j.get("state")
         shown = styled_state(state) if state in JobState.FINAL else (
             f"[red]not finished[/] (still {state})")

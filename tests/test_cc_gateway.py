@@ -260,3 +260,19 @@ async def test_firmware_add_survives_a_gateway_restart(gateway, home, tmp_path):
     assert proc.returncode == 0, err.decode()
     image = json.loads(out)
     assert (image["digest"], image["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
+
+
+async def test_listings_larger_than_a_datagram(gateway, home, tmp_path, coap_client):
+    """60 devices and a 60-job campaign are several kB: the gateway answers them with Block2."""
+    for i in range(60):
+        resp = await asyncio.wait_for(coap_client.request(Message(
+            code=POST, uri=f"{gateway.control_uri}/{uris.DEV}", content_format=60,
+            payload=cbor2.dumps({"id": f"fleet-device-{i:03d}", "class": CLASS,
+                                 "tags": ["building-a", "floor-3"]}))).response, 10)
+        assert resp.code.is_successful()
+    listed = await asyncio.to_thread(cc_json, gateway, home, "devices")
+    assert len(listed) == 60 and len(json.dumps(listed)) > 4096
+    image = await asyncio.to_thread(add_image, gateway, home, tmp_path, b"fleet" * 300, 2)
+    camp = await asyncio.to_thread(cc_json, gateway, home, "upgrade", image["id"], "--class", CLASS)
+    detail = await asyncio.to_thread(cc_json, gateway, home, "status", str(camp["id"]))
+    assert sorted(j["device"] for j in detail["jobs"]) == [d["id"] for d in listed]
