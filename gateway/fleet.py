@@ -137,8 +137,9 @@ class Fleet:
                     job = f" (job {r.job})" if r.job is not None else ""
                     s.event("state", f"{_names(dev['state'], dev['result'])} -> "
                             f"{_names(r.state, r.result)}{job}", device=r.id)
-                if dev["address"] != address:
-                    s.event("address", f"address {dev['address']} -> {address}", device=r.id)
+                if _host(dev["address"]) != _host(address):  # a new source port per wake is
+                    s.event("address", f"address {dev['address']} -> {address}",  # normal
+                            device=r.id)
             if r.job is not None:
                 self._apply_to_job(r, now)
             command = self._command_for(r, now)
@@ -436,6 +437,10 @@ class Fleet:
 
     def events(self, since: float) -> list[dict[str, Any]]:
         return self.store.events_since(since, EVENTS_PAGE)
+
+
+def _host(address: str | None) -> str | None:
+    return None if address is None else address.rpartition(":")[0]
 
 
 def _qs(values: tuple[str, ...]) -> str:

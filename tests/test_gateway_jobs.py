@@ -115,3 +115,25 @@ async def test_command_resource_is_observable(gateway, coap_client):
     note = await asyncio.wait_for(notes.__anext__(), 5)
     assert note.payload == b""  # the device never started: nothing to cancel
     req.observation.cancel()
+
+
+async def test_address_changes_are_events_but_new_ports_are_not(gateway, coap_client):
+    import socket
+
+    def raw_report(source_ip: str, mid: int) -> str:
+        m = Message(code=2, uri_path=("r",), payload=cbor2.dumps(
+            {1: "nomad", 2: "esp32", 3: 1, 4: 0, 5: 0}))
+        m.mtype, m.mid, m.token = 0, mid, b"\x07"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((source_ip, 0))
+            s.settimeout(5)
+            s.sendto(m.encode(), ("127.0.0.1", gateway.device_port))
+            return Message.decode(s.recvfrom(2048)[0]).code.dotted
+
+    assert raw_report("127.0.0.1", 1) == "2.04"
+    assert raw_report("127.0.0.1", 2) == "2.04"  # another source port
+    assert raw_report("127.0.0.2", 3) == "2.04"  # another address
+    code, dev = await control(coap_client, gateway, "GET", "dev/nomad")
+    moves = [e for e in dev["events"] if e["kind"] == "address"]
+    assert len(moves) == 1 and "127.0.0.2:" in moves[0]["detail"]
+    assert dev["address"].startswith("127.0.0.2:")
