@@ -207,3 +207,14 @@ def test_operations_doc_uses_only_real_commands_and_options():
         for t in tokens:
             if t.startswith("-"):
                 assert t in known, f"{line}: {t} is not an option of {cmd.name}"
+
+
+@pytest.mark.parametrize("script", ["cc", "fota-cc"])
+def test_console_scripts_are_the_same_program(tmp_path: Path, script: str):
+    """Both installed scripts (next to this interpreter: `cc` elsewhere on PATH is a compiler)."""
+    exe = Path(sys.executable).parent / script
+    assert exe.exists(), f"{exe} missing: pip install -e '.[test]'"
+    assert cc(tmp_path, "keys", "init").exit_code == 0
+    r = subprocess.run([str(exe), "--home", str(tmp_path), "keys", "public"], text=True,
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == cc(tmp_path, "keys", "public").stdout.strip()
