@@ -196,3 +196,10 @@ async def test_long_listings_come_blockwise(gateway, coap_client):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         r = raw_get(s, gateway.control_port, "dev", 1)
     assert r.code.dotted == "2.05" and len(r.payload) == 1024 and r.opt.block2.more
+
+
+async def test_control_bodies_over_one_block_are_reassembled(gateway, coap_client):
+    tags = [f"tag-{n:04d}" for n in range(150)]  # ~1.4 KiB of CBOR: aiocoap sends Block1
+    code, dev = await control(coap_client, gateway, "POST", "dev",
+                              {"id": "tagged", "class": "c", "tags": tags})
+    assert code == "2.01" and dev["tags"] == tags
