@@ -57,16 +57,22 @@ def run_gateway_once(args: Sequence[str], timeout: float = 15) -> tuple[int, str
     return p.returncode, p.stdout + p.stderr
 
 
+class PortTaken(RuntimeError):
+    pass
+
+
 class GatewayProc:
     def __init__(self, data: Path, extra_args: Sequence[str] = (), *,
                  device_port: int | None = None, control_port: int | None = None) -> None:
         self.data = Path(data)
         self.extra_args = tuple(extra_args)
+        self._fixed_ports = device_port is not None or control_port is not None
         self.device_port = device_port or free_udp_port()
         self.control_port = control_port or free_udp_port()
         while self.control_port == self.device_port:
             self.control_port = free_udp_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = False
         self.log_path = self.data.parent / f"{self.data.name}.gateway.log"
 
     @property
@@ -78,6 +84,19 @@ class GatewayProc:
         return f"coap://127.0.0.1:{self.control_port}"
 
     def start(self, timeout: float = 10) -> GatewayProc:
+        """Start and wait for readiness. On the first start with OS-picked ports, a port that
+        another test grabbed in the meantime is replaced (up to 3 times); a restart always
+        keeps its ports."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if self._started or self._fixed_ports or attempt == 2:
+                    raise
+                self.device_port, self.control_port = free_udp_port(), free_udp_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> GatewayProc:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.data.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -90,10 +109,12 @@ class GatewayProc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if READY in self.log_text()[offset:]:
+                self._started = True
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n"
-                                   f"{self.log_text()[offset:]}")
+                out = self.log_text()[offset:]
+                kind = PortTaken if "cannot bind" in out else RuntimeError
+                raise kind(f"gateway exited with {self.proc.returncode}:\n{out}")
             time.sleep(0.05)
         self.kill()
         raise TimeoutError(f"gateway not ready within {timeout} s:\n{self.log_text()[offset:]}")
