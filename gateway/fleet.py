@@ -161,6 +161,10 @@ class Fleet:
             return
         new_state, result = target
         late = job["state"] == JobState.TIMED_OUT
+        if late and new_state not in JobState.FINAL:
+            # past its deadline a job only learns its outcome; reviving it would have the
+            # sweeper time it out again within a second (the device row still shows progress)
+            return
         if new_state == JobState.SUCCEEDED:
             progress = image["size"]
         self._set_job(job, new_state, result, progress, now,

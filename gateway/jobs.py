@@ -9,7 +9,8 @@ values come from the contract. Lifecycle::
        │                 │                                                    ▼
        └──(running seq >= image seq)──────────────────────▶ succeeded ◀── IDLE+SUCCESS+seq
     any active ──cancel──▶ cancelled          any active ──deadline──▶ timed_out
-    timed_out ──late report──▶ (same table as above; event "late report")
+    timed_out ──late report──▶ succeeded | failed (same table; event "late report"; a late
+                               report of an intermediate state leaves it timed_out)
 """
 
 from __future__ import annotations

@@ -45,6 +45,8 @@ async def test_timed_out_then_late_success_is_reconciled(gateway, coap_client):
         await asyncio.sleep(0.1)
     assert j["state"] == "timed_out" and c["state"] == "done"
     assert await report(ctx, gw, device="a") is None  # not offered again
+    assert await report(ctx, gw, device="a", state=State.UPDATING, job=job) is None
+    assert (await job_state(ctx, gw, camp["id"], "a"))[0]["state"] == "timed_out"
     assert await report(ctx, gw, device="a", seq=3, result=Result.SUCCESS, job=job) is None
     j, c = await job_state(ctx, gw, camp["id"], "a")
     assert j["state"] == "succeeded" and c["total"] == 1 and c["counts"] == {"succeeded": 1}
