@@ -64,7 +64,11 @@ class FirmwareFastPath:
         def datagram_msg_received(data: bytes, ancdata: list, flags: int, address: Any) -> None:
             req = parse_block_get(data)
             if req is not None:
-                out = self.wire_block(*req)
+                try:
+                    out = self.wire_block(*req)
+                except Exception as e:  # the Message path below answers (and logs) it
+                    log.debug("block fast path declined: %s", e)
+                    out = None
                 if out is not None:
                     # reply from the address the request came to, as aiocoap would
                     anc = [a for a in ancdata if a[0] == socket.IPPROTO_IPV6
@@ -128,7 +132,8 @@ class FirmwareFastPath:
             row = self.fleet.store.image(image_id)
             if row is None:
                 return None
-            got = self._images[image_id] = (row["digest"], bytes.fromhex(row["digest"])[:uris.ETAG_BYTES])
+            etag = bytes.fromhex(row["digest"])[:uris.ETAG_BYTES]
+            got = self._images[image_id] = (row["digest"], etag)
         return got
 
     def _record(self, kind: str, detail: str) -> None:
