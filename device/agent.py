@@ -247,7 +247,8 @@ class Agent:
         if resp is None:
             return None
         if not (0x40 <= resp.code < 0x60):
-            self.failures += 1  # refused (4.03 not enrolled, 4.00...): try again next wake
+            # 4.03 not enrolled, 4.00, 5.xx: asking again now would only spend the battery
+            self.failures = self.max_failures
             return None
         s = self.s
         if s["unsent"]:
@@ -293,10 +294,11 @@ class Agent:
             if size > self.slots.capacity():
                 raise manifest.Refused(const.RES_NO_SPACE, "image larger than a slot")
         except manifest.Refused as e:
-            self._drop_fetch()
-            s["job"] = job
-            self._finish(lifecycle.REFUSE, e.result)
-            return None
+            return self._refuse(job, e.result)
+        except MemoryError:
+            return self._refuse(job, const.RES_OUT_OF_MEMORY)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+            return self._refuse(job, const.RES_UNSUPPORTED_IMAGE)  # malformed beyond the check
         self._drop_fetch()
         self._go(lifecycle.ACCEPT)
         s["job"] = job
@@ -306,6 +308,12 @@ class Agent:
         s["offset"] = 0
         s["fresh"] = True  # report the start of this download
         self._save()
+        return None
+
+    def _refuse(self, job, result):
+        self._drop_fetch()
+        self.s["job"] = job
+        self._finish(lifecycle.REFUSE, result)
         return None
 
     # -- download ----------------------------------------------------------------------------

@@ -161,6 +161,7 @@ class Esp32Partitions:
         self._sector = bytearray(SECTOR)  # the one write buffer: a sector is the erase unit
         self._fill = 0
         self._block = 0  # sector number the buffer holds
+        self._dirty = False  # the buffer holds bytes not yet on flash
         self._part = None
 
     def _label(self, part):
@@ -206,6 +207,7 @@ class Esp32Partitions:
             take = min(SECTOR - self._fill, n - i)
             self._sector[self._fill : self._fill + take] = mv[i : i + take]
             self._fill += take
+            self._dirty = True
             i += take
             if self._fill == SECTOR:
                 self._flush()
@@ -218,11 +220,12 @@ class Esp32Partitions:
                 self._sector[j] = 0xFF
         self._part.ioctl(6, self._block)
         self._part.writeblocks(self._block, self._sector, 0)
+        self._dirty = False
 
     def sync(self):
         # A partial sector is written padded and kept in the buffer: filling it later rewrites
         # the whole sector (one more erase of it, only when a sync fell inside it).
-        if self._part is not None and self._fill:
+        if self._part is not None and self._fill and self._dirty:
             self._flush()
 
     def close(self):
