@@ -38,6 +38,7 @@ async def upload(client: ControlClient, file: Path, digest_hex: str, size: int,
     szx = BLOCK_SZX
     offset = 0
     restarts = 0
+    heard = False  # no answer yet: the gateway may not be there at all, so fail fast
     with open(file, "rb") as f:
         while True:
             block_size = 1 << (szx + 4)
@@ -45,7 +46,9 @@ async def upload(client: ControlClient, file: Path, digest_hex: str, size: int,
             chunk = f.read(block_size)
             more = offset + len(chunk) < size
             num = offset // block_size
-            response = await _send_block(client, path, chunk, num, more, szx, size)
+            response = await _send_block(client, path, chunk, num, more, szx, size,
+                                         retry=heard)
+            heard = True
             if (response.code == Code.REQUEST_ENTITY_INCOMPLETE and offset
                     and restarts < MAX_RESTARTS):
                 # The gateway lost the partial upload (it restarted, or a retried block arrived
@@ -69,9 +72,10 @@ async def upload(client: ControlClient, file: Path, digest_hex: str, size: int,
 
 
 async def _send_block(client: ControlClient, path: str, chunk: bytes, num: int, more: bool,
-                      szx: int, size: int) -> Message:
-    """Send one block. The first block gets one try (nobody there: say so within seconds);
-    later ones are retried for OUTAGE_LIMIT seconds, as the gateway was there a moment ago."""
+                      szx: int, size: int, *, retry: bool) -> Message:
+    """Send one block. Until the gateway first answers it gets one try (nobody there: say so
+    within seconds); after that blocks are retried for OUTAGE_LIMIT seconds, as the gateway was
+    there a moment ago (even block 0 when starting over after a restart)."""
     give_up = time.monotonic() + OUTAGE_LIMIT
     while True:
         msg = client.message(PUT, path, chunk,
@@ -80,7 +84,7 @@ async def _send_block(client: ControlClient, path: str, chunk: bytes, num: int, 
         try:
             return await client.exchange(msg)
         except Unreachable as e:
-            if num == 0 or time.monotonic() >= give_up:
+            if not retry or time.monotonic() >= give_up:
                 raise
             if not isinstance(e, NoAnswer):
                 await asyncio.sleep(REFUSED_PAUSE)

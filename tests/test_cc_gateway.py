@@ -250,6 +250,7 @@ async def test_firmware_add_survives_a_gateway_restart(gateway, home, tmp_path):
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the upload never started")
+        await asyncio.sleep(0.3)  # some blocks in (and answered), far from the end
         assert proc.returncode is None
         await asyncio.to_thread(gateway.restart)
         out, err = await asyncio.wait_for(proc.communicate(), 40)
