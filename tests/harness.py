@@ -18,9 +18,18 @@ API (stable; other test modules depend on it)::
     gw.alive() -> bool
 
 The ``gateway`` fixture in ``tests/conftest.py`` yields a started ``GatewayProc`` on a fresh
-temp data dir and stops it afterwards. ``free_udp_port()`` and ``run_gateway_once()`` (start
-a gateway that is expected to refuse and return (exit code, output)) are helpers for tests of
-startup checks.
+temp data dir and stops it afterwards. ``free_udp_port()`` and ``run_gateway_once(args)`` (run
+a gateway that is expected to refuse; returns (exit code, output)) help test startup checks.
+
+Async helpers over the real control API (``ctx`` is an aiocoap client context, e.g. the
+``coap_client`` fixture)::
+
+    code, body = await control(ctx, gw, "GET", "camp/1")            # ("2.05", {...})
+    code, body = await control(ctx, gw, "POST", "camp", {"image": i, "devices": ["d"]})
+    code, body = await control(ctx, gw, "GET", "ev", query="since=0")
+    # errors: (code, diagnostic text), e.g. ("4.04", "unknown campaign")
+    img = await publish_image(ctx, gw, image_bytes, ed25519_private_key, seq=2,
+                              device_class="esp32", vendor=None)    # IMAGE map: id, uri, ...
 """
 
 from __future__ import annotations
