@@ -163,7 +163,9 @@ class FirmwareFastPath:
         if b2 is None:
             num, szx = 0, DEFAULT_SZX
         else:
-            num, szx = b2.block_number, min(b2.size_exponent, DEFAULT_SZX)  # 7 is BERT: TCP only
+            num, szx = b2.block_number, b2.size_exponent
+            if szx > DEFAULT_SZX:
+                return error(Code.BAD_REQUEST, "SZX 7 (BERT) is for CoAP over TCP only")
         bsize = 1 << (szx + 4)
         offset = num * bsize
         if offset >= size and not (num == 0 and size == 0):

@@ -109,6 +109,8 @@ async def test_block_edges(gateway, image_1mib):
         assert past.code.dotted == "4.02"
         missing = raw_get(s, gateway.device_port, "f/00000000", 5, block2=(0, False, 6))
         assert missing.code.dotted == "4.04"
+        bert = raw_get(s, gateway.device_port, path, 7, block2=(1, False, 7))
+        assert bert.code.dotted == "4.00"
         non = raw_get(s, gateway.device_port, path, 6, block2=(3, False, 6), mtype=NON)
         assert non.mtype == NON and non.payload == data[3072:4096]
 
