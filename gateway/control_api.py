@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import cbor2
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
@@ -16,7 +15,7 @@ from proto.control import MAX_BODY, MAX_IMAGE
 
 from .blobs import BlobStore, valid_digest_hex
 from .coapx import address_of, cbor_response, error, is_disk_full, refusal, unavailable
-from .fleet import Fleet, Refused
+from .fleet import Fleet, Refused, loads_exact
 from .uploads import Block1Receiver, FileSink, Incomplete, MemorySink, TooLarge
 
 log = logging.getLogger("fota.gateway")
@@ -105,11 +104,7 @@ class ControlSite(Resource, PathCapable):
             return error(Code.REQUEST_ENTITY_INCOMPLETE, "blocks out of order; start again at 0")
         if sink is None:
             return _continue(request)
-        try:
-            body = cbor2.loads(bytes(sink.buf))
-        except Exception as e:
-            raise Refused("bad_request", f"body is not CBOR: {type(e).__name__}") from None
-        response = handle(body)
+        response = handle(loads_exact(bytes(sink.buf), "body"))
         response.opt.block1 = request.opt.block1
         return response
 

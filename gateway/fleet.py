@@ -7,6 +7,7 @@ with a kind the API layers map to a CoAP code and a one-line diagnostic.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -64,12 +65,21 @@ def _check_uint(value: Any, what: str) -> int:
     return value
 
 
+def loads_exact(payload: bytes, what: str) -> Any:
+    """One CBOR item and nothing after it (cbor2.loads ignores trailing bytes)."""
+    fp = io.BytesIO(payload)
+    try:
+        obj = cbor2.CBORDecoder(fp).decode()
+    except Exception as e:  # cbor2 raises several types for malformed input
+        raise Refused("bad_request", f"{what} is not CBOR: {type(e).__name__}") from None
+    if fp.read(1):
+        raise Refused("bad_request", f"{what} has bytes after its CBOR item")
+    return obj
+
+
 def parse_report(payload: bytes) -> Report:
     """Decode and type-check a report payload (CBOR map with ``ReportKey`` ints)."""
-    try:
-        m = cbor2.loads(payload)
-    except Exception as e:  # cbor2 raises several types for malformed input
-        raise Refused("bad_request", f"report is not CBOR: {type(e).__name__}") from None
+    m = loads_exact(payload, "report")
     if not isinstance(m, Mapping):
         raise Refused("bad_request", "report must be a CBOR map")
     for k in (ReportKey.ID, ReportKey.CLASS, ReportKey.SEQ, ReportKey.STATE, ReportKey.RESULT):

@@ -24,6 +24,7 @@ async def post(ctx, uri: str, payload: bytes, code=POST) -> Message:
 
 BAD_REPORTS = [
     (b"\xff\x00garbage", "4.00"),
+    (cbor2.dumps(GOOD) + b"\x00", "4.00"),  # trailing bytes
     (b"", "4.00"),
     (cbor2.dumps([1, 2, 3]), "4.00"),
     (cbor2.dumps({**GOOD, ReportKey.ID: 5}), "4.00"),
