@@ -12,7 +12,8 @@ outcome. Every state change goes through ``lifecycle.step``. At most ``max_failu
 exchanges per wake: the rest waits for the next wake, from where it stopped.
 
 Config (a dict): ``id``, ``class``, ``trust`` (list of 32-byte keys or 64-char hex strings),
-optional ``vendor`` (name, default the contract's), ``version`` (seq of the factory image, 0),
+optional ``vendor`` (name, default the contract's; or ``vendor_id`` and ``class_id`` as hex,
+for ports without ``hashlib.sha1``), ``version`` (seq of the factory image, 0),
 ``block_size`` (1024), ``max_failures`` (4), ``confirm_s`` (300: how long a new image may take
 to pass its self-test), ``wake_s`` (60), ``self_test`` (callable(slots) -> True pass, False
 fail, None not decided yet; default passes).
@@ -41,6 +42,8 @@ UPDATING = lifecycle.UPDATING
 
 
 def _uuid5(namespace, name):
+    if not hasattr(hashlib, "sha1"):
+        raise ValueError("this port has no hashlib.sha1: put vendor_id and class_id (hex) in the config")
     h = hashlib.sha1(namespace + name.encode()).digest()
     b = bytearray(h[:16])
     b[6] = (b[6] & 0x0F) | 0x50
@@ -75,7 +78,11 @@ class Agent:
         self.id = config["id"]
         self.cls = config["class"]
         self.trusted = [k if isinstance(k, bytes) else _unhex(k) for k in config["trust"]]
-        self.vendor_id, self.class_id = ids(config.get("vendor", const.DEFAULT_VENDOR), self.cls)
+        if "class_id" in config:  # precomputed: ports without hashlib.sha1 (the WebAssembly one)
+            self.vendor_id = _unhex(config["vendor_id"])
+            self.class_id = _unhex(config["class_id"])
+        else:
+            self.vendor_id, self.class_id = ids(config.get("vendor", const.DEFAULT_VENDOR), self.cls)
         self.block_size = config.get("block_size", 1024)
         self.max_failures = config.get("max_failures", 4)
         self.confirm_s = config.get("confirm_s", 300)

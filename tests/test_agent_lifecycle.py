@@ -1,0 +1,52 @@
+"""The lifecycle table is the single source: docs/device.md embeds it, and it is whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("device.coap", reason="the device core (device/coap.py) is not in the tree yet")
+
+from device import lifecycle
+from proto.codes import Result, State
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "device.md"
+
+
+def test_docs_embed_the_table() -> None:
+    text = DOC.read_text()
+    begin, end = "<!-- lifecycle:begin -->\n", "<!-- lifecycle:end -->"
+    assert text[text.index(begin) + len(begin):text.index(end)] == lifecycle.render()
+
+
+def test_states_are_the_contracts() -> None:
+    assert {lifecycle.IDLE, lifecycle.DOWNLOADING, lifecycle.DOWNLOADED, lifecycle.UPDATING} == \
+        {int(s) for s in State}
+    assert set(lifecycle.RESULTS.values()) <= {int(r) for r in Result}
+
+
+def test_every_state_is_reachable_from_idle_and_returns_to_it() -> None:
+    edges: dict[int, set[int]] = {}
+    for (s, _), n in lifecycle.TABLE.items():
+        edges.setdefault(s, set()).add(n)
+
+    def reach(start: int) -> set[int]:
+        seen, todo = {start}, [start]
+        while todo:
+            for n in edges.get(todo.pop(), ()):
+                if n not in seen:
+                    seen.add(n)
+                    todo.append(n)
+        return seen
+
+    assert reach(lifecycle.IDLE) == set(lifecycle.NAMES)
+    for s in lifecycle.NAMES:
+        assert lifecycle.IDLE in reach(s)
+
+
+def test_a_missing_transition_is_an_error_not_a_no_op() -> None:
+    with pytest.raises(lifecycle.LifecycleError):
+        lifecycle.step(lifecycle.IDLE, lifecycle.CONFIRM)
+    with pytest.raises(lifecycle.LifecycleError):
+        lifecycle.step(lifecycle.UPDATING, lifecycle.BLOCK)
