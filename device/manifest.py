@@ -1,0 +1,96 @@
+"""Check a signed manifest (COSE_Sign1, EdDSA; see proto/manifest.py) before any download.
+
+Order matters: structure, then signature, and only then the signed fields, so nothing
+unauthenticated decides anything beyond "refused". ``check`` returns the manifest map (int keys,
+``const.M_*``) or raises ``Refused(result, reason)`` with the LwM2M-style result to report.
+The unprotected header must be ``{4: kid}`` (or empty: then every trusted key is tried).
+"""
+
+import hashlib
+
+from . import cbor, const, ed25519
+
+
+class Refused(Exception):
+    def __init__(self, result, reason):
+        Exception.__init__(self, result, reason)
+        self.result = result
+        self.reason = reason
+
+
+def key_id(public):
+    return hashlib.sha256(bytes(public)).digest()[:const.KID_BYTES]
+
+
+def sig_structure(protected, payload):
+    return cbor.dumps(["Signature1", protected, b"", payload])
+
+
+def _bad(reason):
+    return Refused(const.RES_UNSUPPORTED_IMAGE, reason)
+
+
+def _unwrap(signed):
+    if not isinstance(signed, (bytes, bytearray)) or len(signed) > const.MAX_MANIFEST:
+        raise _bad("manifest too large or not bytes")
+    try:
+        obj = cbor.loads(signed)
+    except cbor.CBORError:
+        raise _bad("manifest is not CBOR")
+    if not isinstance(obj, cbor.Tag) or obj.tag != const.COSE_SIGN1_TAG:
+        raise _bad("not a COSE_Sign1")
+    v = obj.value
+    if not isinstance(v, list) or len(v) != 4:
+        raise _bad("COSE_Sign1 is not an array of 4")
+    protected, unprotected, payload, signature = v
+    if protected != const.PROTECTED:
+        raise _bad("unsupported protected header")
+    kid = None
+    if not isinstance(unprotected, dict):
+        raise _bad("bad unprotected header")
+    if unprotected:
+        if list(unprotected.keys()) != [const.COSE_HDR_KID]:
+            raise _bad("unprotected header must be {4: kid}")
+        kid = unprotected[const.COSE_HDR_KID]
+        if not isinstance(kid, bytes) or len(kid) != const.KID_BYTES:
+            raise _bad("kid must be 8 bytes")
+    if not isinstance(payload, bytes) or not isinstance(signature, bytes) or len(signature) != 64:
+        raise _bad("bad payload or signature")
+    return protected, kid, payload, signature
+
+
+_REQUIRED = ((const.M_VERSION, int), (const.M_SEQ, int), (const.M_VENDOR, bytes),
+             (const.M_CLASS, bytes), (const.M_DIGEST, bytes), (const.M_SIZE, int),
+             (const.M_URI, str))
+
+
+def check(signed, trusted, vendor_id, class_id, installed_seq):
+    protected, kid, payload, signature = _unwrap(signed)
+    message = sig_structure(protected, payload)
+    for pub in trusted:
+        if kid is not None and key_id(pub) != kid:
+            continue
+        if ed25519.verify(pub, message, signature):
+            break
+    else:
+        raise Refused(const.RES_SIGNATURE_INVALID, "no trusted key verifies the signature")
+    try:
+        m = cbor.loads(payload)
+    except cbor.CBORError:
+        raise _bad("manifest payload is not CBOR")
+    if not isinstance(m, dict):
+        raise _bad("manifest payload is not a map")
+    for k, t in _REQUIRED:
+        x = m.get(k)
+        if not isinstance(x, t) or isinstance(x, bool):
+            raise _bad("manifest field %d missing or of the wrong type" % k)
+    if m[const.M_VERSION] != const.MANIFEST_VERSION:
+        raise _bad("unsupported manifest version %d" % m[const.M_VERSION])
+    if len(m[const.M_DIGEST]) != 32 or m[const.M_SIZE] < 0:
+        raise _bad("bad digest or size")
+    if m[const.M_VENDOR] != bytes(vendor_id) or m[const.M_CLASS] != bytes(class_id):
+        raise Refused(const.RES_WRONG_CLASS, "vendor or class id does not match this device")
+    if m[const.M_SEQ] <= installed_seq:
+        raise Refused(const.RES_DOWNGRADE_REFUSED,
+                      "sequence %d is not newer than %d" % (m[const.M_SEQ], installed_seq))
+    return m
