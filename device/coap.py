@@ -49,12 +49,10 @@ def code_str(c):
 
 def uint(n):
     """Minimal big-endian encoding of a CoAP uint option (0 -> empty)."""
-    b = bytearray()
-    while n:
-        b.append(n & 0xFF)
-        n >>= 8
-    b.reverse()
-    return bytes(b)
+    k = 0
+    while n >> (8 * k):
+        k += 1
+    return n.to_bytes(k, "big")
 
 
 def to_uint(b):
