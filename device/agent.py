@@ -27,6 +27,8 @@ from . import cbor, coap, const, lifecycle, manifest
 from .fetch import CORRUPT, DONE, GONE, OK, RESTART, RETRY, Fetch
 from .slots import SlotError
 
+DEFAULT_VENDOR = "fota-micropython.example"  # proto.manifest.DEFAULT_VENDOR (a test checks)
+
 SLEEP = "sleep"
 REBOOT = "reboot"
 
@@ -34,6 +36,8 @@ PERSIST_EVERY = 16384  # bytes between progress writes to flash (wear)
 REPORT_EVERY = 65536  # bytes between progress reports, at most (and at least every 25 %)
 CHANGED = 0x44
 CONTENT = 0x45
+
+_CBOR_FORMAT = [(coap.CONTENT_FORMAT, coap.uint(coap.CBOR))]
 
 IDLE = lifecycle.IDLE
 DOWNLOADING = lifecycle.DOWNLOADING
@@ -82,7 +86,7 @@ class Agent:
             self.vendor_id = _unhex(config["vendor_id"])
             self.class_id = _unhex(config["class_id"])
         else:
-            self.vendor_id, self.class_id = ids(config.get("vendor", const.DEFAULT_VENDOR), self.cls)
+            self.vendor_id, self.class_id = ids(config.get("vendor", DEFAULT_VENDOR), self.cls)
         self.block_size = config.get("block_size", 1024)
         self.max_failures = config.get("max_failures", 4)
         self.confirm_s = config.get("confirm_s", 300)
@@ -249,8 +253,9 @@ class Agent:
     def _report(self):
         """One report exchange; return the command map ({} for none) or None if it failed."""
         self.reports += 1
-        resp = yield from self._exchange(coap.Request(coap.POST, const.URI_REPORT,
-                                                      payload=cbor.dumps(self.status())))
+        resp = yield from self._exchange(coap.Request(coap.POST, const.REPORT,
+                                                      payload=cbor.dumps(self.status()),
+                                                      options=_CBOR_FORMAT))
         if resp is None:
             return None
         if not (0x40 <= resp.code < 0x60):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("device.coap", reason="the device core (device/coap.py) is not in the tree yet")
+pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
 
 from proto.codes import JobState
 from sim.main import DeviceSpec, SimDevice

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("device.coap", reason="the device core (device/coap.py) is not in the tree yet")
+pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
 
 from device import lifecycle
 from proto.codes import Result, State
@@ -50,3 +50,12 @@ def test_a_missing_transition_is_an_error_not_a_no_op() -> None:
         lifecycle.step(lifecycle.IDLE, lifecycle.CONFIRM)
     with pytest.raises(lifecycle.LifecycleError):
         lifecycle.step(lifecycle.UPDATING, lifecycle.BLOCK)
+
+
+def test_the_agent_computes_the_contracts_ids_and_default_vendor() -> None:
+    from device import agent
+    from proto import manifest
+
+    assert agent.DEFAULT_VENDOR == manifest.DEFAULT_VENDOR
+    assert agent.ids("acme.example", "esp32-s3") == (
+        manifest.vendor_id("acme.example"), manifest.class_id("acme.example", "esp32-s3"))

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cc import keys as cc_keys
 import pytest
 
-pytest.importorskip("device.coap", reason="the device core (device/coap.py) is not in the tree yet")
+pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
 
 from proto import manifest, uris
 from proto.keys import CmdKey

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("device.coap", reason="the device core (device/coap.py) is not in the tree yet")
+pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
 
 from device import agent as agent_mod
 from device.agent import Agent

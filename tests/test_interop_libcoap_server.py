@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("device.coap", reason="the device core (device/coap.py) is not in the tree yet")
+pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
 
 from device.fetch import DONE, OK, Fetch
 from device.slots import FileSlots
