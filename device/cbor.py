@@ -1,7 +1,9 @@
 """Deterministic CBOR (RFC 8949) for the device: the small subset the protocol uses.
 
-Encodes int (to 64 bits), bytes, str, list/tuple, dict (keys in the order given: callers pass
-them sorted), True/False/None and ``Tag``; always the shortest head. The decoder is strict so
+Encodes int (to 64 bits), bytes, str, list/tuple, dict, True/False/None and ``Tag``,
+deterministically: shortest heads, map keys sorted as cbor2's ``canonical=True`` does (shorter
+encoded key first, then bytewise; RFC 7049 canonical, the same as RFC 8949 for the small int
+keys the protocol uses). Sorting is needed anyway: MicroPython dicts do not keep key order. The decoder is strict so
 that hostile input can only ever raise ``CBORError``: no floats, no indefinite lengths, no
 duplicate map keys, nesting at most ``MAX_DEPTH``, lengths checked against the input before
 anything is allocated, text must be UTF-8, no trailing bytes.
@@ -75,9 +77,17 @@ def _enc(out, v):
         for x in v:
             _enc(out, x)
     elif isinstance(v, dict):
+        # MicroPython dicts do not keep insertion order: sort here (canonical, as cbor2's
+        # canonical=True: shorter encoded key first, then bytewise)
         _head(out, 5, len(v))
+        items = []
         for k in v:
-            _enc(out, k)
+            kb = bytearray()
+            _enc(kb, k)
+            items.append((len(kb), bytes(kb), k))
+        items.sort()
+        for _, kb, k in items:
+            out.extend(kb)
             _enc(out, v[k])
     elif isinstance(v, Tag):
         _head(out, 6, v.tag)

@@ -13,7 +13,7 @@ from . import cbor, const, ed25519
 
 class Refused(Exception):
     def __init__(self, result, reason):
-        Exception.__init__(self, result, reason)
+        super().__init__(result, reason)
         self.result = result
         self.reason = reason
 

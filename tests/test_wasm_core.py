@@ -1,0 +1,124 @@
+"""The device core under the MicroPython WebAssembly port: codec, CBOR, a manifest signed by
+``cryptography`` verified by the pure-Python Ed25519, and a Block2 download through a lossy
+in-process link (retransmissions exercised). Each test is one node process (~1 s)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mpy import run_mpy
+from proto import manifest as pm
+from proto.examples import examples
+
+
+def test_coap_and_cbor_agree_with_cpython() -> None:
+    report = {7: -5, 1: "dev-1", 2: "esp32-demo", 3: 1, 4: 0, 5: 0, 6: 2**40, "k": b"x"}
+    code = f"""
+from device import cbor, coap
+v = {report!r}
+data = cbor.dumps(v)
+print(data.hex())
+assert cbor.loads(data) == v
+assert cbor.loads(cbor.dumps([b"x", None, True, False, -2**64, 2**64 - 1])) == [b"x", None, True, False, -2**64, 2**64 - 1]
+t = cbor.loads(cbor.dumps(cbor.Tag(18, [1])))
+assert t.tag == 18 and t.value == [1]
+bad = 0
+for b in (b"", b"\\x18", b"\\x5f\\xff", b"\\x62\\xff\\xfe", b"\\x81" * 9 + b"\\x00", b"\\x01\\x02",
+          b"\\x5b\\x7f\\xff\\xff\\xff\\xff\\xff\\xff\\xff", b"\\xa2\\x01\\x01\\x01\\x02"):
+    try:
+        cbor.loads(b)
+    except cbor.CBORError:
+        bad += 1
+print(bad)
+req = coap.Request(coap.POST, "r", payload=data, options=[(coap.CONTENT_FORMAT, coap.uint(60))])
+print(req.encode(0x1234, b"\\x0a\\x0b\\x0c\\x0d").hex())
+m = coap.decode(bytes.fromhex("{examples()[7][1].hex()}"))
+r = coap.Response(m)
+print(coap.code_str(r.code), r.etag.hex(), r.block2, r.size2)
+for b in (b"", b"\\x80\\x01\\x00\\x01", b"\\x40\\x01\\x00\\x01\\xff", b"\\x40\\x01\\x00\\x01\\x1f"):
+    try:
+        coap.decode(b)
+        print("accepted", b)
+    except coap.CoapError:
+        pass
+"""
+    out = run_mpy(code).split()
+    data = cbor2.dumps(report, canonical=True)
+    assert out[0] == data.hex()
+    assert out[1] == "8"
+    from aiocoap import CON, POST, Message
+
+    m = Message(code=POST, payload=data, uri_path=("r",), content_format=60)
+    m.mtype, m.mid, m.token = CON, 0x1234, b"\x0a\x0b\x0c\x0d"
+    assert out[2] == m.encode().hex()
+    resp = Message.decode(examples()[7][1])
+    assert out[3:] == ["2.05", resp.opt.etag.hex(), "(1,", "False,", "5)", "1024"]
+
+
+def test_manifest_signed_by_cryptography_verifies_under_micropython() -> None:
+    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"wasm test key").digest())
+    pub = pm.public_bytes(key.public_key())
+    other = pm.public_bytes(Ed25519PrivateKey.generate().public_key())
+    signed = pm.sign(pm.build(seq=9, vendor="v.example", device_class="c", digest=bytes(32),
+                              size=4096, uri="/f/00000000"), key)
+    code = f"""
+import time
+from device import manifest, ed25519, const
+signed = bytes.fromhex("{signed.hex()}")
+pub = bytes.fromhex("{pub.hex()}")
+other = bytes.fromhex("{other.hex()}")
+vendor = bytes.fromhex("{pm.vendor_id('v.example').hex()}")
+klass = bytes.fromhex("{pm.class_id('v.example', 'c').hex()}")
+m = manifest.check(signed, [other, pub], vendor, klass, 8)
+print(m[const.M_SEQ], m[const.M_SIZE], m[const.M_URI])
+for trusted, seq, want in (([other], 8, const.RES_SIGNATURE_INVALID), ([pub], 9, const.RES_DOWNGRADE_REFUSED)):
+    try:
+        manifest.check(signed, trusted, vendor, klass, seq)
+        print("accepted")
+    except manifest.Refused as e:
+        print(e.result == want)
+b = bytearray(signed)
+b[-1] ^= 1
+try:
+    manifest.check(bytes(b), [pub], vendor, klass, 8)
+except manifest.Refused as e:
+    print(e.result == const.RES_SIGNATURE_INVALID)
+protected = const.PROTECTED
+sig = signed[-64:]
+msg = manifest.sig_structure(protected, manifest._unwrap(signed)[2])
+n = 5
+t = time.ticks_ms()
+for _ in range(n):
+    assert ed25519.verify(pub, msg, sig)
+print("ms", time.ticks_diff(time.ticks_ms(), t) / n)
+"""
+    out = run_mpy(code, timeout=120).split()
+    assert out[:6] == ["9", "4096", "/f/00000000", "True", "True", "True"]
+    print("Ed25519 verify under MicroPython wasm:", out[7], "ms")
+
+
+def test_block2_download_through_lossy_link() -> None:
+    code = """
+import hashlib
+import fakelink
+from device import coap
+img = bytes(range(256)) * 37 + b"end"
+link = fakelink.LossyLink(fakelink.block_server(img, b"12345678"), loss=0.25, seed=11)
+got = coap.run(fakelink.download("/f/abcdef01", szx=4), link)
+assert got == img
+print(hashlib.sha256(got).digest().hex(), link.stats["retransmits"], link.stats["dropped"], link.now)
+# a dead link: every exchange fails after 5 transmissions and 2+4+8+16+32 = 62 s (rand 0..)
+dead = fakelink.LossyLink(fakelink.block_server(img, b"x"), loss=1.0)
+assert dead.request(coap.Request(coap.GET, "f/x")) is None
+print(dead.stats["to_server"], dead.now)
+"""
+    out = run_mpy(code).split()
+    img = bytes(range(256)) * 37 + b"end"
+    assert out[0] == hashlib.sha256(img).hexdigest()
+    assert int(out[1]) > 5 and int(out[2]) > 5  # losses happened and were retransmitted
+    assert out[3] != "0"
+    assert out[4] == "5"
+    assert 62000 <= int(out[5]) <= 93000
