@@ -221,6 +221,7 @@ class Relay:
         self.rebind_every = rebind_every
         self.rebind_at = sorted(rebind_at)
         self.rebinds = 0
+        self._triggers: list[tuple[str, int, Callable[[], None]]] = []
         self._cut_until = -1.0  # relay clock: cut() drops everything both ways until then
         self.duration = duration
         self.max_clients = max_clients
@@ -368,6 +369,14 @@ class Relay:
             raise ValueError("outage duration must be > 0 seconds")
         self._cut_until = max(self._cut_until, self.elapsed() + duration)
 
+    def on_bytes(self, direction: str, threshold: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, right after the datagram that brings ``direction``'s
+        bytes_out to ``threshold`` or more has been sent: a fault lands mid-transfer however
+        fast the transfer runs (loopback moves a small image in milliseconds)."""
+        if direction not in (UP, DOWN):
+            raise ValueError(f"direction must be {UP!r} or {DOWN!r}")
+        self._triggers.append((direction, threshold, callback))
+
     def upstream_ports(self, client: Address) -> list[int]:
         """Source ports the gateway has seen for ``client`` (the last one is current)."""
         c = self.clients.get(tuple(client))
@@ -482,6 +491,12 @@ class Relay:
             return
         c.datagrams_out += 1
         c.bytes_out += len(data)
+        if self._triggers:
+            due = [t for t in self._triggers if t[0] == d and c.bytes_out >= t[1]]
+            if due:
+                self._triggers = [t for t in self._triggers if t not in due]
+                for _, _, callback in due:
+                    callback()
 
     # -- reporting -------------------------------------------------------------------------
 

@@ -372,6 +372,20 @@ async def test_cut_starts_an_outage_now(echo):
             r.cut(0)
 
 
+async def test_on_bytes_fires_once_right_after_the_threshold(echo):
+    async with relay(echo) as r:
+        seen: list[int] = []
+        r.on_bytes(DOWN, 50, lambda: seen.append(r.counters[DOWN].bytes_out))
+        c = await client_for(r)
+        await pump(c, 15)  # 5 bytes each
+        assert seen == [50]
+        r.on_bytes(UP, 100, lambda: r.cut(5))
+        await pump(c, 15)
+        assert r.counters[UP].datagrams_out == 20 and r.counters[UP].outage_dropped == 10
+        with pytest.raises(ValueError):
+            r.on_bytes("sideways", 1, lambda: None)
+
+
 async def test_duration_bounds_the_run(echo):
     r = relay(echo, duration=0.3)
     t0 = time.monotonic()
