@@ -234,3 +234,17 @@ def test_udplink_gives_up_on_silence() -> None:
         except TimeoutError:
             pass
         assert n == 5
+
+
+def test_lossy_download_on_cpython_matches_micropython_numbers() -> None:
+    """The same seeded lossy link as tests/test_wasm_core.py, here on CPython."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "wasm" / "lib"))
+    import fakelink
+
+    img = bytes(range(256)) * 37 + b"end"
+    link = fakelink.LossyLink(fakelink.block_server(img, b"12345678"), loss=0.25, seed=11)
+    assert coap.run(fakelink.download("/f/abcdef01", szx=4), link) == img
+    assert link.stats["retransmits"] > 5 and link.stats["failed"] == 0
