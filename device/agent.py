@@ -24,7 +24,7 @@ import hashlib
 import time
 
 from . import cbor, coap, const, lifecycle, manifest
-from .fetch import CORRUPT, DONE, GONE, OK, RESTART, RETRY, Fetch
+from .fetch import CORRUPT, DONE, GONE, RESTART, RETRY, Fetch
 from .slots import SlotError
 
 DEFAULT_VENDOR = "fota-micropython.example"  # proto.manifest.DEFAULT_VENDOR (a test checks)

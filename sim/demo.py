@@ -21,12 +21,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-from proto.codes import result_name, state_name
 
 from .main import make_specs, run_fleet
 

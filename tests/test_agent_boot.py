@@ -12,10 +12,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
-
 from device import agent as agent_mod
 from device.agent import Agent
 from device.slots import FileSlots

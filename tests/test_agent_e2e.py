@@ -14,10 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
-
 from proto.codes import JobState
 from sim.main import DeviceSpec, SimDevice
 

@@ -7,10 +7,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
-
 from device import agent as agent_mod
 from device.agent import Agent
 from device.slots import Esp32Partitions

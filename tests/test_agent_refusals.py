@@ -20,10 +20,6 @@ from aiocoap import Message
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cc import keys as cc_keys
-import pytest
-
-pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
-
 from proto import manifest, uris
 from proto.keys import CmdKey
 from sim.main import FACTORY_IMAGE

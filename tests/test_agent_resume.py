@@ -13,10 +13,6 @@ import random
 import time
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
-
 from device import agent as agent_mod
 from device.agent import Agent
 from device.slots import FileSlots

@@ -8,7 +8,6 @@ accepted along the way.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
@@ -18,8 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
 
 from device.fetch import DONE, OK, Fetch
 from device.slots import FileSlots

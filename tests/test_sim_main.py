@@ -7,10 +7,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
-
 from test_agent_e2e import CLASS, Ops, image_bytes
 
 REPO = Path(__file__).resolve().parent.parent

@@ -30,8 +30,6 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-pytest.importorskip("device.manifest", reason="the device core (device/manifest.py) is not in the tree yet")
-
 from proto import manifest, uris
 from proto.codes import Op, Result, State
 from proto.keys import CmdKey
