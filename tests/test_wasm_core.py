@@ -122,3 +122,61 @@ print(dead.stats["to_server"], dead.now)
     assert out[3] != "0"
     assert out[4] == "5"
     assert 62000 <= int(out[5]) <= 93000
+
+
+def test_fuzz_under_micropython_only_codec_errors_escape() -> None:
+    """MicroPython raises other exception types than CPython (UnicodeError, IndexError...):
+    prove on the real interpreter that random and mutated input only raises the codec errors."""
+    samples = [cbor2.dumps(x) for x in ([1, b"ab", "t", {1: [None, True]}], {"k": -2**63}, 2**64 - 1)]
+    samples += [d for _, d in examples()]
+    code = f"""
+import fakelink
+from device import cbor, coap
+prng = fakelink.Lcg(5)
+samples = [bytes.fromhex(h) for h in {[s.hex() for s in samples]!r}]
+n = 0
+for i in range(3000):
+    if i % 2:
+        b = bytes(int(prng.random() * 256) for _ in range(int(prng.random() * 24)))
+    else:
+        b = bytearray(samples[i // 2 % len(samples)])
+        for _ in range(1 + int(prng.random() * 3)):
+            b[int(prng.random() * len(b))] = int(prng.random() * 256)
+        b = bytes(b[:int(prng.random() * (len(b) + 1))] if prng.random() < 0.3 else b)
+    try:
+        cbor.loads(b)
+    except cbor.CBORError:
+        n += 1
+    try:
+        coap.decode(b)
+    except coap.CoapError:
+        n += 1
+print(n)
+"""
+    assert int(run_mpy(code, timeout=120).strip()) > 1000
+
+
+def test_lossy_download_is_identical_on_both_interpreters() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "wasm" / "lib"))
+    import fakelink
+
+    from device import coap
+
+    code = """
+import fakelink
+from device import coap
+img = bytes(range(200)) * 11
+link = fakelink.LossyLink(fakelink.block_server(img, b"e"), loss=0.3, seed=3)
+assert coap.run(fakelink.download("f/1", szx=3), link) == img
+s = link.stats
+print(s["to_server"], s["to_device"], s["dropped"], s["retransmits"], s["failed"], link.now)
+"""
+    img = bytes(range(200)) * 11
+    link = fakelink.LossyLink(fakelink.block_server(img, b"e"), loss=0.3, seed=3)
+    assert coap.run(fakelink.download("f/1", szx=3), link) == img
+    s = link.stats
+    want = [s["to_server"], s["to_device"], s["dropped"], s["retransmits"], s["failed"], link.now]
+    assert [int(x) for x in run_mpy(code).split()] == want
