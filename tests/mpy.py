@@ -4,13 +4,17 @@ API for tests::
 
     from mpy import run_mpy, mpy_available
     out = run_mpy("import device.cbor as c; print(c.dumps([1]).hex())")   # -> "810" + "1\\n"
-    out = run_mpy(code, timeout=60, heap="4m", libs=(extra_dir,))
+    out = run_mpy(code, timeout=60, heap="4m", libs=(extra_dir,), js={"name": "mod.mjs"})
 
 ``run_mpy`` runs ``node tests/wasm/run.mjs`` with ``code`` on stdin and returns its stdout. The
 repo's ``device/`` package is importable as ``device`` (copied to /lib/device), and so is every
 module in ``tests/wasm/lib/`` (``fakelink``: an in-process lossy CoAP link with a virtual clock
 and a Block2 server; see its docstring) plus every ``.py`` in each of ``libs``. An uncaught
-Python exception (or a non-zero exit, or the timeout) fails the test with the traceback.
+Python exception (or ``sys.exit(n)`` with n != 0, or the timeout) fails the test with the
+traceback. ``js`` maps module names to ES module files, registered with ``registerJsModule``
+(Python then ``import name`` and calls its exports; the runtime is single-threaded, so a JS
+function must not block). The runner itself: ``node tests/wasm/run.mjs --help`` style flags
+documented at its top (``--heap``, ``--lib DIR``, ``--js NAME=FILE.mjs``, ``FILE.py`` or ``-``).
 Without node or ``node_modules`` the test is skipped, except when ``CI=true``: then it fails.
 """
 
@@ -45,11 +49,14 @@ def _require() -> None:
         pytest.skip(why)
 
 
-def run_mpy(code: str, timeout: float = 60, heap: str = "4m", libs: tuple = ()) -> str:
+def run_mpy(code: str, timeout: float = 60, heap: str = "4m", libs: tuple = (),
+            js: dict | None = None) -> str:
     _require()
     cmd = ["node", str(RUNNER), "--heap", heap, "--lib", str(ROOT / "tests" / "wasm" / "lib")]
     for lib in libs:
         cmd += ["--lib", str(lib)]
+    for name, path in (js or {}).items():
+        cmd += ["--js", f"{name}={path}"]
     cmd.append("-")
     try:
         p = subprocess.run(cmd, input=code, capture_output=True, text=True, timeout=timeout,

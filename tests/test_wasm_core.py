@@ -180,3 +180,16 @@ print(s["to_server"], s["to_device"], s["dropped"], s["retransmits"], s["failed"
     s = link.stats
     want = [s["to_server"], s["to_device"], s["dropped"], s["retransmits"], s["failed"], link.now]
     assert [int(x) for x in run_mpy(code).split()] == want
+
+
+def test_harness_reports_failures_and_registers_js(tmp_path) -> None:
+    import pytest
+
+    with pytest.raises(AssertionError, match="KeyError: 'boom'"):
+        run_mpy("print('before')\nraise KeyError('boom')")
+    with pytest.raises(AssertionError, match="exit 4"):
+        run_mpy("import sys\nsys.exit(4)")
+    mod = tmp_path / "jsmath.mjs"
+    mod.write_text("export function mul(a, b) { return a * b; }\n")
+    assert run_mpy("import jsmath, sys\nprint(jsmath.mul(6, 7), sys.implementation.name)",
+                   js={"jsmath": mod}).split() == ["42", "micropython"]

@@ -1,20 +1,23 @@
 // Run Python under the MicroPython WebAssembly port with the repo's device/ package installed.
 //
-//   node tests/wasm/run.mjs [--heap 1m] [--lib DIR]... [FILE.py | -]
+//   node tests/wasm/run.mjs [--heap 1m] [--lib DIR]... [--js NAME=FILE.mjs]... [FILE.py | -]
 //
 // Copies <repo>/device/**.py into the in-memory file system as /lib/device (importable as
 // `device`), and every .py of each --lib DIR (default: tests/wasm/lib) into /lib, then runs FILE
-// (or stdin) as __main__ (use asyncio.run for async code). stdout/stderr are forwarded; an
-// uncaught Python exception prints its traceback to stderr and exits with status 1.
+// (or stdin) as __main__. Each --js module is imported and registered with registerJsModule, so
+// Python can `import NAME` and call its exports (use asyncio.run for async code). stdout/stderr are forwarded; an
+// uncaught Python exception prints its traceback to stderr and exits with status 1;
+// sys.exit(n) exits with n.
 import fs from "fs";
 import path from "path";
-import { fileURLToPath } from "url";
+import { fileURLToPath, pathToFileURL } from "url";
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "..", "..");
 let heap = 1024 * 1024;
 const libs = [];
+const jsmods = [];
 let file = "-";
 const args = process.argv.slice(2);
 for (let i = 0; i < args.length; i++) {
@@ -22,6 +25,10 @@ for (let i = 0; i < args.length; i++) {
     const v = args[++i].toLowerCase();
     heap = parseInt(v) * (v.endsWith("k") ? 1024 : v.endsWith("m") ? 1048576 : 1);
   } else if (args[i] === "--lib") libs.push(path.resolve(args[++i]));
+  else if (args[i] === "--js") {
+    const [name, mod] = args[++i].split("=");
+    jsmods.push([name, path.resolve(mod)]);
+  }
   else file = args[i];
 }
 if (libs.length === 0) libs.push(path.join(here, "lib"));
@@ -48,6 +55,10 @@ try { mp.FS.mkdir("/lib"); } catch (e) { /* exists */ }
 copyTree(path.join(repo, "device"), "/lib/device");
 for (const lib of libs) if (fs.existsSync(lib)) copyTree(lib, "/lib");
 
+for (const [name, file] of jsmods) {
+  mp.registerJsModule(name, await import(pathToFileURL(file).href));
+}
+
 const code = file === "-" ? fs.readFileSync(0, "utf8") : fs.readFileSync(file, "utf8");
 // Run inside a wrapper so the traceback is printed by MicroPython itself.
 mp.globals.set("__fota_src", code);
@@ -55,12 +66,14 @@ const wrapper = `
 import sys
 if "/lib" not in sys.path:
     sys.path.append("/lib")
-__fota_failed = False
+__fota_status = 0
 try:
     exec(__fota_src, {"__name__": "__main__"})
+except SystemExit as __e:
+    __fota_status = __e.args[0] if __e.args and isinstance(__e.args[0], int) else (1 if __e.args and __e.args[0] is not None else 0)
 except BaseException as __e:
     sys.print_exception(__e, sys.stderr)
-    __fota_failed = True
+    __fota_status = 1
 `;
 try {
   await mp.runPythonAsync(wrapper);
@@ -68,4 +81,4 @@ try {
   process.stderr.write(String(e) + "\n");
   process.exit(1);
 }
-process.exitCode = mp.globals.get("__fota_failed") ? 1 : 0;
+process.exitCode = mp.globals.get("__fota_status");
