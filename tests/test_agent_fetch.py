@@ -1,0 +1,117 @@
+"""Block2 client rules of ``device.fetch`` and the agent's reaction, sans-IO: responses are real
+CoAP datagrams (``device.coap.encode``) decoded by the device core, fed to the generator."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from device import coap
+from device.agent import Agent
+from device.fetch import CORRUPT, DONE, GONE, OK, RESTART, RETRY, Fetch
+from device.slots import FileSlots
+from device.state import Store
+from proto import manifest, uris
+from proto.codes import Op, Result
+from proto.keys import CmdKey
+
+IMAGE = hashlib.sha256(b"seed").digest() * 400  # 12,800 bytes
+ETAG_A, ETAG_B = b"\xaa" * 8, b"\xbb" * 8
+
+
+def response(code: int, payload: bytes = b"", *, block: tuple[int, bool, int] | None = None,
+             etag: bytes | None = None, size2: int | None = None) -> coap.Response:
+    opts: list[tuple[int, bytes]] = []
+    if etag is not None:
+        opts.append((coap.ETAG, etag))
+    if block is not None:
+        opts.append((coap.BLOCK2, coap.uint(coap.block_value(*block))))
+    if size2 is not None:
+        opts.append((coap.SIZE2, coap.uint(size2)))
+    return coap.Response(coap.decode(coap.encode(coap.ACK, code, 1, b"t", opts, payload)))
+
+
+def serve(req: coap.Request, image: bytes = IMAGE, etag: bytes = ETAG_A, max_szx: int = 6,
+          size2: int | None = None) -> coap.Response:
+    num, asked = req.block2
+    szx = min(asked, max_szx)
+    bs = 16 << szx
+    start = num * (16 << asked)  # a smaller size answers the same offset (RFC 7959 2.4)
+    num = start // bs
+    chunk = image[start:start + bs]
+    return response(0x45, chunk, block=(num, start + bs < len(image), szx), etag=etag,
+                    size2=len(image) if size2 is None else size2)
+
+
+def fetch(tmp: Path, block: int = 1024) -> Fetch:
+    slots = FileSlots(str(tmp / "slots"))
+    slots.boot()
+    f = Fetch(slots, "/f/00000000", len(IMAGE), hashlib.sha256(IMAGE).digest(), block)
+    f.start(0)
+    return f
+
+
+def test_a_smaller_server_block_size_is_adopted_at_the_same_offset(tmp_path: Path) -> None:
+    f = fetch(tmp_path, 1024)
+    assert f.accept(serve(f.request())) == OK  # first block at 1024
+    v = OK
+    while v == OK:
+        req = f.request()
+        v = f.accept(serve(req, max_szx=4))  # the server now answers 256-byte blocks
+    assert v == DONE and f.verified() and f.szx == 4
+
+
+def test_changed_etag_wrong_block_size2_gone_and_overflow(tmp_path: Path) -> None:
+    f = fetch(tmp_path)
+    assert f.accept(serve(f.request())) == OK
+    assert f.accept(serve(f.request(), etag=ETAG_B)) == RESTART
+    assert f.accept(response(0x45, b"x" * 1024, block=(5, True, 6), etag=ETAG_A,
+                             size2=len(IMAGE))) == RETRY  # not the block asked for
+    assert f.accept(serve(f.request(), size2=len(IMAGE) + 1)) == CORRUPT
+    assert f.accept(response(0x84)) == GONE  # 4.04
+    assert f.accept(response(0xA3)) == RETRY  # 5.03: try again
+    assert f.accept(serve(f.request(), image=IMAGE + b"!" * 2000, size2=len(IMAGE))) == OK
+    # a server that sends more than the manifest's size (and no Size2 to tell)
+    slots = FileSlots(str(tmp_path / "slots2"))
+    slots.boot()
+    small = Fetch(slots, "/f/x", 100, hashlib.sha256(IMAGE[:100]).digest(), 64)
+    small.start(0)
+    assert small.accept(response(0x45, IMAGE[:64], block=(0, True, 2))) == OK
+    assert small.accept(response(0x45, IMAGE[64:128], block=(1, True, 2))) == CORRUPT
+
+
+def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    digest = hashlib.sha256(IMAGE).digest()
+    signed = manifest.sign(manifest.build(seq=2, vendor=manifest.DEFAULT_VENDOR, device_class="c",
+                                          digest=digest, size=len(IMAGE),
+                                          uri=uris.image_path(digest)), key)
+    command = cbor2.dumps({CmdKey.OP: Op.UPDATE, CmdKey.JOB: 1, CmdKey.MANIFEST: signed})
+    events: list[str] = []
+    config: dict[str, Any] = {"id": "etag", "class": "c", "version": 1, "block_size": 1024,
+                              "trust": [manifest.public_bytes(key.public_key()).hex()],
+                              "on_change": lambda e, old, new: events.append(e)}
+    slots = FileSlots(str(tmp_path / "slots"))
+    slots.boot()
+    agent = Agent(config, slots, Store(str(tmp_path / "state.json")))
+    blocks = 0
+    wake = agent.wake()
+    req = next(wake)
+    try:
+        for _ in range(100):
+            if req.block2 is None:
+                resp = response(0x44, command if agent.s["job"] is None else b"")
+            else:
+                blocks += 1
+                resp = serve(req, etag=ETAG_A if blocks <= 5 else ETAG_B)  # changes once
+            req = wake.send(resp)
+    except StopIteration as e:
+        assert e.value == ("reboot", 0)
+    assert "restart" in events and agent.state == 3  # installed after starting over
+    assert blocks == 6 + len(range(0, len(IMAGE), 1024))  # 5 kept, 1 refused, then all
+    assert Path(slots.path("b")).read_bytes() == IMAGE
+    assert agent.s["result"] == Result.INITIAL
