@@ -15,6 +15,11 @@ traceback. ``js`` maps module names to ES module files, registered with ``regist
 (Python then ``import name`` and calls its exports; the runtime is single-threaded, so a JS
 function must not block). The runner itself: ``node tests/wasm/run.mjs --help`` style flags
 documented at its top (``--heap``, ``--lib DIR``, ``--js NAME=FILE.mjs``, ``FILE.py`` or ``-``).
+Real UDP under wasm: ``run_mpy(code, js={"udpbridge": UDP_BRIDGE})`` and, in ``code``,
+``import jsudp; link = jsudp.JsUdpLink(host, port, timeout_scale=0.25)`` — a blocking
+``Link.request`` (a worker thread owns a Node ``dgram`` socket; ``recv`` blocks on
+``Atomics.wait``), so ``coap.run(agent_generator, link)`` works unchanged, IPv4 or ::1.
+
 Without node or ``node_modules`` the test is skipped, except when ``CI=true``: then it fails.
 """
 
@@ -29,6 +34,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "tests" / "wasm" / "run.mjs"
+UDP_BRIDGE = ROOT / "tests" / "wasm" / "udpbridge.mjs"
 PACKAGE = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 
 

@@ -5,6 +5,7 @@ in-process link (retransmissions exercised). Each test is one node process (~1 s
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -103,6 +104,7 @@ print("ms", time.ticks_diff(time.ticks_ms(), t) / n)
 def test_block2_download_through_lossy_link() -> None:
     code = """
 import hashlib
+from pathlib import Path
 import fakelink
 from device import coap
 img = bytes(range(256)) * 37 + b"end"
@@ -193,3 +195,63 @@ def test_harness_reports_failures_and_registers_js(tmp_path) -> None:
     mod.write_text("export function mul(a, b) { return a * b; }\n")
     assert run_mpy("import jsmath, sys\nprint(jsmath.mul(6, 7), sys.implementation.name)",
                    js={"jsmath": mod}).split() == ["42", "micropython"]
+
+
+from mpy import UDP_BRIDGE as BRIDGE  # noqa: E402
+
+DOWNLOAD = """
+import hashlib, jsudp, fakelink
+from device import coap
+link = jsudp.JsUdpLink({host!r}, {port}, timeout_scale=0.25)
+img = coap.run(fakelink.download({path!r}, szx={szx}), link)
+link.close()
+print(len(img), hashlib.sha256(img).digest().hex())
+"""
+
+
+async def test_block2_download_from_the_real_gateway_over_real_udp(gateway, coap_client) -> None:
+    import asyncio
+
+    from harness import publish_image
+
+    image = bytes((i * 7) & 0xFF for i in range(5000))
+    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"wasm gateway").digest())
+    img = await publish_image(coap_client, gateway, image, key, seq=2, device_class="wasm")
+    code = DOWNLOAD.format(host="127.0.0.1", port=gateway.device_port, path=img["uri"], szx=5)
+    out = await asyncio.to_thread(run_mpy, code, 60, "4m", (), {"udpbridge": BRIDGE})
+    assert out.split() == [str(len(image)), hashlib.sha256(image).hexdigest()]
+
+
+def test_jsudp_link_ipv6_against_libcoap() -> None:
+    import shutil
+    import socket
+    import subprocess
+
+    import pytest
+
+    if shutil.which("coap-server-notls") is None:
+        pytest.skip("libcoap3-bin not installed")
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    srv = subprocess.Popen(["coap-server-notls", "-A", "::1", "-p", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        code = f"""
+import jsudp, time
+from device import coap
+link = jsudp.JsUdpLink("::1", {port}, timeout_scale=0.05)
+r = None
+for _ in range(20):
+    r = link.request(coap.Request(coap.GET, "/"))
+    if r is not None:
+        break
+print(coap.code_str(r.code), b"libcoap" in r.payload)
+r = link.request(coap.Request(coap.GET, "missing"))
+print(coap.code_str(r.code))
+link.close()
+"""
+        assert run_mpy(code, js={"udpbridge": BRIDGE}).split() == ["2.05", "True", "4.04"]
+    finally:
+        srv.terminate()
+        srv.wait(5)
