@@ -224,7 +224,7 @@ def test_udplink_gives_up_on_silence() -> None:
         assert link.request(coap.Request(coap.GET, "x")) is None
         link.close()
         # 5 transmissions in (20..30) * 31 ms
-        assert time.monotonic() - t < 2
+        assert time.monotonic() - t < 5
         n = 0
         sink.settimeout(0.1)
         try:
