@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from device import coap, udp
 
 # options aiocoap treats as opaque (If-Match, ETag, unknown numbers): it hands back raw bytes
-opt_nums = st.sampled_from([1, 4, 258, 300, 2000, 65000])
+opt_nums = st.sampled_from([1, 4, 270, 300, 1000, 2000, 65000])
 options = st.lists(st.tuples(opt_nums, st.binary(max_size=300)), max_size=5)
 
 
