@@ -68,6 +68,9 @@ class ControlSite(Resource, PathCapable):
                                                                    self.fleet.enrol(b)))
         if route == (uris.DEV, 2, "GET"):
             return cbor_response(Code.CONTENT, self.fleet.device_detail(path[1]))
+        if route == (uris.DEV, 3, "POST") and path[2] == "tags":
+            return self.with_body(request, lambda b: cbor_response(
+                Code.CHANGED, self.fleet.set_tags(path[1], b)))
         if route == (uris.CAMP, 1, "POST"):
             return self.with_body(request, lambda b: cbor_response(
                 Code.CREATED, self.fleet.create_campaign(b)))
@@ -81,13 +84,16 @@ class ControlSite(Resource, PathCapable):
                 if row is None:
                     raise Refused("not_found", "unknown campaign")
                 return cbor_response(Code.CONTENT, self.fleet.campaign_view(row, with_jobs=True))
-            if len(path) == 3 and path[2] == "cancel" and code is Code.POST:
-                return cbor_response(Code.CHANGED, self.fleet.cancel_campaign(n))
+            if len(path) == 3 and code is Code.POST and path[2] in CAMPAIGN_ACTIONS:
+                action = getattr(self.fleet, f"{path[2]}_campaign")
+                return cbor_response(Code.CHANGED, action(n))
         if route == (uris.EVENTS, 1, "GET"):
             return cbor_response(Code.CONTENT, self.fleet.events(_since(request.opt.uri_query)))
         known = {(uris.FW, 1), (uris.DEV, 1), (uris.DEV, 2), (uris.CAMP, 1), (uris.CAMP, 2),
                  (uris.EVENTS, 1)}
-        if (head, len(path)) in known or path[2:] == ("cancel",) and head == uris.CAMP:
+        action = path[2] if len(path) == 3 else None
+        if ((head, len(path)) in known or head == uris.CAMP and action in CAMPAIGN_ACTIONS
+                or head == uris.DEV and action == "tags"):
             return error(Code.METHOD_NOT_ALLOWED, f"{code} is not allowed on {'/'.join(path)}")
         return error(Code.NOT_FOUND, "no such resource")
 
@@ -145,6 +151,9 @@ class ControlSite(Resource, PathCapable):
         response = cbor_response(Code.CHANGED, {"digest": name, "size": sink.size})
         response.opt.block1 = request.opt.block1
         return response
+
+
+CAMPAIGN_ACTIONS = ("cancel", "pause", "resume", "retry")  # POST camp/<n>/<action>
 
 
 def _continue(request: Message) -> Message:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,11 +24,14 @@ from proto.codes import CampaignState, JobState, Op, Result, State, result_name,
 from proto.control import DEFAULT_TIMEOUT, EVENTS_PAGE
 from proto.keys import CmdKey, ManifestKey, ReportKey
 
-from . import jobs
+from . import jobs, rollout
 from .blobs import BlobStore
 from .store import Store, tags_json
 
 MAX_ID = 64
+MAX_TAGS = 32
+#: job states holding a download slot (from the offer until the image is all there)
+DOWNLOADING = (JobState.OFFERED, JobState.DOWNLOADING)
 UINT_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
 
 
@@ -111,10 +116,13 @@ def _names(state: int, result: int) -> str:
 
 
 class Fleet:
-    def __init__(self, store: Store, blobs: BlobStore, *, enrolled_only: bool = False) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, *, enrolled_only: bool = False,
+                 max_downloads: int | None = None) -> None:
         self.store = store
         self.blobs = blobs
         self.enrolled_only = enrolled_only
+        self.max_downloads = max_downloads  # concurrent downloads over all campaigns
+        self._policies: dict[int, rollout.Policy] = {}
         #: called with a device id whenever that device's pending command may have changed
         self.on_command_change: Callable[[str], None] = lambda device_id: None
 
@@ -175,16 +183,22 @@ class Fleet:
             # past its deadline a job only learns its outcome; reviving it would have the
             # sweeper time it out again within a second (the device row still shows progress)
             return
+        not_before = None
+        if new_state == JobState.QUEUED:  # the device deferred itself: offer it again later
+            if job["state"] == JobState.QUEUED:
+                return  # its last word, repeated on each wake until it is offered again
+            not_before = now + self.policy(camp).defer
         if new_state == JobState.SUCCEEDED:
             progress = image["size"]
         self._set_job(job, new_state, result, progress, now,
-                      ("late report: " if late else "") + _names(r.state, r.result))
+                      ("late report: " if late else "") + _names(r.state, r.result),
+                      not_before=not_before)
 
     def _set_job(self, job: Any, state: str, result: int | None, progress: int, now: float,
-                 why: str) -> None:
+                 why: str, not_before: float | None = None) -> None:
         s = self.store
-        s.db.execute("UPDATE jobs SET state=?, result=?, progress=?, updated=? WHERE id=?",
-                     (state, result, progress, now, job["id"]))
+        s.db.execute("UPDATE jobs SET state=?, result=?, progress=?, updated=?, not_before=? "
+                     "WHERE id=?", (state, result, progress, now, not_before, job["id"]))
         if state != job["state"] or result != job["result"]:
             detail = f"job {job['id']}: {job['state']} -> {state}"
             if result is not None and result != Result.SUCCESS:
@@ -194,16 +208,168 @@ class Fleet:
             self._refresh_campaign(job["campaign"])
             self.on_command_change(job["device"])
 
+    # ---- rollout: phases, pause, release ---------------------------------------------------
+    def policy(self, camp: Any) -> rollout.Policy:
+        got = self._policies.get(camp["id"])
+        if got is None:
+            got = self._policies[camp["id"]] = rollout.Policy.from_json(json.loads(camp["policy"]))
+        return got
+
+    def phase_stats(self, n: int) -> list[rollout.PhaseStats]:
+        stats: list[rollout.PhaseStats] = []
+        for phase, state, count in self.store.phase_counts(n):
+            while len(stats) <= phase:
+                stats.append(rollout.PhaseStats())
+            p = stats[phase]
+            p.total += count
+            if state == JobState.SUCCEEDED:
+                p.succeeded += count
+            elif state in (JobState.FAILED, JobState.TIMED_OUT):
+                p.failed += count
+            elif state == JobState.CANCELLED:
+                p.cancelled += count
+            else:
+                p.active += count
+                if state in DOWNLOADING:
+                    p.downloading += count
+        return stats or [rollout.PhaseStats()]
+
+    def _set_campaign_state(self, camp: Any, new: str, reason: str | None = None) -> None:
+        n = camp["id"]
+        self.store.db.execute("UPDATE campaigns SET state=?, reason=? WHERE id=?",
+                              (new, reason, n))
+        why = f": {reason}" if reason else ""
+        self.store.event("campaign", f"campaign {n}: {camp['state']} -> {new}{why}", campaign=n)
+
     def _refresh_campaign(self, n: int) -> None:
+        """After any job change: done when nothing is active; else let the policy release the
+        next phases or pause the campaign."""
         s = self.store
         camp = s.campaign(n)
-        active = s.db.execute(
-            f"SELECT COUNT(*) FROM jobs WHERE campaign=? AND state IN ({_qs(JobState.ACTIVE)})",
-            (n, *JobState.ACTIVE)).fetchone()[0]
-        new = jobs.campaign_state(camp["state"] == CampaignState.CANCELLED, active)
-        if new != camp["state"]:
-            s.db.execute("UPDATE campaigns SET state=? WHERE id=?", (new, n))
-            s.event("campaign", f"campaign {n}: {camp['state']} -> {new}", campaign=n)
+        if camp["state"] == CampaignState.CANCELLED:
+            return
+        stats = self.phase_stats(n)
+        if sum(p.active for p in stats) == 0:
+            if camp["state"] != CampaignState.DONE:
+                self._set_campaign_state(camp, CampaignState.DONE)
+            return
+        if camp["state"] == CampaignState.DONE:  # retried jobs: it runs again
+            self._set_campaign_state(camp, CampaignState.RUNNING)
+            camp = s.campaign(n)
+        if camp["state"] != CampaignState.RUNNING:
+            return
+        policy = self.policy(camp)
+        d = rollout.decide(policy, stats, camp["released"], camp["acknowledged"])
+        if d.newly:
+            self._release(camp, d.released, d.newly, policy, stats)
+        if d.pause is not None:
+            self._set_campaign_state(s.campaign(n), CampaignState.PAUSED, d.pause)
+
+    def _release(self, camp: Any, released: int, phases: list[int], policy: rollout.Policy,
+                 stats: list[rollout.PhaseStats]) -> None:
+        n = camp["id"]
+        self.store.db.execute("UPDATE campaigns SET released=? WHERE id=?", (released, n))
+        for k in phases:
+            self.store.event("campaign", f"campaign {n}: {rollout.phase_name(k, policy)} "
+                             f"released ({stats[k].total} device(s))", campaign=n)
+        rows = self.store.db.execute(
+            f"SELECT device FROM jobs WHERE campaign=? AND phase IN ({_qs(tuple(phases))})",
+            (n, *phases)).fetchall()
+        for r in rows:
+            self.on_command_change(r[0])
+
+    def pause_campaign(self, n: int) -> dict[str, Any]:
+        with self.store.transaction():
+            camp = self._campaign(n)
+            if camp["state"] != CampaignState.RUNNING:
+                raise Refused("conflict", f"campaign {n} is {camp['state']}, not running")
+            self._set_campaign_state(camp, CampaignState.PAUSED, "paused by the operator")
+        return self.campaign_view(self.store.campaign(n))
+
+    def resume_campaign(self, n: int) -> dict[str, Any]:
+        """Go on: the failures so far are acknowledged (only new ones count towards the
+        threshold) and a phase that stalled below its success rate is passed over."""
+        s = self.store
+        with s.transaction() as db:
+            camp = self._campaign(n)
+            if camp["state"] != CampaignState.PAUSED:
+                raise Refused("conflict", f"campaign {n} is {camp['state']}, not paused")
+            policy = self.policy(camp)
+            stats = self.phase_stats(n)
+            released = rollout.on_resume(policy, stats, camp["released"])
+            db.execute("UPDATE campaigns SET acknowledged=? WHERE id=?",
+                       (rollout.failures(stats, released), n))
+            self._set_campaign_state(camp, CampaignState.RUNNING, None)
+            if released != camp["released"]:
+                self._release(camp, released, [released], policy, stats)
+            self._refresh_campaign(n)
+        return self.campaign_view(s.campaign(n))
+
+    def retry_campaign(self, n: int) -> dict[str, Any]:
+        """Failed and timed-out jobs start over as new jobs (new ids: a late report about the
+        old attempt cannot touch the new one), in their phase; the campaign runs again."""
+        s = self.store
+        now = time.time()
+        with s.transaction() as db:
+            camp = self._campaign(n)
+            if camp["state"] == CampaignState.CANCELLED:
+                raise Refused("conflict", f"campaign {n} is cancelled")
+            if now > camp["deadline"]:
+                raise Refused("conflict", f"campaign {n} is past its deadline; start a new one")
+            retried = skipped = 0
+            for job in s.jobs_of_campaign(n):
+                if job["state"] not in (JobState.FAILED, JobState.TIMED_OUT):
+                    continue
+                if self._active_job(job["device"]) is not None:
+                    skipped += 1  # in another campaign meanwhile
+                    continue
+                db.execute("DELETE FROM jobs WHERE id=?", (job["id"],))
+                cur = db.execute("INSERT INTO jobs(campaign, device, state, size, updated, phase) "
+                                 "VALUES (?,?,?,?,?,?)", (n, job["device"], JobState.QUEUED,
+                                                          job["size"], now, job["phase"]))
+                s.event("job", f"job {job['id']}: {job['state']} -> retried as job "
+                        f"{cur.lastrowid}", device=job["device"], campaign=n)
+                retried += 1
+            if not retried:
+                raise Refused("conflict", f"campaign {n} has no failed job to retry"
+                              + (f" ({skipped} device(s) busy elsewhere)" if skipped else ""))
+            stats = self.phase_stats(n)
+            db.execute("UPDATE campaigns SET acknowledged=? WHERE id=?",
+                       (rollout.failures(stats, camp["released"]), n))
+            camp = s.campaign(n)
+            if camp["state"] == CampaignState.PAUSED:
+                self._set_campaign_state(camp, CampaignState.RUNNING, None)
+            self._refresh_campaign(n)
+        for job in s.jobs_of_campaign(n):
+            if job["state"] == JobState.QUEUED:
+                self.on_command_change(job["device"])
+        return self.campaign_view(s.campaign(n))
+
+    def _campaign(self, n: int) -> Any:
+        camp = self.store.campaign(n)
+        if camp is None:
+            raise Refused("not_found", "unknown campaign")
+        return camp
+
+    def _gate(self, job: Any, camp: Any, now: float) -> dict[int, Any] | None:
+        """For a queued job: None to offer it now, {} for no command yet (not its turn),
+        or a DEFER command."""
+        if camp["state"] != CampaignState.RUNNING or job["phase"] > camp["released"]:
+            return {}
+        if job["not_before"] is not None and job["not_before"] > now:
+            return {CmdKey.OP: Op.DEFER, CmdKey.WAIT: math.ceil(job["not_before"] - now)}
+        policy = self.policy(camp)
+        mine = (self.store.count_jobs(DOWNLOADING, camp["id"])
+                if policy.max_downloads is not None else 0)
+        everyone = (self.store.count_jobs(DOWNLOADING)
+                    if self.max_downloads is not None else 0)
+        wait = rollout.defer_seconds(policy, now, mine, everyone, self.max_downloads)
+        if wait is None:
+            return None
+        seconds = wait[0]
+        if policy.window is not None and seconds > policy.defer:
+            seconds += random.randint(0, min(300, policy.window.duration // 4))  # no stampede
+        return {CmdKey.OP: Op.DEFER, CmdKey.WAIT: seconds}
 
     def _active_job(self, device_id: str) -> Any:
         return self.store.db.execute(
@@ -221,10 +387,10 @@ class Fleet:
         if job is None:
             return None
         lost = r.job != job["id"]
-        if not lost and (r.result == Result.DEFERRED
-                         or job["state"] not in (JobState.QUEUED, JobState.OFFERED)):
+        if not lost and job["state"] != JobState.QUEUED:
             return None
-        image = s.image(s.campaign(job["campaign"])["image"])
+        camp = s.campaign(job["campaign"])
+        image = s.image(camp["image"])
         if r.seq >= image["seq"]:
             self._set_job(job, JobState.SUCCEEDED, Result.SUCCESS, image["size"], now,
                           f"already running seq {r.seq}")
@@ -233,6 +399,10 @@ class Fleet:
             self._set_job(job, JobState.FAILED, Result.WRONG_CLASS, job["progress"], now,
                           f"device class {r.cls} is not the image's {image['class']}")
             return None
+        if job["state"] == JobState.QUEUED:
+            gate = self._gate(job, camp, now)
+            if gate is not None:
+                return gate or None
         if job["state"] != JobState.OFFERED:
             self._set_job(job, JobState.OFFERED, None, job["progress"], now,
                           "manifest handed out" if job["state"] == JobState.QUEUED
@@ -246,7 +416,12 @@ class Fleet:
             raise Refused("not_found", "unknown device")
         job = self._active_job(device_id)
         if job is not None:
-            image = self.store.image(self.store.campaign(job["campaign"])["image"])
+            camp = self.store.campaign(job["campaign"])
+            image = self.store.image(camp["image"])
+            if job["state"] == JobState.QUEUED:
+                gate = self._gate(job, camp, time.time())
+                if gate is not None:
+                    return gate or None
             if dev["seq"] < image["seq"]:
                 return {CmdKey.OP: Op.UPDATE, CmdKey.JOB: job["id"],
                         CmdKey.MANIFEST: image["manifest"]}
@@ -336,6 +511,27 @@ class Fleet:
                 "address": row["address"], "enrolled": bool(row["enrolled"]),
                 "tags": json.loads(row["tags"])}
 
+    def set_tags(self, device_id: str, body: Any) -> dict[str, Any]:
+        """Add and/or remove tags of a device (``{"add": [...], "remove": [...]}``)."""
+        if not isinstance(body, Mapping) or not set(body) <= {"add", "remove"} or not body:
+            raise Refused("bad_request", "body must be a map with add and/or remove tag lists")
+        add = _check_tags(body.get("add", []), "add")
+        remove = set(_check_tags(body.get("remove", []), "remove"))
+        with self.store.transaction() as db:
+            row = self.store.device(device_id)
+            if row is None:
+                raise Refused("not_found", "unknown device")
+            old = json.loads(row["tags"])
+            new = [t for t in old if t not in remove]
+            new += [t for t in dict.fromkeys(add) if t not in new]
+            if len(new) > MAX_TAGS:
+                raise Refused("bad_request", f"a device has at most {MAX_TAGS} tags")
+            if new != old:
+                db.execute("UPDATE devices SET tags=? WHERE id=?", (tags_json(new), device_id))
+                self.store.event("tags", f"tags {', '.join(old) or '-'} -> "
+                                 f"{', '.join(new) or '-'}", device=device_id)
+        return self.device_view(self.store.device(device_id))
+
     def device_detail(self, device_id: str) -> dict[str, Any]:
         row = self.store.device(device_id)
         if row is None:
@@ -357,9 +553,13 @@ class Fleet:
         if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
                 or not 0 < timeout <= 10 * 365 * 86400):
             raise Refused("bad_request", "timeout must be a positive number of seconds")
-        picks = [k for k in ("devices", "class", "all") if body.get(k) not in (None, False)]
-        if len(picks) != 1:
-            raise Refused("bad_request", "give exactly one of devices, class, all")
+        try:
+            policy = rollout.Policy.from_body(body)
+        except rollout.PolicyError as e:
+            raise Refused("bad_request", str(e)) from None
+        picks = [k for k in ("devices", "class", "tags", "all") if body.get(k) not in (None, False)]
+        if not picks or len(picks) > 1 and set(picks) != {"class", "tags"}:
+            raise Refused("bad_request", "give devices, or class and/or tags, or all")
         if "devices" in picks:
             ids = body["devices"]
             if not isinstance(ids, list) or not ids:
@@ -371,8 +571,16 @@ class Fleet:
                     raise Refused("not_found", f"unknown device {d!r}")
                 if all(t["id"] != d for t in targets):
                     targets.append(row)
-        elif "class" in picks:
-            targets = s.devices_of_class(_check_id(body["class"], "class"))
+        elif "class" in picks or "tags" in picks:
+            targets = (s.devices_of_class(_check_id(body["class"], "class"))
+                       if "class" in picks else s.devices())
+            if "tags" in picks:
+                wanted = set(_check_tags(body["tags"], "tags"))
+                if not wanted:
+                    raise Refused("bad_request", "tags must not be empty")
+                targets = [t for t in targets if wanted <= set(json.loads(t["tags"]))]
+            # a seeded shuffle: the canary is a sample of the fleet, the same one on a retry
+            random.Random(image["id"]).shuffle(targets)
         else:
             if body["all"] is not True:
                 raise Refused("bad_request", "all must be true")
@@ -388,18 +596,23 @@ class Fleet:
             raise Refused("bad_request", f"device(s) {', '.join(busy[:5])} already in a running "
                           "campaign; cancel it first")
         now = time.time()
+        sizes = rollout.phase_sizes(policy, len(targets))
+        phases = [k for k, size in enumerate(sizes) for _ in range(size)]
         with s.transaction() as db:
-            cur = db.execute("INSERT INTO campaigns(image, state, created, deadline) "
-                             "VALUES (?,?,?,?)", (image["id"], CampaignState.RUNNING, now,
-                                                  now + timeout))
+            cur = db.execute("INSERT INTO campaigns(image, state, created, deadline, policy) "
+                             "VALUES (?,?,?,?,?)", (image["id"], CampaignState.RUNNING, now,
+                                                    now + timeout, json.dumps(policy.to_json())))
             n = cur.lastrowid
-            for t in targets:
-                db.execute("INSERT INTO jobs(campaign, device, state, size, updated) "
-                           "VALUES (?,?,?,?,?)", (n, t["id"], JobState.QUEUED, image["size"], now))
+            db.executemany("INSERT INTO jobs(campaign, device, state, size, updated, phase) "
+                           "VALUES (?,?,?,?,?,?)",
+                           [(n, t["id"], JobState.QUEUED, image["size"], now, k)
+                            for t, k in zip(targets, phases)])
+            plan = "" if len(sizes) == 1 else f" in phases of {'+'.join(map(str, sizes))}"
             s.event("campaign", f"campaign {n}: image {image['id']} (seq {image['seq']}) to "
-                    f"{len(targets)} device(s), timeout {timeout} s", campaign=n)
-        for t in targets:
-            self.on_command_change(t["id"])
+                    f"{len(targets)} device(s){plan}, timeout {timeout} s", campaign=n)
+        for t, k in zip(targets, phases):
+            if k == 0:
+                self.on_command_change(t["id"])
         return self.campaign_view(s.campaign(n))
 
     def cancel_campaign(self, n: int) -> dict[str, Any]:
@@ -435,9 +648,23 @@ class Fleet:
 
     def campaign_view(self, row: Any, with_jobs: bool = False) -> dict[str, Any]:
         counts = self.store.job_counts(row["id"])
+        policy = self.policy(row)
+        phases: list[dict[str, Any]] = []
+        for phase, state, count in self.store.phase_counts(row["id"]):
+            while len(phases) <= phase:
+                k = len(phases)
+                phases.append({"name": rollout.phase_name(k, policy), "total": 0, "counts": {},
+                               "released": k <= row["released"]})
+            phases[phase]["total"] += count
+            phases[phase]["counts"][state] = count
         view = {"id": row["id"], "image": row["image"], "state": row["state"],
                 "created": row["created"], "deadline": row["deadline"], "counts": counts,
-                "total": sum(counts.values())}
+                "total": sum(counts.values()), "policy": policy.to_json(),
+                "phases": phases, "reason": row["reason"]}
+        if policy.window is not None:
+            now = time.time()
+            view["window_open"] = policy.window.is_open(now)
+            view["window_next"] = policy.window.next_open(now)
         if with_jobs:
             view["jobs"] = [self.job_view(j) for j in self.store.jobs_of_campaign(row["id"])]
         return view
@@ -445,12 +672,18 @@ class Fleet:
     @staticmethod
     def job_view(row: Any) -> dict[str, Any]:
         return {"id": row["id"], "campaign": row["campaign"], "device": row["device"],
-                "state": row["state"],
+                "phase": row["phase"], "state": row["state"],
                 "result": None if row["result"] is None else result_name(row["result"]),
                 "progress": row["progress"], "size": row["size"], "updated": row["updated"]}
 
     def events(self, since: float) -> list[dict[str, Any]]:
         return self.store.events_since(since, EVENTS_PAGE)
+
+
+def _check_tags(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        raise Refused("bad_request", f"{what} must be a list of at most {MAX_TAGS} tags")
+    return [_check_id(t, "tag") for t in value]
 
 
 def _host(address: str | None) -> str | None:

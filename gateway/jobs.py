@@ -4,18 +4,21 @@ The transition a device report causes is a table lookup (``report_target``); ``J
 values come from the contract. Lifecycle::
 
     queued ──offer──▶ offered ──DOWNLOADING──▶ downloading ──DOWNLOADED──▶ downloaded
-       │                 ▲  │                                                 │
-       │         DEFERRED│  └───────────── any failure result ──▶ failed      UPDATING
+       │  ▲              │  │                                                 │
+       │  └───DEFERRED───┘  └───────────── any failure result ──▶ failed      UPDATING
        │                 │                                                    ▼
        └──(running seq >= image seq)──────────────────────▶ succeeded ◀── IDLE+SUCCESS+seq
     any active ──cancel──▶ cancelled          any active ──deadline──▶ timed_out
     timed_out ──late report──▶ succeeded | failed (same table; event "late report"; a late
                                report of an intermediate state leaves it timed_out)
+
+A queued job is offered on its device's next wake once its phase is released and its campaign
+runs, unless a maintenance window or a download cap says "come back in N s" (rollout.py).
 """
 
 from __future__ import annotations
 
-from proto.codes import CampaignState, JobState, Result, State
+from proto.codes import JobState, Result, State
 
 #: Results that do not end a job: nothing happened yet, success, or "ask me later".
 NON_FAILURE = (Result.INITIAL, Result.SUCCESS, Result.DEFERRED)
@@ -35,16 +38,11 @@ def report_target(state: int, result: int, seq: int, image_seq: int) -> tuple[st
     """(new job state, result to record) for a report about a job, or None for no change."""
     if result not in NON_FAILURE:
         return JobState.FAILED, result
-    if result == Result.DEFERRED:
-        return JobState.OFFERED, None
+    if result == Result.DEFERRED:  # the device said "later" (battery): offered again later
+        return JobState.QUEUED, Result.DEFERRED
     if state in STATE_TO_JOB:
         return STATE_TO_JOB[State(state)], None
     if state == State.IDLE and seq >= image_seq:  # booted it (SUCCESS) or already ran it
         return JobState.SUCCEEDED, Result.SUCCESS
     return None
 
-
-def campaign_state(cancelled: bool, active_jobs: int) -> str:
-    if cancelled:
-        return CampaignState.CANCELLED
-    return CampaignState.RUNNING if active_jobs else CampaignState.DONE

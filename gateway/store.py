@@ -78,6 +78,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_time ON events(time);
     CREATE INDEX events_device ON events(device, id);
     """,
+    # 2: rollout campaigns: policy (JSON, gateway/rollout.py), released phase, failures the
+    # operator acknowledged by resuming, why it paused; a job's phase and its "not before" time
+    # (a device that deferred itself)
+    """
+    ALTER TABLE campaigns ADD COLUMN policy TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE campaigns ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE campaigns ADD COLUMN acknowledged INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE campaigns ADD COLUMN reason TEXT;
+    ALTER TABLE jobs ADD COLUMN phase INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN not_before REAL;
+    CREATE INDEX jobs_campaign ON jobs(campaign, phase, state);
+    """,
 ]
 
 
@@ -191,6 +203,21 @@ class Store:
     def jobs_of_device(self, device_id: str) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM jobs WHERE device=? ORDER BY id",
                                (device_id,)).fetchall()
+
+    def phase_counts(self, n: int) -> list[tuple[int, str, int]]:
+        """(phase, job state, count) rows of campaign ``n``."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT phase, state, COUNT(*) FROM jobs WHERE campaign=? GROUP BY phase, state",
+            (n,)).fetchall()]
+
+    def count_jobs(self, states: tuple[str, ...], campaign: int | None = None) -> int:
+        marks = ",".join("?" * len(states))
+        if campaign is None:
+            return self.db.execute(f"SELECT COUNT(*) FROM jobs WHERE state IN ({marks})",
+                                   states).fetchone()[0]
+        return self.db.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE campaign=? AND state IN ({marks})",
+            (campaign, *states)).fetchone()[0]
 
     def job_counts(self, n: int) -> dict[str, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM jobs WHERE campaign=? GROUP BY state",

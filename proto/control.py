@@ -13,21 +13,37 @@ GET  fw                  -> 2.05 [IMAGE, ...]
 GET  dev                 -> 2.05 [DEVICE, ...]
 POST dev                 {"id": str, "class": str, "tags"?: [str]} -> 2.01 DEVICE (enrol)
 GET  dev/<id>            -> 2.05 DEVICE + {"jobs": [JOB...], "events": [EVENT...]}; 4.04 unknown
-POST camp                {"image": id, "devices"?: [id], "class"?: str, "all"?: bool,
-                          "timeout"?: seconds} -> 2.01 CAMPAIGN (without jobs)
-                         4.04 unknown image or device; 4.00 no target / class mismatch
+POST dev/<id>/tags       {"add"?: [tag], "remove"?: [tag]} -> 2.04 DEVICE; 4.04 unknown device
+POST camp                {"image": id, targets: "devices": [id] | "class": str and/or
+                          "tags": [tag] (devices carrying every tag) | "all": true,
+                          "timeout"?: seconds, policy (all optional, see gateway/rollout.py):
+                          "canary"?: n devices first, "wave"?: n | "P%" per later phase,
+                          "success_rate"?: percent of a phase that must succeed before the
+                          next starts (100), "max_failures"?: n | "P%" of released devices
+                          (reached: the campaign pauses itself), "max_downloads"?: n concurrent,
+                          "defer"?: seconds a device over a cap waits (60),
+                          "window"?: {"start": 5-field cron, "duration": s, "tz"?: IANA zone}}
+                         -> 2.01 CAMPAIGN (without jobs)
+                         4.04 unknown image or device; 4.00 no target / class mismatch / policy
 GET  camp                -> 2.05 [CAMPAIGN, ...] (without jobs)
 GET  camp/<n>            -> 2.05 CAMPAIGN with "jobs"; 4.04 unknown
 POST camp/<n>/cancel     -> 2.04 CAMPAIGN
+POST camp/<n>/pause      -> 2.04 CAMPAIGN; 4.09 not running (no new offers; downloads go on)
+POST camp/<n>/resume     -> 2.04 CAMPAIGN; 4.09 not paused (failures so far acknowledged; a
+                         phase stalled below its success rate is passed over)
+POST camp/<n>/retry      -> 2.04 CAMPAIGN; 4.09 nothing to retry / cancelled / past deadline
+                         (failed and timed-out jobs become new queued jobs)
 GET  ev?since=<unix s>   -> 2.05 [EVENT, ...] oldest first, at most EVENTS_PAGE
 
 IMAGE    {"id", "uri", "digest" (hex), "size", "seq", "class", "vendor", "created"}
 DEVICE   {"id", "class", "seq", "state" (name), "result" (name), "progress", "last_seen",
           "address", "enrolled" (bool), "tags"}
 CAMPAIGN {"id", "image", "state", "created", "deadline", "counts": {job state: n}, "total",
-          "jobs"?: [JOB]}
-JOB      {"device", "state" (codes.JobState), "result" (name or null), "progress", "size",
-          "updated"}
+          "policy": {...as given, amounts as text}, "reason": why it paused or null,
+          "phases": [{"name", "total", "counts", "released" (bool)}],
+          "window_open"?, "window_next"? (with a window), "jobs"?: [JOB]}
+JOB      {"id", "campaign", "device", "phase", "state" (codes.JobState), "result" (name or
+          null), "progress", "size", "updated"}
 EVENT    {"id", "time", "device" or null, "campaign" or null, "kind", "detail"}
 """
 

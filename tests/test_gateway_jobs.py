@@ -59,9 +59,11 @@ async def test_cancel_defer_fail_and_already_current(gateway, coap_client):
     ctx, gw = coap_client, gateway
     img, camp = await setup_campaign(ctx, gw, devices=("a", "b", "c", "d"))
     jobs = {d: (await report(ctx, gw, device=d))[CmdKey.JOB] for d in "abc"}
-    # a: defers -> stays offered, nothing in the response
-    assert await report(ctx, gw, device="a", result=Result.DEFERRED, job=jobs["a"]) is None
-    assert (await job_state(ctx, gw, camp["id"], "a"))[0]["state"] == "offered"
+    # a: defers itself -> queued again, told to come back after the campaign's defer delay
+    cmd = await report(ctx, gw, device="a", result=Result.DEFERRED, job=jobs["a"])
+    assert cmd[CmdKey.OP] == Op.DEFER and 55 <= cmd[CmdKey.WAIT] <= 60
+    j = (await job_state(ctx, gw, camp["id"], "a"))[0]
+    assert (j["state"], j["result"]) == ("queued", "deferred")
     # b: fails verification
     assert await report(ctx, gw, device="b", result=Result.SIGNATURE_INVALID, job=jobs["b"]) is None
     j = (await job_state(ctx, gw, camp["id"], "b"))[0]
