@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from proto import uris
-from proto.codes import JobState
+from proto.codes import CampaignState, JobState
 
 from .client import ControlClient, Unreachable
 from .errors import CcError
@@ -31,7 +32,15 @@ def jobs(camp: dict[str, Any]) -> list[dict[str, Any]]:
     return list(camp.get("jobs") or [])
 
 
+#: job states where something still happens without the operator
+IN_FLIGHT = (JobState.OFFERED, JobState.DOWNLOADING, JobState.DOWNLOADED, JobState.UPDATING)
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def finished(camp: dict[str, Any]) -> bool:
+    """All jobs final, or paused with nothing in flight: only the operator moves it on."""
+    if camp.get("state") == CampaignState.PAUSED:
+        return not any(j.get("state") in IN_FLIGHT for j in jobs(camp))
     return all(j.get("state") in JobState.FINAL for j in jobs(camp))
 
 
@@ -42,6 +51,72 @@ def succeeded(camp: dict[str, Any]) -> bool:
 def failures(camp: dict[str, Any]) -> list[dict[str, Any]]:
     """Every job that did not succeed, including the ones still active when we stopped waiting."""
     return [j for j in jobs(camp) if j.get("state") != JobState.SUCCEEDED]
+
+
+def parse_duration(text: str, what: str) -> int:
+    """'90', '90s', '30m', '2h', '1d' -> seconds."""
+    t = text.strip().lower()
+    try:
+        if t and t[-1] in DURATION_UNITS:
+            value = float(t[:-1]) * DURATION_UNITS[t[-1]]
+        else:
+            value = float(t)
+    except ValueError:
+        raise CcError(f"{what} must be like 90, 90s, 30m, 2h or 1d, not {text!r}") from None
+    if not value > 0 or value != value:
+        raise CcError(f"{what} must be positive, not {text!r}")
+    return int(value)
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """Unix time, ISO 8601 (naive = UTC) or an age like 15m -> unix time."""
+    t = text.strip()
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    if t and t[-1].lower() in DURATION_UNITS and t[:-1].replace(".", "", 1).isdigit():
+        return (time.time() if now is None else now) - parse_duration(t, "--since")
+    try:
+        d = datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t)
+    except ValueError:
+        raise CcError(f"--since must be a unix time, an ISO 8601 time or an age like 15m, "
+                      f"not {text!r}") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    return d.timestamp()
+
+
+def policy_body(*, canary: int | None, wave: str | None, success_rate: float | None,
+                max_failures: str | None, max_downloads: int | None, defer: int | None,
+                window: str | None, window_duration: str, window_tz: str) -> dict[str, Any]:
+    """The policy fields of ``POST camp`` from cc's options (the gateway checks them)."""
+    body: dict[str, Any] = {}
+    if canary:
+        body["canary"] = canary
+    if wave is not None:
+        body["wave"] = _amount(wave, "--wave")
+    if success_rate is not None:
+        body["success_rate"] = success_rate
+    if max_failures is not None:
+        body["max_failures"] = _amount(max_failures, "--max-failures")
+    if max_downloads is not None:
+        body["max_downloads"] = max_downloads
+    if defer is not None:
+        body["defer"] = defer
+    if window is not None:
+        body["window"] = {"start": window, "tz": window_tz,
+                          "duration": parse_duration(window_duration, "--window-duration")}
+    return body
+
+
+def _amount(text: str, what: str) -> int | str:
+    t = text.strip()
+    if t.endswith("%"):
+        return t
+    if t.isdigit():
+        return int(t)
+    raise CcError(f"{what} must be a count (5) or a percentage (25%), not {text!r}")
 
 
 def poll_interval(camp: dict[str, Any] | None) -> float:

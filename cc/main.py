@@ -215,6 +215,25 @@ def devices_add(
         render.out.print(f"device [bold]{dev.get('id')}[/] added, class {dev.get('class')}")
 
 
+@devices_app.command("tag")
+@fails_cleanly
+def devices_tag(
+    ctx: typer.Context,
+    device_id: str = typer.Argument(..., metavar="ID"),
+    tags: list[str] = typer.Argument(..., metavar="TAG…"),
+    remove: bool = typer.Option(False, "--remove", help="Remove these tags instead of adding."),
+    as_json: bool = JSON_OPT,
+):
+    """Add tags to a device (or remove them): campaigns can target `--tag TAG`."""
+    body = {"remove" if remove else "add": list(tags)}
+    dev = run(_post(settings(ctx), f"{uris.DEV}/{segment(device_id)}/tags", body))
+    if as_json:
+        render.print_json(dev)
+    else:
+        render.out.print(f"device [bold]{dev.get('id')}[/] tags: "
+                         f"{', '.join(dev.get('tags') or []) or '-'}")
+
+
 @device_app.command("show")
 @fails_cleanly
 def device_show(ctx: typer.Context, device_id: str = typer.Argument(..., metavar="ID"),
@@ -235,29 +254,62 @@ def upgrade(
     ctx: typer.Context,
     image: str = typer.Argument(..., metavar="IMAGE", help="Image id (from `cc firmware list`)."),
     devices: Optional[list[str]] = typer.Option(None, "--device", metavar="ID",
-                                                help="A device (repeat for more)."),
+                                                help="A device (repeat for more; the first "
+                                                     "ones make the canary)."),
     device_class: Optional[str] = typer.Option(None, "--class", metavar="CLASS",
                                                help="Every device of this class."),
+    tags: Optional[list[str]] = typer.Option(None, "--tag", metavar="TAG",
+                                             help="Devices carrying this tag (repeat: all of "
+                                                  "them); combines with --class."),
     everyone: bool = typer.Option(False, "--all",
                                   help="Every device (all must be of the image's class)."),
     timeout: Optional[int] = typer.Option(None, "--timeout", min=1, metavar="S",
                                           help="Seconds before unfinished jobs time out."),
+    canary: Optional[int] = typer.Option(None, "--canary", min=0, metavar="N",
+                                         help="Upgrade N devices first."),
+    wave: Optional[str] = typer.Option(None, "--wave", metavar="N|P%",
+                                       help="Then waves of N devices or P% of all."),
+    success_rate: Optional[float] = typer.Option(
+        None, "--success-rate", min=0, max=100, metavar="P",
+        help="Percent of a phase that must succeed before the next starts (100)."),
+    max_failures: Optional[str] = typer.Option(
+        None, "--max-failures", metavar="N|P%",
+        help="Pause by itself once N failures (or P% of the released devices) are reached."),
+    max_downloads: Optional[int] = typer.Option(None, "--max-downloads", min=1, metavar="N",
+                                                help="At most N devices downloading at once."),
+    defer: Optional[int] = typer.Option(None, "--defer", min=1, metavar="S",
+                                        help="Seconds a device over the cap waits (60)."),
+    window: Optional[str] = typer.Option(None, "--window", metavar="CRON",
+                                         help="Maintenance window start, 5-field cron "
+                                              "('0 2 * * *'): offers only inside it."),
+    window_duration: str = typer.Option("1h", "--window-duration", metavar="DURATION",
+                                        help="How long the window stays open (90m, 2h)."),
+    window_tz: str = typer.Option("UTC", "--window-tz", metavar="ZONE",
+                                  help="Time zone of the window (Europe/Paris)."),
     wait: bool = typer.Option(False, "--wait", help="Follow it with progress bars until done."),
     as_json: bool = JSON_OPT,
 ):
-    """Start a campaign: offer IMAGE to devices. With --wait exit 0 only if all succeeded."""
-    chosen = [bool(devices), device_class is not None, everyone]
-    if sum(chosen) != 1:
-        raise CcError("choose the devices with exactly one of --device ID…, --class C or --all")
+    """Start a campaign: offer IMAGE to devices, in phases if asked. With --wait exit 0 only if
+    all succeeded."""
+    picked = {"devices" if devices else None, "class" if device_class is not None else None,
+              "tags" if tags else None, "all" if everyone else None} - {None}
+    if not picked or len(picked) > 1 and picked != {"class", "tags"}:
+        raise CcError("choose the devices with --device ID…, --class C and/or --tag T…, or --all")
     body: dict[str, Any] = {"image": image}
     if devices:
         body["devices"] = list(devices)
-    elif device_class is not None:
+    if device_class is not None:
         body["class"] = device_class
-    else:
+    if tags:
+        body["tags"] = list(tags)
+    if everyone:
         body["all"] = True
     if timeout is not None:
         body["timeout"] = timeout
+    body.update(campaign.policy_body(
+        canary=canary, wave=wave, success_rate=success_rate, max_failures=max_failures,
+        max_downloads=max_downloads, defer=defer, window=window,
+        window_duration=window_duration, window_tz=window_tz))
     s = settings(ctx)
 
     async def go() -> dict[str, Any]:
@@ -267,7 +319,7 @@ def upgrade(
                 return camp
             if not as_json:
                 render.out.print(f"campaign [bold]{camp.get('id')}[/] started: image {image}, "
-                                 f"{camp.get('total')} device(s)")
+                                 f"{render.plan(camp)}")
             return await _follow(client, int(camp["id"]), quiet=as_json)
 
     camp = run(go())
@@ -276,7 +328,7 @@ def upgrade(
             render.print_json(camp)
         else:
             render.out.print(f"campaign [bold]{camp.get('id')}[/] started: image {image}, "
-                             f"{camp.get('total')} device(s); follow it with "
+                             f"{render.plan(camp)}; follow it with "
                              f"`cc status {camp.get('id')} --watch`")
         return
     _final(camp, as_json)
@@ -313,12 +365,8 @@ def status(
         render.out.print(part)
 
 
-@app.command("cancel")
-@fails_cleanly
-def cancel(ctx: typer.Context, campaign_id: int = typer.Argument(..., metavar="CAMPAIGN"),
-           as_json: bool = JSON_OPT):
-    """Cancel a campaign: jobs not yet finished are cancelled (devices are told on next wake)."""
-    camp = run(_post(settings(ctx), f"{campaign.path(campaign_id)}/cancel"))
+def _campaign_action(ctx: typer.Context, campaign_id: int, action: str, as_json: bool) -> None:
+    camp = run(_post(settings(ctx), f"{campaign.path(campaign_id)}/{action}"))
     if as_json:
         render.print_json(camp)
     else:
@@ -326,14 +374,48 @@ def cancel(ctx: typer.Context, campaign_id: int = typer.Argument(..., metavar="C
                          f"{render.styled_state(camp.get('state'))}, {render.counts(camp)}")
 
 
+@app.command("cancel")
+@fails_cleanly
+def cancel(ctx: typer.Context, campaign_id: int = typer.Argument(..., metavar="CAMPAIGN"),
+           as_json: bool = JSON_OPT):
+    """Cancel a campaign: jobs not yet finished are cancelled (devices are told on next wake;
+    images already installed stay)."""
+    _campaign_action(ctx, campaign_id, "cancel", as_json)
+
+
+@app.command("pause")
+@fails_cleanly
+def pause(ctx: typer.Context, campaign_id: int = typer.Argument(..., metavar="CAMPAIGN"),
+          as_json: bool = JSON_OPT):
+    """Pause a campaign: no new offers; downloads under way go on."""
+    _campaign_action(ctx, campaign_id, "pause", as_json)
+
+
+@app.command("resume")
+@fails_cleanly
+def resume(ctx: typer.Context, campaign_id: int = typer.Argument(..., metavar="CAMPAIGN"),
+           as_json: bool = JSON_OPT):
+    """Resume a paused campaign: its failures so far are accepted, a stalled phase is passed."""
+    _campaign_action(ctx, campaign_id, "resume", as_json)
+
+
+@app.command("retry")
+@fails_cleanly
+def retry(ctx: typer.Context, campaign_id: int = typer.Argument(..., metavar="CAMPAIGN"),
+          as_json: bool = JSON_OPT):
+    """Offer the image again to the campaign's failed and timed-out devices."""
+    _campaign_action(ctx, campaign_id, "retry", as_json)
+
+
 @app.command("events")
 @fails_cleanly
 def events(ctx: typer.Context,
-           since: float = typer.Option(0.0, "--since", metavar="UNIX_TIME",
-                                       help="Only events at or after this time."),
+           since: str = typer.Option("0", "--since", metavar="T",
+                                     help="Only events at or after T: unix time, ISO 8601 "
+                                          "(2026-11-28T12:00Z) or an age (90s, 15m, 2h, 1d)."),
            as_json: bool = JSON_OPT):
     """The event log, oldest first (one page)."""
-    rows = run(_get(settings(ctx), f"{uris.EVENTS}?since={since:g}"))
+    rows = run(_get(settings(ctx), f"{uris.EVENTS}?since={campaign.parse_since(since):.3f}"))
     render.print_json(rows) if as_json else render.out.print(render.events(rows))
 
 
@@ -360,6 +442,12 @@ def _final(camp: dict[str, Any], as_json: bool) -> None:
     ok = campaign.succeeded(camp)
     if as_json:
         render.print_json(camp)
+    elif camp.get("state") == "paused":
+        render.out.print(render.failures(camp))
+        render.out.print(f"campaign {camp.get('id')} [yellow]paused[/]: {camp.get('reason')}; "
+                         f"{render.counts(camp)}")
+        render.out.print(f"go on with `cc resume {camp.get('id')}`, "
+                         f"`cc retry {camp.get('id')}` or `cc cancel {camp.get('id')}`")
     elif ok:
         render.out.print(f"campaign {camp.get('id')}: all {len(campaign.jobs(camp))} "
                          "job(s) [green]succeeded[/]")

@@ -33,6 +33,7 @@ err = Console(stderr=True, highlight=False)  # bars only on a terminal: logs get
 PER_DEVICE_BARS = 10  # more jobs than this: one overall bar and counts
 MAX_FAILURE_ROWS = 25
 STATE_STYLE = {
+    "paused": "yellow",
     JobState.SUCCEEDED: "green",
     JobState.FAILED: "red",
     JobState.CANCELLED: "yellow",
@@ -134,11 +135,53 @@ def counts(camp: dict[str, Any]) -> str:
     return f"{' · '.join(parts) or 'none'} (of {camp.get('total', 0)})"
 
 
+def plan(camp: dict[str, Any]) -> str:
+    """'200 device(s) in 5 phases: canary 10, wave 1 50, …' (or just the count)."""
+    phases = camp.get("phases") or []
+    total = f"{camp.get('total')} device(s)"
+    if len(phases) <= 1:
+        return total
+    return f"{total} in {len(phases)} phases: " + ", ".join(
+        f"{p.get('name')} {p.get('total')}" for p in phases)
+
+
+def policy_text(policy: dict[str, Any]) -> str:
+    parts = []
+    for key, label in (("canary", "canary"), ("wave", "wave"), ("success_rate", "success rate"),
+                       ("max_failures", "max failures"), ("max_downloads", "max downloads")):
+        v = policy.get(key)
+        if v not in (None, 0):
+            parts.append(f"{label} {v}{'%' if key == 'success_rate' else ''}")
+    w = policy.get("window")
+    if w:
+        parts.append(f"window '{w.get('start')}' for {w.get('duration')} s ({w.get('tz')})")
+    return ", ".join(parts) or "everyone at once"
+
+
+def phases(camp: dict[str, Any]) -> Table:
+    t = Table(title="phases")
+    for col in ("phase", "devices", "released", "jobs"):
+        t.add_column(col)
+    for p in camp.get("phases") or []:
+        t.add_row(str(p.get("name")), str(p.get("total")), "yes" if p.get("released") else "no",
+                  counts({"counts": p.get("counts"), "total": p.get("total")}))
+    return t
+
+
 def campaign_detail(camp: dict[str, Any]) -> list[Any]:
     head = (f"campaign [bold]{camp.get('id')}[/]: image {camp.get('image')}, "
             f"{styled_state(camp.get('state'))}, {counts(camp)}, "
             f"deadline {when(camp.get('deadline'))}")
-    return [head, job_table(campaign.jobs(camp), title="jobs", by="device")]
+    parts: list[Any] = [head, f"policy: {policy_text(camp.get('policy') or {})}"]
+    if camp.get("reason"):
+        parts.append(f"[yellow]paused[/]: {camp['reason']}")
+    if "window_open" in camp:
+        parts.append("window: " + ("open" if camp["window_open"] else
+                                   f"closed, opens {when(camp.get('window_next'))}"))
+    if len(camp.get("phases") or []) > 1:
+        parts.append(phases(camp))
+    parts.append(job_table(campaign.jobs(camp), title="jobs", by="device"))
+    return parts
 
 
 def job_table(rows: list[dict[str, Any]], *, title: str, by: str) -> Table:
@@ -156,16 +199,21 @@ def job_table(rows: list[dict[str, Any]], *, title: str, by: str) -> Table:
 def failures(camp: dict[str, Any]) -> Table:
     """The jobs that did not succeed (the first MAX_FAILURE_ROWS: a terminal, not a report)."""
     rows = campaign.failures(camp)
+    if camp.get("state") == "paused":  # the unreleased queue is not a failure
+        rows = [j for j in rows if j.get("state") != JobState.QUEUED]
     more = len(rows) - MAX_FAILURE_ROWS
     caption = (f"… and {more} more: cc status {camp.get('id')} --json" if more > 0 else None)
     t = Table(title="jobs that did not succeed", title_style="bold red", caption=caption)
-    for col in ("device", "state", "result", "progress"):
+    for col in ("device", "phase", "state", "reason", "progress"):
         t.add_column(col)
+    names = [p.get("name") for p in camp.get("phases") or []]
     for j in rows[:MAX_FAILURE_ROWS]:
         state = j.get("state")
         shown = styled_state(state) if state in JobState.FINAL else (
             f"[red]not finished[/] (still {state})")
-        t.add_row(str(j.get("device")), shown, str(j.get("result") or "-"),
+        phase = j.get("phase")
+        phase_name = names[phase] if isinstance(phase, int) and phase < len(names) else "-"
+        t.add_row(str(j.get("device")), str(phase_name), shown, str(j.get("result") or "-"),
                   percent(j.get("progress"), j.get("size")))
     return t
 
@@ -204,7 +252,9 @@ class CampaignProgress:
 
     def update(self, camp: dict[str, Any]) -> None:
         rows = campaign.jobs(camp)
-        if len(rows) <= PER_DEVICE_BARS:
+        if len(camp.get("phases") or []) > 1:
+            self._phase_bars(camp)
+        elif len(rows) <= PER_DEVICE_BARS:
             for j in rows:
                 self._device_bar(j)
         else:
@@ -225,6 +275,27 @@ class CampaignProgress:
             self.tasks[name] = self.progress.add_task(name, total=total, status="", amount="")
         self.progress.update(self.tasks[name], total=total, completed=done, status=status,
                              amount=f"{size(done)} of {size(total)}")
+
+    def _phase_bars(self, camp: dict[str, Any]) -> None:
+        """One bar per phase: final jobs of its total; the status says released or waiting."""
+        for k, p in enumerate(camp.get("phases") or []):
+            total = max(int(p.get("total") or 0), 1)
+            c = p.get("counts") or {}
+            final = sum(n for state, n in c.items() if state in JobState.FINAL)
+            key = f"phase {k}"
+            if key not in self.tasks:
+                self.tasks[key] = self.progress.add_task(str(p.get("name")), total=total,
+                                                         status="", amount="")
+            status = counts({"counts": c, "total": p.get("total")}) if p.get("released") \
+                else "[dim]waiting[/]"
+            self.progress.update(self.tasks[key], total=total, completed=final, status=status,
+                                 amount=f"{final}/{total}")
+        if camp.get("reason"):
+            if "reason" not in self.tasks:
+                self.tasks["reason"] = self.progress.add_task("", total=None, status="",
+                                                              amount="")
+            self.progress.update(self.tasks["reason"], description="[yellow]paused[/]",
+                                 status=str(camp["reason"]))
 
     def _overall_bar(self, camp: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         final = sum(1 for j in rows if j.get("state") in JobState.FINAL)

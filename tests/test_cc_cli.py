@@ -142,11 +142,23 @@ def test_bad_gateway_uri(tmp_path: Path, gateway: str):
     assert "bad gateway URI" in r.stderr
 
 
-@pytest.mark.parametrize("targets", [[], ["--all", "--class", "c"], ["--device", "d", "--all"]])
+@pytest.mark.parametrize("targets", [[], ["--all", "--class", "c"], ["--device", "d", "--all"],
+                                     ["--device", "d", "--tag", "t"], ["--all", "--tag", "t"]])
 def test_upgrade_needs_exactly_one_target(tmp_path: Path, targets: list[str]):
     r = cc(tmp_path, "upgrade", "abcd1234", *targets, gateway=f"coap://127.0.0.1:{free_port()}")
     assert r.exit_code == 2
-    assert "exactly one of --device" in r.stderr
+    assert "choose the devices with --device" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--wave", "lots"], "--wave must be a count"),
+    (["--max-failures", "-3"], "--max-failures must be a count"),
+    (["--window", "0 2 * * *", "--window-duration", "soon"], "--window-duration must be"),
+])
+def test_upgrade_policy_options_checked_before_sending(tmp_path: Path, args, message):
+    r = cc(tmp_path, "upgrade", "abcd1234", "--all", *args,
+           gateway=f"coap://127.0.0.1:{free_port()}")
+    assert r.exit_code == 2 and message in r.stderr, r.stderr
 
 
 def test_gateway_from_environment(tmp_path: Path):
