@@ -136,7 +136,9 @@ gc.collect()
 imports = gc.mem_alloc() - _m0
 _done = False
 outcomes = []
-steps = []  # (kind, live before, allocated during)
+# running maxima (no growing list: the measurement must not inflate what it measures)
+M = {"baseline": -1, "steps": 0, "block_live_max": 0, "block_bound_max": 0,
+     "block_alloc_max": 0, "bound_max": 0, "alloc_max": 0}
 _live = 0
 
 def _before():
@@ -160,24 +162,28 @@ def _step():
             print("__DONE__")
 
 def _after():
-    steps.append((kind, _live, gc.mem_alloc() - _live))
+    alloc = gc.mem_alloc() - _live
+    bound = _live + max(alloc, 0)
+    if M["baseline"] < 0:
+        M["baseline"] = _live
+    M["steps"] += 1
+    M["bound_max"] = max(M["bound_max"], bound)
+    M["alloc_max"] = max(M["alloc_max"], alloc)
+    if kind == "block":
+        M["block_live_max"] = max(M["block_live_max"], _live)
+        M["block_bound_max"] = max(M["block_bound_max"], bound)
+        M["block_alloc_max"] = max(M["block_alloc_max"], alloc)
 """
 
 FINISH = r"""
 gc.collect()
-blocks = [s for s in steps if s[0] == "block"]
-print("RESULT " + json.dumps({
+M.update({
     "outcomes": outcomes, "seq": agent.seq, "state": agent.state,
     "result": agent.s["result"], "running": slots.running(), "blocks": GW.blocks,
-    "reports": GW.reports, "imports": imports, "steps": len(steps),
-    "baseline": steps[0][1],
-    "block_live_max": max(s[1] for s in blocks),
-    "block_bound_max": max(s[1] + s[2] for s in blocks),
-    "block_alloc_max": max(s[2] for s in blocks),
-    "bound_max": max(s[1] + s[2] for s in steps),
-    "alloc_max": max(s[2] for s in steps),
+    "reports": GW.reports, "imports": imports,
     "slot_size": os.stat(slots.path(slots.running()))[6],
-}))
+})
+print("RESULT " + json.dumps(M))
 """
 
 
