@@ -3,7 +3,8 @@
 Order matters: structure, then signature, and only then the signed fields, so nothing
 unauthenticated decides anything beyond "refused". ``check`` returns the manifest map (int keys,
 ``const.M_*``) or raises ``Refused(result, reason)`` with the LwM2M-style result to report.
-The unprotected header must be ``{4: kid}`` (or empty: then every trusted key is tried).
+The unprotected header must be exactly ``{4: kid}``, as proto.manifest requires: it is not
+signed, so anything else in it is refused and every flipped bit of a manifest is fatal.
 """
 
 import hashlib
@@ -45,15 +46,11 @@ def _unwrap(signed):
     protected, unprotected, payload, signature = v
     if protected != const.PROTECTED:
         raise _bad("unsupported protected header")
-    kid = None
-    if not isinstance(unprotected, dict):
-        raise _bad("bad unprotected header")
-    if unprotected:
-        if list(unprotected.keys()) != [const.COSE_HDR_KID]:
-            raise _bad("unprotected header must be {4: kid}")
-        kid = unprotected[const.COSE_HDR_KID]
-        if not isinstance(kid, bytes) or len(kid) != const.KID_BYTES:
-            raise _bad("kid must be 8 bytes")
+    if not isinstance(unprotected, dict) or list(unprotected.keys()) != [const.COSE_HDR_KID]:
+        raise _bad("unprotected header must be {4: kid}")
+    kid = unprotected[const.COSE_HDR_KID]
+    if not isinstance(kid, bytes) or len(kid) != const.KID_BYTES:
+        raise _bad("kid must be 8 bytes")
     if not isinstance(payload, bytes) or not isinstance(signature, bytes) or len(signature) != 64:
         raise _bad("bad payload or signature")
     return protected, kid, payload, signature
@@ -68,7 +65,7 @@ def check(signed, trusted, vendor_id, class_id, installed_seq):
     protected, kid, payload, signature = _unwrap(signed)
     message = sig_structure(protected, payload)
     for pub in trusted:
-        if kid is not None and key_id(pub) != kid:
+        if key_id(pub) != kid:
             continue
         if ed25519.verify(pub, message, signature):
             break
