@@ -8,6 +8,11 @@ stop-and-wait without loss: one RTT per block (NSTART = 1). The ratio is the fig
 
     python bench/lossy.py                                   # 0/10/20/30 % loss, 100 ms RTT
     python bench/lossy.py --loss 0.2 --rtt-ms 300 --size 65536 --ack-timeout 2
+    python bench/lossy.py --device aiocoap    # the download alone, by aiocoap's CoAP stack
+
+``--device aiocoap`` fetches the same blocks stop-and-wait with aiocoap (same ACK_TIMEOUT,
+MAX_RETRANSMIT 4) instead of running the agent: a reference for the network part alone, and the
+only mode that works without the device core.
 
 Not a test: about six minutes with the defaults (it mostly waits; little CPU).
 """
@@ -32,7 +37,6 @@ from harness import GatewayProc, control, publish_image  # noqa: E402
 
 from proto import manifest  # noqa: E402
 from proto.codes import JobState  # noqa: E402
-from sim.main import DeviceSpec, SimDevice  # noqa: E402
 from sim.relay import DOWN, UP, Faults, Relay  # noqa: E402
 
 CLASS = "esp32-bench"
@@ -51,6 +55,8 @@ def image_bytes(size: int) -> bytes:
 
 async def one_run(ctx, gw: GatewayProc, image_id: str, trust: str, state: Path, loss: float,  # type: ignore[no-untyped-def]
                   args: argparse.Namespace) -> dict[str, float]:
+    from sim.main import DeviceSpec, SimDevice
+
     dev = f"bench-{round(loss * 100):02d}"
     code, body = await control(ctx, gw, "POST", "dev", {"id": dev, "class": CLASS})
     assert code == "2.01", (code, body)
@@ -88,6 +94,42 @@ async def one_run(ctx, gw: GatewayProc, image_id: str, trust: str, state: Path, 
             "lost": up.lost + down.lost, "uplink": up.datagrams_in}
 
 
+async def one_run_aiocoap(ctx, gw: GatewayProc, image_id: str, loss: float,  # type: ignore[no-untyped-def]
+                          args: argparse.Namespace) -> dict[str, float]:
+    from aiocoap import GET, Message
+    from aiocoap.numbers.constants import Reliable
+    from aiocoap.optiontypes import BlockOption
+
+    class Tuning(Reliable):
+        ACK_TIMEOUT = args.ack_timeout
+
+    tuning = Tuning()
+    szx = max(0, min(6, args.block_size.bit_length() - 5))
+    f = Faults(loss=loss, delay=args.rtt_ms / 2000)
+    async with Relay((LO, 0), (LO, gw.device_port), up=f, down=f, seed=args.seed,
+                     duration=args.limit + 30) as relay:
+        uri = f"coap://{LO}:{relay.address[1]}/f/{image_id}"
+        got = 0
+        t0 = time.monotonic()
+        while got < args.size:
+            if time.monotonic() - t0 > args.limit:
+                raise SystemExit(f"loss {loss}: stuck at {got} bytes after {args.limit} s")
+            msg = Message(code=GET, uri=uri, transport_tuning=tuning,
+                          block2=BlockOption.BlockwiseTuple(got >> (szx + 4), 0, szx))
+            try:
+                resp = await ctx.request(msg, handle_blockwise=False).response
+            except Exception:  # retransmissions exhausted: ask for the same block again
+                continue
+            got += len(resp.payload)
+        seconds = time.monotonic() - t0
+        up, down = relay.counters[UP], relay.counters[DOWN]
+    datagrams = up.datagrams_in + down.datagrams_in
+    coap_bytes = up.bytes_in + down.bytes_in
+    return {"loss": loss, "seconds": seconds, "datagrams": datagrams, "coap_bytes": coap_bytes,
+            "wire_bytes": coap_bytes + UDP_IPV4_HEADERS * datagrams,
+            "lost": up.lost + down.lost, "uplink": up.datagrams_in}
+
+
 async def bench(args: argparse.Namespace) -> list[dict[str, float]]:
     key = Ed25519PrivateKey.generate()
     trust = manifest.public_bytes(key.public_key()).hex()
@@ -101,7 +143,11 @@ async def bench(args: argparse.Namespace) -> list[dict[str, float]]:
                                         device_class=CLASS)
             rows = []
             for loss in args.loss:
-                row = await one_run(ctx, gw, image["id"], trust, Path(tmp) / "dev", loss, args)
+                if args.device == "agent":
+                    row = await one_run(ctx, gw, image["id"], trust, Path(tmp) / "dev", loss,
+                                        args)
+                else:
+                    row = await one_run_aiocoap(ctx, gw, image["id"], loss, args)
                 rows.append(row)
                 print(f"  loss {loss:.0%}: {row['seconds']:.1f} s", file=sys.stderr, flush=True)
             return rows
@@ -113,7 +159,9 @@ async def bench(args: argparse.Namespace) -> list[dict[str, float]]:
 def table(rows: list[dict[str, float]], args: argparse.Namespace) -> str:
     blocks = math.ceil(args.size / args.block_size)
     ideal = blocks * args.rtt_ms / 1000
-    out = [f"{args.size // 1024} KiB image, {blocks} blocks of {args.block_size} B, RTT "
+    what = ("the agent, campaign start to job succeeded" if args.device == "agent"
+            else "aiocoap stop-and-wait download only")
+    out = [f"{what}: {args.size // 1024} KiB image, {blocks} blocks of {args.block_size} B, RTT "
            f"{args.rtt_ms:.0f} ms, ACK_TIMEOUT {args.ack_timeout} s, ideal stop-and-wait "
            f"{ideal:.1f} s",
            "",
@@ -136,6 +184,8 @@ def main() -> None:
     p.add_argument("--block-size", type=int, default=1024, help="Block2 size (1024)")
     p.add_argument("--ack-timeout", type=float, default=0.3,
                    help="the agent's CoAP ACK_TIMEOUT in seconds (0.3: 3 RTTs)")
+    p.add_argument("--device", choices=("agent", "aiocoap"), default="agent",
+                   help="who downloads: the device agent (default) or aiocoap's CoAP stack")
     p.add_argument("--seed", type=int, default=1, help="relay seed (1)")
     p.add_argument("--limit", type=float, default=900, help="seconds per run at most (900)")
     args = p.parse_args()
