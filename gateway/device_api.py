@@ -196,6 +196,11 @@ class DeviceSite(Resource, interfaces.ObservableResource, PathCapable):
     async def add_observation(self, request: Message, serverobservation: Any) -> None:
         path = request.opt.uri_path
         if len(path) != 2 or path[0] != uris.COMMAND or self.fleet.store.device(path[1]) is None:
+            # Declined. aiocoap 0.4.17 calls the cancellation callback of every observation,
+            # accepted or not (AttributeError, a traceback per request: found by bench/fuzz.py),
+            # so accept with a no-op and deregister before the first response goes out.
+            serverobservation.accept(lambda: None)
+            serverobservation.deregister()
             return
         device_id = path[1]
         self._observers.setdefault(device_id, set()).add(serverobservation)

@@ -26,6 +26,7 @@ from proto.keys import CmdKey, ManifestKey, ReportKey
 
 from . import jobs, rollout
 from .blobs import BlobStore
+from .cborcheck import Unacceptable, check_plain
 from .store import Store, tags_json
 
 MAX_ID = 64
@@ -79,6 +80,10 @@ def loads_exact(payload: bytes, what: str) -> Any:
         raise Refused("bad_request", f"{what} is not CBOR: {type(e).__name__}") from None
     if fp.read(1):
         raise Refused("bad_request", f"{what} has bytes after its CBOR item")
+    try:
+        check_plain(obj)
+    except Unacceptable as e:
+        raise Refused("bad_request", f"{what}: {e}") from None
     return obj
 
 

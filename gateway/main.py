@@ -10,6 +10,7 @@ import typer
 from proto import uris
 
 from . import logs
+from .ratelimit import DEFAULT_RATE
 from .server import Config, ConfigError, parse_hostport, run as run_server
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -30,13 +31,19 @@ def run(
     log_json: bool = typer.Option(False, "--log-json", help="Log JSON lines instead of text."),
     enrolled_only: bool = typer.Option(False, "--enrolled-only",
                                        help="Refuse reports from devices not enrolled by cc."),
+    rate_limit: float = typer.Option(DEFAULT_RATE, "--rate-limit", min=0, metavar="N",
+                                     help="Datagrams per second per source host on the device "
+                                          "bind, excess dropped (0: off; loopback exempt)."),
+    limit_loopback: bool = typer.Option(False, "--limit-loopback",
+                                        help="Apply --rate-limit to loopback sources too."),
 ) -> None:
     """Run the gateway until SIGTERM or SIGINT (exit 0); exit 2 on a configuration error."""
     logs.setup(log_json)
     try:
         cfg = Config(bind=parse_hostport(bind, "--bind"),
                      control_bind=parse_hostport(control_bind, "--control-bind"),
-                     data=data, enrolled_only=enrolled_only)
+                     data=data, enrolled_only=enrolled_only,
+                     rate_limit=rate_limit, limit_loopback=limit_loopback)
         asyncio.run(run_server(cfg))
     except ConfigError as e:
         logs.log.error("refusing to start: %s", e)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ from .blobs import BlobStore
 from .control_api import ControlSite
 from .device_api import DeviceSite, FirmwareFastPath
 from .fleet import Fleet
+from .ratelimit import DEFAULT_RATE, RateLimiter, guard
 from .store import Store
 
 log = logs.log
@@ -31,6 +33,8 @@ class Config:
     control_bind: tuple[str, int]
     data: Path
     enrolled_only: bool = False
+    rate_limit: float = DEFAULT_RATE  # datagrams/s per source host on the device bind; 0: off
+    limit_loopback: bool = False  # apply it to loopback sources too (tests, benchmarks)
 
 
 def parse_hostport(text: str, what: str) -> tuple[str, int]:
@@ -65,6 +69,9 @@ def _fmt(host: str, port: int) -> str:
 async def _server_context(site: object, bind: tuple[str, int], what: str):  # type: ignore[no-untyped-def]
     from aiocoap import Context
 
+    # aiocoap warns once per malformed or odd datagram: anyone could fill the disk with our
+    # log. Its errors still show; the rate limiter logs floods once a minute per host.
+    logging.getLogger(f"coap-{what}").setLevel(logging.ERROR)
     try:
         return await Context.create_server_context(site, bind=bind, transports=["udp6"],
                                                    loggername=f"coap-{what}")
@@ -97,8 +104,12 @@ async def run(cfg: Config) -> None:
         contexts.append(device_ctx)
         fast = FirmwareFastPath(fleet, blobs)
         fast.install(device_ctx)
+        # outermost: a flood is dropped before anything parses it
+        guard(device_ctx, RateLimiter(cfg.rate_limit, limit_loopback=cfg.limit_loopback)
+              if cfg.rate_limit > 0 else None)
         control = ControlSite(fleet, blobs)
         control_ctx = await _server_context(control, cfg.control_bind, "control")
+        guard(control_ctx, None)
         contexts.append(control_ctx)
 
         stop = asyncio.Event()
