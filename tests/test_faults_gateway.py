@@ -98,11 +98,11 @@ async def serve_through(gw: GatewayProc, ctx, size: int, *, up: Faults = Faults(
 
 
 async def test_blocks_through_loss_duplication_and_reordering(gateway, coap_client):
-    f = Faults(loss=0.2, dup=0.1, reorder=0.1, reorder_hold=0.05)
-    relay, requests = await serve_through(gateway, coap_client, 48 * 1024, up=f, down=f, seed=2)
+    f = Faults(loss=0.15, dup=0.1, reorder=0.1, reorder_hold=0.05)
+    relay, requests = await serve_through(gateway, coap_client, 32 * 1024, up=f, down=f, seed=2)
     c = relay.counters
     assert c[UP].lost and c[DOWN].lost and c[UP].duplicated and c[DOWN].reordered
-    assert requests >= 48
+    assert requests >= 32
 
 
 async def test_blocks_to_a_new_source_port_after_rebinding(gateway, coap_client):
