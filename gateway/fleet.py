@@ -33,6 +33,8 @@ MAX_ID = 64
 MAX_TAGS = 32
 #: job states holding a download slot (from the offer until the image is all there)
 DOWNLOADING = (JobState.OFFERED, JobState.DOWNLOADING)
+#: job states a cancel stops (later ones are installing: they finish and report)
+CANCELLABLE = (JobState.QUEUED, JobState.OFFERED, JobState.DOWNLOADING)
 UINT_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
 
 
@@ -41,7 +43,7 @@ class Refused(Exception):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind  # bad_request | not_found | forbidden | conflict
+        self.kind = kind  # bad_request | not_found | forbidden | conflict | unauthorized
 
 
 @dataclass(frozen=True)
@@ -584,12 +586,13 @@ class Fleet:
                 if not wanted:
                     raise Refused("bad_request", "tags must not be empty")
                 targets = [t for t in targets if wanted <= set(json.loads(t["tags"]))]
-            # a seeded shuffle: the canary is a sample of the fleet, the same one on a retry
-            random.Random(image["id"]).shuffle(targets)
         else:
             if body["all"] is not True:
                 raise Refused("bad_request", "all must be true")
             targets = s.devices()
+        if "devices" not in picks:
+            # a seeded shuffle: the canary is a sample of the fleet (reproducible per image)
+            random.Random(image["id"]).shuffle(targets)
         if not targets:
             raise Refused("bad_request", "no target device")
         wrong = [t["id"] for t in targets if t["class"] != image["class"]]
@@ -631,7 +634,9 @@ class Fleet:
                 db.execute("UPDATE campaigns SET state=? WHERE id=?", (CampaignState.CANCELLED, n))
                 s.event("campaign", f"campaign {n}: {camp['state']} -> cancelled", campaign=n)
                 for job in s.jobs_of_campaign(n):
-                    if job["state"] in JobState.ACTIVE:
+                    # downloaded or updating: the agent installs without asking again; such a
+                    # job stays active and records its outcome (the image is left alone)
+                    if job["state"] in CANCELLABLE:
                         self._set_job(job, JobState.CANCELLED, Result.CANCELLED, job["progress"],
                                       now, "campaign cancelled")
         return self.campaign_view(s.campaign(n))

@@ -31,6 +31,9 @@ def run(
     log_json: bool = typer.Option(False, "--log-json", help="Log JSON lines instead of text."),
     enrolled_only: bool = typer.Option(False, "--enrolled-only",
                                        help="Refuse reports from devices not enrolled by cc."),
+    max_downloads: int = typer.Option(0, "--max-downloads", min=0, metavar="N",
+                                      help="At most N devices downloading at once over all "
+                                           "campaigns; more are told to come back (0: no cap)."),
     rate_limit: float = typer.Option(DEFAULT_RATE, "--rate-limit", min=0, metavar="N",
                                      help="Datagrams per second per source host on the device "
                                           "bind, excess dropped (0: off; loopback exempt)."),
@@ -43,6 +46,7 @@ def run(
         cfg = Config(bind=parse_hostport(bind, "--bind"),
                      control_bind=parse_hostport(control_bind, "--control-bind"),
                      data=data, enrolled_only=enrolled_only,
+                     max_downloads=max_downloads or None,
                      rate_limit=rate_limit, limit_loopback=limit_loopback)
         asyncio.run(run_server(cfg))
     except ConfigError as e:

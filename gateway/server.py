@@ -33,6 +33,7 @@ class Config:
     control_bind: tuple[str, int]
     data: Path
     enrolled_only: bool = False
+    max_downloads: int | None = None  # concurrent downloads over all campaigns (None: no cap)
     rate_limit: float = DEFAULT_RATE  # datagrams/s per source host on the device bind; 0: off
     limit_loopback: bool = False  # apply it to loopback sources too (tests, benchmarks)
 
@@ -97,7 +98,8 @@ async def run(cfg: Config) -> None:
         blobs = BlobStore(cfg.data / "blobs")
     except (OSError, sqlite3.DatabaseError, RuntimeError) as e:
         raise ConfigError(f"cannot use data directory {cfg.data}: {e}") from None
-    fleet = Fleet(store, blobs, enrolled_only=cfg.enrolled_only)
+    fleet = Fleet(store, blobs, enrolled_only=cfg.enrolled_only,
+                  max_downloads=cfg.max_downloads)
     contexts = []
     try:
         device_ctx = await _server_context(DeviceSite(fleet), cfg.bind, "device")

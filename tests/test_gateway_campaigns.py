@@ -206,3 +206,25 @@ async def test_restart_mid_campaign_continues(gateway, coap_client):
     assert c["state"] == "paused" and "threshold of 20%" in c["reason"]
     code, c = await control(ctx, gw, "POST", f"camp/{n}/resume")
     assert code == "2.04" and c["state"] == "running"
+
+
+async def test_gateway_wide_download_cap(tmp_path, coap_client):
+    from harness import GatewayProc
+
+    ctx = coap_client
+    gw = GatewayProc(tmp_path / "capped", extra_args=("--max-downloads", "1")).start()
+    try:
+        first = await start(ctx, gw, ["g1"], defer=3)
+        img = await publish_image(ctx, gw, os.urandom(700), KEY, seq=SEQ, device_class="esp32")
+        await report(ctx, gw, device="g2")
+        code, second = await control(ctx, gw, "POST", "camp", {"image": img["id"],
+                                                               "devices": ["g2"], "defer": 4})
+        assert code == "2.01", second
+        one = await report(ctx, gw, device="g1")
+        assert one[CmdKey.OP] == Op.UPDATE
+        assert await report(ctx, gw, device="g2") == {CmdKey.OP: Op.DEFER, CmdKey.WAIT: 4}
+        await succeed(ctx, gw, "g1", one[CmdKey.JOB])  # the slot frees
+        assert (await report(ctx, gw, device="g2"))[CmdKey.OP] == Op.UPDATE
+        assert (await camp_of(ctx, gw, first["id"]))["state"] == "done"
+    finally:
+        gw.stop()
