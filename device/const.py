@@ -24,6 +24,7 @@ C_OP = 1
 C_JOB = 2
 C_MANIFEST = 3
 C_WAIT = 4
+C_AUTH = 5
 
 M_VERSION = 1
 M_SEQ = 2

@@ -20,6 +20,7 @@ REFUSED_CODES = {
     "not_found": Code.NOT_FOUND,
     "forbidden": Code.FORBIDDEN,
     "conflict": Code.CONFLICT,
+    "unauthorized": Code.UNAUTHORIZED,
 }
 
 

@@ -15,6 +15,7 @@ from proto.control import MAX_BODY, MAX_IMAGE
 
 from .blobs import BlobStore, valid_digest_hex
 from .coapx import address_of, cbor_response, error, is_disk_full, refusal, unavailable
+from .devauth import DeviceAuth
 from .fleet import Fleet, Refused, loads_exact
 from .uploads import Block1Receiver, FileSink, Incomplete, MemorySink, TooLarge
 
@@ -27,6 +28,7 @@ class ControlSite(Resource, PathCapable):
         self.fleet = fleet
         self.blobs = blobs
         self.uploads = Block1Receiver()
+        self.auth = DeviceAuth(fleet.store)
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
         # GET: listings outgrow a datagram; aiocoap's Block2Cache keeps each rendered listing
@@ -67,7 +69,7 @@ class ControlSite(Resource, PathCapable):
                                                 for r in self.fleet.store.devices()])
         if route == (uris.DEV, 1, "POST"):
             return self.with_body(request, lambda b: cbor_response(Code.CREATED,
-                                                                   self.fleet.enrol(b)))
+                                                                   self.enrol(b)))
         if route == (uris.DEV, 2, "GET"):
             return cbor_response(Code.CONTENT, self.fleet.device_detail(path[1]))
         if route == (uris.DEV, 3, "POST") and path[2] == "tags":
@@ -98,6 +100,18 @@ class ControlSite(Resource, PathCapable):
                 or head == uris.DEV and action == "tags"):
             return error(Code.METHOD_NOT_ALLOWED, f"{code} is not allowed on {'/'.join(path)}")
         return error(Code.NOT_FOUND, "no such resource")
+
+    def enrol(self, body: Any) -> dict[str, Any]:
+        """Enrol; with {"key": true} also give the device a report key (kept if it has one;
+        {"rekey": true} replaces it). A new key is in this one response only (hex, for the
+        device's configuration); the gateway never shows it again."""
+        view = self.fleet.enrol(body)
+        if body.get("key") is True or body.get("rekey") is True:
+            key = self.auth.provision(view["id"], rekey=body.get("rekey") is True)
+            if key is not None:
+                view["key"] = key.hex()
+        view["authenticated"] = self.auth.has_key(view["id"])
+        return view
 
     def with_body(self, request: Message, handle: Any) -> Message:
         key = (address_of(request.remote), request.token if request.opt.block1 is None else b"",

@@ -33,7 +33,8 @@ from .blockwire import ACK as ACK_TYPE
 from .blockwire import CON as CON_TYPE
 from .blockwire import encode_block_response, parse_block_get
 from .coapx import CBOR_FORMAT, address_of, error, is_disk_full, refusal, unavailable
-from .fleet import Fleet, Refused, parse_report
+from .devauth import DeviceAuth
+from .fleet import Fleet, Refused, loads_exact, parse_report
 
 log = logging.getLogger("fota.gateway")
 
@@ -183,6 +184,7 @@ class DeviceSite(Resource, interfaces.ObservableResource, PathCapable):
     def __init__(self, fleet: Fleet) -> None:
         super().__init__()
         self.fleet = fleet
+        self.auth = DeviceAuth(fleet.store)
         self._observers: dict[str, set[Any]] = {}
         fleet.on_command_change = self.command_changed
 
@@ -240,13 +242,20 @@ class DeviceSite(Resource, interfaces.ObservableResource, PathCapable):
             return error(Code.REQUEST_ENTITY_TOO_LARGE, f"a report is at most {MAX_REPORT} bytes",
                          size1=MAX_REPORT)
         r = parse_report(request.payload)
+        sealed = self.auth.check_report(loads_exact(request.payload, "report"))
         command = self.fleet.report(r, address_of(request.remote))
+        if sealed is not None:
+            command = DeviceAuth.seal(command, *sealed)
         if command is None:
             return Message(code=Code.CHANGED)
         return Message(code=Code.CHANGED, payload=cbor2.dumps(command),
                        content_format=CBOR_FORMAT)
 
     def command(self, device_id: str) -> Message:
+        if self.auth.has_key(device_id):
+            # a GET carries no MAC: a device with a key learns its commands from its reports
+            raise Refused("unauthorized", "this device authenticates: its commands come only "
+                          "in report responses")
         command = self.fleet.pending_command(device_id)
         if command is None:
             return Message(code=Code.CONTENT)

@@ -90,6 +90,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN not_before REAL;
     CREATE INDEX jobs_campaign ON jobs(campaign, phase, state);
     """,
+    # 3: report authentication (gateway/devauth.py): a device's key and its highest counter
+    """
+    ALTER TABLE devices ADD COLUMN key BLOB;
+    ALTER TABLE devices ADD COLUMN counter INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

@@ -15,7 +15,7 @@ class ReportKey(IntEnum):
     JOB = 7  # uint, job id this report is about (absent: none)
     SIZE = 8  # uint, image size of that job
     TARGET = 9  # uint, sequence number being installed
-    AUTH = 10  # reserved for the security issue: report authentication
+    AUTH = 10  # [counter, bstr(16) MAC]: report authentication (gateway/devauth.py)
 
 
 class CmdKey(IntEnum):
@@ -25,6 +25,7 @@ class CmdKey(IntEnum):
     JOB = 2  # uint, job id to echo in reports
     MANIFEST = 3  # bstr, COSE_Sign1 signed manifest (see proto.manifest)
     WAIT = 4  # uint, seconds before the next wake (DEFER) / hint
+    AUTH = 5  # bstr(16), MAC of the response for a device with a key (gateway/devauth.py)
 
 
 class ManifestKey(IntEnum):

@@ -1,0 +1,144 @@
+"""Report authentication (gateway/devauth.py, device/auth.py) through the real gateway: a
+device enrolled with a key must MAC its reports; a forged, unauthenticated or replayed report
+is refused with 4.01 and changes nothing; responses carry a MAC the device checks."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import sqlite3
+from hashlib import sha256
+from pathlib import Path
+
+import cbor2
+import pytest
+from aiocoap import GET, POST, Message
+from harness import GatewayProc, control
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from device import auth as dauth
+from device import const
+from proto.codes import Result, State
+from proto.keys import CmdKey, ReportKey
+
+REPORT = {ReportKey.ID: "sec-1", ReportKey.CLASS: "c", ReportKey.SEQ: 1,
+          ReportKey.STATE: State.IDLE, ReportKey.RESULT: Result.INITIAL}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=100), st.binary(max_size=300))
+def test_device_hmac_is_rfc2104(key: bytes, msg: bytes) -> None:
+    assert dauth.hmac_sha256(key, msg) == hmac.new(key, msg, sha256).digest()
+
+
+def test_counter_survives_resets_and_spares_flash(tmp_path: Path) -> None:
+    path = str(tmp_path / "ctr")
+    a = dauth.ReportAuth(bytes(32), path)
+    seen = [a.next_counter() for _ in range(100)]
+    assert seen == list(range(1, 101))
+    assert a.writes == 4  # one write per RESERVE counters, not one per report
+    b = dauth.ReportAuth(bytes(32), path)  # a power cut: never reuse a counter
+    assert b.next_counter() > max(seen)
+    with pytest.raises(ValueError):
+        dauth.ReportAuth(b"short", path)
+
+
+async def _post(ctx, gw, payload: bytes):
+    return await ctx.request(Message(code=POST, uri=f"{gw.device_uri}/r", payload=payload)).response
+
+
+def _device_row(gw: GatewayProc, device_id: str) -> tuple:
+    db = sqlite3.connect(f"file:{gw.data / 'gateway.sqlite3'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT class, seq, state, result, progress, counter FROM devices "
+                          "WHERE id=?", (device_id,)).fetchone()
+    finally:
+        db.close()
+
+
+async def test_authenticated_reports(tmp_path: Path, coap_client) -> None:
+    gw = GatewayProc(tmp_path / "data", ["--enrolled-only"]).start()
+    ctx = coap_client
+    try:
+        code, dev = await control(ctx, gw, "POST", "dev", {"id": "sec-1", "class": "c",
+                                                            "key": True})
+        assert code == "2.01" and dev["authenticated"] is True and len(dev["key"]) == 64
+        key = bytes.fromhex(dev["key"])
+        assert dev["key"] not in gw.log_text(), "a key must never reach the log"
+        # enrolling again keeps the key and does not show it
+        code, again = await control(ctx, gw, "POST", "dev", {"id": "sec-1", "class": "c",
+                                                              "key": True})
+        assert code == "2.01" and "key" not in again and again["authenticated"] is True
+        before = _device_row(gw, "sec-1")
+
+        # no MAC, a MAC by another key, a tampered report: 4.01, nothing stored
+        forged = {**REPORT, ReportKey.STATE: State.IDLE, ReportKey.RESULT: Result.SUCCESS,
+                  ReportKey.SEQ: 9}
+        wrong = dauth.ReportAuth(os.urandom(32), str(tmp_path / "wrong-ctr"))
+        tampered_auth = dauth.ReportAuth(key, str(tmp_path / "tamper-ctr"))
+        sealed, _ = tampered_auth.seal(REPORT)
+        tampered = cbor2.loads(sealed)
+        tampered[ReportKey.SEQ] = 9
+        for payload, why in [(cbor2.dumps(forged), "must be authenticated"),
+                             (wrong.seal(forged)[0], "does not verify"),
+                             (cbor2.dumps(tampered), "does not verify"),
+                             (cbor2.dumps({**forged, ReportKey.AUTH: [1, b"x"]}), "does not verify"),
+                             (cbor2.dumps({**forged, ReportKey.AUTH: "x"}), "counter > 0, tag")]:
+            resp = await _post(ctx, gw, payload)
+            assert resp.code.dotted == "4.01", (why, resp.payload)
+            assert why in resp.payload.decode()
+        assert _device_row(gw, "sec-1") == before
+
+        # the real thing: accepted, and the response's MAC verifies on the device
+        dev_auth = dauth.ReportAuth(key, str(tmp_path / "ctr"))
+        payload, counter = dev_auth.seal(REPORT)
+        resp = await _post(ctx, gw, payload)
+        assert resp.code.dotted == "2.04"
+        assert dev_auth.open(resp.payload, counter) == {}
+        with pytest.raises(dauth.AuthError):  # the same response does not fit another report
+            dev_auth.open(resp.payload, counter + 1)
+        with pytest.raises(dauth.AuthError):
+            dev_auth.open(cbor2.dumps({CmdKey.OP: 1}), counter)  # unauthenticated command
+        assert _device_row(gw, "sec-1")[-1] == counter
+
+        # a replay of that accepted report (a new CoAP message, same payload): refused
+        resp = await _post(ctx, gw, payload)
+        assert resp.code.dotted == "4.01" and b"replayed report" in resp.payload
+        # the observable command resource is closed for a device with a key
+        resp = await ctx.request(Message(code=GET, uri=f"{gw.device_uri}/c/sec-1")).response
+        assert resp.code.dotted == "4.01"
+        # and the counter survives a gateway restart
+        gw.restart()
+        resp = await _post(ctx, gw, payload)
+        assert resp.code.dotted == "4.01" and b"replayed report" in resp.payload
+        payload, counter = dev_auth.seal({**REPORT, ReportKey.SEQ: 2})
+        resp = await _post(ctx, gw, payload)
+        assert resp.code.dotted == "2.04" and dev_auth.open(resp.payload, counter) == {}
+        assert _device_row(gw, "sec-1")[1] == 2
+
+        # rekey: the old key stops working at once
+        code, dev = await control(ctx, gw, "POST", "dev", {"id": "sec-1", "class": "c",
+                                                            "rekey": True})
+        assert code == "2.01" and bytes.fromhex(dev["key"]) != key
+        payload, _ = dev_auth.seal(REPORT)
+        assert (await _post(ctx, gw, payload)).code.dotted == "4.01"
+        assert "Traceback" not in gw.log_text()
+    finally:
+        assert gw.stop() == 0
+
+
+async def test_device_without_key_is_unchanged_but_cannot_send_a_mac(gateway, coap_client) -> None:
+    plain = {**REPORT, ReportKey.ID: "plain-1"}
+    assert (await _post(coap_client, gateway, cbor2.dumps(plain))).code.dotted == "2.04"
+    sealed, _ = dauth.ReportAuth(os.urandom(32), str(gateway.data.parent / "c")).seal(plain)
+    resp = await _post(coap_client, gateway, sealed)
+    assert resp.code.dotted == "4.01" and b"no key is enrolled" in resp.payload
+
+
+def test_wire_constants_agree() -> None:
+    from gateway import devauth
+
+    assert const.C_AUTH == CmdKey.AUTH and const.R_AUTH == ReportKey.AUTH
+    assert (dauth.TAG_BYTES, dauth.REPORT_LABEL, dauth.COMMAND_LABEL) == (
+        devauth.TAG_BYTES, devauth.REPORT_LABEL, devauth.COMMAND_LABEL)
