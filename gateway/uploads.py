@@ -3,7 +3,9 @@
 aiocoap would reassemble a Block1 body by repeated ``bytes +=`` with no size limit. Here each
 transfer streams into a sink with a hard limit: a temp file for image uploads (hashed as it
 arrives), a small buffer for control bodies. Blocks must arrive in order; a gap or a block of
-an unknown transfer answers 4.08 Request Entity Incomplete, so the client restarts at 0.
+an unknown transfer answers 4.08 Request Entity Incomplete, so the client restarts at 0. The
+block just accepted may come again (its 2.31 was lost and the client re-sent it with a new
+message id, past aiocoap's deduplication): it is acknowledged again and not written twice.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class FileSink:
 class Transfer:
     sink: Any
     received: int = 0
+    last: int = -1  # offset of the last block written
     touched: float = field(default_factory=time.monotonic)
 
 
@@ -117,6 +120,9 @@ class Block1Receiver:
             self.drop(key)
             self.transfers[key] = Transfer(new_sink())
         t = self.transfers.get(key)
+        if t is not None and more and num > 0 and offset == t.last and offset + len(payload) == t.received:
+            t.touched = time.monotonic()
+            return None  # a repeat of the block just written: acknowledge it again
         if t is None or offset != t.received or (more and len(payload) != 1 << (szx + 4)):
             self.drop(key)
             raise Incomplete()
@@ -125,6 +131,7 @@ class Block1Receiver:
         except BaseException:
             self.drop(key)
             raise
+        t.last = offset
         t.received += len(payload)
         t.touched = time.monotonic()
         if more:

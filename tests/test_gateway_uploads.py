@@ -53,3 +53,19 @@ def test_gaps_unknown_transfers_and_restarts():
     rx.feed(("k",), b1(0, True), b"h" * 64, lambda: MemorySink(1000))
     rx.expire(now=1e12)
     assert rx.transfers == {}
+
+
+def test_a_repeated_block_is_acknowledged_not_written_twice():
+    """A lost 2.31 makes the client send the same block again: no restart, no duplicate bytes."""
+    rx = Block1Receiver()
+    rx.feed(("k",), b1(0, True), b"a" * 64, lambda: MemorySink(1000))
+    rx.feed(("k",), b1(1, True), b"b" * 64, lambda: MemorySink(1000))
+    assert rx.feed(("k",), b1(1, True), b"b" * 64, lambda: MemorySink(1000)) is None
+    rx.feed(("k",), b1(2, True), b"c" * 64, lambda: MemorySink(1000))
+    with pytest.raises(Incomplete):  # an older block than the last one is still a gap
+        rx.feed(("k",), b1(1, True), b"b" * 64, lambda: MemorySink(1000))
+    rx.feed(("k",), b1(0, True), b"a" * 64, lambda: MemorySink(1000))
+    rx.feed(("k",), b1(1, True), b"b" * 64, lambda: MemorySink(1000))
+    rx.feed(("k",), b1(1, True), b"b" * 64, lambda: MemorySink(1000))
+    done = rx.feed(("k",), b1(2, False), b"c", lambda: MemorySink(1000))
+    assert bytes(done.buf) == b"a" * 64 + b"b" * 64 + b"c"
