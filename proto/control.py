@@ -1,9 +1,12 @@
 """Control API contract (gateway control bind <-> cc). CBOR maps with text keys: scripts read
 them back as JSON, so names beat bytes here. Errors: a 4.xx/5.xx code with a one-line UTF-8
-diagnostic payload (RFC 7252 section 5.5.2) that cc prints as it is.
+diagnostic payload (RFC 7252 section 5.5.2) that cc prints as it is. Answers longer than one
+datagram (listings) come Block2-wise and request bodies over one block go Block1-wise: clients
+must reassemble (aiocoap's client does).
 
 PUT  blob/<sha256 hex>   Block1 upload of an image (streamed to a temp file, never held in RAM).
-                         2.31 Continue per block, 2.04 {"digest", "size"} at the end.
+                         2.31 Continue per block (again for a repeat of the last block),
+                         2.04 {"digest", "size"} at the end; 4.08 for a gap.
                          4.13 (with Size1) past MAX_IMAGE; 4.00 when the bytes do not hash to the
                          digest in the path; 5.03 + Max-Age when the disk is full.
 POST fw                  {"manifest": bstr COSE_Sign1, "class": str, "vendor": str}
