@@ -73,3 +73,24 @@ def load(home: Path) -> Ed25519PrivateKey:
 def public_hex(key: Ed25519PrivateKey) -> str:
     """The raw 32-byte public key as 64 hex characters: what devices are configured to trust."""
     return manifest.public_bytes(key.public_key()).hex()
+
+
+DEVICE_KEYS = "device-keys"
+
+
+def save_device_key(home: Path, device_id: str, key_hex: str) -> Path:
+    """Keep a device's report key where the signing key lives (0600 in a 0700 directory)."""
+    folder = home / DEVICE_KEYS
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True)
+        os.chmod(folder, 0o700)
+    path = folder / f"{device_id}.key"
+    tmp = folder / f".{device_id}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, key_hex.encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    return path

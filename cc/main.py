@@ -200,6 +200,9 @@ def devices_add(
     device_class: str = typer.Option(..., "--class", metavar="CLASS"),
     tags: Optional[list[str]] = typer.Option(None, "--tag", metavar="TAG",
                                              help="A tag (repeat for more)."),
+    key: bool = typer.Option(False, "--key", help="Give the device a report key (kept if it "
+                             "has one): its reports must then carry its MAC."),
+    rekey: bool = typer.Option(False, "--rekey", help="Replace the device's report key."),
     as_json: bool = JSON_OPT,
 ):
     """Add (enrol) a device, so that it can be upgraded before it first reports."""
@@ -208,11 +211,21 @@ def devices_add(
     body: dict[str, Any] = {"id": device_id, "class": device_class}
     if tags:
         body["tags"] = list(tags)
-    dev = run(_post(settings(ctx), uris.DEV, body))
+    if key or rekey:
+        body["rekey" if rekey else "key"] = True
+    s = settings(ctx)
+    dev = run(_post(s, uris.DEV, body))
+    path = keys.save_device_key(s.home, device_id, dev["key"]) if dev.get("key") else None
     if as_json:
         render.print_json(dev)
-    else:
-        render.out.print(f"device [bold]{dev.get('id')}[/] added, class {dev.get('class')}")
+        return
+    render.out.print(f"device [bold]{dev.get('id')}[/] added, class {dev.get('class')}")
+    if path is not None:
+        render.out.print(f"report key (put it in the device's fota.json as \"key\"; the "
+                         f"gateway never shows it again): {dev['key']}")
+        render.out.print(f"saved to {path}")
+    elif key:
+        render.out.print("the device keeps the report key it already has")
 
 
 @devices_app.command("tag")

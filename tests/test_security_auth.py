@@ -142,3 +142,24 @@ def test_wire_constants_agree() -> None:
     assert const.C_AUTH == CmdKey.AUTH and const.R_AUTH == ReportKey.AUTH
     assert (dauth.TAG_BYTES, dauth.REPORT_LABEL, dauth.COMMAND_LABEL) == (
         devauth.TAG_BYTES, devauth.REPORT_LABEL, devauth.COMMAND_LABEL)
+
+
+def test_cc_devices_add_key(gateway, tmp_path: Path) -> None:
+    """`cc devices add --key` prints the key once and keeps it 0600 in FOTA_HOME; a second
+    --key keeps it; the key file is never group/other readable."""
+    import stat
+
+    from test_cc_gateway import cc
+
+    home = tmp_path / "home"
+    r = cc(gateway, home, "devices", "add", "k-1", "--class", "c", "--key")
+    assert r.returncode == 0, r.stderr
+    path = home / "device-keys" / "k-1.key"
+    key_hex = path.read_text().strip()
+    assert len(key_hex) == 64 and key_hex in r.stdout
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    r = cc(gateway, home, "devices", "add", "k-1", "--class", "c", "--key")
+    assert r.returncode == 0 and "keeps the report key" in r.stdout
+    assert path.read_text().strip() == key_hex
+    assert key_hex not in gateway.log_text()
