@@ -64,17 +64,16 @@ async def run(args: argparse.Namespace) -> None:
         await wait_registered(ctx, gw, args.n, 300)
         print(f"{args.n} devices registered in {time.monotonic() - t_reg:.1f} s", flush=True)
         pid = gw.proc.pid
+        rss0 = memory_kib(pid)["VmRSS"]
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         body = {"image": img["id"], "all": True, "canary": args.canary, "wave": args.wave,
                 "max_failures": "5%", "max_downloads": args.max_downloads, "defer": args.defer,
                 "timeout": 3600}
         code, camp = await control(ctx, gw, "POST", "camp", body)
         assert code == "2.01", camp
-        rss_peak_seen = 0
         last = ""
         while time.monotonic() - t0 < args.limit:
             code, camp = await control(ctx, gw, "GET", f"camp/{camp['id']}")
-            rss_peak_seen = max(rss_peak_seen, memory_kib(pid)["VmRSS"])
             line = " ".join(f"{k}={v}" for k, v in sorted(camp["counts"].items()))
             if line != last:
                 print(f"{time.monotonic() - t0:6.1f} s  {camp['state']:8} {line}", flush=True)
@@ -85,13 +84,13 @@ async def run(args: argparse.Namespace) -> None:
         wall = time.monotonic() - t0
         cpu = cpu_seconds(pid) - cpu0
         mem = memory_kib(pid)
-        code, events = await control(ctx, gw, "GET", "ev", query=f"since={time.time() - 5:.0f}")
         print()
         print(f"devices {args.n}, image {len(image)} B, canary {args.canary}, wave {args.wave}, "
               f"max downloads {args.max_downloads}, wake {args.wake} s")
         print(f"campaign {camp['state']}: {camp['counts']}")
         print(f"wall {wall:.1f} s, gateway CPU {cpu:.1f} s ({100 * cpu / wall:.0f}% of a core), "
-              f"RSS {mem['VmRSS'] / 1024:.1f} MB, peak {mem['VmHWM'] / 1024:.1f} MB")
+              f"RSS {rss0 / 1024:.1f} MB before, {mem['VmRSS'] / 1024:.1f} MB after, "
+              f"peak {mem['VmHWM'] / 1024:.1f} MB")
     finally:
         sim.send_signal(signal.SIGINT)
         try:

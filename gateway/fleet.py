@@ -43,7 +43,7 @@ class Refused(Exception):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind  # bad_request | not_found | forbidden | conflict | unauthorized
+        self.kind = kind  # bad_request | not_found | forbidden | conflict
 
 
 @dataclass(frozen=True)
@@ -373,9 +373,9 @@ class Fleet:
         wait = rollout.defer_seconds(policy, now, mine, everyone, self.max_downloads)
         if wait is None:
             return None
-        seconds = wait[0]
-        if policy.window is not None and seconds > policy.defer:
-            seconds += random.randint(0, min(300, policy.window.duration // 4))  # no stampede
+        seconds, why = wait
+        if policy.window is not None and why == rollout.OUTSIDE_WINDOW:  # no stampede at opening
+            seconds += random.randint(0, min(300, policy.window.duration // 4))
         return {CmdKey.OP: Op.DEFER, CmdKey.WAIT: seconds}
 
     def _active_job(self, device_id: str) -> Any:

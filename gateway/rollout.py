@@ -31,6 +31,7 @@ MAX_WINDOW = 7 * 86400  # seconds: a window longer than a week is "always"
 MAX_DEFER = 86400  # seconds: the longest "come back later" we hand out
 DEFAULT_DEFER = 60  # seconds a device over a download cap waits before asking again
 DEFAULT_SUCCESS_RATE = 100.0
+OUTSIDE_WINDOW = "outside the maintenance window"
 
 
 class PolicyError(ValueError):
@@ -309,7 +310,7 @@ def defer_seconds(policy: Policy, now: float, downloading_campaign: int, downloa
     w = policy.window
     if w is not None and not w.is_open(now):
         wait = w.next_open(now) - now
-        return max(1, min(MAX_DEFER, math.ceil(wait))), "outside the maintenance window"
+        return max(1, min(MAX_DEFER, math.ceil(wait))), OUTSIDE_WINDOW
     if over_cap(downloading_campaign, policy.max_downloads):
         return policy.defer, f"campaign download cap {policy.max_downloads} reached"
     if over_cap(downloading_all, gateway_cap):
