@@ -14,6 +14,7 @@ from typing import Any
 
 from proto import uris
 from proto.codes import CampaignState, JobState
+from proto.control import EVENTS_PAGE
 
 from .client import ControlClient, Unreachable
 from .errors import CcError
@@ -117,6 +118,23 @@ def _amount(text: str, what: str) -> int | str:
     if t.isdigit():
         return int(t)
     raise CcError(f"{what} must be a count (5) or a percentage (25%), not {text!r}")
+
+
+EVENT_PAGES = 200  # pages of EVENTS_PAGE events one `cc events` fetches at most
+
+
+async def events(client: ControlClient, since: float) -> list[dict[str, Any]]:
+    """The event log from ``since``, every page (``GET ev`` answers at most one page; the next
+    starts at the last time seen, the overlap is dropped by id)."""
+    seen: dict[int, dict[str, Any]] = {}
+    for _ in range(EVENT_PAGES):
+        page = await client.get(f"{uris.EVENTS}?since={since:.6f}")
+        fresh = [e for e in page if e.get("id") not in seen]
+        seen.update((e["id"], e) for e in fresh)
+        if len(page) < EVENTS_PAGE or not fresh:
+            break
+        since = float(page[-1]["time"])
+    return sorted(seen.values(), key=lambda e: e["id"])
 
 
 def poll_interval(camp: dict[str, Any] | None) -> float:

@@ -427,8 +427,14 @@ def events(ctx: typer.Context,
                                      help="Only events at or after T: unix time, ISO 8601 "
                                           "(2026-11-28T12:00Z) or an age (90s, 15m, 2h, 1d)."),
            as_json: bool = JSON_OPT):
-    """The event log, oldest first (one page)."""
-    rows = run(_get(settings(ctx), f"{uris.EVENTS}?since={campaign.parse_since(since):.3f}"))
+    """The event log, oldest first (all of it from T: scripts export it with --json)."""
+    start = campaign.parse_since(since)
+
+    async def go() -> list[dict[str, Any]]:
+        async with settings(ctx).client() as client:
+            return await campaign.events(client, start)
+
+    rows = run(go())
     render.print_json(rows) if as_json else render.out.print(render.events(rows))
 
 

@@ -128,6 +128,8 @@ async def test_200_devices_pause_within_one_wave(gateway, tmp_path: Path, coap_c
             assert devices[j["device"]]["seq"] == 1, (j, devices[j["device"]])
     events = await all_events(coap_client, gateway)
     assert max_concurrent_downloads(events, camp["id"]) <= 20
+    exported = await ops.json("events", "--since", "1h")
+    assert [e["id"] for e in exported] == [e["id"] for e in events]
     print(f"200 devices: paused after {took:.1f} s, {later['counts']}, reason: {camp['reason']}")
 
 

@@ -78,3 +78,25 @@ async def test_tags_phased_upgrade_pause_resume_retry(gateway, home, tmp_path, c
     assert people.returncode == 0 and "cancelled" in people.stdout
     assert json.loads((await run(cc, gw, home, "status", "--json")).stdout)[-1]["state"] == \
         "cancelled"
+
+
+async def test_events_export_pages_through_everything(gateway, home, coap_client):
+    """More events than one page (1000): `cc events --json` returns all of them, once each."""
+    from harness import control
+
+    gw = gateway
+    assert (await asyncio.to_thread(cc, gw, home, "devices", "add", "busy", "--class",
+                                    CLASS)).returncode == 0
+    t0 = time.time()
+
+    async def toggle(i: int) -> None:
+        body = {"add": ["x"]} if i % 2 == 0 else {"remove": ["x"]}
+        code, _ = await control(coap_client, gw, "POST", "dev/busy/tags", body)
+        assert code == "2.04"
+
+    for i in range(1030):  # in order: each one changes the tags, so each is an event
+        await toggle(i)
+    rows = await asyncio.to_thread(cc_json, gw, home, "events", "--since", f"{t0 - 1:.3f}")
+    ids = [e["id"] for e in rows]
+    assert len(ids) == len(set(ids)) == 1031 and ids == sorted(ids)
+    assert sum(e["kind"] == "tags" for e in rows) == 1030
