@@ -654,7 +654,23 @@ class Fleet:
                 for job in rows:
                     self._set_job(job, JobState.TIMED_OUT, None, job["progress"], now,
                                   "campaign deadline passed")
-        return len(rows)
+        return len(rows) + self._expire_offers(now)
+
+    def _expire_offers(self, now: float) -> int:
+        """Offers whose download never started go back to the queue (their slot frees)."""
+        s = self.store
+        stale = []
+        for job in s.db.execute("SELECT * FROM jobs WHERE state=? AND updated < ?",
+                                (JobState.OFFERED, now - 1)).fetchall():
+            timeout = self.policy(s.campaign(job["campaign"])).offer_timeout
+            if now - job["updated"] >= timeout:
+                stale.append((job, timeout))
+        if stale:
+            with s.transaction():
+                for job, timeout in stale:
+                    self._set_job(job, JobState.QUEUED, None, job["progress"], now,
+                                  f"offer expired: no download within {timeout} s")
+        return len(stale)
 
     def campaign_view(self, row: Any, with_jobs: bool = False) -> dict[str, Any]:
         counts = self.store.job_counts(row["id"])

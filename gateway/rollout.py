@@ -30,6 +30,7 @@ from croniter import croniter
 MAX_WINDOW = 7 * 86400  # seconds: a window longer than a week is "always"
 MAX_DEFER = 86400  # seconds: the longest "come back later" we hand out
 DEFAULT_DEFER = 60  # seconds a device over a download cap waits before asking again
+DEFAULT_OFFER_TIMEOUT = 600  # seconds an offer may go without a download starting
 DEFAULT_SUCCESS_RATE = 100.0
 OUTSIDE_WINDOW = "outside the maintenance window"
 
@@ -140,6 +141,9 @@ class Policy:
     max_downloads: int | None = None  # concurrent downloads of this campaign
     defer: int = DEFAULT_DEFER  # seconds a device over a cap is told to wait
     window: Window | None = None
+    #: an offer whose download has not started after this long goes back to the queue, so a
+    #: device that died after its offer cannot hold a download slot until the deadline
+    offer_timeout: int = DEFAULT_OFFER_TIMEOUT
 
     @classmethod
     def from_body(cls, body: Any) -> Policy:
@@ -165,6 +169,7 @@ class Policy:
         mf = None if mf is None else Amount.parse(mf, "max_failures")
         max_downloads = uint("max_downloads", None, 1)
         defer = uint("defer", DEFAULT_DEFER, 1, MAX_DEFER)
+        offer_timeout = uint("offer_timeout", DEFAULT_OFFER_TIMEOUT, 1, MAX_DEFER)
         w = body.get("window")
         window = None
         if w is not None:
@@ -174,12 +179,12 @@ class Policy:
             if unknown:
                 raise PolicyError(f"window has unknown field(s) {', '.join(sorted(map(str, unknown)))}")
             window = Window(w.get("start"), w.get("duration"), w.get("tz", "UTC"))
-        return cls(canary, wave, float(rate), mf, max_downloads, defer, window)
+        return cls(canary, wave, float(rate), mf, max_downloads, defer, window, offer_timeout)
 
     def to_json(self) -> dict[str, Any]:
         """Stored in the campaign row and shown in the API (amounts as text: "25%", "5")."""
         d: dict[str, Any] = {"canary": self.canary, "success_rate": self.success_rate,
-                             "defer": self.defer}
+                             "defer": self.defer, "offer_timeout": self.offer_timeout}
         if self.wave is not None:
             d["wave"] = self.wave.text()
         if self.max_failures is not None:

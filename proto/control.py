@@ -25,6 +25,8 @@ POST camp                {"image": id, targets: "devices": [id] | "class": str a
                           next starts (100), "max_failures"?: n | "P%" of released devices
                           (reached: the campaign pauses itself), "max_downloads"?: n concurrent,
                           "defer"?: seconds a device over a cap waits (60),
+                          "offer_timeout"?: seconds before an offer whose download did not
+                          start goes back to the queue, freeing its slot (600),
                           "window"?: {"start": 5-field cron, "duration": s, "tz"?: IANA zone}}
                          -> 2.01 CAMPAIGN (without jobs)
                          4.04 unknown image or device; 4.00 no target / class mismatch / policy

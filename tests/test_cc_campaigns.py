@@ -38,7 +38,8 @@ async def test_tags_phased_upgrade_pause_resume_retry(gateway, home, tmp_path, c
     n = camp["id"]
     assert [p["total"] for p in camp["phases"]] == [1, 3, 2]
     assert camp["policy"] == {"canary": 1, "wave": "50%", "max_failures": "1",
-                              "max_downloads": 4, "success_rate": 100.0, "defer": 60}
+                              "max_downloads": 4, "success_rate": 100.0, "defer": 60,
+                              "offer_timeout": 600}
     people = await run(cc, gw, home, "status", str(n))
     assert "canary" in people.stdout and "wave 2" in people.stdout and "max failures 1" in people.stdout
     cmds = {f"d{i}": await wake(ctx, gw, f"d{i}") for i in range(6)}

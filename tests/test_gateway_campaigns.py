@@ -4,6 +4,7 @@ a restart in the middle."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -228,3 +229,20 @@ async def test_gateway_wide_download_cap(tmp_path, coap_client):
         assert (await camp_of(ctx, gw, first["id"]))["state"] == "done"
     finally:
         gw.stop()
+
+
+async def test_stale_offer_frees_its_download_slot(gateway, coap_client):
+    ctx, gw = coap_client, gateway
+    camp = await start(ctx, gw, ["dead", "live"], max_downloads=1, defer=1, offer_timeout=1)
+    first = await report(ctx, gw, device="dead")
+    assert first[CmdKey.OP] == Op.UPDATE  # and then it is never heard of again
+    assert (await report(ctx, gw, device="live"))[CmdKey.OP] == Op.DEFER
+    for _ in range(40):  # the sweeper runs every second
+        c = await camp_of(ctx, gw, camp["id"])
+        if c["counts"] == {"queued": 2}:
+            break
+        await asyncio.sleep(0.1)
+    assert c["counts"] == {"queued": 2}
+    assert (await report(ctx, gw, device="live"))[CmdKey.OP] == Op.UPDATE
+    code, events = await control(ctx, gw, "GET", "ev", query="since=0")
+    assert any("offer expired" in e["detail"] for e in events)
