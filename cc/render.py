@@ -151,7 +151,8 @@ def policy_text(policy: dict[str, Any]) -> str:
                        ("max_failures", "max failures"), ("max_downloads", "max downloads")):
         v = policy.get(key)
         if v not in (None, 0):
-            parts.append(f"{label} {v}{'%' if key == 'success_rate' else ''}")
+            shown = f"{v:g}%" if key == "success_rate" and isinstance(v, (int, float)) else v
+            parts.append(f"{label} {shown}")
     w = policy.get("window")
     if w:
         parts.append(f"window '{w.get('start')}' for {w.get('duration')} s ({w.get('tz')})")

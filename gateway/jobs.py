@@ -13,7 +13,9 @@ values come from the contract. Lifecycle::
                                report of an intermediate state leaves it timed_out)
 
 A queued job is offered on its device's next wake once its phase is released and its campaign
-runs, unless a maintenance window or a download cap says "come back in N s" (rollout.py).
+runs, unless a maintenance window or a download cap says "come back in N s" (rollout.py). An
+offer whose download has not started within the campaign's ``offer_timeout`` goes back to
+queued (fleet.py's sweep), freeing its download slot.
 """
 
 from __future__ import annotations
