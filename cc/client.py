@@ -8,6 +8,7 @@ by ``timeout`` and a refused or silent gateway becomes a ``CcError``.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,19 +25,33 @@ CBOR = 60  # Content-Format application/cbor
 
 
 class ControlClient:
-    def __init__(self, gateway: Gateway, *, timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(self, gateway: Gateway, *, timeout: float = REQUEST_TIMEOUT,
+                 oscore: Path | None = None) -> None:
         self.gateway = gateway
         self.timeout = timeout
+        self.oscore = oscore  # an OSCORE context directory (`cc login`): protect every request
         self._ctx: aiocoap.Context | None = None
 
     async def __aenter__(self) -> ControlClient:
         # Only UDP: without a list aiocoap also sets up TCP, TLS and WebSocket clients.
-        self._ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
+        if self.oscore is None:
+            self._ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
+            return self
+        self._ctx = await aiocoap.Context.create_client_context(transports=["oscore", "udp6"])
+        try:
+            self._ctx.client_credentials.load_from_dict(
+                {f"{self.gateway.base}/*": {"oscore": {"basedir": str(self.oscore)}}})
+        except Exception as e:  # aiocoap: missing/garbled files, lock held by another cc
+            await self._ctx.shutdown()
+            raise CcError(f"cannot use the OSCORE credentials in {self.oscore}: "
+                          f"{_one_line(e)}") from None
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._ctx is not None:
             await self._ctx.shutdown()
+            if self.oscore is not None:
+                release_oscore(self._ctx.client_credentials)
 
     def message(self, code: Code, path: str, payload: bytes = b"", **options: Any) -> Message:
         msg = Message(code=code, uri=f"{self.gateway.base}/{path}", payload=payload, **options)
@@ -61,6 +76,14 @@ class ControlClient:
             reason = e.args[0] if e.args else e  # str(e) is aiocoap's generic help text
             raise Unreachable(
                 f"gateway {self.gateway.base} unreachable: {_one_line(reason)}") from None
+        except Exception as e:
+            # OSCORE: the gateway refused our context (unknown, wrong key, replay) with an
+            # unprotected error, which aiocoap raises instead of returning
+            answer = getattr(e, "plain_message", None)
+            if not isinstance(answer, Message):
+                raise
+            check(answer, msg.opt.uri_path and "/".join(msg.opt.uri_path) or "")
+            raise CcError(f"gateway sent an unprotected {_code_text(answer.code)}") from None
 
     async def call(self, code: Code, path: str, body: Any = None) -> Any:
         """One control request: CBOR in, CBOR out; error codes raise ``GatewayError``."""
@@ -107,3 +130,11 @@ def _code_text(code: Code) -> str:
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
+
+
+def release_oscore(credentials: Any) -> None:
+    """Write back an OSCORE context's sequence number and release its lock file now, not when
+    the garbage collector gets to it (aiocoap's finaliser does the same, later)."""
+    for item in credentials.values():
+        if getattr(item, "lockfile", None) is not None and hasattr(item, "_destroy"):
+            item._destroy()

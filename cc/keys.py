@@ -94,3 +94,44 @@ def save_device_key(home: Path, device_id: str, key_hex: str) -> Path:
         os.close(fd)
     os.rename(tmp, path)
     return path
+
+
+OSCORE = "oscore"
+
+
+def oscore_dir(home: Path) -> Path:
+    return home / OSCORE
+
+
+def store_oscore(home: Path, source: Path, *, force: bool = False) -> Path:
+    """Copy a client context directory (secret.json, sequence.json if any) into the home,
+    0600 files in a 0700 directory; ``secret.json`` must be there and parse."""
+    import json
+    import shutil
+
+    secret = source / "secret.json"
+    try:
+        data = json.loads(secret.read_text())
+    except (OSError, ValueError) as e:
+        raise CcError(f"{source} holds no readable secret.json ({e})") from None
+    if not isinstance(data, dict) or "secret_hex" not in data or "sender-id_hex" not in data:
+        raise CcError(f"{secret} is not an OSCORE context from `fota-gateway credentials add`")
+    dest = oscore_dir(home)
+    if dest.exists():
+        if not force:
+            raise CcError(f"OSCORE credentials exist in {dest}; use --force to replace them")
+        shutil.rmtree(dest)
+    if not home.exists():
+        home.mkdir(mode=0o700, parents=True)
+        os.chmod(home, 0o700)
+    dest.mkdir(mode=0o700)
+    os.chmod(dest, 0o700)
+    for name in ("secret.json", "sequence.json"):
+        if (source / name).is_file():
+            fd = os.open(dest / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, (source / name).read_bytes())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    return dest

@@ -54,7 +54,8 @@ class Settings:
         return parse_gateway(self.gateway_text)  # parsed on use: `cc keys` needs no gateway
 
     def client(self) -> ControlClient:
-        return ControlClient(self.gateway)
+        oscore = keys.oscore_dir(self.home)
+        return ControlClient(self.gateway, oscore=oscore if oscore.is_dir() else None)
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -130,6 +131,19 @@ def keys_init(ctx: typer.Context,
 def keys_public(ctx: typer.Context):
     """Print the raw Ed25519 public key as 64 hex characters."""
     print(keys.public_hex(keys.load(settings(ctx).home)))
+
+
+@app.command("login")
+@fails_cleanly
+def login(ctx: typer.Context,
+          directory: Path = typer.Argument(..., metavar="DIR",
+                                           help="Client credentials from `fota-gateway "
+                                                "credentials add NAME`."),
+          force: bool = typer.Option(False, "--force", help="Replace stored credentials.")):
+    """Store OSCORE credentials for the gateway: from now on every request is protected."""
+    path = keys.store_oscore(settings(ctx).home, directory, force=force)
+    render.out.print(f"OSCORE credentials stored in {path}; requests to the gateway are "
+                     "now protected")
 
 
 # ---- firmware -------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def unavailable(text: str) -> Message:
 
 def address_of(remote: Any) -> str:
     """'ip:port' / '[ip]:port' of a UDP remote, v4-mapped addresses shown as IPv4."""
+    remote = getattr(remote, "underlying_address", remote)  # OSCORE: the UDP address below
     host, port = remote.sockaddr[0], remote.sockaddr[1]
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]

@@ -15,6 +15,7 @@ from proto.control import MAX_BODY, MAX_IMAGE
 
 from .blobs import BlobStore, valid_digest_hex
 from .coapx import address_of, cbor_response, error, is_disk_full, refusal, unavailable
+from . import oscore_creds
 from .devauth import DeviceAuth
 from .fleet import Fleet, Refused, loads_exact
 from .uploads import Block1Receiver, FileSink, Incomplete, MemorySink, TooLarge
@@ -29,6 +30,7 @@ class ControlSite(Resource, PathCapable):
         self.blobs = blobs
         self.uploads = Block1Receiver()
         self.auth = DeviceAuth(fleet.store)
+        self.require_oscore = False  # set by server.run with --oscore
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
         # GET: listings outgrow a datagram; aiocoap's Block2Cache keeps each rendered listing
@@ -39,6 +41,9 @@ class ControlSite(Resource, PathCapable):
         return request.code is Code.GET and request.opt.block1 is None
 
     async def render(self, request: Message) -> Message:
+        if self.require_oscore and not oscore_creds.authenticated(request.remote):
+            return error(Code.UNAUTHORIZED, "this gateway takes control requests only through "
+                         "OSCORE: get credentials (fota-gateway credentials add) and `cc login`")
         try:
             return self._render(request)
         except Refused as e:

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import logs
+from . import logs, oscore_creds
 from .blobs import BlobStore
 from .control_api import ControlSite
 from .device_api import DeviceSite, FirmwareFastPath
@@ -36,6 +36,7 @@ class Config:
     max_downloads: int | None = None  # concurrent downloads over all campaigns (None: no cap)
     rate_limit: float = DEFAULT_RATE  # datagrams/s per source host on the device bind; 0: off
     limit_loopback: bool = False  # apply it to loopback sources too (tests, benchmarks)
+    oscore: bool = False  # control API only through OSCORE (gateway/oscore_creds.py)
 
 
 def parse_hostport(text: str, what: str) -> tuple[str, int]:
@@ -87,8 +88,12 @@ def _port_of(ctx: object) -> int:
 
 async def run(cfg: Config) -> None:
     """Serve until SIGTERM/SIGINT. Raises ConfigError for anything the operator must fix."""
-    if not is_loopback(cfg.control_bind[0]):
-        raise ConfigError("control API has no authentication yet; bind it to loopback")
+    if not is_loopback(cfg.control_bind[0]) and not cfg.oscore:
+        raise ConfigError("the control API is open to anyone who reaches it: bind it to "
+                          "loopback, or require OSCORE with --oscore")
+    if cfg.oscore and not oscore_creds.names(cfg.data):
+        raise ConfigError("--oscore without credentials: run `fota-gateway credentials add "
+                          f"NAME --data {cfg.data}` first")
     # aiocoap sets SO_REUSEPORT unless told otherwise: a second gateway on the same port would
     # start silently and take half the traffic. With 0, bind() fails with EADDRINUSE.
     os.environ["AIOCOAP_REUSE_PORT"] = "0"
@@ -101,6 +106,7 @@ async def run(cfg: Config) -> None:
     fleet = Fleet(store, blobs, enrolled_only=cfg.enrolled_only,
                   max_downloads=cfg.max_downloads)
     contexts = []
+    releases: list = []
     try:
         device_ctx = await _server_context(DeviceSite(fleet), cfg.bind, "device")
         contexts.append(device_ctx)
@@ -110,7 +116,18 @@ async def run(cfg: Config) -> None:
         guard(device_ctx, RateLimiter(cfg.rate_limit, limit_loopback=cfg.limit_loopback)
               if cfg.rate_limit > 0 else None)
         control = ControlSite(fleet, blobs)
-        control_ctx = await _server_context(control, cfg.control_bind, "control")
+        site: object = control
+        if cfg.oscore:
+            from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+
+            control.require_oscore = True
+            try:
+                creds = oscore_creds.server_credentials(cfg.data)
+            except Exception as e:  # garbled files, a lock held by another gateway
+                raise ConfigError(f"cannot load the OSCORE credentials: {e}") from None
+            releases.append(lambda: oscore_creds.release(creds))
+            site = OscoreSiteWrapper(control, creds)
+        control_ctx = await _server_context(site, cfg.control_bind, "control")
         guard(control_ctx, None)
         contexts.append(control_ctx)
 
@@ -137,5 +154,7 @@ async def run(cfg: Config) -> None:
     finally:
         for ctx in contexts:
             await ctx.shutdown()
+        for release in releases:
+            release()
         blobs.close()
         store.close()

@@ -140,7 +140,7 @@ def test_non_loopback_control_bind_refused(tmp_path):
         code, out = run_gateway_once(["run", "--bind", f"127.0.0.1:{free_udp_port()}",
                                       "--control-bind", bind, "--data", str(tmp_path / "d")])
         assert code == 2, out
-        assert "control API has no authentication yet; bind it to loopback" in out
+        assert "bind it to loopback, or require OSCORE with --oscore" in out
 
 
 def test_bad_bind_syntax_refused(tmp_path):
