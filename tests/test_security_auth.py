@@ -163,3 +163,34 @@ def test_cc_devices_add_key(gateway, tmp_path: Path) -> None:
     assert r.returncode == 0 and "keeps the report key" in r.stdout
     assert path.read_text().strip() == key_hex
     assert key_hex not in gateway.log_text()
+
+
+def test_device_auth_under_micropython(tmp_path: Path) -> None:
+    """device/auth.py on MicroPython (WebAssembly port): the same MACs as CPython's hmac, a
+    sealed report the gateway's check accepts, a response the device opens."""
+    from mpy import run_mpy
+
+    from gateway.devauth import COMMAND_LABEL, REPORT_LABEL, body_of, mac
+
+    key = bytes(range(32))
+    code = """
+import binascii
+from device import auth, const, cbor
+key = bytes(range(32))
+print(binascii.hexlify(auth.hmac_sha256(key, b"abc")).decode())
+a = auth.ReportAuth(key, "/ctr")
+payload, n = a.seal({const.R_ID: "m", const.R_SEQ: 1})
+print(binascii.hexlify(payload).decode(), n)
+body = cbor.dumps({const.C_OP: 0})
+resp = {const.C_OP: 0, const.C_AUTH: auth.mac(key, auth.COMMAND_LABEL, n, body)}
+print(a.open(cbor.dumps(resp), n))
+"""
+    lines = run_mpy(code).split("\n")
+    assert lines[0] == hmac.new(key, b"abc", sha256).hexdigest()
+    payload_hex, counter = lines[1].split()
+    m = cbor2.loads(bytes.fromhex(payload_hex))
+    n, tag = m[ReportKey.AUTH]
+    assert n == int(counter) == 1
+    assert tag == mac(key, REPORT_LABEL, n, body_of(m, int(ReportKey.AUTH)))
+    assert lines[2] == "{1: 0}"
+    assert COMMAND_LABEL == dauth.COMMAND_LABEL
