@@ -23,15 +23,16 @@ from proto import manifest
 from .errors import CcError
 
 KEY_FILE = "signing-key.pem"  # PKCS#8 PEM: readable by openssl and every crypto library
+NEXT_FILE = "signing-key.next.pem"  # made by `cc keys next`, promoted by `cc keys rotate`
 
 
 def key_path(home: Path) -> Path:
     return home / KEY_FILE
 
 
-def init(home: Path, *, force: bool = False) -> Path:
+def init(home: Path, *, force: bool = False, name: str = KEY_FILE) -> Path:
     """Create a new key; refuse to replace one unless ``force`` (devices trust the old one)."""
-    path = key_path(home)
+    path = home / name
     if path.exists() and not force:
         raise CcError(f"a signing key already exists at {path}; use --force to replace it "
                       "(devices that trust the old key will refuse images signed by the new one)")
@@ -40,7 +41,7 @@ def init(home: Path, *, force: bool = False) -> Path:
         os.chmod(home, 0o700)  # mkdir's mode is filtered by the umask
     pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8,
                                                      NoEncryption())
-    tmp = home / f".{KEY_FILE}.{os.getpid()}.tmp"
+    tmp = home / f".{name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, pem)
@@ -51,11 +52,13 @@ def init(home: Path, *, force: bool = False) -> Path:
     return path
 
 
-def load(home: Path) -> Ed25519PrivateKey:
-    path = key_path(home)
+def load(home: Path, name: str = KEY_FILE) -> Ed25519PrivateKey:
+    path = home / name
     try:
         st = path.stat()
     except FileNotFoundError:
+        if name == NEXT_FILE:
+            raise CcError(f"no next key in {home}: run `cc keys next` first") from None
         raise CcError(f"no signing key in {home}: run `cc keys init`") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise CcError(f"refusing to use {path}: it is accessible by group or others "
@@ -68,6 +71,18 @@ def load(home: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise CcError(f"{path} is not an Ed25519 private key")
     return key
+
+
+def rotate(home: Path) -> tuple[Path, Path]:
+    """Promote the next key to the signing key; the old one is kept as
+    ``signing-key.retired-<kid>.pem`` (devices may still trust it). Returns (retired, current)."""
+    old = load(home)
+    load(home, NEXT_FILE)  # exists, private, parses
+    kid = manifest.key_id(manifest.public_bytes(old.public_key())).hex()
+    retired = home / f"signing-key.retired-{kid}.pem"
+    os.rename(key_path(home), retired)
+    os.rename(home / NEXT_FILE, key_path(home))
+    return retired, key_path(home)
 
 
 def public_hex(key: Ed25519PrivateKey) -> str:

@@ -126,6 +126,29 @@ def keys_init(ctx: typer.Context,
     render.out.print(f"public key (configure devices to trust it): {public}")
 
 
+@keys_app.command("next")
+@fails_cleanly
+def keys_next(ctx: typer.Context):
+    """Make the next signing key (rotation step 1): ship its public key to devices in an
+    image signed by the current key, then `cc keys rotate`."""
+    home = settings(ctx).home
+    path = keys.init(home, name=keys.NEXT_FILE)
+    render.out.print(f"next signing key written to {path}")
+    render.out.print("public key (add it to the devices' trust list, in an image signed by the "
+                     f"current key): {keys.public_hex(keys.load(home, keys.NEXT_FILE))}")
+
+
+@keys_app.command("rotate")
+@fails_cleanly
+def keys_rotate(ctx: typer.Context):
+    """Sign with the next key from now on (rotation step 2); the old key is kept, retired."""
+    home = settings(ctx).home
+    retired, current = keys.rotate(home)
+    render.out.print(f"signing with {keys.public_hex(keys.load(home))} from now on")
+    render.out.print(f"old key kept in {retired}: once every device runs an image that no "
+                     "longer trusts it, delete that file (revocation)")
+
+
 @keys_app.command("public")
 @fails_cleanly
 def keys_public(ctx: typer.Context):

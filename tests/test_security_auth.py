@@ -194,3 +194,40 @@ print(a.open(cbor.dumps(resp), n))
     assert tag == mac(key, REPORT_LABEL, n, body_of(m, int(ReportKey.AUTH)))
     assert lines[2] == "{1: 0}"
     assert COMMAND_LABEL == dauth.COMMAND_LABEL
+
+
+def test_cc_keys_next_and_rotate(tmp_path: Path) -> None:
+    """Rotation: `keys next` makes a second key, `keys rotate` signs with it and keeps the
+    old one retired; a device trusting both accepts either signature (manifest.check)."""
+    from typer.testing import CliRunner
+
+    from cc import keys as cc_keys
+    from cc.main import app
+    from device import manifest as dmanifest
+    from proto import manifest
+
+    home = tmp_path / "h"
+
+    def run(*args: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(app, ["--home", str(home), "keys", *args])
+
+    assert run("rotate").exit_code == 2  # no key at all
+    assert run("init").exit_code == 0
+    r = run("rotate")
+    assert r.exit_code == 2 and "cc keys next" in r.stderr
+    old = cc_keys.load(home)
+    assert run("next").exit_code == 0
+    assert run("next").exit_code == 2  # never overwritten silently
+    new = cc_keys.load(home, cc_keys.NEXT_FILE)
+    assert run("rotate").exit_code == 0
+    assert cc_keys.public_hex(cc_keys.load(home)) == cc_keys.public_hex(new)
+    retired = list(home.glob("signing-key.retired-*.pem"))
+    assert len(retired) == 1 and oct(retired[0].stat().st_mode & 0o777) == "0o600"
+    trusted = [manifest.public_bytes(k.public_key()) for k in (old, new)]
+    vid, cid = manifest.vendor_id("v"), manifest.class_id("v", "c")
+    for n, k in enumerate((old, new)):
+        signed = manifest.sign(manifest.build(seq=n + 2, vendor="v", device_class="c",
+                                              digest=bytes(32), size=1, uri="/f/x"), k)
+        assert dmanifest.check(signed, trusted, vid, cid, 1)[2] == n + 2
+        with pytest.raises(dmanifest.Refused):  # revoked: the device dropped that key
+            dmanifest.check(signed, [t for t in trusted if t != trusted[n]], vid, cid, 1)
