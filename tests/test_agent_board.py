@@ -46,3 +46,13 @@ async def test_board_loop_over_udp_link(gateway, tmp_path: Path) -> None:
     camps = await ops.json("status")
     camp = await ops.json("status", str(camps[-1]["id"]))
     assert [(j["state"], j["result"]) for j in camp["jobs"]] == [("succeeded", "success")]
+
+
+def test_board_link_takes_the_configured_ack_timeout() -> None:
+    default = board.make_link({"gateway": "127.0.0.1", "port": 5683})
+    tuned = board.make_link({"gateway": "127.0.0.1", "port": 5683, "ack_timeout_ms": 300})
+    try:
+        assert (default.ack_timeout_ms, tuned.ack_timeout_ms) == (2000, 300)
+    finally:
+        default.close()
+        tuned.close()
