@@ -32,9 +32,11 @@ def _randbytes(n):
 
 class Burst:
     def __init__(self, path, size, szx, window=8, timeout_ms=2000, etag=None, max_tries=20,
-                 max_timeout_ms=None, rand=None, mid=None):
+                 max_timeout_ms=None, rand=None, mid=None, offset=0):
         if size <= 0 or not 0 <= szx <= 6 or window < 1:
             raise ValueError("bad size, szx or window")
+        if offset % (1 << (szx + 4)) or not 0 <= offset < size:
+            raise ValueError("resume offset must be a block boundary inside the image")
         self.path = path
         self.size = size
         self.szx = szx
@@ -47,8 +49,8 @@ class Burst:
         self.etag = etag
         self.rand = rand or _randbytes
         self.mid = int.from_bytes(self.rand(2), "big") if mid is None else mid
-        self.base = 0  # first block the caller has not taken
-        self.next = 0  # first block never asked for
+        self.base = offset >> (szx + 4)  # first block the caller has not taken
+        self.next = self.base  # first block never asked for
         self.pending = {}  # num -> [token, deadline, tries, timeout]
         self.tokens = {}  # token -> num
         self.got = {}  # num -> payload, waiting to be taken

@@ -126,3 +126,16 @@ def test_dead_link_fails_cleanly() -> None:
         assert ok is False and time.monotonic() - t0 < 5
     finally:
         s.close()
+
+
+def test_resume_from_offset_asks_only_the_rest() -> None:
+    b = burst.Burst("f/abcd1234", 64, 0, window=8, offset=32)
+    b.poll(0)
+    nums = [coap.parse_block(coap.to_uint(coap.decode(r).opt(coap.BLOCK2)))[0]
+            for r in b.outgoing]
+    assert nums == [2, 3]
+    for r in b.outgoing:
+        b.on_datagram(answer(r, b"A" * 8), 1)
+    assert b.take() == (32, bytes(32)) and b.done
+    with pytest.raises(ValueError):
+        burst.Burst("f/abcd1234", 64, 0, offset=20)
