@@ -16,7 +16,9 @@ optional ``vendor`` (name, default the contract's; or ``vendor_id`` and ``class_
 for ports without ``hashlib.sha1``), ``version`` (seq of the factory image, 0),
 ``block_size`` (1024), ``max_failures`` (4), ``confirm_s`` (300: how long a new image may take
 to pass its self-test), ``wake_s`` (60), ``self_test`` (callable(slots) -> True pass, False
-fail, None not decided yet; default passes).
+fail, None not decided yet; default passes), ``key`` (64 hex characters: the report key from
+``cc devices add --key``; reports then carry a MAC and only MACed responses count, see
+device/auth.py) with ``counter_file`` (where its counter lives, default "fota_counter").
 """
 
 import binascii
@@ -32,6 +34,9 @@ DEFAULT_VENDOR = "fota-micropython.example"  # proto.manifest.DEFAULT_VENDOR (a 
 SLEEP = "sleep"
 REBOOT = "reboot"
 
+MAX_WAIT = 86400  # seconds: a DEFER asks for at most a day (no command may put a device to
+# sleep for ever, nor hand it a non-number to sleep on)
+MAX_JOB = 2**63 - 1
 PERSIST_EVERY = 16384  # bytes between progress writes to flash (wear)
 REPORT_EVERY = 65536  # bytes between progress reports, at most (and at least every 25 %)
 CHANGED = 0x44
@@ -107,6 +112,13 @@ class Agent:
         self.progress_reports = 0  # of which in the middle of a download
         self.wait = None
         self.on_change = config.get("on_change")  # callable(event, old, new): simulator logs
+        self.auth = None
+        if config.get("key"):
+            from . import auth
+
+            key = config["key"]
+            self.auth = auth.ReportAuth(key if isinstance(key, bytes) else _unhex(key),
+                                        config.get("counter_file", "fota_counter"))
 
     # -- the lifecycle ---------------------------------------------------------------------
     def _go(self, event, result=None):
@@ -253,21 +265,35 @@ class Agent:
     def _report(self):
         """One report exchange; return the command map ({} for none) or None if it failed."""
         self.reports += 1
-        resp = yield from self._exchange(coap.Request(coap.POST, const.REPORT,
-                                                      payload=cbor.dumps(self.status()),
+        counter = None
+        if self.auth is not None:
+            payload, counter = self.auth.seal(self.status())
+        else:
+            payload = cbor.dumps(self.status())
+        resp = yield from self._exchange(coap.Request(coap.POST, const.REPORT, payload=payload,
                                                       options=_CBOR_FORMAT))
         if resp is None:
             return None
         if not (0x40 <= resp.code < 0x60):
-            # 4.03 not enrolled, 4.00, 5.xx: asking again now would only spend the battery
+            # 4.03 not enrolled, 4.01 bad MAC, 4.00, 5.xx: asking again now would only spend
+            # the battery
             self.failures = self.max_failures
             return None
+        if self.auth is not None:
+            try:
+                cmd = self.auth.open(resp.payload, counter)
+            except ValueError:  # auth.AuthError: not from the gateway that holds our key
+                self.failures += 1
+                return None
+            resp = None
         s = self.s
         if s["unsent"]:
             s["unsent"] = False
             if s["state"] == IDLE:
                 s["job"] = None  # delivered: the outcome stays in RESULT, the job is done
             self._save()
+        if resp is None:
+            return cmd  # authenticated above
         if not resp.payload:
             return {}
         try:
@@ -280,7 +306,9 @@ class Agent:
         op = cmd.get(const.C_OP, const.OP_NONE)
         s = self.s
         if op == const.OP_DEFER:
-            self.wait = cmd.get(const.C_WAIT)
+            wait = cmd.get(const.C_WAIT)
+            if isinstance(wait, int) and not isinstance(wait, bool) and wait >= 0:
+                self.wait = min(wait, MAX_WAIT)
             return None
         if op == const.OP_CANCEL:
             job = cmd.get(const.C_JOB, s["job"])
@@ -290,6 +318,8 @@ class Agent:
         if op != const.OP_UPDATE:
             return None
         job = cmd.get(const.C_JOB)
+        if not isinstance(job, int) or isinstance(job, bool) or not 0 <= job <= MAX_JOB:
+            return None  # the job id goes into reports and the state file: an int or nothing
         if s["state"] == UPDATING:
             return None  # installing; the job's outcome comes after the reboot
         if s["state"] in (DOWNLOADING, DOWNLOADED) and job == s["job"]:

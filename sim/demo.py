@@ -25,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .main import make_specs, run_fleet
+from .main import make_specs, run_fleet, use_keys
 
 READY = "listening devices="
 CLASS = "demo-board"
@@ -72,7 +72,7 @@ class Demo:
             sys.executable, "-m", "gateway", "run",
             "--bind", f"127.0.0.1:{self.device_port}",
             "--control-bind", f"127.0.0.1:{self.control_port}",
-            "--data", str(self.work / "gateway-data"),
+            "--data", str(self.work / "gateway-data"), "--enrolled-only",
             stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env)
         log.close()
         deadline = time.monotonic() + timeout
@@ -115,7 +115,7 @@ class Demo:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rows = json.loads(await self.cc("devices", "--json"))
-            if set(ids) <= {r["id"] for r in rows}:
+            if set(ids) <= {r["id"] for r in rows if r.get("last_seen")}:  # enrolled and heard
                 return
             await asyncio.sleep(0.3)
         raise RuntimeError("devices did not report in time")
@@ -137,6 +137,14 @@ class Demo:
 
         specs = make_specs(self.n, self.work / "devices", CLASS, [trust], prefix="demo",
                            version=1, block_size=1024, wake_s=self.wake_s, ack_timeout=2.0)
+        # enrolled with report keys, on a gateway that takes no one else: nobody can fake them
+        keys = {}
+        for sp in specs:
+            dev = json.loads(await self.cc("devices", "add", sp.id, "--class", CLASS, "--key",
+                                           "--json"))
+            keys[sp.id] = dev["key"]
+        use_keys(specs, keys)
+        console.print(f"{self.n} devices enrolled, each with its own report key")
         stop = asyncio.Event()
         lines: list[str] = []
         fleet = asyncio.create_task(

@@ -171,7 +171,18 @@ def parser() -> argparse.ArgumentParser:
                    help="share of devices whose new images fail their boot check")
     p.add_argument("--id-prefix", default="sim", help="device ids are PREFIX-000, PREFIX-001, …")
     p.add_argument("--ack-timeout", type=float, default=2.0, help="CoAP ACK_TIMEOUT seconds (2)")
+    p.add_argument("--keys", type=Path, default=None, metavar="DIR",
+                   help="report keys: DIR/<id>.key as written by `cc devices add --key` "
+                        "(FOTA_HOME/device-keys); a device with a key MACs its reports")
     return p
+
+
+def use_keys(specs: list[DeviceSpec], keys: dict[str, str]) -> None:
+    """Give the devices with a report key (id -> 64 hex) their key and a counter file."""
+    for sp in specs:
+        if sp.id in keys:
+            sp.extra["key"] = keys[sp.id]
+            sp.extra["counter_file"] = str(sp.root / "report-counter")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                        prefix=args.id_prefix, version=args.version, block_size=args.block_size,
                        wake_s=args.wake, fail_boot_percent=args.fail_boot_percent,
                        ack_timeout=args.ack_timeout)
+    if args.keys is not None:
+        found = {sp.id: (args.keys / f"{sp.id}.key") for sp in specs}
+        use_keys(specs, {i: p.read_text().strip() for i, p in found.items() if p.is_file()})
 
     async def go() -> None:
         stop = asyncio.Event()
