@@ -18,7 +18,9 @@ for ports without ``hashlib.sha1``), ``version`` (seq of the factory image, 0),
 to pass its self-test), ``wake_s`` (60), ``self_test`` (callable(slots) -> True pass, False
 fail, None not decided yet; default passes), ``key`` (64 hex characters: the report key from
 ``cc devices add --key``; reports then carry a MAC and only MACed responses count, see
-device/auth.py) with ``counter_file`` (where its counter lives, default "fota_counter").
+device/auth.py) with ``counter_file`` (where its counter lives, default "fota_counter"),
+``may_update`` (callable() -> False when the device cannot take an update now, e.g. low
+battery: it reports result deferred and the gateway offers the job again later).
 """
 
 import binascii
@@ -176,7 +178,9 @@ class Agent:
         if act:
             return act
         if self.s["unsent"] and not self._exhausted():
-            yield from self._report()  # the outcome of this wake, while the radio is up
+            cmd = yield from self._report()  # the outcome of this wake, while the radio is up
+            if cmd and cmd.get(const.C_OP) == const.OP_DEFER:
+                self._handle(cmd)  # the gateway says when to come back
         return (SLEEP, self.wait if self.wait is not None else self.wake_s)
 
     def _exhausted(self):
@@ -324,6 +328,11 @@ class Agent:
             return None  # installing; the job's outcome comes after the reboot
         if s["state"] in (DOWNLOADING, DOWNLOADED) and job == s["job"]:
             return None  # the job in flight, sent again
+        may = self.cfg.get("may_update")
+        if s["state"] == IDLE and may is not None and not may():
+            s["job"] = job  # before the signature check: a deferred update costs no CPU
+            self._finish(lifecycle.DEFER)
+            return None
         signed = cmd.get(const.C_MANIFEST)
         try:
             if not isinstance(signed, bytes):

@@ -26,6 +26,7 @@ COMPLETE = "complete"  # all bytes in, size and SHA-256 match
 CORRUPT = "corrupt"  # all bytes in, size or SHA-256 do not match
 FAIL = "fail"  # the download cannot go on (image gone, no space)
 CANCEL = "cancel"  # a CANCEL command for this job
+DEFER = "defer"  # an UPDATE command the device cannot take now (``may_update``: low battery)
 INSTALL = "install"  # the slot is marked to boot next
 BOOT_WAIT = "boot_wait"  # the new image runs, its self-test has not decided yet
 CONFIRM = "confirm"  # the new image passed its self-test and is kept
@@ -35,6 +36,7 @@ ROLLBACK = "rollback"  # the new image failed, ran twice unconfirmed, or passed 
 TABLE = {
     (IDLE, ACCEPT): DOWNLOADING,
     (IDLE, REFUSE): IDLE,
+    (IDLE, DEFER): IDLE,
     (DOWNLOADING, BLOCK): DOWNLOADING,
     (DOWNLOADING, RESTART): DOWNLOADING,
     (DOWNLOADING, ACCEPT): DOWNLOADING,  # a new job replaces the one in flight
@@ -56,6 +58,7 @@ RESULTS = {
     COMPLETE: const.RES_INITIAL,
     CORRUPT: const.RES_INTEGRITY_FAILURE,
     CANCEL: const.RES_CANCELLED,
+    DEFER: const.RES_DEFERRED,
     CONFIRM: const.RES_SUCCESS,
     ROLLBACK: const.RES_ROLLED_BACK,
 }
