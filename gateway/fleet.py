@@ -185,7 +185,9 @@ class Fleet:
                              (progress, now, job["id"]))
             return
         new_state, result = target
-        late = job["state"] == JobState.TIMED_OUT
+        if job["state"] == JobState.CANCELLED and new_state != JobState.SUCCEEDED:
+            return  # cancelled stays cancelled unless the device did install the image
+        late = job["state"] in (JobState.TIMED_OUT, JobState.CANCELLED)
         if late and new_state not in JobState.FINAL:
             # past its deadline a job only learns its outcome; reviving it would have the
             # sweeper time it out again within a second (the device row still shows progress)

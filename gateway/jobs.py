@@ -11,6 +11,8 @@ values come from the contract. Lifecycle::
     any active ──cancel──▶ cancelled          any active ──deadline──▶ timed_out
     timed_out ──late report──▶ succeeded | failed (same table; event "late report"; a late
                                report of an intermediate state leaves it timed_out)
+    cancelled ──late success──▶ succeeded (the device finished the download before it heard of
+                               the cancel and installed it: the record follows the device)
 
 A queued job is offered on its device's next wake once its phase is released and its campaign
 runs, unless a maintenance window or a download cap says "come back in N s" (rollout.py). An
@@ -25,8 +27,9 @@ from proto.codes import JobState, Result, State
 #: Results that do not end a job: nothing happened yet, success, or "ask me later".
 NON_FAILURE = (Result.INITIAL, Result.SUCCESS, Result.DEFERRED)
 
-#: Job states a device report may still move (timed_out: a late report is reconciled).
-REPORTABLE = (*JobState.ACTIVE, JobState.TIMED_OUT)
+#: Job states a device report may still move (timed_out: a late report is reconciled;
+#: cancelled: only a late success, the device runs the image).
+REPORTABLE = (*JobState.ACTIVE, JobState.TIMED_OUT, JobState.CANCELLED)
 
 #: Device state -> job state while no result ends the job.
 STATE_TO_JOB = {

@@ -188,5 +188,9 @@ async def test_restart_mid_campaign_then_cancel(gateway, tmp_path: Path, coap_cl
     devices = {d["id"]: d for d in rows}
     for j in final["jobs"]:  # installed images stay; the cancelled ones never replaced theirs
         assert devices[j["device"]]["seq"] == (2 if j["state"] == "succeeded" else 1), j
+    # a job cancelled mid-download either stopped on the CANCEL command, or (its device had the
+    # whole image before it heard) became a late success above; which happens is timing
+    caught = [j for j in final["jobs"] if j["state"] == "cancelled" and j["progress"] > 0]
     log = (tmp_path / "sim.log").read_text()
-    assert "(cancel)" in log  # at least one download was stopped by the CANCEL command
+    if caught:
+        assert "(cancel)" in log, caught

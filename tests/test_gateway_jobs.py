@@ -80,8 +80,18 @@ async def test_cancel_defer_fail_and_already_current(gateway, coap_client):
     cmd = await report(ctx, gw, device="c", state=State.DOWNLOADING, job=jobs["c"], progress=2048)
     assert cmd == {CmdKey.OP: Op.CANCEL, CmdKey.JOB: jobs["c"]}
     assert await report(ctx, gw, device="c", result=Result.CANCELLED, job=jobs["c"]) is None
+    assert (await job_state(ctx, gw, camp["id"], "c"))[0]["state"] == "cancelled"
+    # a device that had the whole image before it heard of the cancel installs it: the record
+    # follows the device (a late success), while a late failure leaves the job cancelled
+    assert await report(ctx, gw, device="a", result=Result.INTEGRITY_FAILURE, job=jobs["a"]) is None
+    assert (await job_state(ctx, gw, camp["id"], "a"))[0]["state"] == "cancelled"
+    assert await report(ctx, gw, device="c", seq=3, result=Result.SUCCESS, job=jobs["c"]) is None
+    j, c = await job_state(ctx, gw, camp["id"], "c")
+    assert j["state"] == "succeeded" and c["state"] == "cancelled"
     code, events = await control(ctx, gw, "GET", "ev", query="since=0")
     assert any("already running seq 3" in e["detail"] for e in events)
+    assert any(e["kind"] == "late report" and "cancelled -> succeeded" in e["detail"]
+               for e in events)
 
 
 async def test_campaign_refusals(gateway, coap_client):
