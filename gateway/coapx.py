@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import logging
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -11,6 +13,8 @@ from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
 from .fleet import Refused
+
+log = logging.getLogger("fota.gateway")
 
 CBOR_FORMAT = 60  # application/cbor
 RETRY_AFTER = 60  # Max-Age on 5.03: seconds before a client should try again
@@ -56,3 +60,18 @@ def address_of(remote: Any) -> str:
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def answer(handle: Callable[[], Message], what: str) -> Message:
+    """Run a request handler so that input never crashes the gateway: a refusal becomes its
+    4.xx, a full disk 5.03 with Max-Age (nothing stored is lost), anything else 5.00, logged."""
+    try:
+        return handle()
+    except Refused as e:
+        return refusal(e)
+    except Exception as e:
+        if is_disk_full(e):
+            log.error("disk full: %s", e)
+            return unavailable("disk full; try again later")
+        log.exception("%s request failed: %s", what, e)
+        return error(Code.INTERNAL_SERVER_ERROR, "internal error")

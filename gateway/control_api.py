@@ -14,7 +14,7 @@ from proto import uris
 from proto.control import MAX_BODY, MAX_IMAGE
 
 from .blobs import BlobStore, valid_digest_hex
-from .coapx import address_of, cbor_response, error, is_disk_full, refusal, unavailable
+from .coapx import address_of, answer, cbor_response, error, is_disk_full, unavailable
 from . import oscore_creds
 from .devauth import DeviceAuth
 from .fleet import Fleet, Refused, loads_exact
@@ -44,16 +44,7 @@ class ControlSite(Resource, PathCapable):
         if self.require_oscore and not oscore_creds.authenticated(request.remote):
             return error(Code.UNAUTHORIZED, "this gateway takes control requests only through "
                          "OSCORE: get credentials (fota-gateway credentials add) and `cc login`")
-        try:
-            return self._render(request)
-        except Refused as e:
-            return refusal(e)
-        except Exception as e:
-            if is_disk_full(e):
-                log.error("disk full: %s", e)
-                return unavailable("disk full; try again later")
-            log.exception("control request failed: %s", e)
-            return error(Code.INTERNAL_SERVER_ERROR, "internal error")
+        return answer(lambda: self._render(request), "control")
 
     def _render(self, request: Message) -> Message:
         path, code = request.opt.uri_path, request.code

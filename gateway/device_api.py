@@ -32,7 +32,7 @@ from .blobs import BlobStore, CorruptBlob
 from .blockwire import ACK as ACK_TYPE
 from .blockwire import CON as CON_TYPE
 from .blockwire import encode_block_response, parse_block_get
-from .coapx import CBOR_FORMAT, address_of, error, is_disk_full, refusal, unavailable
+from .coapx import CBOR_FORMAT, address_of, answer, error
 from .devauth import DeviceAuth
 from .fleet import Fleet, Refused, loads_exact, parse_report
 
@@ -217,25 +217,19 @@ class DeviceSite(Resource, interfaces.ObservableResource, PathCapable):
         serverobservation.accept(cancel)
 
     async def render(self, request: Message) -> Message:
-        try:
-            path = request.opt.uri_path
-            if path == (uris.REPORT,):
-                if request.code is not Code.POST:
-                    return error(Code.METHOD_NOT_ALLOWED, "POST a report to r")
-                return self.report(request)
-            if len(path) == 2 and path[0] == uris.COMMAND:
-                if request.code is not Code.GET:
-                    return error(Code.METHOD_NOT_ALLOWED, "GET c/<device id>")
-                return self.command(path[1])
-            return error(Code.NOT_FOUND, "no such resource")
-        except Refused as e:
-            return refusal(e)
-        except Exception as e:
-            if is_disk_full(e):
-                log.error("disk full: %s", e)
-                return unavailable("disk full")
-            log.exception("device request failed: %s", e)
-            return error(Code.INTERNAL_SERVER_ERROR, "internal error")
+        return answer(lambda: self._render(request), "device")
+
+    def _render(self, request: Message) -> Message:
+        path = request.opt.uri_path
+        if path == (uris.REPORT,):
+            if request.code is not Code.POST:
+                return error(Code.METHOD_NOT_ALLOWED, "POST a report to r")
+            return self.report(request)
+        if len(path) == 2 and path[0] == uris.COMMAND:
+            if request.code is not Code.GET:
+                return error(Code.METHOD_NOT_ALLOWED, "GET c/<device id>")
+            return self.command(path[1])
+        return error(Code.NOT_FOUND, "no such resource")
 
     def report(self, request: Message) -> Message:
         if request.opt.block1 is not None or len(request.payload) > MAX_REPORT:
