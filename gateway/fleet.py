@@ -177,34 +177,28 @@ class Fleet:
             return
         camp = s.campaign(job["campaign"])
         image = s.image(camp["image"])
-        target = jobs.report_target(r.state, r.result, r.seq, image["seq"])
+        event = jobs.report_event(r.state, r.result, r.seq, image["seq"])
         progress = r.progress if r.progress is not None else job["progress"]
-        if target is None:
+        if event is None:
             if progress != job["progress"]:
                 s.db.execute("UPDATE jobs SET progress=?, updated=? WHERE id=?",
                              (progress, now, job["id"]))
             return
-        new_state, result = target
-        if job["state"] == JobState.CANCELLED and new_state != JobState.SUCCEEDED:
-            return  # cancelled stays cancelled unless the device did install the image
         late = job["state"] in (JobState.TIMED_OUT, JobState.CANCELLED)
-        if late and new_state not in JobState.FINAL:
-            # past its deadline a job only learns its outcome; reviving it would have the
-            # sweeper time it out again within a second (the device row still shows progress)
-            return
-        not_before = None
-        if new_state == JobState.QUEUED:  # the device deferred itself: offer it again later
-            if job["state"] == JobState.QUEUED:
-                return  # its last word, repeated on each wake until it is offered again
-            not_before = now + self.policy(camp).defer
-        if new_state == JobState.SUCCEEDED:
+        # deferred: offered again after the campaign's defer time
+        not_before = now + self.policy(camp).defer if event == jobs.DEFER else None
+        if event == jobs.SUCCESS:
             progress = image["size"]
-        self._set_job(job, new_state, result, progress, now,
-                      ("late report: " if late else "") + _names(r.state, r.result),
+        self._set_job(job, event, r.result if event == jobs.FAIL else jobs.RESULTS.get(event),
+                      progress, now, ("late report: " if late else "") + _names(r.state, r.result),
                       not_before=not_before)
 
-    def _set_job(self, job: Any, state: str, result: int | None, progress: int, now: float,
+    def _set_job(self, job: Any, event: str, result: int | None, progress: int, now: float,
                  why: str, not_before: float | None = None) -> None:
+        """The one writer of a job's state: the next state is ``jobs.step``'s."""
+        state = jobs.step(job["state"], event)
+        if state is None:
+            return  # the table says: nothing changes
         s = self.store
         s.db.execute("UPDATE jobs SET state=?, result=?, progress=?, updated=?, not_before=? "
                      "WHERE id=?", (state, result, progress, now, not_before, job["id"]))
@@ -401,21 +395,20 @@ class Fleet:
         camp = s.campaign(job["campaign"])
         image = s.image(camp["image"])
         if r.seq >= image["seq"]:
-            self._set_job(job, JobState.SUCCEEDED, Result.SUCCESS, image["size"], now,
+            self._set_job(job, jobs.SUCCESS, Result.SUCCESS, image["size"], now,
                           f"already running seq {r.seq}")
             return None
         if r.cls != image["class"]:
-            self._set_job(job, JobState.FAILED, Result.WRONG_CLASS, job["progress"], now,
+            self._set_job(job, jobs.FAIL, Result.WRONG_CLASS, job["progress"], now,
                           f"device class {r.cls} is not the image's {image['class']}")
             return None
         if job["state"] == JobState.QUEUED:
             gate = self._gate(job, camp, now)
             if gate is not None:
                 return gate or None
-        if job["state"] != JobState.OFFERED:
-            self._set_job(job, JobState.OFFERED, None, job["progress"], now,
-                          "manifest handed out" if job["state"] == JobState.QUEUED
-                          else "device lost the command")
+        self._set_job(job, jobs.OFFER, None, job["progress"], now,
+                      "manifest handed out" if job["state"] == JobState.QUEUED
+                      else "device lost the command")
         return {CmdKey.OP: Op.UPDATE, CmdKey.JOB: job["id"], CmdKey.MANIFEST: image["manifest"]}
 
     def pending_command(self, device_id: str) -> dict[int, Any] | None:
@@ -639,7 +632,7 @@ class Fleet:
                     # downloaded or updating: the agent installs without asking again; such a
                     # job stays active and records its outcome (the image is left alone)
                     if job["state"] in CANCELLABLE:
-                        self._set_job(job, JobState.CANCELLED, Result.CANCELLED, job["progress"],
+                        self._set_job(job, jobs.CANCEL, Result.CANCELLED, job["progress"],
                                       now, "campaign cancelled")
         return self.campaign_view(s.campaign(n))
 
@@ -654,7 +647,7 @@ class Fleet:
         if rows:
             with s.transaction():
                 for job in rows:
-                    self._set_job(job, JobState.TIMED_OUT, None, job["progress"], now,
+                    self._set_job(job, jobs.DEADLINE, None, job["progress"], now,
                                   "campaign deadline passed")
         return len(rows) + self._expire_offers(now)
 
@@ -670,7 +663,7 @@ class Fleet:
         if stale:
             with s.transaction():
                 for job, timeout in stale:
-                    self._set_job(job, JobState.QUEUED, None, job["progress"], now,
+                    self._set_job(job, jobs.OFFER_EXPIRED, None, job["progress"], now,
                                   f"offer expired: no download within {timeout} s")
         return len(stale)
 

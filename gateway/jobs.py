@@ -1,53 +1,122 @@
-"""Everything that moves a job from one state to another lives in this file.
+"""Every state change of a job goes through ``step(state, event)`` and this file's table.
 
-The transition a device report causes is a table lookup (``report_target``); ``JobState``
-values come from the contract. Lifecycle::
-
-    queued ──offer──▶ offered ──DOWNLOADING──▶ downloading ──DOWNLOADED──▶ downloaded
-       │  ▲              │  │                                                 │
-       │  └───DEFERRED───┘  └───────────── any failure result ──▶ failed      UPDATING
-       │                 │                                                    ▼
-       └──(running seq >= image seq)──────────────────────▶ succeeded ◀── IDLE+SUCCESS+seq
-    any active ──cancel──▶ cancelled          any active ──deadline──▶ timed_out
-    timed_out ──late report──▶ succeeded | failed (same table; event "late report"; a late
-                               report of an intermediate state leaves it timed_out)
-    cancelled ──late success──▶ succeeded (the device finished the download before it heard of
-                               the cancel and installed it: the record follows the device)
+``JobState`` values come from the contract. ``fleet.py`` turns what happened (a report, an
+offer, a cancel, the sweeper) into an event, asks ``step`` for the next state and never assigns
+a state by hand; a missing entry raises ``JobTransitionError`` (a bug, never ignored).
+``docs/protocol.md`` embeds ``render()``; a test keeps the two equal
+(``python -m gateway.jobs`` prints it).
 
 A queued job is offered on its device's next wake once its phase is released and its campaign
 runs, unless a maintenance window or a download cap says "come back in N s" (rollout.py). An
 offer whose download has not started within the campaign's ``offer_timeout`` goes back to
-queued (fleet.py's sweep), freeing its download slot.
+queued (fleet.py's sweep), freeing its download slot. A retried job is a new job (new id): a
+late report about the old attempt cannot touch it.
 """
 
 from __future__ import annotations
 
 from proto.codes import JobState, Result, State
 
+# Events: what happened to a job.
+OFFER = "offer"  # the gateway hands out the manifest (its turn came, or the device lost it)
+DOWNLOADING = "downloading"  # the device reports state downloading
+DOWNLOADED = "downloaded"  # the device reports state downloaded
+UPDATING = "updating"  # the device reports state updating
+SUCCESS = "success"  # the device runs the image's seq (idle + success, or it already did)
+FAIL = "fail"  # a failure result from the device, or a device of the wrong class
+DEFER = "defer"  # the device said "later" (result deferred: low battery)
+CANCEL = "cancel"  # the operator cancelled the campaign
+DEADLINE = "deadline"  # the campaign's deadline passed (sweeper)
+OFFER_EXPIRED = "offer_expired"  # no download within the campaign's offer_timeout (sweeper)
+
+#: (state, event) -> next state; None: the job keeps its state and record (ignored).
+TABLE: dict[tuple[str, str], str | None] = {}
+for _s in JobState.ACTIVE:
+    TABLE.update({
+        (_s, OFFER): JobState.OFFERED,
+        (_s, DOWNLOADING): JobState.DOWNLOADING,  # progress recorded
+        (_s, DOWNLOADED): JobState.DOWNLOADED,
+        (_s, UPDATING): JobState.UPDATING,
+        (_s, SUCCESS): JobState.SUCCEEDED,
+        (_s, FAIL): JobState.FAILED,
+        # offered again after the campaign's defer time; a queued job hears the device's last
+        # word again on each wake until it is offered again
+        (_s, DEFER): None if _s == JobState.QUEUED else JobState.QUEUED,
+        (_s, DEADLINE): JobState.TIMED_OUT,
+    })
+TABLE[(JobState.OFFERED, OFFER)] = None  # handed out again: the offer's clock keeps running
+for _s in (JobState.QUEUED, JobState.OFFERED, JobState.DOWNLOADING):
+    # later states are installing: the agent finishes without asking and the job records it
+    TABLE[(_s, CANCEL)] = JobState.CANCELLED
+TABLE[(JobState.OFFERED, OFFER_EXPIRED)] = JobState.QUEUED  # its download slot frees
+# Past its deadline a job only learns its outcome (a late report, with an event); reviving it
+# would have the sweeper time it out again. A cancelled job only follows a device that
+# installed the image anyway (it had all of it before it heard of the cancel).
+for _s, _fail in ((JobState.TIMED_OUT, JobState.FAILED), (JobState.CANCELLED, None)):
+    TABLE.update({(_s, SUCCESS): JobState.SUCCEEDED, (_s, FAIL): _fail})
+    TABLE.update({(_s, e): None for e in (DOWNLOADING, DOWNLOADED, UPDATING, DEFER)})
+del _s, _fail
+
+#: The result a transition records (None: none); FAIL records the device's result.
+RESULTS: dict[str, int] = {SUCCESS: Result.SUCCESS, DEFER: Result.DEFERRED,
+                           CANCEL: Result.CANCELLED}
+
+#: Job states a device report may still move: those with an entry for a report event.
+REPORTABLE = tuple(dict.fromkeys(s for (s, e) in TABLE if e == SUCCESS))
+
 #: Results that do not end a job: nothing happened yet, success, or "ask me later".
 NON_FAILURE = (Result.INITIAL, Result.SUCCESS, Result.DEFERRED)
 
-#: Job states a device report may still move (timed_out: a late report is reconciled;
-#: cancelled: only a late success, the device runs the image).
-REPORTABLE = (*JobState.ACTIVE, JobState.TIMED_OUT, JobState.CANCELLED)
-
-#: Device state -> job state while no result ends the job.
-STATE_TO_JOB = {
-    State.DOWNLOADING: JobState.DOWNLOADING,
-    State.DOWNLOADED: JobState.DOWNLOADED,
-    State.UPDATING: JobState.UPDATING,
+#: Device state -> event while no result ends the job.
+STATE_EVENTS = {
+    State.DOWNLOADING: DOWNLOADING,
+    State.DOWNLOADED: DOWNLOADED,
+    State.UPDATING: UPDATING,
 }
 
 
-def report_target(state: int, result: int, seq: int, image_seq: int) -> tuple[str, int | None] | None:
-    """(new job state, result to record) for a report about a job, or None for no change."""
+class JobTransitionError(Exception):
+    pass
+
+
+def step(state: str, event: str) -> str | None:
+    """Next state for ``event`` in ``state`` (None: ignored); a missing entry raises."""
+    try:
+        return TABLE[(state, event)]
+    except KeyError:
+        raise JobTransitionError(f"no job transition from {state} on {event}") from None
+
+
+def report_event(state: int, result: int, seq: int, image_seq: int) -> str | None:
+    """The event a device report is about its job, or None (progress at most)."""
     if result not in NON_FAILURE:
-        return JobState.FAILED, result
-    if result == Result.DEFERRED:  # the device said "later" (battery): offered again later
-        return JobState.QUEUED, Result.DEFERRED
-    if state in STATE_TO_JOB:
-        return STATE_TO_JOB[State(state)], None
+        return FAIL
+    if result == Result.DEFERRED:
+        return DEFER
+    if state in STATE_EVENTS:
+        return STATE_EVENTS[State(state)]
     if state == State.IDLE and seq >= image_seq:  # booted it (SUCCESS) or already ran it
-        return JobState.SUCCEEDED, Result.SUCCESS
+        return SUCCESS
     return None
 
+
+def render() -> str:
+    """The table as Markdown (embedded in docs/protocol.md): a state per row, an event per
+    column; "=" keeps the state and record, "-" has no entry (step raises)."""
+    events = list(dict.fromkeys(e for (_, e) in TABLE))
+    states = list(dict.fromkeys(s for (s, _) in TABLE))
+    out = ["| state \\ event | " + " | ".join(events) + " |",
+           "| --- |" + " --- |" * len(events)]
+    for s in states:
+        cells = [TABLE.get((s, e), "-") or "=" for e in events]
+        out.append(f"| {s} | " + " | ".join(cells) + " |")
+    out.append("")
+    out.append("Result recorded: " + ", ".join(
+        f"{e} → {Result(r).name.lower()}" for e, r in RESULTS.items())
+        + f", {FAIL} → the device's result (wrong_class when the gateway refuses the device's "
+        "class); other transitions record none.")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
