@@ -1,23 +1,27 @@
-"""The blocking main loop of a board: wake, sleep, reset when the agent says so.
+"""The blocking main loop of a board: wake, sleep, reset when the agent says so; and the few
+things ``main.py`` does before it (network, starting the application).
 
-Network bring-up (Wi-Fi, cellular) is the application's business and happens before ``run``.
 ``slots.boot()`` must run exactly once per power-on, before this (``examples/boot.py``): for
 ``FileSlots`` it is the bootloader's decision; a second call would count a second boot.
+
+Reboot: ``machine.reset()`` where the port has it. The unix port has none: there ``run`` ends
+the process with exit status ``REBOOT_EXIT`` (75) and a supervising loop starts ``boot.py``
+then ``main.py`` again (docs/device.md). Paths in the config are relative to the working
+directory (``/`` on a board, the board directory on the unix port).
 """
 
+import sys
 import time
 
 from . import coap, udp
 from .agent import REBOOT, Agent
-from .slots import Esp32Partitions, FileSlots
+from .slots import make as make_slots
 from .state import Store
 
+REBOOT_EXIT = 75  # exit status of main.py on the unix port: "reset me" (EX_TEMPFAIL)
+STATE = "fota_state.json"
 
-def make_slots(config):
-    """``"slots": "esp32"`` (OTA partitions) or ``"files"`` (slot files under ``slots_dir``)."""
-    if config.get("slots", "esp32") == "files":
-        return FileSlots(config.get("slots_dir", "/fota"), config.get("capacity", 1024 * 1024))
-    return Esp32Partitions()
+
 
 
 def make_link(config):
@@ -28,23 +32,85 @@ def make_link(config):
                        config.get("ack_timeout_ms", 2000) / 2000)
 
 
-def _reset():
-    import machine
+def wifi(config, tries=100):
+    """Join ``wifi_ssid`` with ``wifi_key`` (bounded: ``tries`` x 200 ms); the WLAN, or None
+    when the port has no ``network`` module (unix) or the config names no network."""
+    try:
+        import network
+    except ImportError:
+        return None
+    if not config.get("wifi_ssid") or not hasattr(network, "WLAN"):
+        return None
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    if not wlan.isconnected():
+        wlan.connect(config["wifi_ssid"], config.get("wifi_key", ""))
+        for _ in range(tries):
+            if wlan.isconnected():
+                break
+            time.sleep_ms(200)
+    return wlan
 
-    machine.reset()
+
+def start_app(config, slots):
+    """Import the application (module ``app``, or the config's ``app``) and return it, or None
+    when it fails to import (its self-test then fails: a new image is rolled back).
+
+    With file slots holding bundles the running slot's directory goes first on ``sys.path``:
+    the app's modules load from flash as any module does, never read whole into RAM. Otherwise
+    the app is whatever ``import`` finds (frozen into the firmware, or on the filesystem).
+    """
+    if getattr(slots, "bundles", False):
+        sys.path.insert(0, slots.app_dir(slots.running()))
+    try:
+        return __import__(config.get("app", "app"))
+    except Exception as e:  # a broken application must not keep the agent from rolling back
+        if hasattr(sys, "print_exception"):
+            sys.print_exception(e)
+        else:
+            print(repr(e))
+        return None
+
+
+def app_self_test(app, wlan=None):
+    """The agent's ``self_test``: the app's own ``self_test()`` when it has one; an app that
+    did not import fails; otherwise pass once the network (if any) is up."""
+
+    def self_test(slots):
+        if app is None:
+            return False
+        f = getattr(app, "self_test", None)
+        if f is not None:
+            return f()
+        return True if wlan is None else wlan.isconnected()
+
+    return self_test
+
+
+def _reset():
+    try:
+        import machine
+
+        reset = machine.reset
+    except (ImportError, AttributeError):  # the unix port: the supervising loop restarts us
+        sys.exit(REBOOT_EXIT)
+    reset()
 
 
 def run(config, slots=None, store=None, link=None, reset=None, sleep=None, wakes=None):
-    """Wake forever (or ``wakes`` times); return the last ``(action, seconds)``.
+    """Wake forever (or ``wakes`` times, or the config's ``wakes``); return the last
+    ``(action, seconds)``.
 
     ``config["deepsleep"]``: sleep with ``machine.deepsleep`` (the board resets on waking and
     ``main.py`` starts over from the persisted state) instead of ``time.sleep``.
     """
     slots = slots or make_slots(config)
-    store = store or Store(config.get("state", "/fota_state.json"))
+    store = store or Store(config.get("state", STATE))
     link = link or make_link(config)
     if reset is None:
         reset = _reset
+    if wakes is None:
+        wakes = config.get("wakes")
     if sleep is None:
         if config.get("deepsleep"):
             import machine
@@ -61,7 +127,9 @@ def run(config, slots=None, store=None, link=None, reset=None, sleep=None, wakes
         out = coap.run(agent.wake(), link)
         action, seconds = out
         if action == REBOOT:
+            link.close()
             reset()
             return out
-        sleep(seconds)
+        if wakes is None or n < wakes:
+            sleep(seconds)
     return out

@@ -2,11 +2,13 @@
 
 Two backends share one small interface, so the agent never knows which it drives:
 
-``FileSlots(dir)``
+``FileSlots(dir, capacity, bundles=False)``
     Two slot files (``a.bin``, ``b.bin``) and ``boot.json`` (which slot is active, which is
     pending and whether the pending one was tried). ``boot()`` plays the bootloader: call it
     once at power-on. For the unix port, the simulators, and boards whose "firmware" is a
-    MicroPython application file chosen at boot (see ``device/examples/boot.py``).
+    MicroPython application chosen at boot (``device/examples/boot.py``). With ``bundles`` an
+    image is an app bundle (``device/bundle.py``): ``set_pending`` unpacks it into the slot's
+    directory (``app_dir``: ``a/``, ``b/``) first, so a slot is never bootable half unpacked.
 
 ``Esp32Partitions()``
     The real OTA slots through ``esp32.Partition``: writes whole 4096-byte sectors (erase with
@@ -27,6 +29,17 @@ from .state import _read_json, atomic_write
 import json
 
 SECTOR = 4096
+SLOTS_DIR = "slots"  # relative: "/" is the working directory on a board
+
+
+def make(config):
+    """The slots a config names: ``"slots": "esp32"`` (OTA partitions) or ``"files"`` (slot
+    files under ``slots_dir``; ``bundles``: images are app bundles, unpacked into the slot's
+    directory). ``boot.py`` needs only this module."""
+    if config.get("slots", "esp32") == "files":
+        return FileSlots(config.get("slots_dir", SLOTS_DIR), config.get("capacity", 1024 * 1024),
+                         config.get("bundles", False))
+    return Esp32Partitions()
 
 
 class SlotError(Exception):
@@ -38,9 +51,10 @@ def _other(name):
 
 
 class FileSlots:
-    def __init__(self, root, capacity=2 * 1024 * 1024):
+    def __init__(self, root, capacity=2 * 1024 * 1024, bundles=False):
         self.root = root
         self._capacity = capacity
+        self.bundles = bundles
         self._f = None
         self._pos = 0
         self._boot_path = root + "/boot.json"
@@ -55,6 +69,10 @@ class FileSlots:
 
     def path(self, name):
         return self.root + "/" + name + ".bin"
+
+    def app_dir(self, name):
+        """Where the app of slot ``name`` is unpacked (``bundles``): put it on ``sys.path``."""
+        return self.root + "/" + name
 
     def _save(self):
         atomic_write(self._boot_path, json.dumps(self._b).encode())
@@ -89,6 +107,11 @@ class FileSlots:
 
     def set_pending(self):
         self.close()
+        if self.bundles:
+            from .bundle import unpack
+
+            n = self.inactive()
+            unpack(self.path(n), self.app_dir(n))
         self._b["pending"] = self.inactive()
         self._b["tried"] = False
         self._save()

@@ -237,11 +237,11 @@ def test_udplink_gives_up_on_silence() -> None:
 
 
 def test_lossy_download_on_cpython_matches_micropython_numbers() -> None:
-    """The same seeded lossy link as tests/test_wasm_core.py, here on CPython."""
+    """The same seeded lossy link as tests/test_upy_core.py, here on CPython."""
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "wasm" / "lib"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "upylib"))
     import fakelink
 
     img = bytes(range(256)) * 37 + b"end"

@@ -166,9 +166,9 @@ def test_cc_devices_add_key(gateway, tmp_path: Path) -> None:
 
 
 def test_device_auth_under_micropython(tmp_path: Path) -> None:
-    """device/auth.py on MicroPython (WebAssembly port): the same MACs as CPython's hmac, a
+    """device/auth.py on MicroPython (the unix port): the same MACs as CPython's hmac, a
     sealed report the gateway's check accepts, a response the device opens."""
-    from mpy import run_mpy
+    from upy import run_upy
 
     from gateway.devauth import COMMAND_LABEL, REPORT_LABEL, body_of, mac
 
@@ -185,7 +185,7 @@ body = cbor.dumps({const.C_OP: 0})
 resp = {const.C_OP: 0, const.C_AUTH: auth.mac(key, auth.COMMAND_LABEL, n, body)}
 print(a.open(cbor.dumps(resp), n))
 """
-    lines = run_mpy(code).split("\n")
+    lines = run_upy(code).split("\n")
     assert lines[0] == hmac.new(key, b"abc", sha256).hexdigest()
     payload_hex, counter = lines[1].split()
     m = cbor2.loads(bytes.fromhex(payload_hex))

@@ -1,6 +1,6 @@
-"""The device core under the MicroPython WebAssembly port: codec, CBOR, a manifest signed by
-``cryptography`` verified by the pure-Python Ed25519, and a Block2 download through a lossy
-in-process link (retransmissions exercised). Each test is one node process (~1 s)."""
+"""The device core under the real MicroPython unix port (``upy.run_upy``): codec, CBOR, a
+manifest signed by ``cryptography`` verified by the pure-Python Ed25519, and a Block2 download
+through a lossy in-process link (retransmissions exercised), numbers equal to CPython's."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mpy import run_mpy
+from upy import run_upy
 from proto import manifest as pm
 from proto.examples import examples
 
@@ -46,7 +46,7 @@ for b in (b"", b"\\x80\\x01\\x00\\x01", b"\\x40\\x01\\x00\\x01\\xff", b"\\x40\\x
     except coap.CoapError:
         pass
 """
-    out = run_mpy(code).split()
+    out = run_upy(code).split()
     data = cbor2.dumps(report, canonical=True)
     assert out[0] == data.hex()
     assert out[1] == "8"
@@ -96,15 +96,14 @@ for _ in range(n):
     assert ed25519.verify(pub, msg, sig)
 print("ms", time.ticks_diff(time.ticks_ms(), t) / n)
 """
-    out = run_mpy(code, timeout=120).split()
+    out = run_upy(code, timeout=120).split()
     assert out[:6] == ["9", "4096", "/f/00000000", "True", "True", "True"]
-    print("Ed25519 verify under MicroPython wasm:", out[7], "ms")
+    print("Ed25519 verify under the MicroPython unix port:", out[7], "ms")
 
 
 def test_block2_download_through_lossy_link() -> None:
     code = """
 import hashlib
-from pathlib import Path
 import fakelink
 from device import coap
 img = bytes(range(256)) * 37 + b"end"
@@ -117,7 +116,7 @@ dead = fakelink.LossyLink(fakelink.block_server(img, b"x"), loss=1.0)
 assert dead.request(coap.Request(coap.GET, "f/x")) is None
 print(dead.stats["to_server"], dead.now)
 """
-    out = run_mpy(code).split()
+    out = run_upy(code).split()
     img = bytes(range(256)) * 37 + b"end"
     assert out[0] == hashlib.sha256(img).hexdigest()
     assert int(out[1]) > 5 and int(out[2]) > 5  # losses happened and were retransmitted
@@ -155,14 +154,14 @@ for i in range(3000):
         n += 1
 print(n)
 """
-    assert int(run_mpy(code, timeout=120).strip()) > 1000
+    assert int(run_upy(code, timeout=120).strip()) > 1000
 
 
 def test_lossy_download_is_identical_on_both_interpreters() -> None:
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "wasm" / "lib"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "upylib"))
     import fakelink
 
     from device import coap
@@ -181,77 +180,14 @@ print(s["to_server"], s["to_device"], s["dropped"], s["retransmits"], s["failed"
     assert coap.run(fakelink.download("f/1", szx=3), link) == img
     s = link.stats
     want = [s["to_server"], s["to_device"], s["dropped"], s["retransmits"], s["failed"], link.now]
-    assert [int(x) for x in run_mpy(code).split()] == want
+    assert [int(x) for x in run_upy(code).split()] == want
 
 
-def test_harness_reports_failures_and_registers_js(tmp_path) -> None:
+def test_harness_reports_failures() -> None:
     import pytest
 
     with pytest.raises(AssertionError, match="KeyError: '?boom"):
-        run_mpy("print('before')\nraise KeyError('boom')")
+        run_upy("print('before')\nraise KeyError('boom')")
     with pytest.raises(AssertionError, match="exit 4"):
-        run_mpy("import sys\nsys.exit(4)")
-    mod = tmp_path / "jsmath.mjs"
-    mod.write_text("export function mul(a, b) { return a * b; }\n")
-    assert run_mpy("import jsmath, sys\nprint(jsmath.mul(6, 7), sys.implementation.name)",
-                   js={"jsmath": mod}).split() == ["42", "micropython"]
-
-
-from mpy import UDP_BRIDGE as BRIDGE  # noqa: E402
-
-DOWNLOAD = """
-import hashlib, jsudp, fakelink
-from device import coap
-link = jsudp.JsUdpLink({host!r}, {port}, timeout_scale=0.25)
-img = coap.run(fakelink.download({path!r}, szx={szx}), link)
-link.close()
-print(len(img), hashlib.sha256(img).digest().hex())
-"""
-
-
-async def test_block2_download_from_the_real_gateway_over_real_udp(gateway, coap_client) -> None:
-    import asyncio
-
-    from harness import publish_image
-
-    image = bytes((i * 7) & 0xFF for i in range(5000))
-    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"wasm gateway").digest())
-    img = await publish_image(coap_client, gateway, image, key, seq=2, device_class="wasm")
-    code = DOWNLOAD.format(host="127.0.0.1", port=gateway.device_port, path=img["uri"], szx=5)
-    out = await asyncio.to_thread(run_mpy, code, 60, "4m", (), {"udpbridge": BRIDGE})
-    assert out.split() == [str(len(image)), hashlib.sha256(image).hexdigest()]
-
-
-def test_jsudp_link_ipv6_against_libcoap() -> None:
-    import shutil
-    import socket
-    import subprocess
-
-    import pytest
-
-    if shutil.which("coap-server-notls") is None:
-        pytest.skip("libcoap3-bin not installed")
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-        s.bind(("::1", 0))
-        port = s.getsockname()[1]
-    srv = subprocess.Popen(["coap-server-notls", "-A", "::1", "-p", str(port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        code = f"""
-import jsudp, time
-from device import coap
-link = jsudp.JsUdpLink("::1", {port}, timeout_scale=0.05)
-r = None
-for _ in range(20):
-    r = link.request(coap.Request(coap.GET, "/"))
-    if r is not None:
-        break
-print(coap.code_str(r.code), b"libcoap" in r.payload)
-r = link.request(coap.Request(coap.GET, "missing"))
-print(coap.code_str(r.code))
-link.close()
-"""
-        assert run_mpy(code, js={"udpbridge": BRIDGE}).split() == ["2.05", "True", "4.04"]
-    finally:
-        srv.terminate()
-        srv.wait(5)
+        run_upy("import sys\nsys.exit(4)")
+    assert run_upy("import sys\nprint(sys.implementation.name)").split() == ["micropython"]

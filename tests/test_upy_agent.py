@@ -1,0 +1,136 @@
+"""The agent on the real MicroPython unix port (tests/upy.py): a board directory provisioned as
+``cc devices provision`` writes it, run as ``micropython boot.py`` + ``micropython main.py``
+processes under ``-X heapsize=64k`` against the real gateway, upgraded by the real ``cc``.
+Images are app bundles (cc/bundle.py): the agent unpacks them into the inactive slot directory
+and main.py imports the app from the running one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cc import bundle
+from proto.codes import Result, State
+from test_agent_e2e import image_bytes as noise
+from upy import CC, REBOOT_EXIT, Board, Relay, flip_last_byte_of_blocks, make_app
+
+CLASS = "upy-board"
+BIG = 40_000  # bytes of app data: spans two persisted offsets (every 16 KiB)
+
+
+def setup(gateway, tmp: Path, name: str = "upy-1", **cfg) -> tuple[CC, Board]:
+    cc = CC(gateway, tmp)
+    trust = cc.keys()
+    board = Board.provision(tmp / name, gateway, name, CLASS, trust, **cfg)
+    r = board.power_on(wakes=1)  # the first report registers the board
+    assert not r.crashed and "app: version 1" in r.out, r
+    return cc, board
+
+
+def new_app(tmp: Path, version: int, ok: bool = True, size: int = 2000) -> Path:
+    return make_app(tmp / f"app{version}", version=version, self_test=ok,
+                    extra={"data/blob.bin": noise(size, version)})
+
+
+def updated(b: Board) -> bool:
+    s = b.state()
+    return s.get("state") == State.IDLE and not s.get("unsent") and s.get("job") is None
+
+
+def test_the_device_and_harness_agree_on_the_reboot_status() -> None:
+    from device import board
+
+    assert board.REBOOT_EXIT == REBOOT_EXIT
+
+
+def test_full_update_installs_the_bundle_and_runs_the_new_app(gateway, tmp_path: Path) -> None:
+    cc, board = setup(gateway, tmp_path)
+    app = new_app(tmp_path, 2, size=BIG)
+    img = cc.firmware(bundle.pack(app), seq=2, device_class=CLASS)
+    cc.upgrade(img["id"], "upy-1")
+    runs = board.run_until(updated, power_ons=4, wakes=8)
+    assert [r.crashed for r in runs] == [False] * len(runs), runs
+    assert runs[0].reboot and "app: version 2 util-2" in runs[1].out, runs
+    s = board.state()
+    assert (s["seq"], s["result"], board.running()) == (2, Result.SUCCESS, "b")
+    assert (board.slots_dir() / "b" / "data" / "blob.bin").read_bytes() == noise(BIG, 2)
+    assert board.slot_size("b") == img["size"]
+    job = cc.job("upy-1")
+    assert (job["state"], job["result"]) == ("succeeded", "success")
+
+
+def test_kill_9_mid_download_resumes_from_the_persisted_offset(gateway, tmp_path: Path) -> None:
+    cc, board = setup(gateway, tmp_path)
+    app = new_app(tmp_path, 2, size=80_000)
+    img = cc.firmware(bundle.pack(app), seq=2, device_class=CLASS)
+    cc.upgrade(img["id"], "upy-1")
+    p = board.start(wakes=20)
+    assert board.wait_for(lambda b: b.state().get("offset", 0) >= 16384, p)
+    board.kill(p)
+    s = board.state()
+    assert s["state"] == State.DOWNLOADING and 16384 <= s["offset"] < img["size"], s
+    runs = board.run_until(updated, power_ons=4, wakes=8)
+    assert [r.crashed for r in runs] == [False] * len(runs), runs
+    s = board.state()
+    assert (s["seq"], s["result"], board.running()) == (2, Result.SUCCESS, "b")
+    assert (board.slots_dir() / "b" / "data" / "blob.bin").read_bytes() == noise(80_000, 2)
+
+
+def test_failed_self_test_rolls_back_to_the_factory_app(gateway, tmp_path: Path) -> None:
+    cc, board = setup(gateway, tmp_path)
+    img = cc.firmware(bundle.pack(new_app(tmp_path, 2, ok=False)), seq=2, device_class=CLASS)
+    cc.upgrade(img["id"], "upy-1")
+    runs = board.run_until(updated, power_ons=5, wakes=8)
+    assert [r.crashed for r in runs] == [False] * len(runs), runs
+    assert "app: version 2" in runs[1].out and runs[1].reboot, runs
+    assert "app: version 1" in runs[-1].out
+    s = board.state()
+    assert (s["seq"], s["result"], board.running()) == (1, Result.ROLLED_BACK, "a")
+    job = cc.job("upy-1")
+    assert (job["state"], job["result"]) == ("failed", "rolled_back")
+
+
+def test_wrong_key_and_tampered_image_are_refused(gateway, tmp_path: Path) -> None:
+    cc, board = setup(gateway, tmp_path)
+    # signed by a key the board does not trust
+    stranger = CC(gateway, tmp_path / "stranger")
+    stranger.keys()
+    img = stranger.firmware(bundle.pack(new_app(tmp_path, 2)), seq=2, device_class=CLASS)
+    cc.upgrade(img["id"], "upy-1")
+    runs = board.run_until(updated, power_ons=2, wakes=4)
+    assert not any(r.crashed for r in runs), runs
+    s = board.state()
+    assert (s["seq"], s["result"], board.running()) == (1, Result.SIGNATURE_INVALID, "a")
+    assert cc.job("upy-1")["result"] == "signature_invalid"
+    # a valid manifest, but a man in the middle alters the blocks
+    img = cc.firmware(bundle.pack(new_app(tmp_path, 3)), seq=3, device_class=CLASS)
+    cc.upgrade(img["id"], "upy-1")
+    relay = Relay(gateway.device_port, flip_last_byte_of_blocks)
+    board.set_config(port=relay.port)
+    try:
+        runs = board.run_until(updated, power_ons=2, wakes=6)
+    finally:
+        relay.close()
+    assert not any(r.crashed for r in runs) and relay.rewritten > 0, runs
+    s = board.state()
+    assert (s["seq"], s["result"], board.running()) == (1, Result.INTEGRITY_FAILURE, "a")
+    assert cc.job("upy-1")["result"] == "integrity_failure"
+
+
+def test_report_key_update_and_a_wrong_key_gets_nowhere(gateway, tmp_path: Path) -> None:
+    cc = CC(gateway, tmp_path)
+    trust = cc.keys()
+    dev = cc.json("devices", "add", "upy-k", "--class", CLASS, "--key")
+    board = Board.provision(tmp_path / "k", gateway, "upy-k", CLASS, trust, key=dev["key"])
+    img = cc.firmware(bundle.pack(new_app(tmp_path, 2)), seq=2, device_class=CLASS)
+    cc.upgrade(img["id"], "upy-k")
+    runs = board.run_until(updated, power_ons=4, wakes=8)
+    assert not any(r.crashed for r in runs), runs
+    assert (board.state()["seq"], board.running()) == (2, "b")
+    assert cc.job("upy-k")["result"] == "success"
+    # a board with the wrong report key: the gateway answers nothing it would act on
+    bad = Board.provision(tmp_path / "bad", gateway, "upy-k", CLASS, trust, key="11" * 32)
+    r = bad.power_on(wakes=2)
+    assert not r.crashed, r
+    assert bad.state().get("job") is None and bad.running() == "a"
+    (row,) = [d for d in cc.json("devices") if d["id"] == "upy-k"]
+    assert row["seq"] == 2, row  # the impostor's reports changed nothing
