@@ -1,6 +1,8 @@
 """fota-gateway: the aiocoap daemon between the control center and the device fleet.
 
-Modules: ``main`` (CLI), ``server`` (assembly, signals), ``device_api`` (reports, commands,
-firmware blocks), ``control_api`` (cc's API), ``fleet`` (operations), ``jobs`` (the job
+Modules: ``main`` (CLI), ``server`` (assembly, signals), ``endpoint`` (the device bind's own
+CoAP message layer), ``ratelimit``, ``sources`` (address verification, Echo), ``replies``
+(report reply cache), ``observe`` (observations), ``device_api`` (reports, commands, firmware
+blocks), ``control_api`` (cc's API), ``fleet`` (operations), ``jobs`` (the job
 lifecycle table), ``store`` (SQLite), ``blobs`` (image files), ``uploads`` (Block1 reception).
 """

@@ -9,8 +9,7 @@ import typer
 
 from proto import uris
 
-from . import logs, oscore_creds
-from .ratelimit import DEFAULT_RATE
+from . import logs, observe, oscore_creds, ratelimit, replies, sources
 from .server import Config, ConfigError, parse_hostport, run as run_server
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -35,11 +34,45 @@ def run(
     max_downloads: int = typer.Option(0, "--max-downloads", min=0, metavar="N",
                                       help="At most N devices downloading at once over all "
                                            "campaigns; more are told to come back (0: no cap)."),
-    rate_limit: float = typer.Option(DEFAULT_RATE, "--rate-limit", min=0, metavar="N",
-                                     help="Datagrams per second per source host on the device "
-                                          "bind, excess dropped (0: off; loopback exempt)."),
+    rate_limit: float = typer.Option(ratelimit.DEFAULT_RATE, "--rate-limit", min=0, metavar="N",
+                                     help="Datagrams per second per source host (IPv4 address, "
+                                          "IPv6 /64) on the device bind, excess dropped (0: no "
+                                          "rate limits; loopback exempt)."),
+    rate_burst: float = typer.Option(ratelimit.DEFAULT_BURST, "--rate-burst", min=1, metavar="N",
+                                     help="Datagrams a host may send at once beyond its rate (a "
+                                          "download window of 16 blocks needs about 32)."),
+    rate_limit_net: float = typer.Option(ratelimit.DEFAULT_NET_RATE, "--rate-limit-net", min=0,
+                                         metavar="N", help="Datagrams per second per IPv4 /24 "
+                                                           "or IPv6 /48."),
+    rate_limit_total: float = typer.Option(ratelimit.DEFAULT_TOTAL_RATE, "--rate-limit-total",
+                                           min=0, metavar="N",
+                                           help="Datagrams per second over all sources not "
+                                                "verified (see --verified-ttl)."),
     limit_loopback: bool = typer.Option(False, "--limit-loopback",
-                                        help="Apply --rate-limit to loopback sources too."),
+                                        help="Apply rate limits and source verification to "
+                                             "loopback sources too."),
+    verified_ttl: float = typer.Option(sources.DEFAULT_TTL, "--verified-ttl", min=1,
+                                       metavar="SECONDS",
+                                       help="An address is served blocks and observations this "
+                                            "long after its last report or RFC 9175 Echo; "
+                                            "others get 4.01 + Echo."),
+    verified_max: int = typer.Option(sources.DEFAULT_MAX, "--verified-max", min=1, metavar="N",
+                                     help="Verified addresses kept (oldest forgotten)."),
+    reply_cache: int = typer.Option(replies.DEFAULT_MAX, "--reply-cache", min=1, metavar="N",
+                                    help="Devices whose last report answer is kept for "
+                                         f"{replies.EXCHANGE_LIFETIME:g} s, for retransmissions "
+                                         "(size it to the fleet)."),
+    observe_lifetime: float = typer.Option(observe.DEFAULT_LIFETIME, "--observe-lifetime",
+                                           min=1, metavar="SECONDS",
+                                           help="An observation of c/<id> ends this long after "
+                                                "its last registration (its Max-Age) or on RST."),
+    observe_per_device: int = typer.Option(observe.DEFAULT_PER_DEVICE, "--observe-per-device",
+                                           min=0, metavar="N", help="Observers per device."),
+    observe_per_source: int = typer.Option(observe.DEFAULT_PER_SOURCE, "--observe-per-source",
+                                           min=0, metavar="N",
+                                           help="Observations per source host."),
+    observe_max: int = typer.Option(observe.DEFAULT_TOTAL, "--observe-max", min=0, metavar="N",
+                                    help="Observations in total."),
     oscore: bool = typer.Option(False, "--oscore",
                                 help="Control API only through OSCORE (see `credentials add`); "
                                      "needed for a non-loopback --control-bind."),
@@ -51,7 +84,13 @@ def run(
                      control_bind=parse_hostport(control_bind, "--control-bind"),
                      data=data, enrolled_only=enrolled_only,
                      max_downloads=max_downloads or None,
-                     rate_limit=rate_limit, limit_loopback=limit_loopback, oscore=oscore)
+                     budgets=ratelimit.Budgets(rate_limit, rate_burst, rate_limit_net,
+                                               rate_limit_total),
+                     limit_loopback=limit_loopback, verified_ttl=verified_ttl,
+                     verified_max=verified_max, reply_cache=reply_cache,
+                     observe_lifetime=observe_lifetime, observe_per_device=observe_per_device,
+                     observe_per_source=observe_per_source, observe_total=observe_max,
+                     oscore=oscore)
         asyncio.run(run_server(cfg))
     except ConfigError as e:
         logs.log.error("refusing to start: %s", e)

@@ -1,100 +1,151 @@
-"""Per-source-address rate limit on the device bind: a token bucket per host, checked on the raw
-datagram before anything is parsed, so a flood costs one dict lookup per datagram.
+"""Rate limits on the device bind, checked on the raw datagram before anything is parsed.
 
-Over the limit a datagram is dropped, not answered: an answer (5.03 + Max-Age) would cost as
-much as serving it and would reflect traffic to a spoofed source, while a real device's CoAP
-stack retransmits a CON with exponential backoff, which is exactly the slowing down wanted.
-The table of hosts is bounded (least recently seen evicted), so spoofed source addresses cannot
-grow it. Loopback sources are exempt unless asked otherwise: local users of the host are
-trusted like on the control API, and the simulator and benchmarks run many devices from
-127.0.0.1.
+Three budgets, each a token bucket (``rate`` per second, up to ``burst``): per host (IPv4 /32,
+IPv6 /64: one subscriber's allocation), per network (IPv4 /24, IPv6 /48: one site), and one
+global budget for sources that have not proven their address (``sources.py``), so that a flood
+from many spoofed or rotating sources costs a bounded share of the CPU, and verified devices
+keep their own allowance whatever the flood does.
+
+The host and network buckets live in fixed tables indexed by a keyed hash (Python's per-process
+randomised ``hash`` of the prefix bytes), two slots per prefix: memory is fixed at start, and
+nothing is ever evicted, so a host cannot get a fresh allowance by making the gateway forget it
+(the old LRU table of 4,096 hosts could be cycled by 5,000 rotating sources). A prefix is
+charged in both its slots and allowed while either still holds a token: an attacker that shares
+one slot with an honest host drains that slot only.
+
+Over a budget a datagram is dropped, not answered: an answer would cost as much as serving it
+and reflect traffic to a spoofed source; a real device's CoAP stack retransmits a CON with
+exponential backoff, which is the slowing down wanted. Loopback is exempt unless asked
+(``limit_loopback``): local users are trusted like on the control API, and the simulator and
+benchmarks run many devices from 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import socket
 import time
-from collections import OrderedDict
+from array import array
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 log = logging.getLogger("fota.gateway")
 
-MAX_HOSTS = 4096  # buckets kept; beyond this the least recently seen host is forgotten
-DEFAULT_RATE = 200.0  # datagrams per second per host (a device fetching 1 KiB blocks over a
-# radio link sends a few dozen; 200 leaves room for NATs with several devices behind them)
-LOG_EVERY = 60.0  # seconds between "dropping" log lines per host
+DEFAULT_RATE = 200.0  # datagrams/s per host: a windowed download of 1 KiB blocks needs a few
+# dozen; 200 leaves room for a NAT with several devices behind it
+DEFAULT_BURST = 64.0  # datagrams: a window of 16 NON block GETs plus retransmissions, x2
+DEFAULT_NET_RATE = 1000.0  # datagrams/s per /24 (IPv4) or /48 (IPv6)
+DEFAULT_TOTAL_RATE = 2000.0  # datagrams/s over all sources that have not proven their address
+DEFAULT_SLOTS = 1 << 16  # buckets per table (x2 tables, 16 bytes each: 2 MiB in all)
+LOG_EVERY = 60.0  # seconds between "dropping" log lines per budget kind
+
+_V4MAPPED = b"\0" * 10 + b"\xff\xff"
 
 
-def _host_of(address: Any) -> str:
-    host = address[0] if isinstance(address, tuple) else str(address)
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host
-
-
-def _is_loopback(host: str) -> bool:
+def host_key(host: str) -> bytes:
+    """The packed address: 4 bytes for IPv4 (also v4-mapped IPv6), 16 for IPv6."""
     try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
+        packed = socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+    except OSError:
+        return socket.inet_pton(socket.AF_INET, host)
+    return packed[12:] if packed[:12] == _V4MAPPED else packed
+
+
+def prefixes(key: bytes) -> tuple[bytes, bytes]:
+    """(host prefix, network prefix) of a packed address: /32 and /24, or /64 and /48."""
+    if len(key) == 4:
+        return key, key[:3]
+    return key[:8], key[:6]
+
+
+def is_loopback(key: bytes) -> bool:
+    return key[0] == 127 if len(key) == 4 else key == b"\0" * 15 + b"\1"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    rate: float = DEFAULT_RATE
+    burst: float = DEFAULT_BURST
+    net_rate: float = DEFAULT_NET_RATE
+    total_rate: float = DEFAULT_TOTAL_RATE
+    slots: int = DEFAULT_SLOTS
+
+    def net_burst(self) -> float:
+        return max(self.burst, self.net_rate * self.burst / self.rate) if self.rate else 0.0
+
+    def total_burst(self) -> float:
+        return max(self.burst, self.total_rate * self.burst / self.rate) if self.rate else 0.0
+
+
+class _Table:
+    """Token buckets in two flat arrays, indexed by a keyed hash: fixed memory, no eviction."""
+
+    def __init__(self, slots: int, rate: float, burst: float) -> None:
+        self.slots, self.rate, self.burst = slots, rate, burst
+        self.tokens = array("d", [burst]) * slots
+        self.stamp = array("d", [0.0]) * slots
+
+    def _take(self, i: int, now: float) -> bool:
+        t = self.tokens[i] + (now - self.stamp[i]) * self.rate
+        if t > self.burst:
+            t = self.burst
+        self.stamp[i] = now
+        if t >= 1.0:
+            self.tokens[i] = t - 1.0
+            return True
+        self.tokens[i] = t
         return False
+
+    def take(self, prefix: bytes, now: float) -> bool:
+        h = hash(prefix)
+        a = self._take(h % self.slots, now)
+        b = self._take((h >> 20) % self.slots, now)
+        return a or b
 
 
 class RateLimiter:
-    """``allow(address)`` is True while the host has tokens; refills ``rate`` per second up to
-    ``burst``."""
+    """``allow(key, verified)``: whether a datagram from the packed address ``key`` may pass."""
 
-    def __init__(self, rate: float = DEFAULT_RATE, burst: float | None = None, *,
-                 limit_loopback: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst if burst is not None else 2 * rate
+    def __init__(self, budgets: Budgets = Budgets(), *, limit_loopback: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.budgets = budgets
         self.limit_loopback = limit_loopback
         self.clock = clock
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # host -> [tokens, t, logged]
-        self.dropped = 0
+        self.hosts = _Table(budgets.slots, budgets.rate, budgets.burst)
+        self.nets = _Table(budgets.slots, budgets.net_rate, budgets.net_burst())
+        self.total = _Table(1, budgets.total_rate, budgets.total_burst())
+        self.dropped = {"host": 0, "net": 0, "total": 0}
+        self._logged = {"host": -LOG_EVERY, "net": -LOG_EVERY, "total": -LOG_EVERY}
 
-    def allow(self, address: Any) -> bool:
-        host = _host_of(address)
-        b = self._buckets.get(host)
+    def exempt(self, key: bytes) -> bool:
+        return not self.limit_loopback and is_loopback(key)
+
+    def allow(self, key: bytes, verified: bool = False) -> bool:
+        """Charge every budget that applies; False (drop) if one of them is empty."""
         now = self.clock()
-        if b is None:
-            if not self.limit_loopback and _is_loopback(host):
-                return True
-            b = self._buckets[host] = [self.burst, now, 0.0]
-            if len(self._buckets) > MAX_HOSTS:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(host)
-            b[0] = min(self.burst, b[0] + (now - b[1]) * self.rate)
-            b[1] = now
-        if b[0] >= 1.0:
-            b[0] -= 1.0
-            return True
-        self.dropped += 1
-        if now - b[2] >= LOG_EVERY:
-            b[2] = now
-            log.warning("rate limit: dropping datagrams from %s (over %g/s)", host, self.rate,
-                        extra={"fields": {"event": "rate_limit", "host": host}})
+        host, net = prefixes(key)
+        if not self.hosts.take(host, now):
+            return self._drop("host", key, now)
+        if not self.nets.take(net, now):
+            return self._drop("net", key, now)
+        if not verified and not self.total._take(0, now):
+            return self._drop("total", key, now)
+        return True
+
+    def _drop(self, kind: str, key: bytes, now: float) -> bool:
+        self.dropped[kind] += 1
+        if now - self._logged[kind] >= LOG_EVERY:
+            self._logged[kind] = now
+            b = self.budgets
+            rate = {"host": b.rate, "net": b.net_rate, "total": b.total_rate}[kind]
+            host = socket.inet_ntop(socket.AF_INET if len(key) == 4 else socket.AF_INET6, key)
+            log.warning("rate limit: dropping datagrams from %s (%s budget %g/s; %d dropped "
+                        "by it so far)", host, kind, rate, self.dropped[kind],
+                        extra={"fields": {"event": "rate_limit", "host": host, "budget": kind}})
         return False
 
 
-def guard(ctx: Any, limiter: RateLimiter | None) -> None:
-    """Wrap the datagram entry of an aiocoap server context's UDP transport: rate-limit first
-    (when a limiter is given), and drop any datagram aiocoap's decoder fails on with something
-    other than its own ``UnparsableMessage`` (0.4.17 raises UnicodeDecodeError from a Uri-Path
-    that is not UTF-8 straight into the event loop: a traceback per datagram, found by
-    bench/fuzz.py)."""
-    (tman,) = ctx.request_interfaces
-    iface = tman.token_interface.message_interface
-    inner = iface.datagram_msg_received
-
-    def datagram_msg_received(data: bytes, ancdata: list, flags: int, address: Any) -> None:
-        if limiter is not None and not limiter.allow(address):
-            return
-        try:
-            inner(data, ancdata, flags, address)
-        except (UnicodeError, ValueError) as e:
-            log.debug("dropped an undecodable datagram from %s: %s", _host_of(address), e)
-
-    iface.datagram_msg_received = datagram_msg_received
+def describe(b: Budgets) -> str:
+    return (f"{b.rate:g}/s per host (burst {b.burst:g}), {b.net_rate:g}/s per /24 or /48 "
+            f"(burst {b.net_burst():g}), {b.total_rate:g}/s unverified in total "
+            f"(burst {b.total_burst():g})")

@@ -1,5 +1,5 @@
 """Hostile input to the gateway: a sample of ``bench/fuzz.py`` (generated datagrams to every
-resource of both binds), CBOR bombs with their reasons, the per-host rate limit, the CBOR
+resource of both binds), CBOR bombs with their reasons, the per-host rate limit (the limiter itself: test_gateway_limits.py), the CBOR
 checks, and the device's manifest check on random input (its CBOR and CoAP decoders are fuzzed
 in test_device_cbor.py and test_device_coap.py)."""
 
@@ -26,7 +26,6 @@ from harness import GatewayProc, control  # noqa: E402
 from device import const as dconst  # noqa: E402
 from device import manifest as dmanifest  # noqa: E402
 from gateway.cborcheck import Unacceptable, check_plain  # noqa: E402
-from gateway.ratelimit import RateLimiter  # noqa: E402
 from proto.keys import ReportKey  # noqa: E402
 
 GOOD = {ReportKey.ID: "d", ReportKey.CLASS: "c", ReportKey.SEQ: 1, ReportKey.STATE: 0,
@@ -92,33 +91,11 @@ def test_check_plain() -> None:
         check_plain(loop)
 
 
-def test_rate_limiter_buckets() -> None:
-    now = [0.0]
-    rl = RateLimiter(10, 20, clock=lambda: now[0])
-    host = ("192.0.2.7", 5683)
-    assert sum(rl.allow(host) for _ in range(100)) == 20  # the burst, then nothing
-    now[0] += 1.0
-    assert sum(rl.allow(("192.0.2.7", 40000)) for _ in range(100)) == 10  # per host, any port
-    assert all(rl.allow(("192.0.2.8", 1)) for _ in range(20))  # another host has its own
-    assert all(rl.allow(("127.0.0.1", 1)) for _ in range(1000))  # loopback exempt by default
-    assert all(rl.allow(("::1", 1, 0, 0)) for _ in range(1000))
-    strict = RateLimiter(10, 20, limit_loopback=True, clock=lambda: now[0])
-    assert sum(strict.allow(("::ffff:127.0.0.1", 1, 0, 0)) for _ in range(100)) == 20
-
-
-def test_rate_limiter_table_is_bounded() -> None:
-    from gateway import ratelimit
-
-    rl = RateLimiter(10)
-    for n in range(ratelimit.MAX_HOSTS + 500):
-        rl.allow((f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 1))
-    assert len(rl._buckets) == ratelimit.MAX_HOSTS
-
-
 async def test_flood_from_one_host_is_dropped(tmp_path: Path, coap_client) -> None:
-    """--rate-limit 20 --limit-loopback: of 300 reports sent at once about 40 (the burst) are
-    answered; a second later the host is served again."""
-    gw = GatewayProc(tmp_path / "data", ["--rate-limit", "20", "--limit-loopback"]).start()
+    """--rate-limit 20 --rate-burst 40 --limit-loopback: of 300 reports sent at once about 40
+    (the burst) are answered; a second later the host is served again."""
+    gw = GatewayProc(tmp_path / "data", ["--rate-limit", "20", "--rate-burst", "40",
+                                         "--limit-loopback"]).start()
     try:
         report = fuzz.encode(fuzz.NON, fuzz.POST, 0, b"", [(fuzz.URI_PATH, b"r")],
                              cbor2.dumps(GOOD))

@@ -1,0 +1,264 @@
+"""The device bind's CoAP message layer: our own UDP socket, no aiocoap context.
+
+Every datagram goes through, in order: the rate limits (``ratelimit``), the block fast path
+(``blockwire``: a well-formed ``GET f/<id>`` from a verified source is answered from the bytes),
+aiocoap's ``Message.decode`` (its public codec; a datagram it cannot decode is dropped, a CON
+one answered with Reset), then the message layer here: Reset and ping, 4.02 for unknown critical
+options, 4.01 + Echo for a GET from an unverified source (``sources``), the per-device reply
+cache for reports (``replies``), and observations of ``c/<id>`` (``observe``). Each of those
+holds state with a cap and an expiry; nothing here grows with traffic. ``device_api`` makes the
+responses.
+
+The socket is IPv6 with IPv4-mapped addresses (one socket for both families, as aiocoap's
+``udp6``), and replies leave from the address the request came to (IPV6_PKTINFO), which matters
+on a multi-homed host bound to ``[::]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiocoap import ACK, CON, NON, RST, Message
+from aiocoap.error import UnparsableMessage
+from aiocoap.numbers.codes import Code
+
+from proto import uris
+
+from .blockwire import ACK as ACK_TYPE
+from .blockwire import CON as CON_TYPE
+from .blockwire import parse_block_get
+from .coapx import error
+from .device_api import DeviceApi
+from .observe import Observations
+from .ratelimit import RateLimiter, host_key, is_loopback, prefixes
+from .replies import Replies
+from .sources import Sources
+
+log = logging.getLogger("fota.gateway")
+
+READS_PER_WAKE = 64  # datagrams read per readable event before yielding to the loop
+# the options a request on this bind may carry; any other critical (odd) one is 4.02
+_UNDERSTOOD = {3, 6, 7, 11, 12, 14, 17, 23, 27, 28, 60, 252}  # Uri-Host, Observe, Uri-Port,
+# Uri-Path, Content-Format, Max-Age, Accept, Block2, Block1, Size2, Size1, Echo
+OPT_ECHO = 252
+_FW, _REPORT, _COMMAND = uris.FIRMWARE, uris.REPORT, uris.COMMAND
+
+
+def address_text(addr: Any) -> str:
+    """'ip:port' / '[ip]:port', v4-mapped addresses shown as IPv4."""
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+
+
+class DeviceEndpoint:
+    def __init__(self, api: DeviceApi, *, limiter: RateLimiter | None, sources: Sources,
+                 replies: Replies, observations: Observations, limit_loopback: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.api = api
+        self.limiter = limiter
+        self.sources = sources
+        self.replies = replies
+        self.observations = observations
+        self.limit_loopback = limit_loopback
+        self.clock = clock
+        self.sock: socket.socket | None = None
+        self._mid = int.from_bytes(os.urandom(2), "big")
+        self.served = 0  # block responses from the fast path
+        self.challenged = 0  # 4.01 + Echo sent
+        api.fleet.on_command_change = self.notify
+
+    # ---- I/O ------------------------------------------------------------------------------
+    def open(self, bind: tuple[str, int]) -> int:
+        """Bind (OSError if the port is taken) and start reading; returns the port."""
+        host, port = bind
+        info = socket.getaddrinfo(host or "::", port, socket.AF_INET6, socket.SOCK_DGRAM, 0,
+                                  socket.AI_V4MAPPED | socket.AI_PASSIVE)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            sock.setblocking(False)
+            sock.bind(info[0][4])
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        return sock.getsockname()[1]
+
+    def close(self) -> None:
+        if self.sock is not None:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+
+    def _readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(READS_PER_WAKE):
+            try:
+                data, anc, _flags, addr = sock.recvmsg(2048, 128)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # e.g. an ICMP error queued on the socket
+                log.debug("device socket: %s", e)
+                return
+            try:
+                self.datagram(data, anc, addr)
+            except Exception as e:  # a bug must cost one datagram, never the gateway
+                log.error("device datagram from %s failed: %s: %s", address_text(addr),
+                          type(e).__name__, e)
+
+    def _send(self, data: bytes, anc: list, addr: Any) -> None:
+        pktinfo = [a for a in anc if a[0] == socket.IPPROTO_IPV6 and a[1] == socket.IPV6_PKTINFO]
+        try:
+            self.sock.sendmsg([data], pktinfo, 0, addr)  # type: ignore[union-attr]
+        except OSError as e:  # a full buffer, an unreachable net: the client retransmits
+            log.debug("response to %s not sent: %s", address_text(addr), e)
+
+    def next_mid(self) -> int:
+        self._mid = (self._mid + 1) & 0xFFFF
+        return self._mid
+
+    # ---- the message layer ----------------------------------------------------------------
+    def datagram(self, data: bytes, anc: list, addr: Any) -> None:
+        key = host_key(addr[0])
+        trusted = not self.limit_loopback and is_loopback(key)
+        verified = trusted or self.sources.verified(key)
+        if self.limiter is not None and not trusted and not self.limiter.allow(key, verified):
+            return
+        if verified:
+            req = parse_block_get(data)
+            if req is not None:
+                mtype, mid, token, image_id, num, szx = req
+                if mtype == CON_TYPE:
+                    mtype = ACK_TYPE
+                else:
+                    mid = self.next_mid()
+                try:
+                    out = self.api.wire_block(mtype, mid, token, image_id, num, szx)
+                except Exception as e:  # the Message path below answers (and logs) it
+                    log.debug("block fast path declined: %s", e)
+                    out = None
+                if out is not None:
+                    self._send(out, anc, addr)
+                    self.served += 1
+                    return
+        try:
+            msg = Message.decode(data, addr)
+        except (UnparsableMessage, ValueError):
+            # RFC 7252 4.2: reject a CON we cannot process; the header is enough for that
+            if len(data) >= 4 and data[0] >> 4 == 0x4:
+                self._send(bytes((0x70, 0, data[2], data[3])), anc, addr)
+            return
+        self.message(msg, key, verified, anc, addr)
+
+    def message(self, msg: Message, key: bytes, verified: bool, anc: list, addr: Any) -> None:
+        if msg.mtype is RST:
+            self.observations.reset(prefixes(key)[0], addr, msg.mid)
+            return
+        if msg.mtype is ACK:
+            return  # we send no CON, so an ACK acknowledges nothing of ours
+        code = int(msg.code)
+        if code == 0:  # ping (CON) or nonsense (NON): Reset answers a ping
+            if msg.mtype is CON:
+                self._send(bytes((0x70, 0, msg.mid >> 8, msg.mid & 0xFF)), anc, addr)
+            return
+        if not 1 <= code <= 31:  # a response sent to a server
+            if msg.mtype is CON:
+                self._send(bytes((0x70, 0, msg.mid >> 8, msg.mid & 0xFF)), anc, addr)
+            return
+        for option in msg.opt.option_list():
+            n = int(option.number)
+            if n & 1 and n not in _UNDERSTOOD:
+                self._reply(msg, error(Code.BAD_OPTION, f"option {n} is not understood"),
+                            anc, addr)
+                return
+        path = msg.opt.uri_path
+        head = path[0] if path else ""
+        if head == _REPORT and len(path) == 1:
+            self.report(msg, key, anc, addr)
+            return
+        if head in (_FW, _COMMAND) and not verified and msg.code is Code.GET:
+            echo = msg.opt.echo
+            if echo is None or not self.sources.check_echo(key, echo):
+                # no payload: the answer is about as small as the request (no amplification)
+                self.challenged += 1
+                self._reply(msg, Message(code=Code.UNAUTHORIZED,
+                                         echo=self.sources.echo_for(key)), anc, addr)
+                return
+        if head == _FW:
+            self._reply(msg, self.api.block(msg), anc, addr)
+        elif head == _COMMAND:
+            self.command(msg, key, anc, addr)
+        else:
+            self._reply(msg, error(Code.NOT_FOUND, "no such resource"), anc, addr)
+
+    def _encode(self, request: Message, response: Message) -> bytes:
+        response.token = request.token
+        if request.mtype is CON:
+            response.mtype, response.mid = ACK, request.mid
+        else:
+            response.mtype, response.mid = NON, self.next_mid()
+        return response.encode()
+
+    def _reply(self, request: Message, response: Message, anc: list, addr: Any) -> None:
+        self._send(self._encode(request, response), anc, addr)
+
+    def report(self, msg: Message, key: bytes, anc: list, addr: Any) -> None:
+        device_id = self.api.report_id(msg.payload)
+        if device_id is not None:
+            again = self.replies.get(device_id, addr, msg.mid, msg.payload)
+            if again is not None:
+                self._send(again, anc, addr)
+                return
+        response = self.api.report(msg, address_text(addr))
+        out = self._encode(msg, response)
+        if device_id is not None and response.code is Code.CHANGED:
+            self.replies.put(device_id, addr, msg.mid, msg.payload, out)
+            self.sources.verify(key)
+        self._send(out, anc, addr)
+
+    def command(self, msg: Message, key: bytes, anc: list, addr: Any) -> None:
+        response = self.api.command(msg)
+        observe = msg.opt.observe
+        source = prefixes(key)[0]
+        if observe == 1:
+            self.observations.deregister(source, addr, msg.token)
+        elif observe == 0 and response.code is Code.CONTENT:
+            obs = self.observations.register(msg.opt.uri_path[1], source, addr, msg.token, anc)
+            if obs is not None:
+                obs.seq += 1
+                response.opt.observe = obs.seq
+                response.opt.max_age = int(self.observations.lifetime)
+        self._reply(msg, response, anc, addr)
+
+    def notify(self, device_id: str) -> None:
+        """The device's pending command may have changed: tell its observers (NON)."""
+        now = self.clock()
+        for obs in self.observations.of(device_id):
+            request = Message(code=Code.GET, uri_path=(_COMMAND, device_id))
+            response = self.api.command(request)
+            if response.code is not Code.CONTENT:  # e.g. a key was enrolled meanwhile
+                self.observations.deregister(obs.source, obs.remote, obs.token)
+                continue
+            obs.seq = (obs.seq + 1) & 0xFFFFFF
+            response.opt.observe = obs.seq
+            response.opt.max_age = max(0, int(obs.expires - now))
+            response.token, response.mtype = obs.token, NON
+            response.mid = obs.mid = self.next_mid()
+            self._send(response.encode(), obs.ancdata, obs.remote)
+
+    def expire(self) -> None:
+        self.sources.expire()
+        self.replies.expire()
+        self.observations.expire()

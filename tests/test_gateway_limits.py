@@ -1,0 +1,281 @@
+"""Every cap and expiry of the device bind's message layer (fake clocks), the rate limiter against
+rotating sources and IPv6 prefixes, and, on a real gateway with ``--limit-loopback``: source
+verification (4.01 + Echo, no amplification), libcoap's client through Echo, the report reply
+cache, and observations ended by RST."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+import cbor2
+import pytest
+from aiocoap import CON, GET, NON, POST, RST, Context, Message
+from aiocoap.optiontypes import BlockOption
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from harness import GatewayProc, publish_image
+
+from gateway.observe import Observations
+from gateway.ratelimit import Budgets, RateLimiter, host_key
+from gateway.replies import Replies
+from gateway.sources import ECHO_SECONDS, Sources
+from proto.keys import ReportKey
+
+KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"limits key").digest())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def k(host: str) -> bytes:
+    return host_key(host)
+
+
+# ---- rate limiter ---------------------------------------------------------------------------
+def test_host_budget_and_burst() -> None:
+    clock = Clock()
+    rl = RateLimiter(Budgets(rate=10, burst=20, net_rate=1000, total_rate=1000), clock=clock)
+    assert sum(rl.allow(k("192.0.2.7")) for _ in range(100)) == 20  # the burst, then nothing
+    clock.t += 1.0
+    assert sum(rl.allow(k("192.0.2.7")) for _ in range(100)) == 10  # the rate
+    assert sum(rl.allow(k("192.0.2.8")) for _ in range(100)) == 20  # another host: its own
+    assert sum(rl.allow(k("::ffff:192.0.2.9")) for _ in range(100)) == 20  # v4-mapped = IPv4
+    assert rl.dropped["host"] == 80 + 90 + 80 + 80
+
+
+def test_rotating_sources_get_no_fresh_allowance() -> None:
+    """5,000 rotating hosts in one /24 range... and across /24s: the network budget, then the
+    global one, bound what passes; cycling through them again gives nothing back (no LRU to
+    evict from)."""
+    clock = Clock()
+    rl = RateLimiter(Budgets(rate=50, burst=50, net_rate=100, total_rate=400), clock=clock)
+    passed = sum(rl.allow(k(f"10.0.0.{n % 250}")) for n in range(5000))
+    assert passed == 100  # the /24's burst (net rate x host burst / host rate = 100)
+    clock.t += 0.5
+    passed = sum(rl.allow(k(f"10.{n >> 8 & 255}.{n & 255}.1")) for n in range(5000))
+    assert passed == 400  # the global burst (400 = 400/s x 50/50), refilled in 0.5 s
+    clock.t += 1 / 64
+    again = sum(rl.allow(k(f"10.{n >> 8 & 255}.{n & 255}.1")) for n in range(5000))
+    assert again == 6  # 1/64 s of the global budget: the same sources got nothing new
+
+
+def test_verified_sources_skip_the_global_budget() -> None:
+    clock = Clock()
+    rl = RateLimiter(Budgets(rate=100, burst=10, net_rate=100, total_rate=10), clock=clock)
+    assert sum(rl.allow(k(f"10.{n}.0.1")) for n in range(100)) == 10  # the global burst
+    assert sum(rl.allow(k(f"10.{n // 10 + 200}.0.1"), verified=True) for n in range(100)) == 100
+
+
+def test_ipv6_prefixes() -> None:
+    """Per /64 (host) and per /48 (network): addresses within one /64 share a budget, and
+    /64s within one /48 share the network budget."""
+    clock = Clock()
+    rl = RateLimiter(Budgets(rate=10, burst=10, net_rate=20, total_rate=10_000), clock=clock)
+    assert sum(rl.allow(k(f"2001:db8:1:1::{n:x}")) for n in range(1000)) == 10
+    assert sum(rl.allow(k(f"2001:db8:1:2::{n:x}")) for n in range(1000)) == 10
+    assert sum(rl.allow(k(f"2001:db8:1:{n:x}::1")) for n in range(3, 1000)) == 0  # /48 spent
+    assert sum(rl.allow(k(f"2001:db8:2:{n:x}::1")) for n in range(1000)) == 20  # another /48
+
+
+def test_loopback_exempt_unless_asked() -> None:
+    assert RateLimiter(Budgets()).exempt(k("127.0.0.1"))
+    assert RateLimiter(Budgets()).exempt(k("::1"))
+    assert not RateLimiter(Budgets(), limit_loopback=True).exempt(k("::ffff:127.0.0.1"))
+
+
+# ---- sources, replies, observations --------------------------------------------------------
+def test_sources_verify_expire_and_cap() -> None:
+    clock = Clock()
+    s = Sources(ttl=100, size=3, clock=clock)
+    for n in range(5):
+        s.verify(k(f"192.0.2.{n}"))
+    assert len(s) == 3 and not s.verified(k("192.0.2.0")) and s.verified(k("192.0.2.4"))
+    clock.t += 101
+    assert not s.verified(k("192.0.2.4"))
+    s.expire()
+    assert len(s) == 0
+
+
+def test_echo_is_bound_to_address_and_time() -> None:
+    clock = Clock()
+    s = Sources(clock=clock)
+    echo = s.echo_for(k("192.0.2.1"))
+    assert len(echo) == 10
+    assert not s.check_echo(k("192.0.2.2"), echo)  # made for another address
+    assert not s.check_echo(k("192.0.2.1"), echo[:-1] + bytes([echo[-1] ^ 1]))
+    clock.t += ECHO_SECONDS + 1
+    assert not s.check_echo(k("192.0.2.1"), echo)  # stale
+    echo = s.echo_for(k("192.0.2.1"))
+    assert s.check_echo(k("192.0.2.1"), echo) and s.verified(k("192.0.2.1"))
+
+
+def test_reply_cache_per_device_cap_and_expiry() -> None:
+    clock = Clock()
+    r = Replies(size=2, lifetime=247, clock=clock)
+    a = ("::ffff:192.0.2.1", 5000, 0, 0)
+    r.put("dev-1", a, 7, b"report", b"answer")
+    assert r.get("dev-1", a, 7, b"report") == b"answer"
+    assert r.get("dev-1", a, 8, b"report") is None  # a new message: not a retransmission
+    assert r.get("dev-1", ("::ffff:192.0.2.2", 5000, 0, 0), 7, b"report") is None
+    r.put("dev-1", a, 8, b"report2", b"answer2")  # a device's flood overwrites its own slot
+    assert len(r) == 1
+    r.put("dev-2", a, 9, b"x", b"y")
+    r.put("dev-3", a, 10, b"x", b"y")
+    assert len(r) == 2 and r.get("dev-1", a, 8, b"report2") is None  # least recent evicted
+    clock.t += 248
+    assert r.get("dev-3", a, 10, b"x") is None
+    r.expire()
+    assert len(r) == 0
+
+
+def test_observation_caps_expiry_and_reset() -> None:
+    clock = Clock()
+    obs = Observations(per_device=2, per_source=3, total=4, lifetime=300, clock=clock)
+    src = k("192.0.2.1")
+    assert obs.register("d1", src, ("a", 1), b"t1", []) is not None
+    assert obs.register("d1", src, ("a", 2), b"t1", []) is not None
+    assert obs.register("d1", src, ("a", 3), b"t1", []) is None  # per device
+    assert obs.register("d1", src, ("a", 1), b"t1", []) is not None  # a refresh is not new
+    assert obs.register("d2", src, ("a", 4), b"t1", []) is not None
+    assert obs.register("d3", src, ("a", 5), b"t1", []) is None  # per source
+    other = k("192.0.2.2")
+    assert obs.register("d3", other, ("b", 1), b"t", []) is not None
+    assert obs.register("d4", other, ("b", 2), b"t", []) is None  # in total
+    assert len(obs) == 4 and obs.refused == 3
+    o = next(iter(obs.of("d3")))
+    o.mid = 77
+    assert not obs.reset(other, ("b", 1), 78) and obs.reset(other, ("b", 1), 77)
+    assert list(obs.of("d3")) == [] and len(obs) == 3
+    clock.t += 200
+    obs.register("d1", src, ("a", 1), b"t1", [])  # re-registered: lives on
+    clock.t += 150
+    assert [o.remote for o in obs.of("d1")] == [("a", 1)]
+    obs.expire()
+    assert len(obs) == 1
+
+
+# ---- on a real gateway ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory):
+    """A gateway that treats loopback like any network, with one image."""
+    gw = GatewayProc(tmp_path_factory.mktemp("limits") / "data",
+                     ["--limit-loopback", "--rate-limit", "5000", "--rate-burst", "500",
+                      "--observe-per-device", "2"]).start()
+    data = os.urandom(5000)
+
+    async def publish():
+        ctx = await Context.create_client_context(transports=["udp6"])
+        try:
+            return await publish_image(ctx, gw, data, KEY, seq=5, device_class="esp32")
+        finally:
+            await ctx.shutdown()
+
+    try:
+        yield gw, data, asyncio.run(publish())
+    finally:
+        gw.stop()
+
+
+def _exchange(sock: socket.socket, port: int, m: Message) -> tuple[bytes, Message]:
+    sock.sendto(m.encode(), ("127.0.0.1", port))
+    sock.settimeout(5)
+    data, _ = sock.recvfrom(2048)
+    return data, Message.decode(data)
+
+
+def _get(path: str, mid: int, **opts) -> Message:  # type: ignore[no-untyped-def]
+    m = Message(code=GET, uri_path=tuple(path.split("/")), **opts)
+    m.mtype, m.mid, m.token = NON, mid, b"\x07"
+    return m
+
+
+def test_unverified_block_get_gets_echo_not_the_block(strict) -> None:
+    gw, data, img = strict
+    path = img["uri"][1:]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.9", 0))
+        req = _get(path, 1, block2=BlockOption.BlockwiseTuple(0, False, 6))
+        raw, r = _exchange(s, gw.device_port, req)
+        assert r.code.dotted == "4.01" and r.opt.echo is not None and r.payload == b""
+        assert len(raw) <= 2 * len(req.encode())  # no amplification
+        req = _get(path, 2, block2=BlockOption.BlockwiseTuple(1, False, 6), echo=r.opt.echo)
+        _, r = _exchange(s, gw.device_port, req)
+        assert r.code.dotted == "2.05" and r.payload == data[1024:2048]
+        _, r = _exchange(s, gw.device_port, _get(path, 3, block2=BlockOption.BlockwiseTuple(
+            2, False, 6)))  # verified now: no Echo needed
+        assert r.code.dotted == "2.05" and r.payload == data[2048:3072]
+
+
+def test_report_verifies_and_retransmission_gets_same_answer(strict) -> None:
+    gw, data, img = strict
+    report = {ReportKey.ID: "lim-1", ReportKey.CLASS: "esp32", ReportKey.SEQ: 1,
+              ReportKey.STATE: 0, ReportKey.RESULT: 0}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.10", 0))
+        m = Message(code=POST, uri_path=("r",), payload=cbor2.dumps(report))
+        m.mtype, m.mid, m.token = CON, 0x1234, b"\x01\x02"
+        first, r = _exchange(s, gw.device_port, m)
+        assert r.code.dotted == "2.04"
+        again, _ = _exchange(s, gw.device_port, m)
+        assert again == first
+        _, r = _exchange(s, gw.device_port, _get(img["uri"][1:], 5))
+        assert r.code.dotted == "2.05"  # the report verified this address
+    assert gw.log_text().count("registered device=lim-1") == 1
+
+
+async def test_observe_capped_and_ended_by_reset(strict) -> None:
+    gw, data, img = strict
+    report = {ReportKey.ID: "obs-1", ReportKey.CLASS: "esp32", ReportKey.SEQ: 1,
+              ReportKey.STATE: 0, ReportKey.RESULT: 0}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.11", 0))
+        m = Message(code=POST, uri_path=("r",), payload=cbor2.dumps(report))
+        m.mtype, m.mid, m.token = CON, 1, b"\x01"
+        assert _exchange(s, gw.device_port, m)[1].code.dotted == "2.04"
+        got = []
+        for n in range(3):  # --observe-per-device 2: the third is served but not observed
+            req = _get("c/obs-1", 10 + n, observe=0)
+            req.token = bytes([n])
+            got.append(_exchange(s, gw.device_port, req)[1])
+        assert [r.opt.observe is not None for r in got] == [True, True, False]
+        assert got[0].opt.max_age == 300
+        ctx = await Context.create_client_context(transports=["udp6"])
+        try:
+            from harness import control
+            code, _ = await control(ctx, gw, "POST", "camp", {"image": img["id"],
+                                                              "devices": ["obs-1"]})
+        finally:
+            await ctx.shutdown()
+        assert code == "2.01"
+        s.settimeout(5)
+        notes = [Message.decode(s.recvfrom(2048)[0]) for _ in range(2)]
+        assert sorted(n.token for n in notes) == [b"\x00", b"\x01"]
+        assert all(n.opt.observe is not None and n.payload for n in notes)
+        for n in notes:  # we are not interested any more
+            rst = Message(code=0)
+            rst.mtype, rst.mid, rst.token = RST, n.mid, b""
+            s.sendto(rst.encode(), ("127.0.0.1", gw.device_port))
+        req = _get("c/obs-1", 20, observe=0)  # a free place again after the RSTs
+        req.token = b"\x05"
+        assert _exchange(s, gw.device_port, req)[1].opt.observe is not None
+
+
+async def test_libcoap_client_fetches_through_echo(strict, tmp_path: Path) -> None:
+    """libcoap's coap-client answers the 4.01 + Echo by repeating the request with it."""
+    gw, data, img = strict
+    out = tmp_path / "out.bin"
+    p = await asyncio.create_subprocess_exec(
+        "coap-client-notls", "-m", "get", "-b", "1024", "-B", "30", "-o", str(out),
+        f"coap://127.0.0.1:{gw.device_port}{img['uri']}", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    stdout, _ = await asyncio.wait_for(p.communicate(), 60)
+    assert p.returncode == 0, stdout
+    assert out.read_bytes() == data
