@@ -39,7 +39,7 @@ from .store import Store
 
 KEY_BYTES = 32
 TAG_BYTES = 16
-MAX_COUNTER = 2**63 - 1  # SQLite integer
+MAX_COUNTER = 2**63 - 1  # a signed 64-bit integer in both engines
 REPORT_LABEL = b"fota-r"
 COMMAND_LABEL = b"fota-c"
 
@@ -61,20 +61,20 @@ class DeviceAuth:
     def provision(self, device_id: str, *, rekey: bool = False) -> bytes | None:
         """Give an enrolled device a key unless it has one (or ``rekey``); returns the new key
         (shown to the operator once) or None when the existing key stays."""
-        with self.store.transaction() as db:
-            row = db.execute("SELECT key FROM devices WHERE id=?", (device_id,)).fetchone()
+        with self.store.transaction():
+            row = self.store.device_key(device_id)
             if row is None:
                 raise Refused("not_found", "unknown device")
             if row["key"] is not None and not rekey:
                 return None
             key = os.urandom(KEY_BYTES)
-            db.execute("UPDATE devices SET key=?, counter=0 WHERE id=?", (key, device_id))
+            self.store.set_device_key(device_id, key)
             self.store.event("key", "report key " + ("replaced" if row["key"] else "provisioned")
                              + " (reports without its MAC are refused)", device=device_id)
         return key
 
     def has_key(self, device_id: str) -> bool:
-        row = self.store.db.execute("SELECT key FROM devices WHERE id=?", (device_id,)).fetchone()
+        row = self.store.device_key(device_id)
         return row is not None and row["key"] is not None
 
     def check_report(self, m: Mapping[Any, Any]) -> tuple[bytes, int] | None:
@@ -84,8 +84,7 @@ class DeviceAuth:
         device_id = m.get(int(ReportKey.ID))
         if not isinstance(device_id, str):
             return None  # parse_report refuses it with the precise reason
-        row = self.store.db.execute("SELECT key, counter FROM devices WHERE id=?",
-                                    (device_id,)).fetchone()
+        row = self.store.device_key(device_id)
         auth = m.get(int(ReportKey.AUTH))
         if row is None or row["key"] is None:
             if auth is not None:
@@ -99,16 +98,15 @@ class DeviceAuth:
                 or not isinstance(auth[1], bytes)):
             raise Refused("unauthorized", "auth must be [counter > 0, tag]")
         counter, tag = auth
-        key = bytes(row["key"])
+        key = row["key"]
         if not hmac.compare_digest(tag, mac(key, REPORT_LABEL, counter,
                                             body_of(m, int(ReportKey.AUTH)))):
             raise Refused("unauthorized", "report MAC does not verify")
         if counter <= row["counter"]:
             raise Refused("unauthorized", f"replayed report: counter {counter} is not above "
                           f"{row['counter']}")
-        with self.store.transaction() as db:  # durable before the answer: a replay stays refused
-            db.execute("UPDATE devices SET counter=? WHERE id=? AND counter<?",
-                       (counter, device_id, counter))
+        with self.store.transaction():  # durable before the answer: a replay stays refused
+            self.store.raise_counter(device_id, counter)
         return key, counter
 
     @staticmethod

@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import GatewayProc  # noqa: E402
+from pg import pg_cluster, pg_url  # noqa: E402,F401  (PostgreSQL fixtures, tests/pg.py)
 
 
 @pytest.fixture

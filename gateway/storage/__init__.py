@@ -1,0 +1,46 @@
+"""The gateway's durable state behind one interface, on SQLite or PostgreSQL.
+
+``open_engine(url)`` picks the engine from a store URL: ``sqlite:///path`` (the default, a file
+under ``--data``) or ``postgresql://…`` (several gateways on one database). All SQL is in
+``repo.py``; ``engine.py`` runs it off the event loop with group commit; ``schema.py`` holds
+the migrations of both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine, StoreUnavailable
+from .repo import Repo, Row
+from .schema import MIGRATIONS, SchemaTooNew
+
+__all__ = ["Engine", "MIGRATIONS", "Repo", "Row", "SchemaTooNew", "StoreUnavailable",
+           "backend_for", "open_engine"]
+
+
+class BadStoreUrl(ValueError):
+    pass
+
+
+def backend_for(url: str) -> Any:
+    """The backend a store URL names; BadStoreUrl with a one-line reason otherwise."""
+    if url.startswith("sqlite:///"):
+        from .sqlite import SqliteBackend
+
+        path = url[len("sqlite:///"):]  # sqlite:///relative/file, sqlite:////absolute/file
+        if not path:
+            raise BadStoreUrl("sqlite:/// needs a file path (sqlite:////var/lib/fota/x.sqlite3)")
+        return SqliteBackend(Path(path))
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresBackend
+
+        return PostgresBackend(url)
+    raise BadStoreUrl(f"store URL must start with sqlite:/// or postgresql://, got {url[:40]!r}")
+
+
+def open_engine(url: str, *, on_event: Callable[[Row], None] | None = None,
+                clock: Callable[[], float] = time.time) -> Engine:
+    return Engine(backend_for(url), on_event=on_event, clock=clock)

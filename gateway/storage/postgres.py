@@ -1,0 +1,69 @@
+"""PostgreSQL: one database shared by several gateways (psycopg 3).
+
+Each engine thread holds one connection; a transaction starts with its first statement
+(psycopg's default) and ends with the engine's commit. Several gateways write the same rows:
+a unit that loses a deadlock or a serialization check is run again with its whole batch
+(``retryable``). Migrations take an advisory lock so two gateways starting together migrate
+once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from .schema import MIGRATIONS, SchemaTooNew, statements
+
+DIALECT = "postgresql"
+MIGRATION_LOCK = 0x666F7461_0001  # pg_advisory_xact_lock key: "fota", 1
+
+
+class PostgresBackend:
+    dialect = DIALECT
+    retryable: tuple[type[BaseException], ...] = (psycopg.errors.SerializationFailure,
+                                                  psycopg.errors.DeadlockDetected)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __str__(self) -> str:
+        return self.url
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url, row_factory=dict_row, autocommit=False)
+
+    @staticmethod
+    def begin(db: psycopg.Connection[Any]) -> None:
+        """Nothing to send: psycopg opens the transaction with the first statement."""
+
+    begin_read = begin
+
+    @staticmethod
+    def commit(db: psycopg.Connection[Any]) -> None:
+        db.commit()
+
+    @staticmethod
+    def rollback(db: psycopg.Connection[Any]) -> None:
+        if not db.closed:
+            db.rollback()
+
+    def migrate(self, db: psycopg.Connection[Any]) -> None:
+        try:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            db.execute("CREATE TABLE IF NOT EXISTS fota_schema (version BIGINT NOT NULL)")
+            row = db.execute("SELECT version FROM fota_schema").fetchone()
+            if row is None:
+                db.execute("INSERT INTO fota_schema VALUES (0)")
+            version = 0 if row is None else row["version"]
+            if version > len(MIGRATIONS):
+                raise SchemaTooNew(version)
+            for n in range(version, len(MIGRATIONS)):
+                for stmt in statements(MIGRATIONS[n], DIALECT):
+                    db.execute(stmt)  # type: ignore[arg-type]  # our own DDL, no parameters
+                db.execute("UPDATE fota_schema SET version=%s", (n + 1,))
+            db.commit()
+        except BaseException:
+            self.rollback(db)
+            raise
