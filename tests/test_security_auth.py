@@ -178,13 +178,13 @@ import binascii
 from device import auth, const, cbor
 key = bytes(range(32))
 print(binascii.hexlify(auth.hmac_sha256(key, b"abc")).decode())
-a = auth.ReportAuth(key, "/ctr")
+a = auth.ReportAuth(key, %r)
 payload, n = a.seal({const.R_ID: "m", const.R_SEQ: 1})
 print(binascii.hexlify(payload).decode(), n)
 body = cbor.dumps({const.C_OP: 0})
 resp = {const.C_OP: 0, const.C_AUTH: auth.mac(key, auth.COMMAND_LABEL, n, body)}
 print(a.open(cbor.dumps(resp), n))
-"""
+""" % str(tmp_path / "ctr")
     lines = run_upy(code).split("\n")
     assert lines[0] == hmac.new(key, b"abc", sha256).hexdigest()
     payload_hex, counter = lines[1].split()
