@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,33 @@ def is_disk_full(e: BaseException) -> bool:
     return isinstance(e, sqlite3.OperationalError) and "full" in str(e)
 
 
+def shortage(e: BaseException) -> str | None:
+    """'disk full' or 'out of file descriptors' (or memory) when ``e`` says so, else None."""
+    if is_disk_full(e):
+        return "disk full"
+    if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM,
+                                              errno.ENOBUFS):
+        return "out of file descriptors" if e.errno in (errno.EMFILE, errno.ENFILE) else \
+            "out of memory"
+    if isinstance(e, MemoryError) or (isinstance(e, sqlite3.OperationalError)
+                                      and "unable to open" in str(e)):
+        return "out of memory" if isinstance(e, MemoryError) else "out of file descriptors"
+    return None
+
+
+_last_logged: dict[str, float] = {}
+LOG_SHORTAGE_EVERY = 60.0  # seconds between log lines about one kind of shortage
+
+
+def short_of(what: str, e: BaseException, now: float | None = None) -> Message:
+    """5.03 with Max-Age for a resource shortage; one log line per kind per minute."""
+    now = time.monotonic() if now is None else now
+    if now - _last_logged.get(what, -LOG_SHORTAGE_EVERY) >= LOG_SHORTAGE_EVERY:
+        _last_logged[what] = now
+        log.error("%s: %s (answering 5.03 until it passes)", what, e)
+    return unavailable(f"{what}; try again later")
+
+
 def unavailable(text: str) -> Message:
     return error(Code.SERVICE_UNAVAILABLE, text, max_age=RETRY_AFTER)
 
@@ -64,14 +92,15 @@ def address_of(remote: Any) -> str:
 
 def answer(handle: Callable[[], Message], what: str) -> Message:
     """Run a request handler so that input never crashes the gateway: a refusal becomes its
-    4.xx, a full disk 5.03 with Max-Age (nothing stored is lost), anything else 5.00, logged."""
+    4.xx, a full disk or no free file descriptor 5.03 with Max-Age (nothing stored is lost),
+    anything else 5.00, logged."""
     try:
         return handle()
     except Refused as e:
         return refusal(e)
     except Exception as e:
-        if is_disk_full(e):
-            log.error("disk full: %s", e)
-            return unavailable("disk full; try again later")
+        what = shortage(e)
+        if what is not None:
+            return short_of(what, e)
         log.exception("%s request failed: %s", what, e)
         return error(Code.INTERNAL_SERVER_ERROR, "internal error")

@@ -14,21 +14,22 @@ from proto import uris
 from proto.control import MAX_BODY, MAX_IMAGE
 
 from .blobs import BlobStore, valid_digest_hex
-from .coapx import address_of, answer, cbor_response, error, is_disk_full, unavailable
+from .coapx import RETRY_AFTER, address_of, answer, cbor_response, error, short_of, shortage
 from . import oscore_creds
 from .devauth import DeviceAuth
 from .fleet import Fleet, Refused, loads_exact
-from .uploads import Block1Receiver, FileSink, Incomplete, MemorySink, TooLarge
+from .uploads import Block1Receiver, Busy, FileSink, Incomplete, MemorySink, TooLarge
 
 log = logging.getLogger("fota.gateway")
 
 
 class ControlSite(Resource, PathCapable):
-    def __init__(self, fleet: Fleet, blobs: BlobStore) -> None:
+    def __init__(self, fleet: Fleet, blobs: BlobStore,
+                 uploads: Block1Receiver | None = None) -> None:
         super().__init__()
         self.fleet = fleet
         self.blobs = blobs
-        self.uploads = Block1Receiver()
+        self.uploads = uploads or Block1Receiver()
         self.auth = DeviceAuth(fleet.store)
         self.require_oscore = False  # set by server.run with --oscore
 
@@ -114,7 +115,9 @@ class ControlSite(Resource, PathCapable):
                str(request.code), request.opt.uri_path)
         try:
             sink = self.uploads.feed(key, request.opt.block1, request.payload,
-                                     lambda: MemorySink(MAX_BODY))
+                                     lambda: MemorySink(MAX_BODY), _host(key[0]))
+        except Busy:
+            return _busy()
         except TooLarge:
             return error(Code.REQUEST_ENTITY_TOO_LARGE, f"body is limited to {MAX_BODY} bytes",
                          size1=MAX_BODY)
@@ -136,16 +139,18 @@ class ControlSite(Resource, PathCapable):
         key = (address_of(request.remote), "PUT", request.opt.uri_path)
         try:
             sink = self.uploads.feed(key, request.opt.block1, request.payload,
-                                     lambda: FileSink(self.blobs, name, MAX_IMAGE))
+                                     lambda: FileSink(self.blobs, name, MAX_IMAGE), _host(key[0]))
+        except Busy:
+            return _busy()
         except TooLarge:
             return error(Code.REQUEST_ENTITY_TOO_LARGE, f"images are limited to {MAX_IMAGE} bytes",
                          size1=MAX_IMAGE)
         except Incomplete:
             return error(Code.REQUEST_ENTITY_INCOMPLETE, "blocks out of order; start again at 0")
         except Exception as e:
-            if is_disk_full(e):
-                log.error("disk full during upload of %s: %s", name[:16], e)
-                return unavailable("disk full; try again later")
+            what = shortage(e)
+            if what is not None:
+                return short_of(what, e)
             raise
         if sink is None:
             return _continue(request)
@@ -155,9 +160,9 @@ class ControlSite(Resource, PathCapable):
         try:
             sink.commit()
         except Exception as e:
-            if is_disk_full(e):
-                log.error("disk full committing %s: %s", name[:16], e)
-                return unavailable("disk full; try again later")
+            what = shortage(e)
+            if what is not None:
+                return short_of(what, e)
             raise
         self.fleet.store.event("blob", f"blob {name[:16]}… stored, {sink.size} bytes")
         response = cbor_response(Code.CHANGED, {"digest": name, "size": sink.size})
@@ -166,6 +171,15 @@ class ControlSite(Resource, PathCapable):
 
 
 CAMPAIGN_ACTIONS = ("cancel", "pause", "resume", "retry")  # POST camp/<n>/<action>
+
+
+def _host(address: str) -> str:
+    return address.rpartition(":")[0]
+
+
+def _busy() -> Message:
+    return error(Code.SERVICE_UNAVAILABLE, "too many uploads in progress; try again later",
+                 max_age=RETRY_AFTER)
 
 
 def _continue(request: Message) -> Message:

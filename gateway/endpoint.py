@@ -71,6 +71,7 @@ class DeviceEndpoint:
         self.clock = clock
         self.sock: socket.socket | None = None
         self._mid = int.from_bytes(os.urandom(2), "big")
+        self._keys: dict[str, tuple[bytes, bool]] = {}
         self.served = 0  # block responses from the fast path
         self.challenged = 0  # 4.01 + Echo sent
         api.fleet.on_command_change = self.notify
@@ -119,9 +120,10 @@ class DeviceEndpoint:
                           type(e).__name__, e)
 
     def _send(self, data: bytes, anc: list, addr: Any) -> None:
-        pktinfo = [a for a in anc if a[0] == socket.IPPROTO_IPV6 and a[1] == socket.IPV6_PKTINFO]
+        # ``anc`` is what recvmsg gave: only IPV6_PKTINFO was asked for, and it is what makes
+        # the reply leave from the address the request came to
         try:
-            self.sock.sendmsg([data], pktinfo, 0, addr)  # type: ignore[union-attr]
+            self.sock.sendmsg([data], anc, 0, addr)  # type: ignore[union-attr]
         except OSError as e:  # a full buffer, an unreachable net: the client retransmits
             log.debug("response to %s not sent: %s", address_text(addr), e)
 
@@ -130,9 +132,19 @@ class DeviceEndpoint:
         return self._mid
 
     # ---- the message layer ----------------------------------------------------------------
+    def _key(self, host: str) -> tuple[bytes, bool]:
+        """(packed address, exempt from limits), memoised: a device sends many datagrams."""
+        got = self._keys.get(host)
+        if got is None:
+            key = host_key(host)
+            got = (key, not self.limit_loopback and is_loopback(key))
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            self._keys[host] = got
+        return got
+
     def datagram(self, data: bytes, anc: list, addr: Any) -> None:
-        key = host_key(addr[0])
-        trusted = not self.limit_loopback and is_loopback(key)
+        key, trusted = self._key(addr[0])
         verified = trusted or self.sources.verified(key)
         if self.limiter is not None and not trusted and not self.limiter.allow(key, verified):
             return

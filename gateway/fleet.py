@@ -36,6 +36,13 @@ DOWNLOADING = (JobState.OFFERED, JobState.DOWNLOADING)
 #: job states a cancel stops (later ones are installing: they finish and report)
 CANCELLABLE = (JobState.QUEUED, JobState.OFFERED, JobState.DOWNLOADING)
 UINT_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
+DEFAULT_AUTO_REGISTER = 10_000  # self-registered (never enrolled) devices at once
+DEFAULT_AUTO_EXPIRY = 30 * 86400.0  # seconds before a silent self-registered device is deleted
+AUTO_SWEEP_SECONDS = 60.0  # how often that is checked (a scan of the devices table)
+# the devices a flood of made-up ids could fill the table with: self-registered, never
+# enrolled, no key, no tags, no job (anything the operator did to a device keeps it)
+_UNCLAIMED = ("enrolled=0 AND key IS NULL AND tags='[]' "
+              "AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.device=devices.id)")
 
 
 class Refused(Exception):
@@ -124,10 +131,15 @@ def _names(state: int, result: int) -> str:
 
 class Fleet:
     def __init__(self, store: Store, blobs: BlobStore, *, enrolled_only: bool = False,
-                 max_downloads: int | None = None) -> None:
+                 max_downloads: int | None = None, auto_register: int = DEFAULT_AUTO_REGISTER,
+                 auto_expiry: float = DEFAULT_AUTO_EXPIRY) -> None:
         self.store = store
         self.blobs = blobs
         self.enrolled_only = enrolled_only
+        self.auto_register = 0 if enrolled_only else auto_register
+        self.auto_expiry = auto_expiry
+        self._self_registered = self._count_self_registered()
+        self._next_auto_sweep = 0.0
         self.max_downloads = max_downloads  # concurrent downloads over all campaigns
         self._policies: dict[int, rollout.Policy] = {}
         #: called with a device id whenever that device's pending command may have changed
@@ -143,6 +155,10 @@ class Fleet:
             if dev is None:
                 if self.enrolled_only:
                     raise Refused("forbidden", "unknown device")
+                if self._self_registered >= self.auto_register:
+                    raise Refused("forbidden", "unknown device (the gateway takes no more "
+                                  "self-registered devices: enrol it with cc)")
+                self._self_registered += 1
                 db.execute(
                     "INSERT INTO devices(id, class, seq, state, result, progress, last_seen, "
                     "address) VALUES (?,?,?,?,?,?,?,?)",
@@ -649,7 +665,30 @@ class Fleet:
                 for job in rows:
                     self._set_job(job, jobs.DEADLINE, None, job["progress"], now,
                                   "campaign deadline passed")
-        return len(rows) + self._expire_offers(now)
+        return len(rows) + self._expire_offers(now) + self._expire_self_registered(now)
+
+    def _count_self_registered(self) -> int:
+        return self.store.db.execute(
+            "SELECT COUNT(*) FROM devices WHERE enrolled=0").fetchone()[0]
+
+    def _expire_self_registered(self, now: float) -> int:
+        """Delete self-registered devices nobody claimed and not heard from for auto_expiry
+        (one event each); recount the quota."""
+        if now < self._next_auto_sweep:
+            return 0
+        self._next_auto_sweep = now + AUTO_SWEEP_SECONDS
+        s = self.store
+        gone = [r["id"] for r in s.db.execute(
+            f"SELECT id FROM devices WHERE {_UNCLAIMED} AND COALESCE(last_seen, 0) < ? "
+            "LIMIT 1000", (now - self.auto_expiry,))]
+        if gone:
+            with s.transaction() as db:
+                for device_id in gone:
+                    db.execute("DELETE FROM devices WHERE id=?", (device_id,))
+                    s.event("expired", "self-registered, never enrolled, not heard from for "
+                            f"{self.auto_expiry:g} s: forgotten", device=device_id)
+        self._self_registered = self._count_self_registered()
+        return len(gone)
 
     def _expire_offers(self, now: float) -> int:
         """Offers whose download never started go back to the queue (their slot frees)."""

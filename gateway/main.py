@@ -9,7 +9,7 @@ import typer
 
 from proto import uris
 
-from . import logs, observe, oscore_creds, ratelimit, replies, sources
+from . import fleet, logs, observe, oscore_creds, ratelimit, replies, sources, uploads
 from .server import Config, ConfigError, parse_hostport, run as run_server
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -31,6 +31,15 @@ def run(
     log_json: bool = typer.Option(False, "--log-json", help="Log JSON lines instead of text."),
     enrolled_only: bool = typer.Option(False, "--enrolled-only",
                                        help="Refuse reports from devices not enrolled by cc."),
+    auto_register: int = typer.Option(fleet.DEFAULT_AUTO_REGISTER, "--auto-register", min=0,
+                                      metavar="N",
+                                      help="At most N devices that registered themselves (not "
+                                           "enrolled by cc) at once; more are refused (0: "
+                                           "like --enrolled-only)."),
+    auto_expiry: float = typer.Option(fleet.DEFAULT_AUTO_EXPIRY, "--auto-expiry", min=1,
+                                      metavar="SECONDS",
+                                      help="A self-registered device never enrolled, without "
+                                           "jobs and not heard from this long is deleted."),
     max_downloads: int = typer.Option(0, "--max-downloads", min=0, metavar="N",
                                       help="At most N devices downloading at once over all "
                                            "campaigns; more are told to come back (0: no cap)."),
@@ -73,6 +82,14 @@ def run(
                                            help="Observations per source host."),
     observe_max: int = typer.Option(observe.DEFAULT_TOTAL, "--observe-max", min=0, metavar="N",
                                     help="Observations in total."),
+    uploads_max: int = typer.Option(uploads.MAX_TRANSFERS, "--uploads-max", min=1, metavar="N",
+                                    help="Partial Block1 uploads on the control API at once."),
+    uploads_per_source: int = typer.Option(uploads.MAX_PER_SOURCE, "--uploads-per-source",
+                                           min=1, metavar="N",
+                                           help="Partial uploads at once from one host."),
+    upload_idle: float = typer.Option(uploads.IDLE_SECONDS, "--upload-idle", min=1,
+                                      metavar="SECONDS",
+                                      help="A partial upload silent this long is dropped."),
     oscore: bool = typer.Option(False, "--oscore",
                                 help="Control API only through OSCORE (see `credentials add`); "
                                      "needed for a non-loopback --control-bind."),
@@ -90,7 +107,9 @@ def run(
                      verified_max=verified_max, reply_cache=reply_cache,
                      observe_lifetime=observe_lifetime, observe_per_device=observe_per_device,
                      observe_per_source=observe_per_source, observe_total=observe_max,
-                     oscore=oscore)
+                     uploads_max=uploads_max, uploads_per_source=uploads_per_source,
+                     upload_idle=upload_idle, auto_register=auto_register,
+                     auto_expiry=auto_expiry, oscore=oscore)
         asyncio.run(run_server(cfg))
     except ConfigError as e:
         logs.log.error("refusing to start: %s", e)

@@ -7,17 +7,17 @@ import ipaddress
 import logging
 import os
 import signal
-import traceback
 import sqlite3
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import logs, observe, oscore_creds, replies, sources
+from . import datadir, logs, observe, oscore_creds, replies, sources, uploads
 from .blobs import BlobStore
 from .control_api import ControlSite
 from .device_api import DeviceApi
 from .endpoint import DeviceEndpoint
-from .fleet import Fleet
+from .fleet import DEFAULT_AUTO_EXPIRY, DEFAULT_AUTO_REGISTER, Fleet
 from .ratelimit import Budgets, RateLimiter
 from .store import Store
 
@@ -45,6 +45,11 @@ class Config:
     reply_cache: int = replies.DEFAULT_MAX
     verified_ttl: float = sources.DEFAULT_TTL
     verified_max: int = sources.DEFAULT_MAX
+    uploads_max: int = uploads.MAX_TRANSFERS
+    uploads_per_source: int = uploads.MAX_PER_SOURCE
+    upload_idle: float = uploads.IDLE_SECONDS
+    auto_register: int = DEFAULT_AUTO_REGISTER  # self-registered devices at once
+    auto_expiry: float = DEFAULT_AUTO_EXPIRY  # never-enrolled silent ones deleted
     oscore: bool = False  # control API only through OSCORE (gateway/oscore_creds.py)
 
 
@@ -122,13 +127,14 @@ async def run(cfg: Config) -> None:
     # start silently and take half the traffic. With 0, bind() fails with EADDRINUSE.
     os.environ["AIOCOAP_REUSE_PORT"] = "0"
     try:
-        cfg.data.mkdir(parents=True, exist_ok=True)
+        datadir.secure(cfg.data)
         store = Store(cfg.data / "gateway.sqlite3", on_event=logs.event)
         blobs = BlobStore(cfg.data / "blobs")
-    except (OSError, sqlite3.DatabaseError, RuntimeError) as e:
+    except (OSError, sqlite3.DatabaseError, RuntimeError, datadir.Unsafe) as e:
         raise ConfigError(f"cannot use data directory {cfg.data}: {e}") from None
     fleet = Fleet(store, blobs, enrolled_only=cfg.enrolled_only,
-                  max_downloads=cfg.max_downloads)
+                  max_downloads=cfg.max_downloads, auto_register=cfg.auto_register,
+                  auto_expiry=cfg.auto_expiry)
     contexts = []
     releases: list = []
     try:
@@ -149,7 +155,8 @@ async def run(cfg: Config) -> None:
             raise ConfigError(f"cannot bind the device port {_fmt(*cfg.bind)}: "
                               f"{e.strerror or e}") from None
         releases.append(endpoint.close)
-        control = ControlSite(fleet, blobs)
+        control = ControlSite(fleet, blobs, uploads.Block1Receiver(
+            cfg.uploads_max, cfg.uploads_per_source, cfg.upload_idle))
         site: object = control
         if cfg.oscore:
             from aiocoap.oscore_sitewrapper import OscoreSiteWrapper

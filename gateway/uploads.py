@@ -6,6 +6,11 @@ arrives), a small buffer for control bodies. Blocks must arrive in order; a gap 
 an unknown transfer answers 4.08 Request Entity Incomplete, so the client restarts at 0. The
 block just accepted may come again (its 2.31 was lost and the client re-sent it with a new
 message id, past aiocoap's deduplication): it is acknowledged again and not written twice.
+
+Partial transfers are capped per source host and in total, and each expires when idle: 4,085
+abandoned uploads once held as many file descriptors until the gateway could open no more.
+Over a cap, the new transfer is refused (``Busy``: 5.03 with Max-Age); the ones in progress
+keep going.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .blobs import BlobStore
 
-IDLE_SECONDS = 120  # an upload silent for this long is dropped (temp file removed)
+IDLE_SECONDS = 120.0  # an upload silent for this long is dropped (temp file removed)
+MAX_TRANSFERS = 16  # partial uploads at once, in total
+MAX_PER_SOURCE = 4  # partial uploads at once from one source host
 
 
 class TooLarge(Exception):
@@ -28,6 +36,10 @@ class TooLarge(Exception):
 
 class Incomplete(Exception):
     pass
+
+
+class Busy(Exception):
+    """Too many partial uploads (in total or from this source): come back later."""
 
 
 class MemorySink:
@@ -91,21 +103,28 @@ class FileSink:
 @dataclass
 class Transfer:
     sink: Any
+    source: str
+    touched: float
     received: int = 0
     last: int = -1  # offset of the last block written
-    touched: float = field(default_factory=time.monotonic)
 
 
 class Block1Receiver:
-    """Transfers keyed by (client address, method, path)."""
+    """Transfers keyed by (client address, method, path); ``source`` is the client's host."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_transfers: int = MAX_TRANSFERS, per_source: int = MAX_PER_SOURCE,
+                 idle: float = IDLE_SECONDS, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_transfers, self.per_source, self.idle = max_transfers, per_source, idle
+        self.clock = clock
         self.transfers: dict[tuple[Any, ...], Transfer] = {}
 
-    def feed(self, key: tuple[Any, ...], block1: Any, payload: bytes, new_sink: Any) -> Any | None:
+    def feed(self, key: tuple[Any, ...], block1: Any, payload: bytes, new_sink: Any,
+             source: str = "") -> Any | None:
         """Feed one block. Returns the finished sink after the last block, else None.
 
-        Raises TooLarge or Incomplete (the transfer is dropped in both cases)."""
+        Raises TooLarge or Incomplete (the transfer is dropped in both cases), Busy (a new
+        transfer over a cap)."""
         if block1 is None:  # the whole body in one message
             sink = new_sink()
             try:
@@ -116,12 +135,19 @@ class Block1Receiver:
             return sink
         num, more, szx = block1.block_number, block1.more, block1.size_exponent
         offset = num * (1 << (szx + 4))
+        now = self.clock()
         if num == 0:
             self.drop(key)
-            self.transfers[key] = Transfer(new_sink())
+            if more:
+                self.expire(now)
+                if (len(self.transfers) >= self.max_transfers
+                        or sum(t.source == source for t in self.transfers.values())
+                        >= self.per_source):
+                    raise Busy()
+            self.transfers[key] = Transfer(new_sink(), source, now)
         t = self.transfers.get(key)
         if t is not None and more and num > 0 and offset == t.last and offset + len(payload) == t.received:
-            t.touched = time.monotonic()
+            t.touched = now
             return None  # a repeat of the block just written: acknowledge it again
         if t is None or offset != t.received or (more and len(payload) != 1 << (szx + 4)):
             self.drop(key)
@@ -133,7 +159,7 @@ class Block1Receiver:
             raise
         t.last = offset
         t.received += len(payload)
-        t.touched = time.monotonic()
+        t.touched = now
         if more:
             return None
         del self.transfers[key]
@@ -145,9 +171,9 @@ class Block1Receiver:
             t.sink.discard()
 
     def expire(self, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         for key, t in list(self.transfers.items()):
-            if now - t.touched > IDLE_SECONDS:
+            if now - t.touched > self.idle:
                 self.drop(key)
 
     def close(self) -> None:
