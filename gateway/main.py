@@ -136,3 +136,30 @@ def credentials_add(
     typer.echo(f"client credentials for {name}: {client}")
     typer.echo("copy that directory to the control center (it holds a secret), then: "
                "cc login DIR")
+
+
+@app.command()
+def migrate(
+    to: str = typer.Option(..., "--to", metavar="URL",
+                           help="The empty store to fill: postgresql://… or sqlite:///…"),
+    data: Path = typer.Option(Path("./fota-data"), help="The gateway's data directory."),
+    source: str = typer.Option("", "--from", metavar="URL",
+                               help="The store to copy (default: the SQLite file under --data)."),
+) -> None:
+    """Copy the gateway's state to another store (SQLite -> PostgreSQL), ids and all. Stop the
+    gateway first; blobs stay files under --data. Exit 2 on a bad URL or a non-empty target."""
+    from .storage import SQLITE_FILE, BadStoreUrl, SchemaTooNew, backend_for, default_url
+    from .storage.migrate import MigrateError, copy
+
+    try:
+        src, dst = backend_for(source or default_url(data)), backend_for(to)
+        if not source and not (data / SQLITE_FILE).exists():
+            raise MigrateError(f"no gateway database under {data}")
+        counts = copy(src, dst)
+    except (BadStoreUrl, MigrateError, SchemaTooNew) as e:
+        typer.echo(f"fota-gateway migrate: {e}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as e:  # a database that cannot be reached or read: one line
+        typer.echo(f"fota-gateway migrate: {type(e).__name__}: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("copied " + ", ".join(f"{n} {t}" for t, n in counts.items()) + f" to {dst}")

@@ -17,12 +17,20 @@ from .engine import Engine, StoreUnavailable
 from .repo import Repo, Row
 from .schema import MIGRATIONS, SchemaTooNew
 
-__all__ = ["Engine", "MIGRATIONS", "Repo", "Row", "SchemaTooNew", "StoreUnavailable",
-           "backend_for", "open_engine"]
+__all__ = ["SQLITE_FILE", "BadStoreUrl", "Engine", "MIGRATIONS", "Repo", "Row", "SchemaTooNew",
+           "StoreUnavailable", "backend_for", "default_url", "open_engine"]
+
+
+#: The SQLite file under ``--data`` (the default store).
+SQLITE_FILE = "gateway.sqlite3"
 
 
 class BadStoreUrl(ValueError):
     pass
+
+
+def default_url(data: Path) -> str:
+    return f"sqlite:///{Path(data).resolve() / SQLITE_FILE}"
 
 
 def backend_for(url: str) -> Any:

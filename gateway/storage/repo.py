@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 Row = dict[str, Any]
@@ -135,6 +135,46 @@ class Repo:
     def job_counts(self, n: int) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self._all(
             "SELECT state, COUNT(*) AS n FROM jobs WHERE campaign=? GROUP BY state", (n,))}
+
+
+    # ---- whole tables (``fota-gateway migrate``) -----------------------------------------
+    def table_rows(self, table: str, batch: int = 2000) -> Iterator[list[Row]]:
+        """Every row of ``table`` (one of ``TABLES``) in primary key order, ``batch`` at a
+        time."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        cur = self._exec(f"SELECT * FROM {table} ORDER BY id")
+        while rows := cur.fetchmany(batch):
+            yield [dict(r) for r in rows]
+
+    def insert_rows(self, table: str, rows: list[Row]) -> None:
+        """Insert rows as they are (ids included)."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        if rows:
+            cols = list(rows[0])
+            self._many(f"INSERT INTO {table}({', '.join(cols)}) VALUES "
+                       f"({', '.join('?' * len(cols))})", [[r[c] for c in cols] for r in rows])
+
+    def count_rows(self, table: str) -> int:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        return self._scalar(f"SELECT COUNT(*) FROM {table}")
+
+    def restart_ids(self, table: str) -> None:
+        """After rows came in with their ids: new rows get ids above them."""
+        if table not in SERIAL_TABLES:
+            return
+        if self.dialect == "postgresql":
+            self._exec(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                       f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")
+        # SQLite's AUTOINCREMENT keeps sqlite_sequence up to date on every insert
+
+
+#: Every table, parents before children (foreign keys).
+TABLES = ("devices", "images", "campaigns", "jobs", "events")
+#: Tables whose ids the database hands out.
+SERIAL_TABLES = ("campaigns", "jobs", "events")
 
 
 def tags_json(tags: list[str]) -> str:
