@@ -20,6 +20,7 @@ from aiocoap.optiontypes import BlockOption
 from proto import uris
 from proto.control import MAX_REPORT
 
+from . import metrics
 from .blobs import BlobStore, CorruptBlob
 from .blockwire import encode_block_response
 from .coapx import CBOR_FORMAT, answer, error
@@ -55,6 +56,7 @@ class DeviceApi:
         if offset >= size and not (num == 0 and size == 0):
             return None
         data = os.pread(fd, bsize, offset)
+        metrics.block_served(len(data))
         return encode_block_response(mtype, mid, token, image[1], num,
                                      offset + len(data) < size, szx, size, data)
 
@@ -110,6 +112,7 @@ class DeviceApi:
         if offset >= size and not (num == 0 and size == 0):
             return error(Code.BAD_OPTION, f"block {num} is past the end ({size} bytes)")
         data = os.pread(fd, bsize, offset)
+        metrics.block_served(len(data))
         more = offset + len(data) < size
         return Message(code=Code.CONTENT, payload=data, etag=etag, size2=size,
                        block2=BlockOption.BlockwiseTuple(num, more, szx))
@@ -137,6 +140,7 @@ class DeviceApi:
         r = parse_report(request.payload)
         sealed = self.auth.check_report(loads_exact(request.payload, "report"))
         command = self.fleet.report(r, address)
+        metrics.REPORTS.inc()
         if sealed is not None:
             command = DeviceAuth.seal(command, *sealed)
         if command is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
 
@@ -93,6 +94,12 @@ def run(
     oscore: bool = typer.Option(False, "--oscore",
                                 help="Control API only through OSCORE (see `credentials add`); "
                                      "needed for a non-loopback --control-bind."),
+    http: str = typer.Option("", "--http", metavar="HOST:PORT",
+                             help="Serve the dashboard, /metrics and /healthz here (off by "
+                                  "default; a non-loopback bind needs `web-token`)."),
+    webhook: list[str] = typer.Option([], "--webhook", metavar="URL",
+                                      help="POST signed JSON events here (repeatable): a "
+                                           "campaign paused by itself or done, a rollback."),
 ) -> None:
     """Run the gateway until SIGTERM or SIGINT (exit 0); exit 2 on a configuration error."""
     logs.setup(log_json)
@@ -109,11 +116,20 @@ def run(
                      observe_per_source=observe_per_source, observe_total=observe_max,
                      uploads_max=uploads_max, uploads_per_source=uploads_per_source,
                      upload_idle=upload_idle, auto_register=auto_register,
-                     auto_expiry=auto_expiry, oscore=oscore)
+                     auto_expiry=auto_expiry, oscore=oscore,
+                     http=parse_hostport(http, "--http") if http else None,
+                     webhooks=tuple(_webhook_url(u) for u in webhook))
         asyncio.run(run_server(cfg))
     except ConfigError as e:
         logs.log.error("refusing to start: %s", e)
         raise typer.Exit(2) from None
+
+
+def _webhook_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--webhook: expected an http:// or https:// URL, got {url!r}")
+    return url
 
 
 credentials_app = typer.Typer(no_args_is_help=True,
@@ -163,3 +179,25 @@ def migrate(
         typer.echo(f"fota-gateway migrate: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(1) from None
     typer.echo("copied " + ", ".join(f"{n} {t}" for t, n in counts.items()) + f" to {dst}")
+
+
+@app.command("web-token")
+def web_token(
+    name: str = typer.Argument(..., help="The operator's name (shown in the event log)."),
+    data: Path = typer.Option(Path("./fota-data"), help="The gateway's data directory."),
+    revoke: bool = typer.Option(False, "--revoke", help="Remove NAME's token instead."),
+) -> None:
+    """Make (or replace) an operator token for the dashboard and /metrics; printed once, only
+    its SHA-256 is kept. A running gateway reads tokens at start: restart it after a change."""
+    from .web import auth as web_auth
+
+    try:
+        if revoke:
+            web_auth.revoke_token(data, name)
+            typer.echo(f"token of {name} revoked")
+            return
+        token = web_auth.add_token(data, name)
+    except (web_auth.TokenError, OSError) as e:
+        typer.echo(f"fota-gateway: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(token)

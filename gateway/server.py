@@ -12,11 +12,12 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import datadir, logs, observe, oscore_creds, replies, sources, uploads
+from . import datadir, logs, metrics, observe, oscore_creds, replies, sources, uploads
 from .blobs import BlobStore
 from .control_api import ControlSite
 from .device_api import DeviceApi
 from .endpoint import DeviceEndpoint
+from .eventbus import EventBus
 from .fleet import DEFAULT_AUTO_EXPIRY, DEFAULT_AUTO_REGISTER, Fleet
 from .ratelimit import Budgets, RateLimiter
 from .store import Store
@@ -51,6 +52,8 @@ class Config:
     auto_register: int = DEFAULT_AUTO_REGISTER  # self-registered devices at once
     auto_expiry: float = DEFAULT_AUTO_EXPIRY  # never-enrolled silent ones deleted
     oscore: bool = False  # control API only through OSCORE (gateway/oscore_creds.py)
+    http: tuple[str, int] | None = None  # dashboard, /metrics, /healthz (gateway/web/)
+    webhooks: tuple[str, ...] = ()  # URLs for campaign/rollback events (gateway/webhooks.py)
 
 
 def parse_hostport(text: str, what: str) -> tuple[str, int]:
@@ -128,7 +131,8 @@ async def run(cfg: Config) -> None:
     os.environ["AIOCOAP_REUSE_PORT"] = "0"
     try:
         datadir.secure(cfg.data)
-        store = Store(cfg.data / "gateway.sqlite3", on_event=logs.event)
+        bus = EventBus(logs.event, metrics.on_event)
+        store = Store(cfg.data / "gateway.sqlite3", on_event=bus)
         blobs = BlobStore(cfg.data / "blobs")
     except (OSError, sqlite3.DatabaseError, RuntimeError, datadir.Unsafe) as e:
         raise ConfigError(f"cannot use data directory {cfg.data}: {e}") from None
@@ -137,6 +141,7 @@ async def run(cfg: Config) -> None:
                   auto_expiry=cfg.auto_expiry)
     contexts = []
     releases: list = []
+    closers: list = []  # async: the dashboard, the webhook senders
     try:
         loop = asyncio.get_running_loop()
         _quiet_decode_errors(loop)
@@ -170,13 +175,28 @@ async def run(cfg: Config) -> None:
             site = OscoreSiteWrapper(control, creds)
         control_ctx = await _server_context(site, cfg.control_bind, "control")
         contexts.append(control_ctx)
+        http = ""
+        if cfg.http is not None:
+            from . import web  # aiohttp is loaded only when asked for
+
+            limiter = endpoint.limiter
+            dash = await web.start(fleet, bus, cfg.data, cfg.http, is_loopback(cfg.http[0]),
+                                   lambda: limiter.dropped if limiter is not None else {})
+            closers.append(dash.close)
+            http = f" http={_fmt(cfg.http[0], dash.port)}"
+        if cfg.webhooks:
+            from .webhooks import Webhooks, load_secret
+
+            hooks = Webhooks(list(cfg.webhooks), load_secret(cfg.data), store)
+            bus.subscribe(hooks)
+            closers.append(hooks.close)
 
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("listening devices=%s control=%s data=%s",
+        log.info("listening devices=%s control=%s%s data=%s",
                  _fmt(cfg.bind[0], device_port),
-                 _fmt(cfg.control_bind[0], _port_of(control_ctx)), cfg.data,
+                 _fmt(cfg.control_bind[0], _port_of(control_ctx)), http, cfg.data,
                  extra={"fields": {"event": "ready"}})
         while not stop.is_set():
             try:
@@ -192,6 +212,8 @@ async def run(cfg: Config) -> None:
         log.info("shutting down", extra={"fields": {"event": "stop"}})
         control.uploads.close()
     finally:
+        for close in reversed(closers):
+            await close()
         for ctx in contexts:
             await ctx.shutdown()
         for release in releases:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import metrics
 from .storage.repo import Repo, Row, tags_json
 from .storage.schema import MIGRATIONS
 from .storage.sqlite import DIALECT, SqliteBackend
@@ -47,10 +48,12 @@ class Store(Repo):
         if self.db.in_transaction:  # nested: the outer one commits
             yield self.db
             return
+        t0 = time.perf_counter()
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
             self.db.execute("COMMIT")
+            metrics.STORE_SECONDS.observe(time.perf_counter() - t0)
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")

@@ -1,0 +1,127 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright (no
+browser download), one browser for the whole module, against the real gateway with fota-sim
+devices and the real cc.
+
+- The overview shows the fleet; a campaign's page follows it live (Server-Sent Events, the page
+  never polls), and the operator signs in and presses pause: ``cc status`` says paused.
+- A screenshot of the campaign page is not blank (its pixels are counted in the browser).
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from dashboard_util import SyncOps, http_base, web_token
+from harness import REPO, GatewayProc
+from test_agent_e2e import CLASS, image_bytes
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+DEVICES = 4
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)  # fresh temporary profile
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("dash")
+    token = web_token(tmp / "data", "alice")
+    gw = GatewayProc(tmp / "data", ("--http", "127.0.0.1:0")).start()
+    sim = None
+    try:
+        ops = SyncOps(gw, tmp / "cc-home")
+        assert ops.cc("keys", "init").returncode == 0
+        trust = ops.cc("keys", "public").stdout.strip()
+        image = tmp / "app.bin"
+        image.write_bytes(image_bytes(12_000, 7))
+        img = ops.json("firmware", "add", str(image), "--version", "2", "--class", CLASS)
+        log = open(tmp / "sim.log", "wb")
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "sim.main", "--devices", str(DEVICES), "--gateway",
+             gw.device_uri, "--class", CLASS, "--trust", trust, "--state", str(tmp / "sim"),
+             "--wake", "0.3", "--ack-timeout", "0.5", "--block-size", "64"],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        yield {"gw": gw, "ops": ops, "token": token, "base": http_base(gw), "image": img,
+               "tmp": tmp}
+    finally:
+        if sim is not None:
+            sim.terminate()
+            sim.wait(timeout=20)
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, fleet: dict[str, Any]) -> Iterator[Page]:
+    pg = browser.new_page(viewport={"width": 1280, "height": 1000})
+    yield pg
+    pg.close()
+
+
+def test_overview_live_campaign_and_pause(page: Page, fleet: dict[str, Any]) -> None:
+    ops = fleet["ops"]
+    page.goto(fleet["base"] + "/#/")
+    # the sim's devices register while the page is open: the overview follows the stream
+    expect(page.locator("#device-count")).to_have_text(str(DEVICES), timeout=15_000)
+    expect(page.locator("#live")).to_have_text("live")
+    camp = ops.json("upgrade", fleet["image"]["id"], "--all", "--canary", "1", "--wave", "1",
+                    "--max-downloads", "1", "--defer", "1")
+    n = camp["id"]
+    page.goto(f"{fleet['base']}/#/campaign/{n}")
+    expect(page.locator("#campaign-state")).to_have_text("running")
+    expect(page.locator("#btn-pause")).to_be_disabled()  # not signed in: no actions
+    page.fill("#token", fleet["token"])
+    page.click("#signin button")
+    expect(page.locator("#who-name")).to_have_text("signed in: alice")
+    # live: the page shows devices finishing without a reload or a poll
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    expect(page.locator("#campaign-done")).to_have_text(f"1 / {DEVICES}", timeout=20_000)
+    assert not [u for u in requests if u.endswith("/api/stream")]  # one stream, never reopened
+    page.click("#btn-pause")
+    expect(page.locator("#campaign-state")).to_have_text("paused")
+    status = ops.json("status", str(n))
+    assert status["state"] == "paused" and status["reason"] == "paused by the operator"
+    assert status["counts"].get("succeeded", 0) < DEVICES
+    expect(page.locator("#btn-resume")).to_be_enabled()
+    expect(page.locator("#timeline canvas")).to_have_count(1)
+
+
+def test_screenshot_is_not_blank(browser: Browser, page: Page, fleet: dict[str, Any]) -> None:
+    shot = fleet["tmp"] / "campaign.png"
+    png = page.screenshot(path=str(shot), full_page=False)
+    # count the picture's colours in the browser itself: a blank page has one or two
+    probe = browser.new_page()
+    try:
+        probe.set_content("<canvas id=c></canvas>")
+        stats = probe.evaluate("""async (src) => {
+            const img = new Image(); img.src = src; await img.decode();
+            const c = document.getElementById('c'); c.width = img.width; c.height = img.height;
+            const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+            const d = g.getImageData(0, 0, img.width, img.height).data;
+            const colours = new Set(); let ink = 0;
+            for (let i = 0; i < d.length; i += 4) {
+                colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+                if (d[i] + d[i + 1] + d[i + 2] < 600) ink++;
+            }
+            return {w: img.width, h: img.height, colours: colours.size, ink: ink / (d.length / 4)};
+        }""", "data:image/png;base64," + base64.b64encode(png).decode())
+    finally:
+        probe.close()
+    assert (stats["w"], stats["h"]) == (1280, 1000)
+    assert stats["colours"] > 50 and stats["ink"] > 0.03, stats
