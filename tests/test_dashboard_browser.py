@@ -10,6 +10,7 @@ devices and the real cc.
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
 import time
@@ -27,7 +28,8 @@ from test_agent_e2e import CLASS, image_bytes
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-DEVICES = 4
+DEVICES = 6
+PREFIX = "<i>dev"  # device ids come from devices: the page must show them as text, not markup
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         sim = subprocess.Popen(
             [sys.executable, "-m", "sim.main", "--devices", str(DEVICES), "--gateway",
              gw.device_uri, "--class", CLASS, "--trust", trust, "--state", str(tmp / "sim"),
-             "--wake", "0.3", "--ack-timeout", "0.5", "--block-size", "64"],
+             "--wake", "1", "--ack-timeout", "0.5", "--block-size", "64",
+             "--id-prefix", PREFIX],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         yield {"gw": gw, "ops": ops, "token": token, "base": http_base(gw), "image": img,
                "tmp": tmp}
@@ -79,6 +82,8 @@ def test_overview_live_campaign_and_pause(page: Page, fleet: dict[str, Any]) -> 
     # the sim's devices register while the page is open: the overview follows the stream
     expect(page.locator("#device-count")).to_have_text(str(DEVICES), timeout=15_000)
     expect(page.locator("#live")).to_have_text("live")
+    expect(page.get_by_role("link", name=f"{PREFIX}-000", exact=True)).to_have_count(1)
+    assert page.locator("main table i").count() == 0  # no <i> element made from an id
     camp = ops.json("upgrade", fleet["image"]["id"], "--all", "--canary", "1", "--wave", "1",
                     "--max-downloads", "1", "--defer", "1")
     n = camp["id"]
@@ -91,7 +96,9 @@ def test_overview_live_campaign_and_pause(page: Page, fleet: dict[str, Any]) -> 
     # live: the page shows devices finishing without a reload or a poll
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
-    expect(page.locator("#campaign-done")).to_have_text(f"1 / {DEVICES}", timeout=20_000)
+    # phases of one device each, released one after the other: pause while some are left
+    expect(page.locator("#campaign-done")).to_have_text(re.compile(rf"^[1-{DEVICES // 2}] / "),
+                                                        timeout=20_000)
     assert not [u for u in requests if u.endswith("/api/stream")]  # one stream, never reopened
     page.click("#btn-pause")
     expect(page.locator("#campaign-state")).to_have_text("paused")
@@ -100,6 +107,12 @@ def test_overview_live_campaign_and_pause(page: Page, fleet: dict[str, Any]) -> 
     assert status["counts"].get("succeeded", 0) < DEVICES
     expect(page.locator("#btn-resume")).to_be_enabled()
     expect(page.locator("#timeline canvas")).to_have_count(1)
+    # one device's page: its history from the event log
+    page.get_by_role("link", name=f"{PREFIX}-000", exact=True).first.click()
+    expect(page.locator("h1")).to_have_text(f"Device {PREFIX}-000")
+    expect(page.locator("main")).to_contain_text("registered")
+    page.go_back()
+    expect(page.locator("#campaign-state")).to_have_text("paused")
 
 
 def test_screenshot_is_not_blank(browser: Browser, page: Page, fleet: dict[str, Any]) -> None:

@@ -85,7 +85,12 @@ async def test_non_loopback_bind_needs_tokens(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)
             async with http.get(base + "/metrics", headers=good) as r:
                 got = samples(await r.text())
-        assert got[("fota_rate_limited_datagrams_total", (("budget", "host"),))] >= 100
+            assert got[("fota_rate_limited_datagrams_total", (("budget", "host"),))] >= 100
+            # a live stream open while the gateway stops: it ends, the exit is clean
+            async with http.get(base + "/api/stream", headers=good) as r:
+                assert r.status == 200 and r.content_type == "text/event-stream"
+                assert await r.content.readline() == b"retry: 2000\n"
+                assert await asyncio.to_thread(gw.stop) == 0
     finally:
         await asyncio.to_thread(gw.stop)
 
