@@ -1,5 +1,5 @@
 """``python -m cc``: the same program as the ``cc`` and ``fota-cc`` scripts."""
 
-from cc.main import app
+from cc.main import cli
 
-app(prog_name="cc")
+cli()

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
 
 from proto import uris
@@ -45,13 +46,27 @@ def finished(camp: dict[str, Any]) -> bool:
     return all(j.get("state") in JobState.FINAL for j in jobs(camp))
 
 
+#: job states that are fine: updated, or already running that image or a newer one
+DONE_OK = (JobState.SUCCEEDED, JobState.SKIPPED)
+
+
+def updated(camp: dict[str, Any]) -> int:
+    return sum(j.get("state") == JobState.SUCCEEDED for j in jobs(camp))
+
+
+def skipped(camp: dict[str, Any]) -> int:
+    return sum(j.get("state") == JobState.SKIPPED for j in jobs(camp))
+
+
 def succeeded(camp: dict[str, Any]) -> bool:
-    return all(j.get("state") == JobState.SUCCEEDED for j in jobs(camp))
+    """Every job updated or skipped, and at least one device updated: a campaign that updated
+    nothing is not a success."""
+    return all(j.get("state") in DONE_OK for j in jobs(camp)) and updated(camp) > 0
 
 
 def failures(camp: dict[str, Any]) -> list[dict[str, Any]]:
     """Every job that did not succeed, including the ones still active when we stopped waiting."""
-    return [j for j in jobs(camp) if j.get("state") != JobState.SUCCEEDED]
+    return [j for j in jobs(camp) if j.get("state") not in DONE_OK]
 
 
 def parse_duration(text: str, what: str) -> int:
@@ -90,8 +105,13 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 def policy_body(*, canary: int | None, wave: str | None, success_rate: float | None,
                 max_failures: str | None, max_downloads: int | None, defer: int | None,
-                window: str | None, window_duration: str, window_tz: str) -> dict[str, Any]:
-    """The policy fields of ``POST camp`` from cc's options (the gateway checks them)."""
+                window: str | None, window_duration: str | None,
+                window_tz: str | None) -> dict[str, Any]:
+    """The policy fields of ``POST camp`` from cc's options (the gateway checks them too)."""
+    if window is None and (window_duration is not None or window_tz is not None):
+        raise CcError("--window-duration and --window-tz need --window CRON")
+    if window_tz is not None:
+        check_zone(window_tz)
     body: dict[str, Any] = {}
     if canary:
         body["canary"] = canary
@@ -106,9 +126,18 @@ def policy_body(*, canary: int | None, wave: str | None, success_rate: float | N
     if defer is not None:
         body["defer"] = defer
     if window is not None:
-        body["window"] = {"start": window, "tz": window_tz,
-                          "duration": parse_duration(window_duration, "--window-duration")}
+        body["window"] = {"start": window, "tz": window_tz or "UTC",
+                          "duration": parse_duration(window_duration or "1h",
+                                                     "--window-duration")}
     return body
+
+
+def check_zone(name: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise CcError(f"--window-tz: unknown time zone {name!r} (IANA names like "
+                      "Europe/Paris or UTC)") from None
 
 
 def _amount(text: str, what: str) -> int | str:

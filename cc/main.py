@@ -20,6 +20,7 @@ from typing import Any, Optional, TypeVar
 import typer
 
 from proto import manifest, uris
+from proto.version import version_line
 
 from . import campaign, firmware, keys, render
 from .client import ControlClient, segment
@@ -27,7 +28,8 @@ from .errors import CcError
 from .settings import DEFAULT_GATEWAY, DEFAULT_HOME, Gateway, parse_gateway
 
 app = typer.Typer(help="fota control center: signing key, firmware, devices, upgrades.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
+                  rich_markup_mode="markdown")
 keys_app = typer.Typer(help="The Ed25519 signing key (it never leaves this machine).",
                        no_args_is_help=True)
 firmware_app = typer.Typer(help="Firmware images: add (upload + sign) and list.",
@@ -95,6 +97,33 @@ def _silence_stdout() -> None:
         pass  # not a real file (CliRunner): nothing will flush it
 
 
+USAGE_ERROR = typer.BadParameter.__mro__[1]  # click's UsageError, as vendored by typer
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """The `cc` entry point: usage errors (a bad --version value, an unknown option) are one
+    `cc:` line and exit 2 like every other error, not a framed help box."""
+    try:
+        code = app(args=argv, prog_name="cc", standalone_mode=False)
+    except USAGE_ERROR as e:
+        where = e.ctx.command_path + ": " if getattr(e, "ctx", None) else ""
+        hint = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) else ""
+        message = " ".join(e.format_message().split())
+        print(f"cc: {where.removeprefix('cc ').removeprefix('cc')}{message}{hint}",
+              file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("cc: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(version_line("cc"))
+        raise typer.Exit(0)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
@@ -107,6 +136,8 @@ def main(
     home: Path = typer.Option(DEFAULT_HOME, "--home", envvar="FOTA_HOME", metavar="DIR",
                               help="Where the signing key lives."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log CoAP traffic (aiocoap)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                 help="Print cc's version and exit."),
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -204,10 +235,11 @@ def firmware_add(
         render.print_json(image)
         return
     path = str(image.get("uri") or uris.image_path(digest))
-    render.out.print(f"image [bold]{image.get('id')}[/] seq {image.get('seq')} class "
-                     f"{image.get('class')}, {render.size(image.get('size'))}")
-    render.out.print(f"uri {s.gateway.image_uri(path)}")
-    render.out.print(f"sha256 {image.get('digest')}")
+    render.out.print(f"image [bold]{render.esc(image.get('id'))}[/] seq {image.get('seq')} "
+                     f"class {render.esc(image.get('class'))}, {render.size(image.get('size'))}")
+    port = image.get("device_port")
+    render.out.print(f"uri {s.gateway.image_uri(path, port if isinstance(port, int) else None)}")
+    render.out.print(f"sha256 {render.esc(image.get('digest'))}")
 
 
 @firmware_app.command("list")
@@ -215,7 +247,7 @@ def firmware_add(
 def firmware_list(ctx: typer.Context, as_json: bool = JSON_OPT):
     """List the images the gateway holds."""
     rows = run(_get(settings(ctx), uris.FW))
-    render.print_json(rows) if as_json else render.out.print(render.images(rows))
+    render.print_json(rows) if as_json else render.show(render.images(rows))
 
 
 # ---- devices --------------------------------------------------------------------------------
@@ -226,7 +258,7 @@ def devices_main(ctx: typer.Context, as_json: bool = JSON_OPT):
     if ctx.invoked_subcommand is not None:
         return
     rows = run(_get(settings(ctx), uris.DEV))
-    render.print_json(rows) if as_json else render.out.print(render.devices(rows))
+    render.print_json(rows) if as_json else render.show(render.devices(rows))
 
 
 @devices_app.command("add")
@@ -256,7 +288,8 @@ def devices_add(
     if as_json:
         render.print_json(dev)
         return
-    render.out.print(f"device [bold]{dev.get('id')}[/] added, class {dev.get('class')}")
+    render.out.print(f"device [bold]{render.esc(dev.get('id'))}[/] added, class "
+                     f"{render.esc(dev.get('class'))}")
     if path is not None:
         render.out.print(f"report key (put it in the device's fota.json as \"key\"; the "
                          f"gateway never shows it again): {dev['key']}")
@@ -280,8 +313,8 @@ def devices_tag(
     if as_json:
         render.print_json(dev)
     else:
-        render.out.print(f"device [bold]{dev.get('id')}[/] tags: "
-                         f"{', '.join(dev.get('tags') or []) or '-'}")
+        render.out.print(f"device [bold]{render.esc(dev.get('id'))}[/] tags: "
+                         f"{render.esc(', '.join(dev.get('tags') or []) or '-')}")
 
 
 @device_app.command("show")
@@ -293,8 +326,7 @@ def device_show(ctx: typer.Context, device_id: str = typer.Argument(..., metavar
     if as_json:
         render.print_json(dev)
         return
-    for part in render.device(dev):
-        render.out.print(part)
+    render.show(*render.device(dev))
 
 
 # ---- campaigns ------------------------------------------------------------------------------
@@ -332,10 +364,12 @@ def upgrade(
     window: Optional[str] = typer.Option(None, "--window", metavar="CRON",
                                          help="Maintenance window start, 5-field cron "
                                               "('0 2 * * *'): offers only inside it."),
-    window_duration: str = typer.Option("1h", "--window-duration", metavar="DURATION",
-                                        help="How long the window stays open (90m, 2h)."),
-    window_tz: str = typer.Option("UTC", "--window-tz", metavar="ZONE",
-                                  help="Time zone of the window (Europe/Paris)."),
+    window_duration: Optional[str] = typer.Option(
+        None, "--window-duration", metavar="DURATION",
+        help="How long the window stays open (90m, 2h; 1h). Needs --window."),
+    window_tz: Optional[str] = typer.Option(
+        None, "--window-tz", metavar="ZONE",
+        help="IANA time zone of the window (Europe/Paris; UTC). Needs --window."),
     wait: bool = typer.Option(False, "--wait", help="Follow it with progress bars until done."),
     as_json: bool = JSON_OPT,
 ):
@@ -361,25 +395,36 @@ def upgrade(
         max_downloads=max_downloads, defer=defer, window=window,
         window_duration=window_duration, window_tz=window_tz))
     s = settings(ctx)
+    started: list[int] = []
 
     async def go() -> dict[str, Any]:
         async with s.client() as client:
             camp = await client.post(uris.CAMP, body)
             if not wait:
                 return camp
+            started.append(int(camp["id"]))
             if not as_json:
-                render.out.print(f"campaign [bold]{camp.get('id')}[/] started: image {image}, "
-                                 f"{render.plan(camp)}")
+                render.out.print(f"campaign [bold]{render.esc(camp.get('id'))}[/] started: "
+                                 f"image {render.esc(image)}, {render.plan(camp)}")
             return await _follow(client, int(camp["id"]), quiet=as_json)
 
-    camp = run(go())
+    try:
+        camp = run(go())
+    except KeyboardInterrupt:
+        if not started:
+            raise
+        n = started[0]
+        print(f"cc: stopped watching; campaign {n} goes on in the gateway: "
+              f"`cc status --watch {n}` to watch it again, `cc cancel {n}` to stop it",
+              file=sys.stderr)
+        raise typer.Exit(130) from None
     if not wait:
         if as_json:
             render.print_json(camp)
         else:
-            render.out.print(f"campaign [bold]{camp.get('id')}[/] started: image {image}, "
-                             f"{render.plan(camp)}; follow it with "
-                             f"`cc status {camp.get('id')} --watch`")
+            render.out.print(f"campaign [bold]{render.esc(camp.get('id'))}[/] started: image "
+                             f"{render.esc(image)}, {render.plan(camp)}; follow it with "
+                             f"`cc status --watch {render.esc(camp.get('id'))}`")
         return
     _final(camp, as_json)
 
@@ -398,7 +443,7 @@ def status(
         if watch:
             raise CcError("--watch needs a CAMPAIGN id")
         rows = run(_get(s, uris.CAMP))
-        render.print_json(rows) if as_json else render.out.print(render.campaigns(rows))
+        render.print_json(rows) if as_json else render.show(render.campaigns(rows))
         return
     if watch:
         async def go() -> dict[str, Any]:
@@ -411,8 +456,7 @@ def status(
     if as_json:
         render.print_json(camp)
         return
-    for part in render.campaign_detail(camp):
-        render.out.print(part)
+    render.show(*render.campaign_detail(camp))
 
 
 def _campaign_action(ctx: typer.Context, campaign_id: int, action: str, as_json: bool) -> None:
@@ -420,7 +464,7 @@ def _campaign_action(ctx: typer.Context, campaign_id: int, action: str, as_json:
     if as_json:
         render.print_json(camp)
     else:
-        render.out.print(f"campaign [bold]{camp.get('id')}[/]: "
+        render.out.print(f"campaign [bold]{render.esc(camp.get('id'))}[/]: "
                          f"{render.styled_state(camp.get('state'))}, {render.counts(camp)}")
 
 
@@ -472,7 +516,7 @@ def events(ctx: typer.Context,
             return await campaign.events(client, start)
 
     rows = run(go())
-    render.print_json(rows) if as_json else render.out.print(render.events(rows))
+    render.print_json(rows) if as_json else render.show(render.events(rows))
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -496,19 +540,25 @@ async def _follow(client: ControlClient, n: int, *, quiet: bool) -> dict[str, An
 def _final(camp: dict[str, Any], as_json: bool) -> None:
     """Print the outcome of a followed campaign; exit 1 unless every job succeeded."""
     ok = campaign.succeeded(camp)
+    n = render.esc(camp.get("id"))
+    updated, skipped = campaign.updated(camp), campaign.skipped(camp)
     if as_json:
         render.print_json(camp)
     elif camp.get("state") == "paused":
-        render.out.print(render.failures(camp))
-        render.out.print(f"campaign {camp.get('id')} [yellow]paused[/]: {camp.get('reason')}; "
+        render.show(render.failures(camp))
+        render.out.print(f"campaign {n} [yellow]paused[/]: {render.esc(camp.get('reason'))}; "
                          f"{render.counts(camp)}")
-        render.out.print(f"go on with `cc resume {camp.get('id')}`, "
-                         f"`cc retry {camp.get('id')}` or `cc cancel {camp.get('id')}`")
+        render.out.print(f"go on with `cc resume {n}`, `cc retry {n}` or `cc cancel {n}`")
+    elif ok and not skipped:
+        render.out.print(f"campaign {n}: all {updated} job(s) [green]succeeded[/]")
     elif ok:
-        render.out.print(f"campaign {camp.get('id')}: all {len(campaign.jobs(camp))} "
-                         "job(s) [green]succeeded[/]")
+        render.out.print(f"campaign {n}: {updated} device(s) [green]updated[/], {skipped} "
+                         "[cyan]skipped[/]: they already run this image's seq or a newer one")
+    elif skipped and skipped == len(campaign.jobs(camp)):
+        render.out.print(f"campaign {n}: [red]nothing updated[/]: all {skipped} device(s) "
+                         "already run this image's seq or a newer one (skipped)")
     else:
-        render.out.print(render.failures(camp))
-        render.out.print(f"campaign {camp.get('id')}: {render.counts(camp)}")
+        render.show(render.failures(camp))
+        render.out.print(f"campaign {n}: {render.counts(camp)}")
     if not ok:
         raise typer.Exit(1)

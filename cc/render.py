@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import rich.box
 
 from rich.console import Console
 from rich.filesize import decimal
@@ -21,7 +26,9 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from proto.codes import JobState
 
@@ -38,6 +45,7 @@ STATE_STYLE = {
     JobState.FAILED: "red",
     JobState.CANCELLED: "yellow",
     JobState.TIMED_OUT: "red",
+    JobState.SKIPPED: "cyan",
 }
 
 
@@ -53,9 +61,10 @@ def _json_default(obj: Any) -> Any:
 
 
 def when(t: float | None) -> str:
+    """Local time with its zone: '2026-11-29 14:03:07 CET' (a bare time is ambiguous)."""
     if t is None:
         return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
 
 
 def size(n: int | None) -> str:
@@ -68,41 +77,148 @@ def percent(done: int | None, total: int | None) -> str:
     return f"{100 * (done or 0) // total}%"
 
 
+def esc(value: object) -> str:
+    """Gateway or device text for a markup string: '[red]' from a device stays literal."""
+    return escape(str(value))
+
+
 def styled_state(state: str | None) -> str:
-    state = state or "-"
+    state = esc(state or "-")
     style = STATE_STYLE.get(state)
     return f"[{style}]{state}[/]" if style else state
 
 
-def images(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="firmware images")
-    for col in ("id", "seq", "class", "vendor", "size", "digest", "created"):
-        t.add_column(col, justify="right" if col in ("seq", "size") else "left")
+def state_cell(state: str | None) -> Text:
+    return Text(str(state or "-"), style=STATE_STYLE.get(str(state), ""))
+
+
+@dataclass
+class Listing:
+    """Rows for people: a table on a terminal; plain text, one row per line, when piped.
+
+    Cells are plain text (``Text`` for a style): nothing a device chose is read as markup.
+    Columns in ``keep`` (ids) are never wrapped or cut; on a narrow terminal the columns in
+    ``optional`` are dropped, first ones first, until the rest fits; what still does not fit
+    folds."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str | Text]] = field(default_factory=list)
+    right: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ("id", "device", "image", "campaign")
+    caption: str | None = None
+    header: bool = True
+    optional: tuple[str, ...] = ()
+
+    def add(self, *cells: object) -> None:
+        self.rows.append([c if isinstance(c, Text) else str(c) for c in cells])
+
+    def _widths(self) -> dict[str, int]:
+        return {col: max([len(col)] + [len(_plain(r[k])) for r in self.rows])
+                for k, col in enumerate(self.columns)}
+
+    def shown(self, width: int) -> list[str]:
+        """The columns that fit in ``width`` (3 characters of border and padding each)."""
+        widths = self._widths()
+        cols = list(self.columns)
+        for col in self.optional:
+            if sum(widths[c] + 3 for c in cols) + 1 <= width:
+                break
+            if col in cols:
+                cols.remove(col)
+        return cols
+
+    def table(self, width: int = 10**6) -> Table:
+        t = Table(title=self.title, caption=self.caption, show_header=self.header,
+                  box=rich.box.SQUARE if self.header else None)
+        widths = self._widths()
+        cols = self.shown(width)
+        index = [self.columns.index(c) for c in cols]
+        for col in cols:
+            keep = col in self.keep
+            t.add_column(col, justify="right" if col in self.right else "left",
+                         no_wrap=keep, min_width=widths[col] if keep else None,
+                         overflow="fold",
+                         style="bold" if not self.header and not t.columns else None)
+        for r in self.rows:
+            t.add_row(*[r[k] if isinstance(r[k], Text) else Text(r[k]) for k in index])
+        return t
+
+    def lines(self) -> list[str]:
+        rows = [[_plain(c) or "-" for c in r] for r in self.rows]
+        head = ["\t".join(self.columns)] if self.header else []
+        return head + ["\t".join(r) for r in rows]
+
+
+def _plain(cell: str | Text) -> str:
+    text = cell.plain if isinstance(cell, Text) else cell
+    return " ".join(text.split())  # one row per line, whatever a device put in its id
+
+
+def show(*parts: object) -> None:
+    """Print listings and lines: rich on a terminal, plain text lines when piped."""
+    for part in parts:
+        if isinstance(part, Listing):
+            if out.is_terminal:
+                out.print(part.table(out.width))
+            else:
+                for line in part.lines():
+                    print(line)
+        else:
+            out.print(part)
+
+
+def _some(rows: list[dict[str, Any]], key: str) -> bool:
+    return any(r.get(key) for r in rows)
+
+
+def images(rows: list[dict[str, Any]]) -> Listing:
+    cols = ["id", "seq", "label", "class", "size", "digest", "created"]
+    if _some(rows, "notes"):
+        cols.append("notes")
+    if _some(rows, "problem"):
+        cols.append("problem")
+    t = Listing("firmware images", cols, right=("seq", "size"),
+                optional=("created", "notes", "digest", "size", "label"))
     for r in rows:
-        t.add_row(str(r.get("id")), str(r.get("seq")), str(r.get("class")), str(r.get("vendor")),
-                  size(r.get("size")), str(r.get("digest", ""))[:16] + "…",
-                  when(r.get("created")))
+        cells: list[object] = [r.get("id"), r.get("seq"), r.get("label") or "-", r.get("class"),
+                               size(r.get("size")), str(r.get("digest", ""))[:16] + "…",
+                               when(r.get("created"))]
+        if "notes" in cols:
+            cells.append(first_line(r.get("notes")))
+        if "problem" in cols:
+            cells.append(Text(str(r.get("problem") or "-"),
+                              style="red" if r.get("problem") else ""))
+        t.add(*cells)
     return t
 
 
-def devices(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="devices")
-    for col in ("id", "class", "seq", "state", "result", "progress", "last seen", "address",
-                "enrolled", "tags"):
-        t.add_column(col, justify="right" if col in ("seq", "progress") else "left")
+def first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return (lines[0] + (" …" if len(lines) > 1 else "")) if lines else "-"
+
+
+def devices(rows: list[dict[str, Any]]) -> Listing:
+    cols = ["id", "class", "seq", "state", "result", "progress", "last seen", "address",
+            "enrolled", "tags"]
+    if _some(rows, "note"):
+        cols.append("note")
+    t = Listing("devices", cols, right=("seq", "progress"),
+                optional=("address", "last seen", "enrolled", "progress", "tags", "result"))
     for r in rows:
-        t.add_row(str(r.get("id")), str(r.get("class")), str(r.get("seq")),
-                  str(r.get("state")), str(r.get("result")), size(r.get("progress")),
-                  when(r.get("last_seen")), str(r.get("address") or "-"),
-                  "yes" if r.get("enrolled") else "[yellow]no[/]",
-                  ", ".join(r.get("tags") or []))
+        cells: list[object] = [
+            r.get("id"), r.get("class"), r.get("seq"), r.get("state"), r.get("result"),
+            size(r.get("progress")), when(r.get("last_seen")), r.get("address") or "-",
+            "yes" if r.get("enrolled") else Text("no", style="yellow"),
+            ", ".join(r.get("tags") or []) or "-"]
+        if "note" in cols:
+            cells.append(Text(str(r.get("note") or "-"), style="yellow" if r.get("note") else ""))
+        t.add(*cells)
     return t
 
 
-def device(dev: dict[str, Any]) -> list[Table]:
-    info = Table.grid(padding=(0, 2))
-    info.add_column(style="bold")
-    info.add_column()
+def device(dev: dict[str, Any]) -> list[Listing]:
+    info = Listing("", ["field", "value"], header=False, keep=("field",))
     for key in ("id", "class", "seq", "state", "result", "progress", "last_seen", "address",
                 "enrolled", "tags"):
         value = dev.get(key)
@@ -114,24 +230,30 @@ def device(dev: dict[str, Any]) -> list[Table]:
             value = value or "-"
         elif key == "enrolled":
             value = "yes" if value else "no (reported without being added)"
-        info.add_row(key.replace("_", " "), str(value))
+        info.add(key.replace("_", " "), value)
     return [info, job_table(dev.get("jobs") or [], title="jobs", by="campaign"),
             events(dev.get("events") or [])]
 
 
-def campaigns(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="campaigns")
-    for col in ("id", "image", "state", "jobs", "created", "deadline"):
-        t.add_column(col)
+def campaigns(rows: list[dict[str, Any]]) -> Listing:
+    t = Listing("campaigns", ["id", "image", "state", "jobs", "created", "deadline"],
+                optional=("created", "deadline"))
     for r in rows:
-        t.add_row(str(r.get("id")), str(r.get("image")), styled_state(r.get("state")),
-                  counts(r), when(r.get("created")), when(r.get("deadline")))
+        t.add(r.get("id"), r.get("image"), state_cell(r.get("state")), Text(plain_counts(r)),
+              when(r.get("created")), when(r.get("deadline")))
     return t
 
 
 def counts(camp: dict[str, Any]) -> str:
+    """Job counts as markup: '3 succeeded · 1 failed (of 4)'."""
     c = camp.get("counts") or {}
     parts = [f"{n} {styled_state(state)}" for state, n in sorted(c.items()) if n]
+    return f"{' · '.join(parts) or 'none'} (of {camp.get('total', 0)})"
+
+
+def plain_counts(camp: dict[str, Any]) -> str:
+    c = camp.get("counts") or {}
+    parts = [f"{n} {state}" for state, n in sorted(c.items()) if n]
     return f"{' · '.join(parts) or 'none'} (of {camp.get('total', 0)})"
 
 
@@ -139,10 +261,13 @@ def plan(camp: dict[str, Any]) -> str:
     """'200 device(s) in 5 phases: canary 10, wave 1 50, …' (or just the count)."""
     phases = camp.get("phases") or []
     total = f"{camp.get('total')} device(s)"
+    skipped = (camp.get("counts") or {}).get(JobState.SKIPPED)
+    if skipped:
+        total += f" ({skipped} skipped: they already run this image's seq or a newer one)"
     if len(phases) <= 1:
         return total
     return f"{total} in {len(phases)} phases: " + ", ".join(
-        f"{p.get('name')} {p.get('total')}" for p in phases)
+        f"{esc(p.get('name'))} {p.get('total')}" for p in phases)
 
 
 def policy_text(policy: dict[str, Any]) -> str:
@@ -156,76 +281,87 @@ def policy_text(policy: dict[str, Any]) -> str:
     w = policy.get("window")
     if w:
         parts.append(f"window '{w.get('start')}' for {w.get('duration')} s ({w.get('tz')})")
-    return ", ".join(parts) or "everyone at once"
+    return esc(", ".join(parts) or "everyone at once")
 
 
-def phases(camp: dict[str, Any]) -> Table:
-    t = Table(title="phases")
-    for col in ("phase", "devices", "released", "jobs"):
-        t.add_column(col)
+def in_zone(t: float | None, tz: str | None) -> str:
+    """``t`` in the window's own zone, with the zone name."""
+    if t is None:
+        return "never"
+    try:
+        return datetime.fromtimestamp(t, ZoneInfo(tz or "UTC")).strftime(
+            f"%Y-%m-%d %H:%M:%S %Z ({tz or 'UTC'})")
+    except (ZoneInfoNotFoundError, ValueError):
+        return when(t)
+
+
+def phases(camp: dict[str, Any]) -> Listing:
+    t = Listing("phases", ["phase", "devices", "released", "jobs"], keep=("phase",))
     for p in camp.get("phases") or []:
-        t.add_row(str(p.get("name")), str(p.get("total")), "yes" if p.get("released") else "no",
-                  counts({"counts": p.get("counts"), "total": p.get("total")}))
+        t.add(p.get("name"), p.get("total"), "yes" if p.get("released") else "no",
+              plain_counts({"counts": p.get("counts"), "total": p.get("total")}))
     return t
 
 
 def campaign_detail(camp: dict[str, Any]) -> list[Any]:
-    head = (f"campaign [bold]{camp.get('id')}[/]: image {camp.get('image')}, "
+    head = (f"campaign [bold]{esc(camp.get('id'))}[/]: image {esc(camp.get('image'))}, "
             f"{styled_state(camp.get('state'))}, {counts(camp)}, "
             f"deadline {when(camp.get('deadline'))}")
     parts: list[Any] = [head, f"policy: {policy_text(camp.get('policy') or {})}"]
     if camp.get("reason"):
-        parts.append(f"[yellow]paused[/]: {camp['reason']}")
+        parts.append(f"[yellow]paused[/]: {esc(camp['reason'])}")
     if "window_open" in camp:
+        tz = ((camp.get("policy") or {}).get("window") or {}).get("tz")
         parts.append("window: " + ("open" if camp["window_open"] else
-                                   f"closed, opens {when(camp.get('window_next'))}"))
+                                   f"closed, opens {in_zone(camp.get('window_next'), tz)}"))
     if len(camp.get("phases") or []) > 1:
         parts.append(phases(camp))
     parts.append(job_table(campaign.jobs(camp), title="jobs", by="device"))
     return parts
 
 
-def job_table(rows: list[dict[str, Any]], *, title: str, by: str) -> Table:
+def job_table(rows: list[dict[str, Any]], *, title: str, by: str) -> Listing:
     """Jobs of a campaign (keyed by device) or of a device (keyed by campaign)."""
-    t = Table(title=title)
-    for col in (by, "state", "result", "progress", "size", "updated"):
-        t.add_column(col, justify="right" if col in ("progress", "size") else "left")
+    t = Listing(title, [by, "state", "result", "progress", "size", "updated"],
+                right=("progress", "size"), optional=("size", "updated"))
     for j in rows:
-        t.add_row(str(j.get(by, j.get("id", "-"))), styled_state(j.get("state")),
-                  str(j.get("result") or "-"), percent(j.get("progress"), j.get("size")),
-                  size(j.get("size")), when(j.get("updated")))
+        t.add(j.get(by, j.get("id", "-")), state_cell(j.get("state")), j.get("result") or "-",
+              percent(j.get("progress"), j.get("size")), size(j.get("size")),
+              when(j.get("updated")))
     return t
 
 
-def failures(camp: dict[str, Any]) -> Table:
+def failures(camp: dict[str, Any]) -> Listing:
     """The jobs that did not succeed (the first MAX_FAILURE_ROWS: a terminal, not a report)."""
     rows = campaign.failures(camp)
     if camp.get("state") == "paused":  # the unreleased queue is not a failure
         rows = [j for j in rows if j.get("state") != JobState.QUEUED]
     more = len(rows) - MAX_FAILURE_ROWS
     caption = (f"… and {more} more: cc status {camp.get('id')} --json" if more > 0 else None)
-    t = Table(title="jobs that did not succeed", title_style="bold red", caption=caption)
-    for col in ("device", "phase", "state", "reason", "progress"):
-        t.add_column(col)
     names = [p.get("name") for p in camp.get("phases") or []]
+    cols = ["device", "phase", "state", "reason", "progress"]
+    if len(names) <= 1:
+        cols.remove("phase")  # one phase: no "wave 1" label
+    t = Listing("jobs that did not succeed", cols, caption=caption)
     for j in rows[:MAX_FAILURE_ROWS]:
         state = j.get("state")
-        shown = styled_state(state) if state in JobState.FINAL else (
-            f"[red]not finished[/] (still {state})")
+        shown = state_cell(state) if state in JobState.FINAL else Text.assemble(
+            ("not finished", "red"), f" (still {state})")
         phase = j.get("phase")
-        phase_name = names[phase] if isinstance(phase, int) and phase < len(names) else "-"
-        t.add_row(str(j.get("device")), str(phase_name), shown, str(j.get("result") or "-"),
-                  percent(j.get("progress"), j.get("size")))
+        cells: list[object] = [j.get("device")]
+        if "phase" in cols:
+            cells.append(names[phase] if isinstance(phase, int) and phase < len(names) else "-")
+        cells += [shown, j.get("result") or "-", percent(j.get("progress"), j.get("size"))]
+        t.add(*cells)
     return t
 
 
-def events(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="events")
-    for col in ("time", "device", "campaign", "kind", "detail"):
-        t.add_column(col)
+def events(rows: list[dict[str, Any]]) -> Listing:
+    t = Listing("events", ["time", "device", "campaign", "kind", "detail"],
+                optional=("campaign",))
     for e in rows:
-        t.add_row(when(e.get("time")), str(e.get("device") or "-"),
-                  str(e.get("campaign") or "-"), str(e.get("kind")), str(e.get("detail")))
+        t.add(when(e.get("time")), e.get("device") or "-", e.get("campaign") or "-",
+              e.get("kind"), e.get("detail"))
     return t
 
 
@@ -238,7 +374,8 @@ class CampaignProgress:
     """Live bars for a campaign: one per device for a few devices, else one overall bar."""
 
     def __init__(self, console: Console = err) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+        # descriptions are device ids: never markup (the status column is ours, escaped)
+        self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                                  TaskProgressColumn(), TextColumn("{task.fields[amount]}"),
                                  TextColumn("{task.fields[status]}"), console=console,
                                  disable=not console.is_terminal)
@@ -270,7 +407,7 @@ class CampaignProgress:
             done = total  # the image is all there; what is left is installing
         status = styled_state(state)
         if job.get("result") and state in JobState.FINAL:
-            status += f" ({job['result']})"
+            status += f" ({esc(job['result'])})"
         done = min(done, total)
         if name not in self.tasks:
             self.tasks[name] = self.progress.add_task(name, total=total, status="", amount="")
@@ -295,8 +432,8 @@ class CampaignProgress:
             if "reason" not in self.tasks:
                 self.tasks["reason"] = self.progress.add_task("", total=None, status="",
                                                               amount="")
-            self.progress.update(self.tasks["reason"], description="[yellow]paused[/]",
-                                 status=str(camp["reason"]))
+            self.progress.update(self.tasks["reason"], description="paused",
+                                 status=f"[yellow]{esc(camp['reason'])}[/]")
 
     def _overall_bar(self, camp: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         final = sum(1 for j in rows if j.get("state") in JobState.FINAL)

@@ -29,9 +29,10 @@ class Gateway:
     def _host_in_uri(self) -> str:
         return f"[{self.host}]" if ":" in self.host else self.host
 
-    def image_uri(self, path: str) -> str:
-        """Where people (not devices) can fetch an image: the device API on the same host."""
-        return f"coap://{self._host_in_uri}:{uris.DEFAULT_DEVICE_PORT}{path}"
+    def image_uri(self, path: str, device_port: int | None = None) -> str:
+        """Where people (not devices) can fetch an image: the device API on the same host, at
+        the port the gateway says it serves devices on."""
+        return f"coap://{self._host_in_uri}:{device_port or uris.DEFAULT_DEVICE_PORT}{path}"
 
 
 def parse_gateway(text: str) -> Gateway:

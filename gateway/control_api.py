@@ -32,6 +32,7 @@ class ControlSite(Resource, PathCapable):
         self.uploads = uploads or Block1Receiver()
         self.auth = DeviceAuth(fleet.store)
         self.require_oscore = False  # set by server.run with --oscore
+        self.device_port: int | None = None  # the device bind's real port (server.run)
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
         # GET: listings outgrow a datagram; aiocoap's Block2Cache keeps each rendered listing
@@ -57,13 +58,12 @@ class ControlSite(Resource, PathCapable):
         route = (head, len(path), str(code))
         if route == (uris.FW, 1, "POST"):
             return self.with_body(request, lambda b: cbor_response(
-                Code.CREATED, self.fleet.register_image(b)))
+                Code.CREATED, {**self.fleet.register_image(b), "device_port": self.device_port}))
         if route == (uris.FW, 1, "GET"):
             return cbor_response(Code.CONTENT, [self.fleet.image_view(r)
                                                 for r in self.fleet.store.images()])
         if route == (uris.DEV, 1, "GET"):
-            return cbor_response(Code.CONTENT, [self.fleet.device_view(r)
-                                                for r in self.fleet.store.devices()])
+            return cbor_response(Code.CONTENT, self.fleet.device_views())
         if route == (uris.DEV, 1, "POST"):
             return self.with_body(request, lambda b: cbor_response(Code.CREATED,
                                                                    self.enrol(b)))

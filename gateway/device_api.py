@@ -72,12 +72,6 @@ class DeviceApi:
             got = self._images[image_id] = (row["digest"], etag)
         return got
 
-    def _record(self, kind: str, detail: str) -> None:
-        try:
-            self.fleet.store.event(kind, detail)
-        except Exception as e:  # e.g. a full disk: still answer the device, still log it
-            log.error("could not record event %s (%s): %s", kind, detail, e)
-
     def block(self, request: Message) -> Message:
         return answer(lambda: self._block(request), "firmware")
 
@@ -96,8 +90,12 @@ class DeviceApi:
         except (FileNotFoundError, CorruptBlob) as e:
             missing = isinstance(e, FileNotFoundError)
             if self.blobs.newly_bad(digest_hex):  # one event per problem, not one per block
-                self._record("blob", f"image {path[1]}: "
-                             + ("blob file is missing" if missing else f"{e}; not serving it"))
+                why = "blob file is missing" if missing else "blob does not hash to its name"
+                try:  # the event, and its campaigns pause with their downloads stopped
+                    self.fleet.blob_failed(digest_hex, why)
+                except Exception as e2:  # e.g. a full disk: still answer the device, log it
+                    log.error("could not pause the campaigns of image %s (%s): %s",
+                              path[1], why, e2)
             return error(Code.INTERNAL_SERVER_ERROR,
                          "image blob missing" if missing else "image blob corrupt")
         b2 = request.opt.block2

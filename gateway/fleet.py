@@ -25,7 +25,7 @@ from proto.control import DEFAULT_TIMEOUT, EVENTS_PAGE
 from proto.keys import CmdKey, ManifestKey, ReportKey
 
 from . import jobs, rollout
-from .blobs import BlobStore
+from .blobs import BlobError, BlobStore
 from .cborcheck import Unacceptable, check_plain
 from .store import Store, tags_json
 
@@ -200,6 +200,8 @@ class Fleet:
                 s.db.execute("UPDATE jobs SET progress=?, updated=? WHERE id=?",
                              (progress, now, job["id"]))
             return
+        if self._stopped(job, image) and event != jobs.SUCCESS:
+            return  # told to stop (its blob is unusable): it waits in the queue for a resume
         late = job["state"] in (JobState.TIMED_OUT, JobState.CANCELLED)
         # deferred: offered again after the campaign's defer time
         not_before = now + self.policy(camp).defer if event == jobs.DEFER else None
@@ -243,6 +245,8 @@ class Fleet:
             p.total += count
             if state == JobState.SUCCEEDED:
                 p.succeeded += count
+            elif state == JobState.SKIPPED:
+                p.skipped += count
             elif state in (JobState.FAILED, JobState.TIMED_OUT):
                 p.failed += count
             elif state == JobState.CANCELLED:
@@ -313,6 +317,7 @@ class Fleet:
             camp = self._campaign(n)
             if camp["state"] != CampaignState.PAUSED:
                 raise Refused("conflict", f"campaign {n} is {camp['state']}, not paused")
+            self._check_blob(s.image(camp["image"]))
             policy = self.policy(camp)
             stats = self.phase_stats(n)
             released = rollout.on_resume(policy, stats, camp["released"])
@@ -364,6 +369,31 @@ class Fleet:
                 self.on_command_change(job["device"])
         return self.campaign_view(s.campaign(n))
 
+    def _already_current(self, targets: list[Any], image: Any) -> dict[str, int]:
+        """Targets that reported running the image's sequence number or a newer one (id ->
+        seq): their jobs are skipped, not counted as updates. No target left: refused."""
+        ahead = {t["id"]: t["seq"] for t in targets
+                 if t["last_seen"] is not None and t["seq"] >= image["seq"]}
+        if ahead and len(ahead) == len(targets):
+            lo, hi = min(ahead.values()), max(ahead.values())
+            seqs = f"seq {lo}" if lo == hi else f"seq {lo}-{hi}"
+            raise Refused("conflict", f"no targeted device can take image {image['id']} "
+                          f"(seq {image['seq']}): all {len(ahead)} already run {seqs}"
+                          + (", a newer image" if lo > image["seq"] else ""))
+        return ahead
+
+    @staticmethod
+    def _check_window(policy: rollout.Policy, now: float, deadline: float) -> None:
+        """A maintenance window that cannot open before the deadline would only time out."""
+        w = policy.window
+        if w is None:
+            return
+        opens = w.next_open(now)
+        if opens >= deadline:
+            raise Refused("bad_request", f"the maintenance window next opens {w.show(opens)}, "
+                          f"after the campaign's deadline {w.show(deadline)}: give a --timeout "
+                          f"of more than {math.ceil(opens - now)} s")
+
     def _campaign(self, n: int) -> Any:
         camp = self.store.campaign(n)
         if camp is None:
@@ -400,7 +430,8 @@ class Fleet:
         if r.job is not None and r.state != State.IDLE:
             reported = s.job(r.job)
             if (reported is not None and reported["device"] == r.id
-                    and reported["state"] == JobState.CANCELLED):
+                    and (reported["state"] == JobState.CANCELLED
+                         or self._stopped(reported, self._image_of_job(reported)))):
                 return {CmdKey.OP: Op.CANCEL, CmdKey.JOB: r.job}
         job = self._active_job(r.id)
         if job is None:
@@ -411,8 +442,13 @@ class Fleet:
         camp = s.campaign(job["campaign"])
         image = s.image(camp["image"])
         if r.seq >= image["seq"]:
-            self._set_job(job, jobs.SUCCESS, Result.SUCCESS, image["size"], now,
-                          f"already running seq {r.seq}")
+            if r.seq > image["seq"] or job["state"] == JobState.QUEUED:
+                # it did not update: it runs this sequence number (or a newer one) already
+                self._set_job(job, jobs.SKIP, None, job["progress"], now,
+                              f"already running seq {r.seq} (image seq {image['seq']})")
+            else:
+                self._set_job(job, jobs.SUCCESS, Result.SUCCESS, image["size"], now,
+                              f"already running seq {r.seq}")
             return None
         if r.cls != image["class"]:
             self._set_job(job, jobs.FAIL, Result.WRONG_CLASS, job["progress"], now,
@@ -436,6 +472,8 @@ class Fleet:
         if job is not None:
             camp = self.store.campaign(job["campaign"])
             image = self.store.image(camp["image"])
+            if self._stopped(job, image) and dev["state"] in (State.DOWNLOADING, State.DOWNLOADED):
+                return {CmdKey.OP: Op.CANCEL, CmdKey.JOB: job["id"]}
             if job["state"] == JobState.QUEUED:
                 gate = self._gate(job, camp, time.time())
                 if gate is not None:
@@ -496,7 +534,50 @@ class Fleet:
     def image_view(row: Any) -> dict[str, Any]:
         return {"id": row["id"], "uri": row["uri"], "digest": row["digest"], "size": row["size"],
                 "seq": row["seq"], "class": row["class"], "vendor": row["vendor"],
-                "created": row["created"]}
+                "created": row["created"], "problem": row["problem"]}
+
+    # ---- blob problems --------------------------------------------------------------------
+    def blob_failed(self, digest_hex: str, why: str) -> None:
+        """A stored blob is missing or no longer hashes to its name: mark its images, pause
+        every campaign using them with that reason and stop their downloads (the jobs go back
+        to the queue; their devices get CANCEL on their next report or notification)."""
+        s = self.store
+        now = time.time()
+        with s.transaction() as db:
+            for image in db.execute("SELECT * FROM images WHERE digest=?",
+                                    (digest_hex,)).fetchall():
+                reason = f"image {image['id']} cannot be served: {why}"
+                db.execute("UPDATE images SET problem=? WHERE id=?", (why, image["id"]))
+                s.event("image", reason)
+                for camp in db.execute(
+                        "SELECT * FROM campaigns WHERE image=? AND state IN (?,?)",
+                        (image["id"], CampaignState.RUNNING, CampaignState.PAUSED)).fetchall():
+                    self._set_campaign_state(camp, CampaignState.PAUSED, reason)
+                    for job in s.jobs_of_campaign(camp["id"]):
+                        if job["state"] in DOWNLOADING:
+                            self._set_job(job, jobs.STOP, None, job["progress"], now,
+                                          "download stopped: the image cannot be served")
+
+    def _check_blob(self, image: Any) -> None:
+        """Refuse to offer an image whose blob was found unusable until it is good again
+        (re-uploaded with `cc firmware add`, or restored); then clear the mark."""
+        if image["problem"] is None:
+            return
+        try:
+            self.blobs.opened(image["digest"])
+        except (OSError, BlobError):
+            raise Refused("conflict", f"image {image['id']} cannot be served "
+                          f"({image['problem']}): upload it again with `cc firmware add` "
+                          "first") from None
+        self.store.db.execute("UPDATE images SET problem=NULL WHERE id=?", (image["id"],))
+        self.store.event("image", f"image {image['id']}: blob good again")
+
+    def _stopped(self, job: Any, image: Any) -> bool:
+        """A queued job of an image that cannot be served: its device must not download."""
+        return job["state"] == JobState.QUEUED and image["problem"] is not None
+
+    def _image_of_job(self, job: Any) -> Any:
+        return self.store.image(self.store.campaign(job["campaign"])["image"])
 
     # ---- devices ------------------------------------------------------------------------
     def enrol(self, body: Any) -> dict[str, Any]:
@@ -528,6 +609,15 @@ class Fleet:
                 "progress": row["progress"], "last_seen": row["last_seen"],
                 "address": row["address"], "enrolled": bool(row["enrolled"]),
                 "tags": json.loads(row["tags"])}
+
+    def device_views(self) -> list[dict[str, Any]]:
+        """Every device; one held up by a paused campaign carries that in "note"."""
+        held = {r[0]: f"campaign {r[1]} paused: {r[2]}" for r in self.store.db.execute(
+            f"SELECT jobs.device, campaigns.id, campaigns.reason FROM jobs "
+            f"JOIN campaigns ON campaigns.id = jobs.campaign WHERE campaigns.state=? "
+            f"AND jobs.state IN ({_qs(JobState.ACTIVE)})",
+            (CampaignState.PAUSED, *JobState.ACTIVE)).fetchall()}
+        return [{**self.device_view(r), "note": held.get(r["id"])} for r in self.store.devices()]
 
     def set_tags(self, device_id: str, body: Any) -> dict[str, Any]:
         """Add and/or remove tags of a device (``{"add": [...], "remove": [...]}``)."""
@@ -610,11 +700,15 @@ class Fleet:
         if wrong:
             raise Refused("bad_request", f"image class {image['class']} does not match device(s) "
                           f"{', '.join(wrong[:5])}")
-        busy = [t["id"] for t in targets if self._active_job(t["id"]) is not None]
+        ahead = self._already_current(targets, image)
+        busy = [t["id"] for t in targets
+                if t["id"] not in ahead and self._active_job(t["id"]) is not None]
         if busy:
             raise Refused("bad_request", f"device(s) {', '.join(busy[:5])} already in a running "
                           "campaign; cancel it first")
         now = time.time()
+        self._check_window(policy, now, now + timeout)
+        self._check_blob(image)
         sizes = rollout.phase_sizes(policy, len(targets))
         phases = [k for k, size in enumerate(sizes) for _ in range(size)]
         with s.transaction() as db:
@@ -624,13 +718,17 @@ class Fleet:
             n = cur.lastrowid
             db.executemany("INSERT INTO jobs(campaign, device, state, size, updated, phase) "
                            "VALUES (?,?,?,?,?,?)",
-                           [(n, t["id"], JobState.QUEUED, image["size"], now, k)
+                           [(n, t["id"], JobState.SKIPPED if t["id"] in ahead
+                             else JobState.QUEUED, image["size"], now, k)
                             for t, k in zip(targets, phases)])
             plan = "" if len(sizes) == 1 else f" in phases of {'+'.join(map(str, sizes))}"
             s.event("campaign", f"campaign {n}: image {image['id']} (seq {image['seq']}) to "
                     f"{len(targets)} device(s){plan}, timeout {timeout} s", campaign=n)
+            for device_id, seq in ahead.items():
+                s.event("job", f"skipped: already running seq {seq} (image seq {image['seq']})",
+                        device=device_id, campaign=n)
         for t, k in zip(targets, phases):
-            if k == 0:
+            if k == 0 and t["id"] not in ahead:
                 self.on_command_change(t["id"])
         return self.campaign_view(s.campaign(n))
 

@@ -28,6 +28,8 @@ DEFER = "defer"  # the device said "later" (result deferred: low battery)
 CANCEL = "cancel"  # the operator cancelled the campaign
 DEADLINE = "deadline"  # the campaign's deadline passed (sweeper)
 OFFER_EXPIRED = "offer_expired"  # no download within the campaign's offer_timeout (sweeper)
+SKIP = "skip"  # the device already runs a newer seq (or the image's, before its offer)
+STOP = "stop"  # the image's blob cannot be served: the download stops, the job waits
 
 #: (state, event) -> next state; None: the job keeps its state and record (ignored).
 TABLE: dict[tuple[str, str], str | None] = {}
@@ -49,6 +51,11 @@ for _s in (JobState.QUEUED, JobState.OFFERED, JobState.DOWNLOADING):
     # later states are installing: the agent finishes without asking and the job records it
     TABLE[(_s, CANCEL)] = JobState.CANCELLED
 TABLE[(JobState.OFFERED, OFFER_EXPIRED)] = JobState.QUEUED  # its download slot frees
+TABLE.update({(_s, SKIP): JobState.SKIPPED for _s in JobState.ACTIVE})
+# a blob found corrupt or missing: downloads stop (the device is told CANCEL) and wait in the
+# queue for the operator's resume; a device with the whole image already installs it
+TABLE.update({(JobState.OFFERED, STOP): JobState.QUEUED,
+              (JobState.DOWNLOADING, STOP): JobState.QUEUED})
 # Past its deadline a job only learns its outcome (a late report, with an event); reviving it
 # would have the sweeper time it out again. A cancelled job only follows a device that
 # installed the image anyway (it had all of it before it heard of the cancel).

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import typer
 
 from proto import uris
+from proto.version import version_line
 
 from . import fleet, logs, observe, oscore_creds, ratelimit, replies, sources, uploads
 from .server import Config, ConfigError, parse_hostport, run as run_server
@@ -17,8 +18,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="FOTA gateway: serves firmware to devices over CoAP, takes orders from cc.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(version_line("fota-gateway"))
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _main() -> None:
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="Print the version and exit.")) -> None:
     """Keep `run` a subcommand even though it is the only one."""
 
 

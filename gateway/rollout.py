@@ -97,8 +97,12 @@ class Window:
             raise PolicyError(f"window duration must be 1-{MAX_WINDOW} seconds")
         try:
             ZoneInfo(self.tz)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
+        except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
             raise PolicyError(f"unknown time zone {self.tz!r}") from None
+
+    def show(self, t: float) -> str:
+        """``t`` in the window's zone, with the zone: '2026-11-30 02:00 CET'."""
+        return self._local(t).strftime("%Y-%m-%d %H:%M %Z")
 
     def _local(self, t: float) -> datetime:
         return datetime.fromtimestamp(t, ZoneInfo(self.tz))
@@ -219,6 +223,8 @@ def phase_sizes(policy: Policy, total: int) -> list[int]:
 
 
 def phase_name(k: int, policy: Policy) -> str:
+    if not policy.canary and policy.wave is None:
+        return "all"  # one phase: no "wave 1" label on a campaign without phases
     if policy.canary:
         return "canary" if k == 0 else f"wave {k}"
     return f"wave {k + 1}"
@@ -230,6 +236,7 @@ class PhaseStats:
 
     total: int = 0
     succeeded: int = 0
+    skipped: int = 0  # already ran the image or a newer one: counts as done for the gate
     failed: int = 0
     cancelled: int = 0
     active: int = 0
@@ -284,7 +291,7 @@ def decide(policy: Policy, phases: list[PhaseStats], released: int, acknowledged
     d = Decision(released)
     while d.released + 1 < len(phases):
         p = phases[d.released]
-        if p.succeeded >= p.needed(policy):
+        if p.succeeded + p.skipped >= p.needed(policy):
             d.released += 1
             d.newly.append(d.released)
             continue
@@ -300,7 +307,7 @@ def on_resume(policy: Policy, phases: list[PhaseStats], released: int) -> int:
     (all final) is passed over; otherwise nothing changes."""
     if released + 1 < len(phases):
         p = phases[released]
-        if p.final and p.succeeded < p.needed(policy):
+        if p.final and p.succeeded + p.skipped < p.needed(policy):
             return released + 1
     return released
 

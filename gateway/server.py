@@ -162,6 +162,7 @@ async def run(cfg: Config) -> None:
         releases.append(endpoint.close)
         control = ControlSite(fleet, blobs, uploads.Block1Receiver(
             cfg.uploads_max, cfg.uploads_per_source, cfg.upload_idle))
+        control.device_port = device_port  # for the image URIs cc prints
         site: object = control
         if cfg.oscore:
             from aiocoap.oscore_sitewrapper import OscoreSiteWrapper

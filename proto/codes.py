@@ -58,9 +58,10 @@ class JobState:
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"  # the device already ran this image's sequence number or a newer one
 
     ACTIVE = (QUEUED, OFFERED, DOWNLOADING, DOWNLOADED, UPDATING)
-    FINAL = (SUCCEEDED, FAILED, CANCELLED, TIMED_OUT)
+    FINAL = (SUCCEEDED, FAILED, CANCELLED, TIMED_OUT, SKIPPED)
 
 
 class CampaignState:

@@ -28,26 +28,34 @@ POST camp                {"image": id, targets: "devices": [id] | "class": str a
                           "offer_timeout"?: seconds before an offer whose download did not
                           start goes back to the queue, freeing its slot (600),
                           "window"?: {"start": 5-field cron, "duration": s, "tz"?: IANA zone}}
-                         -> 2.01 CAMPAIGN (without jobs)
+                         -> 2.01 CAMPAIGN (without jobs); targets that reported the image's
+                         seq or a newer one get "skipped" jobs at once
                          4.04 unknown image or device; 4.00 no target / class mismatch / policy
+                         / a window that cannot open before the deadline; 4.09 no target can
+                         take the image (all already run its seq or newer) / its blob is bad
 GET  camp                -> 2.05 [CAMPAIGN, ...] (without jobs)
 GET  camp/<n>            -> 2.05 CAMPAIGN with "jobs"; 4.04 unknown
 POST camp/<n>/cancel     -> 2.04 CAMPAIGN
 POST camp/<n>/pause      -> 2.04 CAMPAIGN; 4.09 not running (no new offers; downloads go on)
-POST camp/<n>/resume     -> 2.04 CAMPAIGN; 4.09 not paused (failures so far acknowledged; a
-                         phase stalled below its success rate is passed over)
+POST camp/<n>/resume     -> 2.04 CAMPAIGN; 4.09 not paused, or its image's blob is still bad
+                         (failures so far acknowledged; a phase stalled below its success rate
+                         is passed over)
 POST camp/<n>/retry      -> 2.04 CAMPAIGN; 4.09 nothing to retry / cancelled / past deadline
                          (failed and timed-out jobs become new queued jobs)
 GET  ev?since=<unix s>   -> 2.05 [EVENT, ...] oldest first, at most EVENTS_PAGE
 
-IMAGE    {"id", "uri", "digest" (hex), "size", "seq", "class", "vendor", "created"}
+IMAGE    {"id", "uri", "digest" (hex), "size", "seq", "class", "vendor", "created",
+          "problem": why its blob cannot be served or null}; POST fw adds "device_port" (the
+          device bind's port, for the URI people fetch the image at)
 DEVICE   {"id", "class", "seq", "state" (name), "result" (name), "progress", "last_seen",
-          "address", "enrolled" (bool), "tags"}
+          "address", "enrolled" (bool), "tags"}; GET dev adds "note": why a paused campaign
+          holds it ("campaign 3 paused: …") or null
 CAMPAIGN {"id", "image", "state", "created", "deadline", "counts": {job state: n}, "total",
           "policy": {...as given, amounts as text}, "reason": why it paused or null,
           "phases": [{"name", "total", "counts", "released" (bool)}],
           "window_open"?, "window_next"? (with a window), "jobs"?: [JOB]}
-JOB      {"id", "campaign", "device", "phase", "state" (codes.JobState), "result" (name or
+JOB      {"id", "campaign", "device", "phase", "state" (codes.JobState; "skipped": the device
+          already ran the image's seq or a newer one), "result" (name or
           null), "progress", "size", "updated"}
 EVENT    {"id", "time", "device" or null, "campaign" or null, "kind", "detail"}
 """

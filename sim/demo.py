@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +23,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from proto.version import version_line
 
 from .main import make_specs, run_fleet, use_keys
 
@@ -73,7 +74,8 @@ class Demo:
             "--bind", f"127.0.0.1:{self.device_port}",
             "--control-bind", f"127.0.0.1:{self.control_port}",
             "--data", str(self.work / "gateway-data"), "--enrolled-only",
-            stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env)
+            stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env,
+            start_new_session=True)  # Ctrl-C is ours to handle: we stop it
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -99,13 +101,18 @@ class Demo:
         p = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cc", *args, env=self.env,
             stdout=asyncio.subprocess.PIPE if capture else None,
-            stderr=asyncio.subprocess.PIPE if capture else None)
+            stderr=asyncio.subprocess.PIPE if capture else None,
+            start_new_session=True)  # Ctrl-C reaches only us; we end cc
         try:
             out, err = await asyncio.wait_for(p.communicate(), timeout)
         except asyncio.TimeoutError:
             p.kill()
             await p.wait()
             raise RuntimeError(f"cc {' '.join(args)} took longer than {timeout} s") from None
+        except asyncio.CancelledError:  # Ctrl-C
+            p.kill()
+            await p.wait()
+            raise
         if p.returncode != 0:
             text = (out or b"").decode(errors="replace") + (err or b"").decode(errors="replace")
             raise RuntimeError(f"cc {' '.join(args)} exited {p.returncode}: {text.strip()}")
@@ -191,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=96 * 1024, help="bytes (96 KiB)")
     p.add_argument("--wake", type=float, default=1.0, help="seconds between device wakes")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--version", action="version", version=version_line("fota-demo"))
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="fota-demo-"))
     demo = Demo(work, args.devices, args.image_size, args.wake)
@@ -203,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return asyncio.run(go())
+    except KeyboardInterrupt:  # the gateway, cc and the devices are stopped by now
+        console.print("fota-demo: interrupted; everything it started is stopped")
+        return 130
     except (RuntimeError, OSError) as e:
         console.print(f"[red]fota-demo: {e}[/]")
         return 1
@@ -214,5 +225,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
+    sys.exit(main())

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import random
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from device.agent import Agent
 from device.slots import FileSlots
 from device.state import Store
 from proto.codes import result_name, state_name
+from proto.version import version_line
 
 from .aio import AioLink, drive
 
@@ -165,7 +167,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wake", type=float, default=2.0, help="seconds between wakes (2)")
     p.add_argument("--state", type=Path, default=Path("fota-sim-state"),
                    help="directory for the devices' slots and state (kept across runs)")
-    p.add_argument("--version", type=int, default=1, help="sequence number of the factory image")
+    p.add_argument("--seq", type=int, default=1,
+                   help="sequence number of the factory image (1)")
+    p.add_argument("--version", action="version", version=version_line("fota-sim"))
     p.add_argument("--block-size", type=int, default=1024, help="Block2 size asked for (16-1024)")
     p.add_argument("--fail-boot-percent", type=float, default=0,
                    help="share of devices whose new images fail their boot check")
@@ -175,6 +179,45 @@ def parser() -> argparse.ArgumentParser:
                    help="report keys: DIR/<id>.key as written by `cc devices add --key` "
                         "(FOTA_HOME/device-keys); a device with a key MACs its reports")
     return p
+
+
+PING_TRIES = 3  # CoAP pings, one a second: a silent gateway is named within ~3 s
+
+
+class _Pong(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.heard = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) >= 4 and data[0] >> 4 == 0x7 and data[1] == 0:  # RST (answer to a ping)
+            self.heard.set()
+
+
+async def gateway_answers(host: str, port: int, tries: int = PING_TRIES,
+                          interval: float = 1.0) -> bool:
+    """CoAP ping (an empty CON; RFC 7252 4.3: the answer is RST) to the device bind."""
+    loop = asyncio.get_running_loop()
+    family, _, _, _, addr = (await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM))[0]
+    transport, proto = await loop.create_datagram_endpoint(_Pong, family=family)
+    try:
+        for mid in range(tries):
+            try:
+                transport.sendto(bytes([0x40, 0x00, 0x7A, mid]), addr)
+            except OSError:
+                pass  # e.g. ICMP refused from the last try: it is just not answering
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proto.heard.wait(), interval)
+                return True
+        return False
+    finally:
+        transport.close()
+
+
+async def warn_if_silent(host: str, port: int) -> None:
+    if not await gateway_answers(host, port):
+        print(f"fota-sim: the gateway at {host}:{port} does not answer (no reply to "
+              f"{PING_TRIES} CoAP pings): is `fota-gateway run` up with --bind on that port? "
+              "The devices keep trying.", file=sys.stderr, flush=True)
 
 
 def use_keys(specs: list[DeviceSpec], keys: dict[str, str]) -> None:
@@ -203,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         print("fota-sim: --block-size must be 16..1024 and --devices at least 1", file=sys.stderr)
         return 2
     specs = make_specs(args.devices, args.state, args.device_class, args.trust,
-                       prefix=args.id_prefix, version=args.version, block_size=args.block_size,
+                       prefix=args.id_prefix, version=args.seq, block_size=args.block_size,
                        wake_s=args.wake, fail_boot_percent=args.fail_boot_percent,
                        ack_timeout=args.ack_timeout)
     if args.keys is not None:
@@ -217,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         print(f"fota-sim: {len(specs)} device(s) -> {host}:{port}, state in {args.state}",
               flush=True)
-        await run_fleet(specs, host, port, stop, lambda line: print(line, flush=True))
+        probe = asyncio.create_task(warn_if_silent(host, port))
+        try:
+            await run_fleet(specs, host, port, stop, lambda line: print(line, flush=True))
+        finally:
+            probe.cancel()
 
     asyncio.run(go())
     return 0

@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
+from proto.version import version_line
+
 Address = tuple[Any, ...]  # (host, port) or the 4-tuple of IPv6
 
 UP, DOWN = "up", "down"
@@ -604,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--json", action="store_true", help="print the counters at exit as JSON")
+    p.add_argument("--version", action="version", version=version_line("fota-relay"))
     return p
 
 
@@ -654,9 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         relay = asyncio.run(run(args))
     except ValueError as e:
         parser.error(str(e))
-    except OSError as e:
-        print(f"fota-relay: {e}", file=sys.stderr)
-        return 1
+    except OSError as e:  # the listen port is taken, or the upstream cannot be resolved:
+        print(f"fota-relay: {e.strerror or e}", file=sys.stderr)  # a configuration error,
+        return 2  # like the gateway's
     print(json.dumps(relay.stats()) if args.json else relay.format_stats(), flush=True)
     return 0
 

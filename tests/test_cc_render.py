@@ -67,3 +67,33 @@ def test_failure_table_names_results_and_unfinished_jobs():
     text = buf.getvalue()
     assert "rolled_back" in text and "still downloading" in text
     assert not re.search(r"\bok\b", text)
+
+
+def device_row(device_id: str, **over) -> dict:
+    row = {"id": device_id, "class": "esp32", "seq": 1, "state": "idle", "result": "initial",
+           "progress": 0, "last_seen": 0.0, "address": "127.0.0.1:5000", "enrolled": True,
+           "tags": []}
+    return {**row, **over}
+
+
+def test_device_strings_are_never_markup_and_ids_survive_80_columns():
+    long_id = "greenhouse-sensor-" + "7" * 22  # 40 characters
+    rows = [device_row(long_id, **{"class": "[red]e", "tags": ["[bold]t"]}),
+            device_row("[blink]x", note="[i]why")]
+    for width in (80, 200):
+        console = Console(file=io.StringIO(), force_terminal=True, width=width,
+                          color_system=None)
+        console.print(render.devices(rows).table(width))
+        text = console.file.getvalue()
+        assert max(len(line) for line in text.splitlines()) <= width
+        assert long_id in text and "[red]e" in text and "[blink]x" in text and "[i]why" in text
+    assert "[bold]t" in text and "127.0.0.1:5000" in text  # all columns on a wide terminal
+    # piped: one plain line per row, the header first, nothing cut
+    lines = render.devices(rows).lines()
+    assert len(lines) == 3 and lines[0].startswith("id\tclass\t")
+    assert lines[1].split("\t")[:2] == [long_id, "[red]e"]
+    # live bars: a device id is a description, not markup
+    console, buf = terminal()
+    with render.CampaignProgress(console) as bars:
+        bars.update(camp([job("[red]d[/red]", JobState.DOWNLOADING, 10)]))
+    assert "[red]d[/red]" in buf.getvalue()

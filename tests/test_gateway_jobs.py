@@ -68,15 +68,15 @@ async def test_cancel_defer_fail_and_already_current(gateway, coap_client):
     assert await report(ctx, gw, device="b", result=Result.SIGNATURE_INVALID, job=jobs["b"]) is None
     j = (await job_state(ctx, gw, camp["id"], "b"))[0]
     assert j["state"] == "failed" and j["result"] == "signature_invalid"
-    # d: already runs seq 3 when the command would be handed out
+    # d: already runs seq 3 when the command would be handed out: skipped, not an update
     assert await report(ctx, gw, device="d", seq=3) is None
-    assert (await job_state(ctx, gw, camp["id"], "d"))[0]["state"] == "succeeded"
+    assert (await job_state(ctx, gw, camp["id"], "d"))[0]["state"] == "skipped"
     # c: downloading, then the campaign is cancelled -> CANCEL for c, a's job cancelled too
     assert await report(ctx, gw, device="c", state=State.DOWNLOADING, job=jobs["c"],
                         progress=1024) is None
     code, c = await control(ctx, gw, "POST", f"camp/{camp['id']}/cancel")
     assert code == "2.04" and c["state"] == "cancelled"
-    assert c["counts"] == {"cancelled": 2, "failed": 1, "succeeded": 1}
+    assert c["counts"] == {"cancelled": 2, "failed": 1, "skipped": 1}
     cmd = await report(ctx, gw, device="c", state=State.DOWNLOADING, job=jobs["c"], progress=2048)
     assert cmd == {CmdKey.OP: Op.CANCEL, CmdKey.JOB: jobs["c"]}
     assert await report(ctx, gw, device="c", result=Result.CANCELLED, job=jobs["c"]) is None

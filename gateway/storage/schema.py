@@ -83,6 +83,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE devices ADD COLUMN key BLOB;
     ALTER TABLE devices ADD COLUMN counter INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: an image whose blob was found missing or corrupt (why; NULL when good), a human
+    # version label and release notes
+    """
+    ALTER TABLE images ADD COLUMN problem TEXT;
+    ALTER TABLE images ADD COLUMN label TEXT;
+    ALTER TABLE images ADD COLUMN notes TEXT;
+    """,
 ]
 
 # SQLite's types are affinities; PostgreSQL needs 64-bit integers (seq, counters), 8-byte
