@@ -72,8 +72,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def page(browser: Browser, fleet: dict[str, Any]) -> Iterator[Page]:
     pg = browser.new_page(viewport={"width": 1280, "height": 1000})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     yield pg
     pg.close()
+    assert not errors, errors  # no script error on any page, no failed request
 
 
 def test_overview_live_campaign_and_pause(page: Page, fleet: dict[str, Any]) -> None:
@@ -138,3 +142,21 @@ def test_screenshot_is_not_blank(browser: Browser, page: Page, fleet: dict[str, 
         probe.close()
     assert (stats["w"], stats["h"]) == (1280, 1000)
     assert stats["colours"] > 50 and stats["ink"] > 0.03, stats
+
+
+def test_every_page_renders(page: Page, fleet: dict[str, Any]) -> None:
+    base = fleet["base"]
+    page.goto(base + "/#/images")
+    row = page.locator("main table tr").nth(1)
+    expect(row).to_contain_text(fleet["image"]["id"])
+    expect(row).to_contain_text("esp32-e2e")
+    page.goto(base + "/#/campaigns")
+    expect(page.locator("main table tr").nth(1)).to_contain_text("paused")
+    page.goto(base + "/#/events")
+    expect(page.locator("main")).to_contain_text("pause by alice (dashboard)")
+    page.goto(base + "/#/")
+    page.fill("#search", f"{PREFIX}-001")
+    expect(page.locator("main table").last.locator("tr")).to_have_count(2)  # header + 1
+    page.screenshot(path=str(fleet["tmp"] / "overview.png"), full_page=True)  # for people
+    page.click("#signout")
+    expect(page.locator("#signin")).to_be_visible()

@@ -310,7 +310,11 @@ function connect() {
   if (source) source.close();
   if (!me.open_reads && me.operator === null) return;
   source = new EventSource("/api/stream");
-  source.onopen = () => { $("#live").className = "live on"; $("#live").textContent = "live"; };
+  let opened = false;
+  source.onopen = () => { // after a reconnect, events may have been missed: reload the view
+    $("#live").className = "live on"; $("#live").textContent = "live";
+    if (opened) refreshSoon(); opened = true;
+  };
   source.onerror = () => { $("#live").className = "live off"; $("#live").textContent = "reconnecting"; };
   source.onmessage = (m) => { const ev = JSON.parse(m.data); if (current && current.onEvent) current.onEvent(ev); };
 }
