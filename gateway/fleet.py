@@ -150,7 +150,7 @@ class Fleet:
         """Apply a report durably; return the command for the response (None: nothing)."""
         s = self.store
         now = time.time()
-        with s.transaction() as db:
+        with s.transaction():
             dev = s.device(r.id)
             if dev is None:
                 if self.enrolled_only:
@@ -159,17 +159,13 @@ class Fleet:
                     raise Refused("forbidden", "unknown device (the gateway takes no more "
                                   "self-registered devices: enrol it with cc)")
                 self._self_registered += 1
-                db.execute(
-                    "INSERT INTO devices(id, class, seq, state, result, progress, last_seen, "
-                    "address) VALUES (?,?,?,?,?,?,?,?)",
-                    (r.id, r.cls, r.seq, r.state, r.result, r.progress or 0, now, address))
+                s.add_reported_device(r.id, r.cls, r.seq, r.state, r.result, r.progress or 0,
+                                      address, now)
                 s.event("registered", f"class {r.cls}, seq {r.seq}, {_names(r.state, r.result)}, "
                         f"from {address}", device=r.id)
             else:
-                db.execute(
-                    "UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, "
-                    "last_seen=?, address=? WHERE id=?",
-                    (r.cls, r.seq, r.state, r.result, r.progress or 0, now, address, r.id))
+                s.update_reported_device(r.id, r.cls, r.seq, r.state, r.result, r.progress or 0,
+                                         address, now)
                 if dev["class"] != r.cls:
                     s.event("class", f"class {dev['class']} -> {r.cls}", device=r.id)
                 if dev["seq"] != r.seq:

@@ -115,13 +115,24 @@ class _Worker(threading.Thread):
 
     def _write(self, db: Any, repo: Repo, batch: list[tuple[Unit, Future[Any]]]) -> None:
         e = self.engine
-        for attempt in range(BATCH_TRIES):
+        # Optimistic: units run without savepoints (two round trips each saved). When one
+        # raises, the batch is rolled back and run again with a savepoint per unit; a lone
+        # unit's rollback is its own.
+        savepoints = False
+        for attempt in range(BATCH_TRIES + 1):
             outcomes: list[tuple[bool, Any, list[Row]]] = []
             try:
                 e.backend.begin(db)
                 for fn, _ in batch:
-                    outcomes.append(self._unit(db, repo, fn))
+                    outcomes.append(self._unit(db, repo, fn, savepoints))
                 e.backend.commit(db)
+            except _Refused as r:
+                e.backend.rollback(db)
+                repo.pending_events.clear()
+                if len(batch) > 1:
+                    savepoints = True
+                    continue
+                outcomes = [(False, r.exc, [])]
             except e.backend.retryable:
                 e.backend.rollback(db)
                 repo.pending_events.clear()
@@ -138,7 +149,8 @@ class _Worker(threading.Thread):
                 for _, fut in batch:
                     fut.set_exception(StoreUnavailable(f"store unavailable: {exc}"))
                 return
-            e.stats.commits += 1
+            else:
+                e.stats.commits += 1
             e.stats.units += len(batch)
             for (_, fut), (ok, value, events) in zip(batch, outcomes):
                 for ev in events:
@@ -153,24 +165,33 @@ class _Worker(threading.Thread):
             fut.set_exception(StoreUnavailable("store busy: gave up after "
                                                f"{BATCH_TRIES} conflicting tries"))
 
-    def _unit(self, db: Any, repo: Repo, fn: Unit) -> tuple[bool, Any, list[Row]]:
-        """Run one unit in a savepoint; a unit's own exception rolls back only the unit.
+    def _unit(self, db: Any, repo: Repo, fn: Unit, savepoint: bool) -> tuple[bool, Any, list[Row]]:
+        """Run one unit; with ``savepoint`` a unit's own exception rolls back only the unit.
         Deadlock/serialization failures propagate: the whole batch runs again."""
         mark = len(repo.pending_events)
-        db.execute("SAVEPOINT unit")
+        if savepoint:
+            db.execute("SAVEPOINT unit")
         try:
             value = fn(repo)
         except self.engine.backend.retryable:
             raise
         except Exception as exc:
+            if not savepoint:
+                raise _Refused(exc) from exc
             db.execute("ROLLBACK TO SAVEPOINT unit")
             db.execute("RELEASE SAVEPOINT unit")
             del repo.pending_events[mark:]
             return False, exc, []
-        db.execute("RELEASE SAVEPOINT unit")
+        if savepoint:
+            db.execute("RELEASE SAVEPOINT unit")
         events = repo.pending_events[mark:]
         del repo.pending_events[mark:]
         return True, value, events
+
+
+class _Refused(Exception):
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
 
 
 class Engine:

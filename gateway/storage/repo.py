@@ -79,6 +79,20 @@ class Repo:
     def devices_of_class(self, device_class: str) -> list[Row]:
         return self._all("SELECT * FROM devices WHERE class=? ORDER BY id", (device_class,))
 
+    def add_reported_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
+                            progress: int, address: str, now: float) -> None:
+        """A device's first report registers it (not enrolled)."""
+        self._exec("INSERT INTO devices(id, class, seq, state, result, progress, last_seen, "
+                   "address) VALUES (?,?,?,?,?,?,?,?)",
+                   (device_id, cls, seq, state, result, progress, now, address))
+
+    def update_reported_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
+                               progress: int, address: str, now: float) -> None:
+        """What a report says about its device, and when and where it was heard."""
+        self._exec("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, "
+                   "last_seen=?, address=? WHERE id=?",
+                   (cls, seq, state, result, progress, now, address, device_id))
+
     # ---- report keys (gateway/devauth.py) -----------------------------------------------
     def device_key(self, device_id: str) -> Row | None:
         """{"key": bytes | None, "counter": int} of a device, None when unknown."""
