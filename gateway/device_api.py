@@ -138,7 +138,7 @@ class DeviceApi:
         r = parse_report(request.payload)
         sealed = self.auth.check_report(loads_exact(request.payload, "report"))
         command = self.fleet.report(r, address)
-        metrics.REPORTS.inc()
+        metrics.report_applied()
         if sealed is not None:
             command = DeviceAuth.seal(command, *sealed)
         if command is None:

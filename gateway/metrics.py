@@ -1,8 +1,9 @@
 """Prometheus metrics of one gateway process (``GET /metrics`` on the ``--http`` bind).
 
-Counters live here as module globals so that a hot path pays one attribute lookup and one
-``inc()`` (about 0.3 µs) and needs no object handed around; the other modules call them in
-one-line hooks. Gauges that are facts of the store (jobs per state, campaigns per state) are read
+Counters live here as module globals, so the other modules count in one-line hooks without an
+object handed around. The per-datagram ones (reports, blocks, bytes) are plain integers read at
+scrape time: prometheus_client's ``Counter.inc`` takes a lock (0.7 µs measured, 1.9 µs for a
+block's two counters) where an integer increment costs about 0.1 µs. Gauges that are facts of the store (jobs per state, campaigns per state) are read
 from SQLite at scrape time instead of being kept in step by hand. The series are listed for
 Grafana in docs/operations.md ("Metrics and health").
 """
@@ -20,12 +21,6 @@ from prometheus_client.registry import Collector
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes, cpu, open fds
 
-REPORTS = Counter("fota_reports", "Device reports applied (accepted by the fleet).",
-                  registry=REGISTRY)
-BLOCKS = Counter("fota_blocks_served", "Firmware Block2 responses sent (fast path and "
-                 "aiocoap path).", registry=REGISTRY)
-BLOCK_BYTES = Counter("fota_block_bytes", "Firmware payload bytes sent in Block2 responses.",
-                      registry=REGISTRY)
 STORE_SECONDS = Histogram("fota_store_transaction_seconds", "Wall time of one store "
                           "transaction, BEGIN to COMMIT (includes the fsync).",
                           buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5),
@@ -39,10 +34,38 @@ SSE_CLIENTS = Gauge("fota_dashboard_streams", "Open Server-Sent Event streams of
                     "dashboard.", registry=REGISTRY)
 
 
+class _Hot:
+    __slots__ = ("reports", "blocks", "block_bytes")
+
+    def __init__(self) -> None:
+        self.reports = self.blocks = self.block_bytes = 0
+
+
+HOT = _Hot()
+
+
 def block_served(nbytes: int) -> None:
     """Hook for both firmware paths: one block of ``nbytes`` payload went out."""
-    BLOCKS.inc()
-    BLOCK_BYTES.inc(nbytes)
+    HOT.blocks += 1
+    HOT.block_bytes += nbytes
+
+
+def report_applied() -> None:
+    """Hook of the device API: the fleet accepted one report."""
+    HOT.reports += 1
+
+
+class _HotCollector(Collector):
+    def collect(self) -> Iterator[Any]:
+        yield CounterMetricFamily("fota_reports", "Device reports applied (accepted by the "
+                                  "fleet).", value=HOT.reports)
+        yield CounterMetricFamily("fota_blocks_served", "Firmware Block2 responses sent.",
+                                  value=HOT.blocks)
+        yield CounterMetricFamily("fota_block_bytes", "Firmware payload bytes sent in Block2 "
+                                  "responses.", value=HOT.block_bytes)
+
+
+REGISTRY.register(_HotCollector())
 
 
 def on_event(ev: dict[str, Any]) -> None:
