@@ -11,6 +11,11 @@ command) -> handle the command -> download what is left, reporting a few times -
 outcome. Every state change goes through ``lifecycle.step``. At most ``max_failures`` failed
 exchanges per wake: the rest waits for the next wake, from where it stopped.
 
+Out of RAM anywhere in a wake (a MemoryError, also one thrown in by the driver from the link)
+is a result, not a crash: the wake collects, reports result out_of_memory (3) with the phase
+(``const.PH_*``) and the job, keeps the running image and the persisted state (a download
+resumes from its last saved offset) and sleeps; the next wake tries again.
+
 Config (a dict): ``id``, ``class``, ``trust`` (list of 32-byte keys or 64-char hex strings),
 optional ``vendor`` (name, default the contract's; or ``vendor_id`` and ``class_id`` as hex,
 for ports without ``hashlib.sha1``), ``version`` (seq of the factory image, 0),
@@ -25,11 +30,28 @@ battery: it reports result deferred and the gateway offers the job again later).
 
 import binascii
 import hashlib
+import sys
 import time
 
-from . import cbor, coap, const, lifecycle, manifest
-from .fetch import CORRUPT, DONE, GONE, RESTART, RETRY, Fetch
+from . import cbor, coap, const, lifecycle
 from .slots import SlotError
+
+# Heap: what only some wakes need is imported when needed and dropped after (on MicroPython,
+# where a loaded module's bytecode lives in the heap): the manifest check (manifest, ed25519,
+# sha512: ~10 KiB), the download (fetch), bundle unpacking.
+_PKG = __name__[:__name__.rfind(".")]
+_DROP = sys.implementation.name == "micropython"
+
+
+def _drop(*names):
+    """Forget modules of this package so the collector can take their code."""
+    if not _DROP:
+        return
+    pkg = sys.modules.get(_PKG)
+    for n in names:
+        sys.modules.pop(_PKG + "." + n, None)
+        if pkg is not None and n in pkg.__dict__:
+            delattr(pkg, n)
 
 DEFAULT_VENDOR = "fota-micropython.example"  # proto.manifest.DEFAULT_VENDOR (a test checks)
 
@@ -113,6 +135,9 @@ class Agent:
         self.reports = 0  # report exchanges started by this agent object
         self.progress_reports = 0  # of which in the middle of a download
         self.wait = None
+        self.phase = const.PH_BOOT  # where the wake is: reported when it runs out of RAM
+        self.oom = None  # (phase, job) of an out-of-RAM not yet reported
+        self._offered = None  # the job whose manifest is being checked
         self.on_change = config.get("on_change")  # callable(event, old, new): simulator logs
         self.auth = None
         if config.get("key"):
@@ -160,8 +185,34 @@ class Agent:
 
     # -- one wake ----------------------------------------------------------------------------
     def wake(self):
+        try:
+            return (yield from self._wake())
+        except MemoryError:
+            pass
+        # Out of RAM: drop what this wake built, keep what is on flash, say so and sleep.
+        job = self.s["job"]
+        if self.phase == const.PH_VERIFY:
+            job = self._offered
+        self.oom = (self.phase, job)
+        self._fetch = None  # its buffers go; the slot file is closed below
+        try:
+            self.slots.close()
+        except Exception:
+            pass
+        import gc
+
+        gc.collect()
+        try:
+            if not self._exhausted():
+                yield from self._report()
+        except MemoryError:
+            pass
+        return (SLEEP, self.wake_s)
+
+    def _wake(self):
         self.failures = 0
         self.wait = None
+        self.phase = const.PH_BOOT
         act = self._boot_check()
         if act:
             return act
@@ -256,6 +307,11 @@ class Agent:
              const.R_STATE: s["state"], const.R_RESULT: s["result"]}
         if s["job"] is not None:
             m[const.R_JOB] = s["job"]
+        if self.oom is not None:
+            m[const.R_RESULT] = const.RES_OUT_OF_MEMORY
+            m[const.R_PHASE] = self.oom[0]
+            if self.oom[1] is not None:
+                m[const.R_JOB] = self.oom[1]
         img = s["img"]
         if img is not None:
             if s["state"] == DOWNLOADING:
@@ -268,6 +324,7 @@ class Agent:
 
     def _report(self):
         """One report exchange; return the command map ({} for none) or None if it failed."""
+        self.phase = const.PH_REPORT
         self.reports += 1
         counter = None
         if self.auth is not None:
@@ -291,6 +348,7 @@ class Agent:
                 return None
             resp = None
         s = self.s
+        self.oom = None  # delivered
         if s["unsent"]:
             s["unsent"] = False
             if s["state"] == IDLE:
@@ -302,7 +360,7 @@ class Agent:
             return {}
         try:
             cmd = cbor.loads(resp.payload)
-        except Exception:
+        except cbor.CBORError:
             return {}
         return cmd if isinstance(cmd, dict) else {}
 
@@ -334,6 +392,10 @@ class Agent:
             self._finish(lifecycle.DEFER)
             return None
         signed = cmd.get(const.C_MANIFEST)
+        self.phase = const.PH_VERIFY
+        self._offered = job
+        from . import manifest
+
         try:
             if not isinstance(signed, bytes):
                 raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "no manifest")
@@ -346,10 +408,11 @@ class Agent:
                 raise manifest.Refused(const.RES_NO_SPACE, "image larger than a slot")
         except manifest.Refused as e:
             return self._refuse(job, e.result)
-        except MemoryError:
-            return self._refuse(job, const.RES_OUT_OF_MEMORY)
         except (ValueError, TypeError, KeyError, AttributeError, IndexError):
             return self._refuse(job, const.RES_UNSUPPORTED_IMAGE)  # malformed beyond the check
+        finally:
+            manifest = None
+            _drop("manifest", "ed25519", "sha512")
         self._drop_fetch()
         self._go(lifecycle.ACCEPT)
         s["job"] = job
@@ -371,6 +434,9 @@ class Agent:
     def _download(self):
         s = self.s
         img = s["img"]
+        self.phase = const.PH_DOWNLOAD
+        from .fetch import CORRUPT, DONE, GONE, RESTART, RETRY, Fetch
+
         if s["state"] == DOWNLOADING:
             f = self._fetch
             if f is None:
@@ -392,6 +458,7 @@ class Agent:
             while True:
                 if self._exhausted():
                     return None
+                self.phase = const.PH_DOWNLOAD
                 resp = yield from self._exchange(f.request())
                 if resp is None:
                     continue
@@ -442,7 +509,10 @@ class Agent:
     def _install(self):
         """DOWNLOADED: mark the slot to boot next, tell the gateway, reboot into it."""
         s = self.s
+        self.phase = const.PH_INSTALL
+        _drop("fetch")
         self.slots.set_pending()
+        _drop("bundle")
         self._go(lifecycle.INSTALL)
         s["boots"] = 0
         self._save()

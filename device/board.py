@@ -14,7 +14,7 @@ import sys
 import time
 
 from . import coap, udp
-from .agent import REBOOT, Agent
+from .agent import REBOOT, SLEEP, Agent
 from .slots import make as make_slots
 from .state import Store
 
@@ -65,10 +65,7 @@ def start_app(config, slots):
     try:
         return __import__(config.get("app", "app"))
     except Exception as e:  # a broken application must not keep the agent from rolling back
-        if hasattr(sys, "print_exception"):
-            sys.print_exception(e)
-        else:
-            print(repr(e))
+        print("fota: the app did not start:", repr(e))
         return None
 
 
@@ -119,12 +116,26 @@ def run(config, slots=None, store=None, link=None, reset=None, sleep=None, wakes
                 machine.deepsleep(int(s * 1000))
         else:
             sleep = time.sleep
-    agent = Agent(config, slots, store)
+    try:
+        agent = Agent(config, slots, store)
+    except MemoryError:  # nothing to report with: say it, sleep, the next power-on tries again
+        print("fota: out of RAM starting the agent")
+        out = (SLEEP, config.get("wake_s", 60))
+        if wakes is None:
+            sleep(out[1])
+            reset()
+        return out
     n = 0
     out = None
     while wakes is None or n < wakes:
         n += 1
-        out = coap.run(agent.wake(), link)
+        try:
+            out = coap.run(agent.wake(), link)
+        except MemoryError:  # not even the wake could start: the next one tries again
+            import gc
+
+            gc.collect()
+            out = (SLEEP, agent.wake_s)
         action, seconds = out
         if action == REBOOT:
             link.close()

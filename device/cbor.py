@@ -177,9 +177,9 @@ def loads(data):
         raise CBORError("CBOR input must be bytes")
     try:
         v, i = _dec(data, 0, 0)
-    except CBORError:
+    except (CBORError, MemoryError):  # out of RAM is not bad input: the agent reports it as such
         raise
-    except Exception as e:  # RecursionError, MemoryError: never let them out as anything else
+    except Exception as e:  # RecursionError, IndexError...: never let them out as anything else
         raise CBORError("cannot decode: %r" % (e,))
     if i != len(data):
         raise CBORError("trailing bytes")

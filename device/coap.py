@@ -324,11 +324,20 @@ def drive(ex, send, recv, clock):
 def run(gen, link):
     """Drive an agent generator: it yields Requests and gets each Response (None when the
     exchange failed: timeout or RST) back from ``gen.send``; returns its return value.
-    ``link`` is any object with ``request(req) -> Response or None``."""
+    ``link`` is any object with ``request(req) -> Response or None``. A MemoryError in the
+    link is thrown into ``gen`` (the agent reports it as a result)."""
     resp = None
+    err = None
     try:
         while True:
-            req = gen.send(resp)
-            resp = link.request(req)
+            if err is not None:
+                req = gen.throw(err)
+                err = None
+            else:
+                req = gen.send(resp)
+            try:
+                resp = link.request(req)
+            except MemoryError as e:
+                err = e
     except StopIteration as e:
         return e.value if hasattr(e, "value") else (e.args[0] if e.args else None)

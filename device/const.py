@@ -3,6 +3,7 @@
 Naming: enum members get a prefix naming their enum, plain constants keep proto's name.
   R_*   proto.keys.ReportKey      C_*   proto.keys.CmdKey      M_*   proto.keys.ManifestKey
   ST_*  proto.codes.State         RES_* proto.codes.Result      OP_*  proto.codes.Op
+  PH_*  proto.codes.Phase
   REPORT, COMMAND, FIRMWARE, ETAG_BYTES, IMAGE_ID_HEX, DEFAULT_DEVICE_PORT  (proto.uris)
   MANIFEST_VERSION (proto.keys); MAX_REPORT (proto.control); COSE_*, PROTECTED, KID_BYTES,
   MAX_MANIFEST (proto.manifest).
@@ -19,6 +20,7 @@ R_JOB = 7
 R_SIZE = 8
 R_TARGET = 9
 R_AUTH = 10
+R_PHASE = 11
 
 C_OP = 1
 C_JOB = 2
@@ -58,6 +60,12 @@ RES_ROLLED_BACK = 20
 RES_SIGNATURE_INVALID = 21
 RES_DOWNGRADE_REFUSED = 22
 RES_WRONG_CLASS = 23
+
+PH_BOOT = 1
+PH_REPORT = 2
+PH_VERIFY = 3
+PH_DOWNLOAD = 4
+PH_INSTALL = 5
 
 OP_NONE = 0
 OP_UPDATE = 1

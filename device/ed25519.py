@@ -109,5 +109,7 @@ def verify(public, message, signature):
             elif kb:
                 q = _add(q, na)
         return _encode(q) == r
+    except MemoryError:
+        raise  # out of RAM says nothing about the signature: the agent reports it as such
     except Exception:
         return False

@@ -2,7 +2,9 @@
 
 The peer address comes only from ``socket.getaddrinfo(host, port)[0][-1]``: the unix port's
 addresses are raw sockaddr bytes, so nothing here builds or parses one. Replies are read with
-``recv`` (the Exchange matches them by message id and token, not by source address).
+``recv`` (the Exchange matches them by message id and token, not by source address). Not
+``readinto`` into one buffer: on the unix port that is a stream read and joins queued datagrams.
+A MemoryError in ``recv`` goes up to ``coap.run``, which throws it into the agent (a result).
 """
 
 import os

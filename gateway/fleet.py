@@ -20,7 +20,8 @@ import cbor2
 
 from proto import manifest as mf
 from proto import uris
-from proto.codes import CampaignState, JobState, Op, Result, State, result_name, state_name
+from proto.codes import (CampaignState, JobState, Op, Result, State, phase_name, result_name,
+                         state_name)
 from proto.control import DEFAULT_TIMEOUT, EVENTS_PAGE
 from proto.keys import CmdKey, ManifestKey, ReportKey
 
@@ -64,6 +65,7 @@ class Report:
     job: int | None
     size: int | None
     target: int | None
+    phase: int | None = None
 
 
 def _check_id(value: Any, what: str) -> str:
@@ -122,6 +124,7 @@ def parse_report(payload: bytes) -> Report:
         job=opt(ReportKey.JOB),
         size=opt(ReportKey.SIZE),
         target=opt(ReportKey.TARGET),
+        phase=opt(ReportKey.PHASE),
     )
 
 
@@ -172,6 +175,8 @@ class Fleet:
                     s.event("seq", f"running seq {dev['seq']} -> {r.seq}", device=r.id)
                 if (dev["state"], dev["result"]) != (r.state, r.result):
                     job = f" (job {r.job})" if r.job is not None else ""
+                    if r.phase is not None:
+                        job += f" in {phase_name(r.phase)}"
                     s.event("state", f"{_names(dev['state'], dev['result'])} -> "
                             f"{_names(r.state, r.result)}{job}", device=r.id)
                 if _host(dev["address"]) != _host(address):  # a new source port per wake is

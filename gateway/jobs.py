@@ -96,6 +96,8 @@ def step(state: str, event: str) -> str | None:
 
 def report_event(state: int, result: int, seq: int, image_seq: int) -> str | None:
     """The event a device report is about its job, or None (progress at most)."""
+    if result == Result.OUT_OF_MEMORY:  # transient: the device keeps its image and retries
+        return DEFER if state == State.IDLE else STATE_EVENTS.get(State(state))
     if result not in NON_FAILURE:
         return FAIL
     if result == Result.DEFERRED:

@@ -37,6 +37,17 @@ class Result(IntEnum):
     WRONG_CLASS = 23
 
 
+class Phase(IntEnum):
+    """Where in a wake the device ran out of RAM (report key PHASE, result out_of_memory: a
+    transient failure; the device keeps its image and tries again at its next wake)."""
+
+    BOOT = 1
+    REPORT = 2
+    VERIFY = 3
+    DOWNLOAD = 4
+    INSTALL = 5
+
+
 class Op(IntEnum):
     """Command operation carried in a report response (key ``CmdKey.OP``)."""
 
@@ -77,6 +88,13 @@ def result_name(code: int) -> str:
         return Result(code).name.lower()
     except ValueError:
         return f"result_{code}"
+
+
+def phase_name(code: int) -> str:
+    try:
+        return Phase(code).name.lower()
+    except ValueError:
+        return f"phase_{code}"
 
 
 def state_name(code: int) -> str:

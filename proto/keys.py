@@ -16,6 +16,7 @@ class ReportKey(IntEnum):
     SIZE = 8  # uint, image size of that job
     TARGET = 9  # uint, sequence number being installed
     AUTH = 10  # [counter, bstr(16) MAC]: report authentication (gateway/devauth.py)
+    PHASE = 11  # uint, codes.Phase: where the wake ran out of RAM (with result out_of_memory)
 
 
 class CmdKey(IntEnum):

@@ -134,3 +134,28 @@ def test_report_key_update_and_a_wrong_key_gets_nowhere(gateway, tmp_path: Path)
     assert bad.state().get("job") is None and bad.running() == "a"
     (row,) = [d for d in cc.json("devices") if d["id"] == "upy-k"]
     assert row["seq"] == 2, row  # the impostor's reports changed nothing
+
+
+def test_out_of_ram_is_a_result_at_every_heap_size(gateway, tmp_path: Path) -> None:
+    """One board, one update, powered on with a heap growing from below what the download
+    needs to a comfortable size: every run ends cleanly (no traceback), each short one reports
+    result out_of_memory with the phase, the running image stays, and the update completes."""
+    cc, board = setup(gateway, tmp_path)
+    img = cc.firmware(bundle.pack(new_app(tmp_path, 2, size=BIG)), seq=2, device_class=CLASS)
+    cc.upgrade(img["id"], "upy-1")
+    short = 0
+    for heap in (64, 66, 68, 70, 72, 76, 80, 96, 128, 128):
+        r = board.power_on(wakes=2, heap=f"{heap}k")
+        assert not r.crashed, (heap, r)
+        (row,) = [d for d in cc.json("devices") if d["id"] == "upy-1"]
+        if row["result"] == "out_of_memory":
+            assert board.running() == "a" or board.state()["state"] == State.UPDATING, heap
+            short += 1
+        if updated(board) and board.state()["seq"] == 2:
+            break
+    s = board.state()
+    assert (s["seq"], s["result"], board.running()) == (2, Result.SUCCESS, "b"), s
+    assert short, "no heap size was short: the sweep starts too high"
+    events = cc.ok("events", timeout=60)
+    assert "out_of_memory" in events and "signature_invalid" not in events
+    assert cc.job("upy-1")["result"] == "success"
