@@ -9,22 +9,30 @@ devices and the real cc.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiocoap import Context
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from dashboard_util import SyncOps, http_base, web_token
-from harness import REPO, GatewayProc
+from harness import REPO, GatewayProc, publish_image
 from test_agent_e2e import CLASS, image_bytes
 
+from proto import manifest
+
+KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"dashboard key").digest())
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
@@ -40,6 +48,14 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
+async def publish(gw: GatewayProc, image: bytes) -> dict[str, Any]:
+    ctx = await Context.create_client_context(transports=["udp6"])
+    try:
+        return await publish_image(ctx, gw, image, KEY, seq=2, device_class=CLASS)
+    finally:
+        await ctx.shutdown()
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("dash")
@@ -48,11 +64,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     sim = None
     try:
         ops = SyncOps(gw, tmp / "cc-home")
-        assert ops.cc("keys", "init").returncode == 0
-        trust = ops.cc("keys", "public").stdout.strip()
-        image = tmp / "app.bin"
-        image.write_bytes(image_bytes(12_000, 7))
-        img = ops.json("firmware", "add", str(image), "--version", "2", "--class", CLASS)
+        with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
+            img = pool.submit(asyncio.run, publish(gw, image_bytes(12_000, 7))).result(60)
+        trust = manifest.public_bytes(KEY.public_key()).hex()
         log = open(tmp / "sim.log", "wb")
         sim = subprocess.Popen(
             [sys.executable, "-m", "sim.main", "--devices", str(DEVICES), "--gateway",
