@@ -25,7 +25,11 @@ fail, None not decided yet; default passes), ``key`` (64 hex characters: the rep
 ``cc devices add --key``; reports then carry a MAC and only MACed responses count, see
 device/auth.py) with ``counter_file`` (where its counter lives, default "fota_counter"),
 ``may_update`` (callable() -> False when the device cannot take an update now, e.g. low
-battery: it reports result deferred and the gateway offers the job again later).
+battery: it reports result deferred and the gateway offers the job again later),
+``fw_key`` / ``class_key`` (64 hex characters: the firmware key from ``cc devices add --key``,
+the class key from ``cc firmware add --encrypt --class-key``; they unwrap the content key of
+encrypted images, device/cipher.py; without one that fits: result key unavailable, before any
+download), ``aes`` (the ``cryptolib.aes`` constructor, for hosts without cryptolib).
 """
 
 import binascii
@@ -400,6 +404,10 @@ class Agent:
             if not isinstance(signed, bytes):
                 raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "no manifest")
             m = manifest.check(signed, self.trusted, self.vendor_id, self.class_id, s["seq"])
+            wrapped = None
+            if const.M_ENC_ALG in m:  # before any download: refuse if no key of ours fits
+                wrapped = cmd.get(const.C_CEK)
+                self._content_key(wrapped)
             uri = m[const.M_URI]
             size = m[const.M_SIZE]
             if not uri.startswith("/"):
@@ -419,10 +427,45 @@ class Agent:
         s["unsent"] = False
         s["img"] = {"seq": m[const.M_SEQ], "digest": _hex(m[const.M_DIGEST]), "size": size,
                     "uri": uri, "etag": None, "slot": self.slots.inactive()}
+        if wrapped is not None:  # kept wrapped: the content key itself never reaches flash
+            s["img"]["wk"] = _hex(wrapped)
+            s["img"]["iv"] = _hex(m[const.M_ENC_IV])
         s["offset"] = 0
         s["fresh"] = True  # report the start of this download
         self._save()
         return None
+
+    def _content_key(self, wrapped):
+        """Unwrap an encrypted image's content key with this device's firmware key (or its
+        class key); ``Refused`` if this port has no AES or no key of ours unwraps it."""
+        from . import cipher
+
+        aes = self.cfg.get("aes")
+        if aes is None:
+            try:
+                from cryptolib import aes
+            except ImportError:
+                raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "no cryptolib: cannot decrypt")
+        if isinstance(wrapped, bytes):
+            for name in ("fw_key", "class_key"):
+                kek = self.cfg.get(name)
+                if kek:
+                    try:
+                        return aes, cipher.unwrap(aes, _unhex(kek) if isinstance(kek, str)
+                                                  else kek, wrapped)
+                    except ValueError:  # wrapped under another key
+                        pass
+        raise manifest.Refused(const.RES_KEY_UNAVAILABLE, "no key of ours unwraps the content key")
+
+    def _stage(self, img):
+        """The decrypting stage of an encrypted download (None for a plain one), rebuilt from
+        the state on every resume: CTR needs only the offset."""
+        if not img.get("wk"):
+            return None
+        from . import cipher
+
+        aes, cek = self._content_key(_unhex(img["wk"]))
+        return cipher.ctr(aes, cek, _unhex(img["iv"]))
 
     def _refuse(self, job, result):
         self._drop_fetch()
@@ -440,8 +483,13 @@ class Agent:
         if s["state"] == DOWNLOADING:
             f = self._fetch
             if f is None:
+                try:
+                    stage = self._stage(img)
+                except manifest.Refused as e:  # the key changed under a download in flight
+                    self._finish(lifecycle.FAIL, e.result)
+                    return None
                 f = Fetch(self.slots, img["uri"], img["size"], _unhex(img["digest"]),
-                          self.block_size)
+                          self.block_size, stage)
                 try:
                     f.start(s["offset"], _unhex(img["etag"]) if img["etag"] else None)
                 except (OSError, SlotError):

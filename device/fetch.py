@@ -32,8 +32,10 @@ def szx_for(block_size):
 
 
 class Fetch:
-    def __init__(self, slots, uri, size, digest, block_size=1024):
+    def __init__(self, slots, uri, size, digest, block_size=1024, stage=None):
         self.slots = slots
+        self.stage = stage  # (offset, bytes as sent, out buffer) -> bytes to install, e.g.
+        # cipher.ctr(): it writes into the block buffer below, so it needs none of its own
         self.uri = uri
         self.size = size
         self.digest = digest
@@ -95,6 +97,8 @@ class Fetch:
         if self.offset + len(data) > self.size:
             return CORRUPT
         self.szx = szx
+        if self.stage is not None:
+            data = self.stage(self.offset, data, self._buf)
         self.slots.write(data)
         self._h.update(data)
         self.offset += len(data)

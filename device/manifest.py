@@ -11,6 +11,8 @@ import hashlib
 
 from . import cbor, const, ed25519
 
+A256CTR = -65532  # the one content cipher (device/cipher.py; not imported: cryptolib-free here)
+
 
 class Refused(Exception):
     def __init__(self, result, reason):
@@ -85,6 +87,11 @@ def check(signed, trusted, vendor_id, class_id, installed_seq):
         raise _bad("unsupported manifest version %d" % m[const.M_VERSION])
     if len(m[const.M_DIGEST]) != 32 or m[const.M_SIZE] < 0:
         raise _bad("bad digest or size")
+    if const.M_ENC_ALG in m or const.M_ENC_IV in m:
+        iv = m.get(const.M_ENC_IV)
+        if (m.get(const.M_ENC_ALG) != A256CTR or not isinstance(iv, bytes) or len(iv) != 16
+                or not isinstance(m.get(const.M_SENT_DIGEST), bytes)):
+            raise _bad("unsupported or malformed encryption")
     if m[const.M_VENDOR] != bytes(vendor_id) or m[const.M_CLASS] != bytes(class_id):
         raise Refused(const.RES_WRONG_CLASS, "vendor or class id does not match this device")
     if m[const.M_SEQ] <= installed_seq:

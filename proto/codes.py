@@ -17,7 +17,7 @@ class State(IntEnum):
 
 
 class Result(IntEnum):
-    """LwM2M /5/0/5 "Update Result" (0-11), then ours (20-23)."""
+    """LwM2M /5/0/5 "Update Result" (0-11), then ours (20 and up)."""
 
     INITIAL = 0
     SUCCESS = 1
@@ -35,6 +35,7 @@ class Result(IntEnum):
     SIGNATURE_INVALID = 21
     DOWNGRADE_REFUSED = 22
     WRONG_CLASS = 23
+    KEY_UNAVAILABLE = 24  # encrypted image, but no key of this device unwraps its content key
 
 
 class Phase(IntEnum):

@@ -27,6 +27,7 @@ class CmdKey(IntEnum):
     MANIFEST = 3  # bstr, COSE_Sign1 signed manifest (see proto.manifest)
     WAIT = 4  # uint, seconds before the next wake (DEFER) / hint
     AUTH = 5  # bstr(16), MAC of the response for a device with a key (gateway/devauth.py)
+    CEK = 6  # bstr(40), the image's content-encryption key wrapped (A256KW) for this device
 
 
 class ManifestKey(IntEnum):
@@ -41,6 +42,12 @@ class ManifestKey(IntEnum):
     URI = 7  # tstr, URI-reference of the image ("/f/<id>": relative to the gateway)
     COMPRESSION = 8  # reserved: uint, 0 none, 1 deflate
     DELTA_BASE = 9  # reserved: bstr(32), digest of the image a delta applies to
+    # -- encryption (issue 16; SUIT firmware-encryption draft, RFC 9459): present together or
+    # not at all. The URI then serves ciphertext; DIGEST and SIZE stay those of the image as
+    # installed, and the CEK reaches each device wrapped, in the command (CmdKey.CEK).
+    ENC_ALG = 16  # int, COSE alg of the content cipher: -65532 A256CTR (device/cipher.py)
+    ENC_IV = 17  # bstr(16), the initial counter block
+    SENT_DIGEST = 18  # bstr(32), SHA-256 of the bytes the URI serves (the ciphertext as sent)
 
 
 MANIFEST_VERSION = 1

@@ -36,6 +36,8 @@ PROTECTED = cbor2.dumps({COSE_HDR_ALG: COSE_ALG_EDDSA})  # b"\xa1\x01\x27"
 KID_BYTES = 8
 MAX_MANIFEST = 1024  # bytes of COSE_Sign1; devices refuse larger
 DEFAULT_VENDOR = "fota-micropython.example"  # vendor name when the operator gives none
+A256CTR = -65532  # COSE alg (RFC 9459) of the content cipher of encrypted images (ENC_ALG)
+IV_BYTES = 16
 
 
 class ManifestError(ValueError):
@@ -71,7 +73,10 @@ def build(
     uri: str,
     compression: int | None = None,
     delta_base: bytes | None = None,
+    encryption: tuple[bytes, bytes] | None = None,
 ) -> dict[int, Any]:
+    """The manifest map. ``encryption`` = (IV, SHA-256 of the ciphertext): the URI serves the
+    image encrypted with A256CTR; ``digest`` and ``size`` stay those of the image installed."""
     if not 0 <= seq < 2**63:
         raise ManifestError("sequence number must be a non-negative 63-bit integer")
     if len(digest) != 32:
@@ -89,6 +94,13 @@ def build(
         m[ManifestKey.COMPRESSION] = compression
     if delta_base is not None:
         m[ManifestKey.DELTA_BASE] = delta_base
+    if encryption is not None:
+        iv, sent = encryption
+        if len(iv) != IV_BYTES or len(sent) != 32:
+            raise ManifestError("encryption needs a 16-byte IV and a 32-byte ciphertext digest")
+        m[ManifestKey.ENC_ALG] = A256CTR
+        m[ManifestKey.ENC_IV] = iv
+        m[ManifestKey.SENT_DIGEST] = sent
     return {int(k): v for k, v in m.items()}
 
 
@@ -159,7 +171,34 @@ def decode_payload(payload: bytes) -> dict[int, Any]:
         raise ManifestError(f"unsupported manifest version {m[ManifestKey.VERSION]}")
     if len(m[ManifestKey.DIGEST]) != 32:
         raise ManifestError("digest must be 32 bytes")
+    _check_encryption(m)
     return m
+
+
+_ENC_KEYS = (ManifestKey.ENC_ALG, ManifestKey.ENC_IV, ManifestKey.SENT_DIGEST)
+
+
+def _check_encryption(m: dict[int, Any]) -> None:
+    present = [k for k in _ENC_KEYS if int(k) in m]
+    if not present:
+        return
+    if len(present) != len(_ENC_KEYS):
+        raise ManifestError("encryption fields must come together (alg, iv, sent digest)")
+    if m[ManifestKey.ENC_ALG] != A256CTR:
+        raise ManifestError(f"unsupported content cipher {m[ManifestKey.ENC_ALG]!r}")
+    iv, sent = m[ManifestKey.ENC_IV], m[ManifestKey.SENT_DIGEST]
+    if not (isinstance(iv, bytes) and len(iv) == IV_BYTES
+            and isinstance(sent, bytes) and len(sent) == 32):
+        raise ManifestError("encryption iv must be 16 bytes and the sent digest 32")
+
+
+def sent_digest(m: dict[int, Any]) -> bytes:
+    """SHA-256 of the bytes the URI serves: the ciphertext if encrypted, else the image."""
+    return m.get(int(ManifestKey.SENT_DIGEST), m[ManifestKey.DIGEST])
+
+
+def encrypted(m: dict[int, Any]) -> bool:
+    return int(ManifestKey.ENC_ALG) in m
 
 
 def parse(signed: bytes) -> dict[int, Any]:

@@ -10,7 +10,8 @@ ETAG_BYTES = 8  # ETag of an image: first 8 bytes of its digest
 
 # Control API (the gateway's control bind, default 127.0.0.1:5684; cc only)
 BLOB = "blob"  # PUT blob/<sha256 hex>: Block1 upload of an image
-FW = "fw"  # POST: register a signed manifest; GET: list images
+FW = "fw"  # POST: register a signed manifest; GET: list images; POST fw/<id>/keys: wrapped
+# content keys of an encrypted image ({recipient: bstr(40)}, gateway/wrapped.py)
 DEV = "dev"  # GET: list devices; POST: add (enrol) a device; GET dev/<id>: show one
 CAMP = "camp"  # POST: start an upgrade; GET: list; GET camp/<n>; POST camp/<n>/cancel
 EVENTS = "ev"  # GET ev?since=<unix time>: the event log
