@@ -17,6 +17,7 @@ from proto import manifest, uris
 from proto.control import MAX_IMAGE
 
 from .client import ControlClient
+from .encryption import Encrypted
 from .errors import CcError
 from .upload import upload
 
@@ -45,11 +46,13 @@ def digest_file(file: Path) -> tuple[bytes, int]:
 
 
 def signed_manifest(key: Ed25519PrivateKey, *, seq: int, vendor: str, device_class: str,
-                    digest: bytes, size: int) -> bytes:
+                    digest: bytes, size: int, encrypted: Encrypted | None = None) -> bytes:
+    sent = encrypted.sent if encrypted else digest  # the URI names the bytes it serves
     try:
         return manifest.sign(
             manifest.build(seq=seq, vendor=vendor, device_class=device_class, digest=digest,
-                           size=size, uri=uris.image_path(digest)),
+                           size=size, uri=uris.image_path(sent),
+                           encryption=(encrypted.iv, encrypted.sent) if encrypted else None),
             key)
     except manifest.ManifestError as e:
         raise CcError(f"cannot build the manifest: {e}") from None
@@ -57,12 +60,15 @@ def signed_manifest(key: Ed25519PrivateKey, *, seq: int, vendor: str, device_cla
 
 async def add(client: ControlClient, key: Ed25519PrivateKey, file: Path, *, seq: int,
               device_class: str, vendor: str, digest: bytes, size: int,
-              progress: Callable[[int], None] = lambda done: None) -> dict[str, Any]:
-    """Upload the blob, then POST the signed manifest; returns the gateway's IMAGE map."""
+              progress: Callable[[int], None] = lambda done: None,
+              encrypted: Encrypted | None = None) -> dict[str, Any]:
+    """Upload the blob (the ciphertext if ``encrypted``), then POST the signed manifest;
+    returns the gateway's IMAGE map."""
     signed = signed_manifest(key, seq=seq, vendor=vendor, device_class=device_class,
-                             digest=digest, size=size)
-    stored = await upload(client, file, digest.hex(), size, progress)
-    if stored.get("digest") != digest.hex() or stored.get("size") != size:
+                             digest=digest, size=size, encrypted=encrypted)
+    blob, sent = (encrypted.path, encrypted.sent) if encrypted else (file, digest)
+    stored = await upload(client, blob, sent.hex(), size, progress)
+    if stored.get("digest") != sent.hex() or stored.get("size") != size:
         raise CcError(f"gateway stored {stored.get('size')} bytes with digest "
                       f"{stored.get('digest')}, not the {size} bytes hashed here")
     image = await client.post(uris.FW, {"manifest": signed, "class": device_class,

@@ -95,15 +95,19 @@ DEVICE_KEYS = "device-keys"
 
 def save_device_key(home: Path, device_id: str, key_hex: str) -> Path:
     """Keep a device's report key where the signing key lives (0600 in a 0700 directory)."""
-    folder = home / DEVICE_KEYS
+    return write_secret(home / DEVICE_KEYS, f"{device_id}.key", key_hex)
+
+
+def write_secret(folder: Path, name: str, text: str) -> Path:
+    """Write ``folder/name`` (0600 in a 0700 directory) atomically: old or new, never half."""
     if not folder.exists():
         folder.mkdir(mode=0o700, parents=True)
         os.chmod(folder, 0o700)
-    path = folder / f"{device_id}.key"
-    tmp = folder / f".{device_id}.{os.getpid()}.tmp"
+    path = folder / name
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, key_hex.encode() + b"\n")
+        os.write(fd, text.encode() + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -12,17 +12,19 @@ import io
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 import typer
+from rich.markup import escape
 
 from proto import manifest, uris
 from proto.version import version_line
 
-from . import campaign, firmware, keys, render
+from . import campaign, encryption, firmware, keys, render
 from .client import ControlClient, segment
 from .errors import CcError
 from .settings import DEFAULT_GATEWAY, DEFAULT_HOME, Gateway, parse_gateway
@@ -212,25 +214,41 @@ def firmware_add(
                                      help="Device class (model) the image is for."),
     vendor: str = typer.Option(manifest.DEFAULT_VENDOR, "--vendor",
                                help="Vendor name (its UUID5 goes in the manifest)."),
+    encrypt: bool = typer.Option(False, "--encrypt", help="Encrypt under a fresh content key, "
+                                 "wrapped for each device of the class with a firmware key."),
+    class_key: bool = typer.Option(False, "--class-key", help="With --encrypt: also wrap it "
+                                   "under the class key (made if absent) for every device of "
+                                   "the class."),
     as_json: bool = JSON_OPT,
 ):
     """Upload an image, sign its manifest and register it with the gateway."""
     s = settings(ctx)
     if not device_class:
         raise CcError("--class must not be empty")
+    if class_key and not encrypt:
+        raise CcError("--class-key needs --encrypt")
     key = keys.load(s.home)  # before any upload: no key, no point
     digest, size = firmware.digest_file(file)
 
-    async def go() -> dict[str, Any]:
+    async def go(enc: encryption.Encrypted | None) -> dict[str, Any]:
         async with s.client() as client:
             with render.upload_progress() as bar:
                 task = bar.add_task("upload", total=size)
-                return await firmware.add(
+                image = await firmware.add(
                     client, key, file, seq=version, device_class=device_class, vendor=vendor,
                     digest=digest, size=size,
-                    progress=lambda done: bar.update(task, completed=done))
+                    progress=lambda done: bar.update(task, completed=done), encrypted=enc)
+            if enc is not None:
+                image = await _wrap_keys(client, s.home, image, enc.cek, None, class_key)
+            return image
 
-    image = run(go())
+    if encrypt:
+        with tempfile.TemporaryDirectory(prefix="fota-enc-") as tmp:
+            enc = encryption.encrypt_file(file, Path(tmp) / "image.enc")
+            encryption.save_cek(s.home, uris.image_id(enc.sent), enc.cek)  # before the upload
+            image = run(go(enc))
+    else:
+        image = run(go(None))
     if as_json:
         render.print_json(image)
         return
@@ -240,6 +258,62 @@ def firmware_add(
     port = image.get("device_port")
     render.out.print(f"uri {s.gateway.image_uri(path, port if isinstance(port, int) else None)}")
     render.out.print(f"sha256 {render.esc(image.get('digest'))}")
+
+
+@firmware_app.command("wrap")
+@fails_cleanly
+def firmware_wrap(
+    ctx: typer.Context,
+    image_id: str = typer.Argument(..., metavar="IMAGE"),
+    devices: Optional[list[str]] = typer.Option(None, "--device", metavar="ID",
+                                                help="Only this device (repeat for more)."),
+    class_key: bool = typer.Option(False, "--class-key", help="Also (re)wrap under the class "
+                                   "key."),
+    as_json: bool = JSON_OPT,
+):
+    """Wrap an encrypted image's content key again (new devices, rotated firmware keys):
+    nothing is re-encrypted or re-uploaded."""
+    s = settings(ctx)
+    cek = encryption.load_cek(s.home, image_id)
+
+    async def go() -> dict[str, Any]:
+        async with s.client() as client:
+            rows = await client.get(uris.FW)
+            image = next((r for r in rows if r.get("id") == image_id), None)
+            if image is None:
+                raise CcError(f"the gateway has no image {image_id}")
+            return await _wrap_keys(client, s.home, image, cek, devices, class_key)
+
+    image = run(go())
+    if as_json:
+        render.print_json(image)
+
+
+WRAP_BATCH = 30  # recipients per request: stays under the control API's body limit
+
+
+async def _wrap_keys(client: ControlClient, home: Path, image: dict[str, Any], cek: bytes,
+                     devices: list[str] | None, class_key: bool) -> dict[str, Any]:
+    """Wrap ``cek`` for ``devices`` (default: every device of the image's class the gateway
+    knows) under their firmware keys, and the class key if asked; send the wrapped keys."""
+    cls = str(image.get("class"))
+    if devices is None:
+        devices = [d["id"] for d in await client.get(uris.DEV) if d.get("class") == cls]
+    wrapped, missing = encryption.wrap(home, cek, devices, cls if class_key else None)
+    items = list(wrapped.items())
+    for i in range(0, len(items), WRAP_BATCH):
+        image = await client.post(f"{uris.FW}/{image['id']}/keys", dict(items[i:i + WRAP_BATCH]))
+    named = sorted(r for r in wrapped if r != encryption.CLASS_RECIPIENT)
+    err = render.err
+    err.print(escape(f"content key wrapped for {len(named)} device(s)"
+                     + (f" and the class key of {cls}" if class_key else "")
+                     + (f": {', '.join(named[:10])}{' …' if len(named) > 10 else ''}"
+                        if named else "")))
+    if missing and not class_key:
+        err.print(escape(f"{len(missing)} device(s) of class {cls} have no firmware key and "
+                         f"will refuse (key unavailable): {', '.join(missing[:10])}"
+                         f"{' …' if len(missing) > 10 else ''}"), style="yellow")
+    return image
 
 
 @firmware_app.command("list")
@@ -285,11 +359,17 @@ def devices_add(
     s = settings(ctx)
     dev = run(_post(s, uris.DEV, body))
     path = keys.save_device_key(s.home, device_id, dev["key"]) if dev.get("key") else None
+    fw_key, fw_new = (encryption.firmware_key(s.home, device_id, create=True, rotate=rekey)
+                      if key or rekey else (None, False))
     if as_json:
-        render.print_json(dev)
+        render.print_json({**dev, "fw_key": fw_key.hex()} if fw_new and fw_key else dev)
         return
     render.out.print(f"device [bold]{render.esc(dev.get('id'))}[/] added, class "
                      f"{render.esc(dev.get('class'))}")
+    if fw_new and fw_key is not None:
+        render.out.print(f"firmware key (fota.json \"fw_key\"; never sent to the gateway; "
+                         f"encrypted images are wrapped under it): {fw_key.hex()}")
+        render.out.print(f"saved to {encryption.firmware_key_path(s.home, device_id)}")
     if path is not None:
         render.out.print(f"report key (put it in the device's fota.json as \"key\"; the "
                          f"gateway never shows it again): {dev['key']}")

@@ -178,6 +178,8 @@ def images(rows: list[dict[str, Any]]) -> Listing:
         cols.append("notes")
     if _some(rows, "problem"):
         cols.append("problem")
+    if _some(rows, "encrypted"):
+        cols.append("encrypted")
     t = Listing("firmware images", cols, right=("seq", "size"),
                 optional=("created", "notes", "digest", "size", "label"))
     for r in rows:
@@ -189,6 +191,8 @@ def images(rows: list[dict[str, Any]]) -> Listing:
         if "problem" in cols:
             cells.append(Text(str(r.get("problem") or "-"),
                               style="red" if r.get("problem") else ""))
+        if "encrypted" in cols:
+            cells.append(f"yes ({r.get('recipients', 0)} keys)" if r.get("encrypted") else "-")
         t.add(*cells)
     return t
 

@@ -62,6 +62,9 @@ class ControlSite(Resource, PathCapable):
         if route == (uris.FW, 1, "GET"):
             return cbor_response(Code.CONTENT, [self.fleet.image_view(r)
                                                 for r in self.fleet.store.images()])
+        if route == (uris.FW, 3, "POST") and path[2] == "keys":
+            return self.with_body(request, lambda b: cbor_response(
+                Code.CHANGED, self.fleet.put_wrapped_keys(path[1], b)))
         if route == (uris.DEV, 1, "GET"):
             return cbor_response(Code.CONTENT, self.fleet.device_views())
         if route == (uris.DEV, 1, "POST"):
@@ -94,7 +97,7 @@ class ControlSite(Resource, PathCapable):
                  (uris.EVENTS, 1)}
         action = path[2] if len(path) == 3 else None
         if ((head, len(path)) in known or head == uris.CAMP and action in CAMPAIGN_ACTIONS
-                or head == uris.DEV and action == "tags"):
+                or head == uris.DEV and action == "tags" or head == uris.FW and action == "keys"):
             return error(Code.METHOD_NOT_ALLOWED, f"{code} is not allowed on {'/'.join(path)}")
         return error(Code.NOT_FOUND, "no such resource")
 

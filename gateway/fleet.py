@@ -25,7 +25,7 @@ from proto.codes import (CampaignState, JobState, Op, Result, State, phase_name,
 from proto.control import DEFAULT_TIMEOUT, EVENTS_PAGE
 from proto.keys import CmdKey, ManifestKey, ReportKey
 
-from . import jobs, rollout
+from . import jobs, rollout, wrapped
 from .blobs import BlobError, BlobStore
 from .cborcheck import Unacceptable, check_plain
 from .store import Store, tags_json
@@ -462,7 +462,7 @@ class Fleet:
         self._set_job(job, jobs.OFFER, None, job["progress"], now,
                       "manifest handed out" if job["state"] == JobState.QUEUED
                       else "device lost the command")
-        return {CmdKey.OP: Op.UPDATE, CmdKey.JOB: job["id"], CmdKey.MANIFEST: image["manifest"]}
+        return self._update(job, image, r.id)
 
     def pending_command(self, device_id: str) -> dict[int, Any] | None:
         """What an observer of ``c/<id>`` sees; reading it changes nothing."""
@@ -480,8 +480,7 @@ class Fleet:
                 if gate is not None:
                     return gate or None
             if dev["seq"] < image["seq"]:
-                return {CmdKey.OP: Op.UPDATE, CmdKey.JOB: job["id"],
-                        CmdKey.MANIFEST: image["manifest"]}
+                return self._update(job, image, device_id)
             return None
         last = self.store.db.execute("SELECT * FROM jobs WHERE device=? ORDER BY id DESC LIMIT 1",
                                      (device_id,)).fetchone()
@@ -507,7 +506,7 @@ class Fleet:
             raise Refused("bad_request", f"manifest vendor id is not that of {vendor!r}")
         if m[ManifestKey.CLASS] != mf.class_id(vendor, cls):
             raise Refused("bad_request", f"manifest class id is not that of {cls!r}")
-        digest: bytes = m[ManifestKey.DIGEST]
+        digest: bytes = mf.sent_digest(m)  # what the URI serves: the ciphertext if encrypted
         size, seq, uri = m[ManifestKey.SIZE], m[ManifestKey.SEQ], m[ManifestKey.URI]
         if uri != uris.image_path(digest):
             raise Refused("bad_request", f"manifest uri must be {uris.image_path(digest)}")
@@ -528,14 +527,38 @@ class Fleet:
                 "VALUES (?,?,?,?,?,?,?,?,?)",
                 (image_id, digest.hex(), size, seq, cls, vendor, uri, signed, time.time()))
             self.store.event("image", f"image {image_id} registered: class {cls}, seq {seq}, "
-                             f"{size} bytes")
+                             f"{size} bytes{', encrypted' if mf.encrypted(m) else ''}")
         return self.image_view(self.store.image(image_id))
 
-    @staticmethod
-    def image_view(row: Any) -> dict[str, Any]:
-        return {"id": row["id"], "uri": row["uri"], "digest": row["digest"], "size": row["size"],
+    def image_view(self, row: Any) -> dict[str, Any]:
+        view = {"id": row["id"], "uri": row["uri"], "digest": row["digest"], "size": row["size"],
                 "seq": row["seq"], "class": row["class"], "vendor": row["vendor"],
                 "created": row["created"], "problem": row["problem"]}
+        if mf.encrypted(mf.parse(row["manifest"])):  # digest: of the ciphertext the URI serves
+            view["encrypted"] = True
+            view["recipients"] = wrapped.count(self.store, row["id"])
+        return view
+
+    def put_wrapped_keys(self, image_id: str, body: Any) -> dict[str, Any]:
+        """Store the content key of an encrypted image wrapped for recipients (gateway/wrapped)."""
+        row = self.store.image(image_id)
+        if row is None:
+            raise Refused("not_found", "unknown image")
+        if not mf.encrypted(mf.parse(row["manifest"])):
+            raise Refused("bad_request", f"image {image_id} is not encrypted")
+        try:
+            wrapped.put(self.store, image_id, body)
+        except wrapped.BadKeys as e:
+            raise Refused("bad_request", str(e)) from None
+        return self.image_view(self.store.image(image_id))
+
+    def _update(self, job: Any, image: Any, device_id: str) -> dict[int, Any]:
+        cmd = {CmdKey.OP: Op.UPDATE, CmdKey.JOB: job["id"], CmdKey.MANIFEST: image["manifest"]}
+        cek = wrapped.for_device(self.store, image["id"], device_id)
+        if cek is not None:  # none: an encrypted image's device refuses (result key unavailable)
+            cmd[CmdKey.CEK] = cek
+        return cmd
+
 
     # ---- blob problems --------------------------------------------------------------------
     def blob_failed(self, digest_hex: str, why: str) -> None:

@@ -29,6 +29,7 @@ from device.state import Store
 from proto.codes import result_name, state_name
 from proto.version import version_line
 
+from . import hostaes
 from .aio import AioLink, drive
 
 FACTORY_IMAGE = b"factory image\n"
@@ -75,7 +76,7 @@ class SimDevice:
         return {"id": sp.id, "class": sp.device_class, "trust": sp.trust, "version": sp.version,
                 "block_size": sp.block_size, "wake_s": sp.wake_s, "confirm_s": sp.confirm_s,
                 "self_test": (lambda slots: False) if sp.fail_boot else None,
-                "on_change": self._changed, **sp.extra}
+                "on_change": self._changed, "aes": hostaes.aes, **sp.extra}
 
     def _changed(self, event: str, old: int, new: int) -> None:
         a = self.agent
@@ -176,8 +177,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--id-prefix", default="sim", help="device ids are PREFIX-000, PREFIX-001, …")
     p.add_argument("--ack-timeout", type=float, default=2.0, help="CoAP ACK_TIMEOUT seconds (2)")
     p.add_argument("--keys", type=Path, default=None, metavar="DIR",
-                   help="report keys: DIR/<id>.key as written by `cc devices add --key` "
-                        "(FOTA_HOME/device-keys); a device with a key MACs its reports")
+                   help="device keys as written by `cc devices add --key` "
+                        "(FOTA_HOME/device-keys): DIR/<id>.key, the report key (a device with "
+                        "one MACs its reports), DIR/<id>.fw, the firmware key (encrypted "
+                        "images)")
+    p.add_argument("--class-keys", type=Path, default=None, metavar="DIR",
+                   help="class keys (FOTA_HOME/class-keys): DIR/<class>.fw")
     return p
 
 
@@ -228,6 +233,24 @@ def use_keys(specs: list[DeviceSpec], keys: dict[str, str]) -> None:
             sp.extra["counter_file"] = str(sp.root / "report-counter")
 
 
+def load_keys(specs: list[DeviceSpec], keys: Path | None, class_keys: Path | None) -> None:
+    """Report and firmware keys from ``keys`` (<id>.key, <id>.fw), class keys from
+    ``class_keys`` (<class>.fw): the files `cc devices add --key` and `cc firmware add
+    --encrypt --class-key` write."""
+    def read(path: Path) -> str | None:
+        return path.read_text().strip() if path.is_file() else None
+
+    if keys is not None:
+        use_keys(specs, {sp.id: k for sp in specs if (k := read(keys / f"{sp.id}.key"))})
+    for sp in specs:
+        fw = read(keys / f"{sp.id}.fw") if keys is not None else None
+        ck = read(class_keys / f"{sp.device_class}.fw") if class_keys is not None else None
+        if fw:
+            sp.extra["fw_key"] = fw
+        if ck:
+            sp.extra["class_key"] = ck
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -249,9 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                        prefix=args.id_prefix, version=args.seq, block_size=args.block_size,
                        wake_s=args.wake, fail_boot_percent=args.fail_boot_percent,
                        ack_timeout=args.ack_timeout)
-    if args.keys is not None:
-        found = {sp.id: (args.keys / f"{sp.id}.key") for sp in specs}
-        use_keys(specs, {i: p.read_text().strip() for i, p in found.items() if p.is_file()})
+    load_keys(specs, args.keys, args.class_keys)
 
     async def go() -> None:
         stop = asyncio.Event()

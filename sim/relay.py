@@ -238,6 +238,7 @@ class Relay:
         self._t0 = 0.0
         self._closed = asyncio.Event()
         self.address: Address = ()
+        self.tap: Callable[[str, bytes], None] | None = None  # (direction, datagram) as it arrives
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -429,6 +430,8 @@ class Relay:
                 return
 
     def _ingress(self, d: str, data: bytes, client: _Client) -> None:
+        if self.tap is not None:
+            self.tap(d, data)
         c = self.counters[d]
         c.datagrams_in += 1
         c.bytes_in += len(data)

@@ -117,6 +117,24 @@ class Repo:
     def images(self) -> list[Row]:
         return self._all("SELECT * FROM images ORDER BY created")
 
+    # ---- wrapped content keys of encrypted images (gateway/wrapped.py) -------------------
+    def put_wrapped_keys(self, image_id: str, keys: dict[str, bytes]) -> None:
+        """Insert or replace each recipient's wrapped key (a re-wrap replaces the old one)."""
+        self._many("DELETE FROM wrapped_keys WHERE image=? AND recipient=?",
+                   [(image_id, r) for r in keys])
+        self._many("INSERT INTO wrapped_keys(image, recipient, wrapped) VALUES (?,?,?)",
+                   [(image_id, r, w) for r, w in keys.items()])
+
+    def count_wrapped_keys(self, image_id: str) -> int:
+        return self._scalar("SELECT COUNT(*) FROM wrapped_keys WHERE image=?", (image_id,))
+
+    def wrapped_key(self, image_id: str, device_id: str, class_recipient: str) -> bytes | None:
+        """The device's own wrapped key, else the class recipient's, else None."""
+        w = self._scalar("SELECT wrapped FROM wrapped_keys WHERE image=? AND recipient IN (?,?) "
+                         "ORDER BY CASE WHEN recipient=? THEN 1 ELSE 0 END LIMIT 1",
+                         (image_id, device_id, class_recipient, class_recipient))
+        return None if w is None else bytes(w)
+
     # ---- campaigns and jobs -------------------------------------------------------------
     def campaign(self, n: int) -> Row | None:
         return self._one("SELECT * FROM campaigns WHERE id=?", (n,))

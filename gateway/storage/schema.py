@@ -90,6 +90,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE images ADD COLUMN label TEXT;
     ALTER TABLE images ADD COLUMN notes TEXT;
     """,
+    # 5: encrypted images (gateway/wrapped.py): each recipient's wrapped content key; the
+    # recipient is a device id, or "*" for a class key every device of the image's class holds
+    """
+    CREATE TABLE wrapped_keys (
+        image TEXT NOT NULL REFERENCES images(id),
+        recipient TEXT NOT NULL,
+        wrapped BLOB NOT NULL,
+        PRIMARY KEY (image, recipient)
+    );
+    """,
 ]
 
 # SQLite's types are affinities; PostgreSQL needs 64-bit integers (seq, counters), 8-byte
