@@ -7,7 +7,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from device import cipher
 from sim.hostaes import aes as host_aes
 
 ROOT = Path(__file__).resolve().parent.parent
-MICROPYTHON = str(Path(sys.executable).parent / "micropython")
+from upy import MICROPYTHON  # noqa: E402  (the real unix port, tests/upy.py)
 
 # RFC 3394 section 4.6: 256 bits of key data with a 256-bit KEK
 RFC_KEK = bytes.fromhex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")

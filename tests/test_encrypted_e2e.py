@@ -11,6 +11,7 @@ ends as an integrity failure with the running image untouched.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from aiocoap import Context
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from device import agent as agent_mod
+from device import coap
 from device.agent import Agent
 from device.state import Store
 from harness import control
@@ -67,8 +69,6 @@ async def add_encrypted(ops: Ops, data: bytes, seq: int) -> tuple[dict, str]:
     rc, out, err = await ops.cc("firmware", "add", str(f), "--version", str(seq), "--class",
                                 CLASS, "--encrypt", "--json")
     assert rc == 0, err
-    import json
-
     return json.loads(out), err
 
 
@@ -205,8 +205,6 @@ async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
     blob = gateway.data / "blobs" / image3["digest"]
     link = await AioLink.open("127.0.0.1", gateway.device_port, ack_timeout=1.0)
     try:  # one block fetched: the gateway verifies and opens the blob
-        from device import coap
-
         resp = await link.request(coap.Request(coap.GET, image3["uri"], block2=(0, 6)))
         assert resp is not None and resp.code == 0x45
     finally:
