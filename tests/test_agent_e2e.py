@@ -243,9 +243,17 @@ async def test_cancel_mid_download_drops_it_and_reports_cancelled(gateway, tmp_p
                    and dev.agent._fetch.offset > 16384):
             assert time.monotonic() < deadline, "the download never got going"
             await asyncio.sleep(0.05)
+        # power the device off mid-download, cancel, power it on: it resumes from its saved
+        # state, learns of the cancel at its next exchange (no race with a fast download)
+        await run.stop()
         rc, out, err = await ops.cc("cancel", str(camp["id"]))
         assert rc == 0, err
+        run = start_devices([sp], gateway.device_port)
+        dev = run.devices[0]
         deadline = time.monotonic() + 20
+        while dev.agent is None:
+            assert time.monotonic() < deadline, "the device never woke again"
+            await asyncio.sleep(0.05)
         while not (dev.agent.state == 0 and not dev.agent.s["unsent"]):
             assert time.monotonic() < deadline, dev.agent.s
             await asyncio.sleep(0.05)
