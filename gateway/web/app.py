@@ -233,6 +233,7 @@ class Dashboard:
         out = []
         for r in self.fleet.store.images():
             v = self.fleet.image_view(r)
+            v.setdefault("label", r["label"])  # schema 4's version label (cc shows it too)
             v["devices"] = running.get((r["class"], r["seq"]), 0)
             out.append(v)
         return _json(out)

@@ -247,9 +247,10 @@ function images() {
   async function reload() {
     const list = await api("/api/images");
     root.replaceChildren(h("h1", {}, "Images"),
-      h("table", {}, h("tr", {}, ["image", "class", "version (seq)", "size", "digest", "devices running it", "registered"].map((x) => h("th", {}, x))),
-        list.map((i) => h("tr", {}, h("td", {}, i.id), h("td", {}, i.class), h("td", {}, i.seq), h("td", {}, `${i.size} B`),
-          h("td", { title: i.digest }, `${i.digest.slice(0, 16)}…`), h("td", {}, i.devices), h("td", {}, when(i.created))))));
+      h("table", {}, h("tr", {}, ["image", "label", "class", "version (seq)", "size", "digest", "devices running it", "registered", "problem"].map((x) => h("th", {}, x))),
+        list.map((i) => h("tr", {}, h("td", {}, i.id), h("td", {}, i.label ?? ""), h("td", {}, i.class), h("td", {}, i.seq), h("td", {}, `${i.size} B`),
+          h("td", { title: i.digest }, `${i.digest.slice(0, 16)}…`), h("td", {}, i.devices), h("td", {}, when(i.created)),
+          h("td", { class: "wrap error" }, i.problem ?? "")))));
   }
   return { root, reload, onEvent: (ev) => { if (ev.kind === "image" || ev.kind === "seq") refreshSoon(1000); } };
 }
