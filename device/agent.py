@@ -407,7 +407,9 @@ class Agent:
             wrapped = None
             if const.M_ENC_ALG in m:  # before any download: refuse if no key of ours fits
                 wrapped = cmd.get(const.C_CEK)
-                self._content_key(wrapped)
+                got = self._content_key(wrapped)
+                if isinstance(got, int):
+                    raise manifest.Refused(got, "cannot unwrap the content key")
             uri = m[const.M_URI]
             size = m[const.M_SIZE]
             if not uri.startswith("/"):
@@ -436,8 +438,8 @@ class Agent:
         return None
 
     def _content_key(self, wrapped):
-        """Unwrap an encrypted image's content key with this device's firmware key (or its
-        class key); ``Refused`` if this port has no AES or no key of ours unwraps it."""
+        """(aes, content key) unwrapped with this device's firmware key (or its class key), or
+        the result to report: unsupported image (no AES on this port) or key unavailable."""
         from . import cipher
 
         aes = self.cfg.get("aes")
@@ -445,7 +447,7 @@ class Agent:
             try:
                 from cryptolib import aes
             except ImportError:
-                raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "no cryptolib: cannot decrypt")
+                return const.RES_UNSUPPORTED_IMAGE
         if isinstance(wrapped, bytes):
             for name in ("fw_key", "class_key"):
                 kek = self.cfg.get(name)
@@ -455,17 +457,19 @@ class Agent:
                                                   else kek, wrapped)
                     except ValueError:  # wrapped under another key
                         pass
-        raise manifest.Refused(const.RES_KEY_UNAVAILABLE, "no key of ours unwraps the content key")
+        return const.RES_KEY_UNAVAILABLE
 
     def _stage(self, img):
-        """The decrypting stage of an encrypted download (None for a plain one), rebuilt from
-        the state on every resume: CTR needs only the offset."""
+        """The decrypting stage of an encrypted download (None for a plain one; a result code
+        if the key no longer unwraps), rebuilt on every resume: CTR needs only the offset."""
         if not img.get("wk"):
             return None
         from . import cipher
 
-        aes, cek = self._content_key(_unhex(img["wk"]))
-        return cipher.ctr(aes, cek, _unhex(img["iv"]))
+        got = self._content_key(_unhex(img["wk"]))
+        if isinstance(got, int):
+            return got
+        return cipher.ctr(got[0], got[1], _unhex(img["iv"]))
 
     def _refuse(self, job, result):
         self._drop_fetch()
@@ -483,10 +487,9 @@ class Agent:
         if s["state"] == DOWNLOADING:
             f = self._fetch
             if f is None:
-                try:
-                    stage = self._stage(img)
-                except manifest.Refused as e:  # the key changed under a download in flight
-                    self._finish(lifecycle.FAIL, e.result)
+                stage = self._stage(img)
+                if isinstance(stage, int):  # the key changed under a download in flight
+                    self._finish(lifecycle.FAIL, stage)
                     return None
                 f = Fetch(self.slots, img["uri"], img["size"], _unhex(img["digest"]),
                           self.block_size, stage)
