@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proto import manifest, uris
-from proto.control import MAX_IMAGE
+from proto.control import MAX_IMAGE, MAX_LABEL, MAX_NOTES
 
 from .client import ControlClient
 from .encryption import Encrypted
@@ -58,12 +58,60 @@ def signed_manifest(key: Ed25519PrivateKey, *, seq: int, vendor: str, device_cla
         raise CcError(f"cannot build the manifest: {e}") from None
 
 
+def describe(label: str | None, notes: Path | None) -> dict[str, Any]:
+    """The optional "label" and "notes" fields of ``POST fw`` (notes read from a file)."""
+    out: dict[str, Any] = {}
+    if label is not None:
+        if not label.strip() or not label.isprintable() or len(label) > MAX_LABEL:
+            raise CcError(f"--label must be printable text of 1-{MAX_LABEL} characters")
+        out["label"] = label
+    if notes is not None:
+        try:
+            text = notes.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CcError(f"cannot read the release notes {notes}: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
+        if len(text) > MAX_NOTES:
+            raise CcError(f"{notes} has {len(text)} characters; release notes are limited to "
+                          f"{MAX_NOTES}")
+        out["notes"] = text
+    return out
+
+
+async def resign(client: ControlClient, key: Ed25519PrivateKey, image_id: str,
+                 seq: int | None) -> dict[str, Any]:
+    """Fleet rollback: register the gateway's image ``image_id`` again under a manifest with a
+    higher sequence number (the bytes are already there: their digest is what is signed).
+    Without ``seq``: one above every image of its class and every device of its class."""
+    images = await client.get(uris.FW)
+    old = next((i for i in images if i.get("id") == image_id), None)
+    if old is None:
+        raise CcError(f"the gateway has no image {image_id!r} (see `cc firmware list`)")
+    if old.get("encrypted"):  # its manifest carries encryption fields only the adder had
+        raise CcError(f"image {image_id} is encrypted: add its plain file again with "
+                      "`cc firmware add FILE --encrypt --version N` (a new ciphertext, a new "
+                      "image)")
+    if seq is None:
+        devices = await client.get(uris.DEV)
+        seq = 1 + max([int(i["seq"]) for i in images if i.get("class") == old["class"]]
+                      + [int(d.get("seq") or 0) for d in devices
+                         if d.get("class") == old["class"]])
+    signed = signed_manifest(key, seq=seq, vendor=old["vendor"], device_class=old["class"],
+                             digest=bytes.fromhex(old["digest"]), size=int(old["size"]))
+    image = await client.post(uris.FW, {"manifest": signed, "class": old["class"],
+                                        "vendor": old["vendor"], "supersede": True})
+    if not isinstance(image, dict):
+        raise CcError(f"gateway sent an unexpected answer to {uris.FW}: {image!r}")
+    return {**image, "was": old["seq"]}
+
+
 async def add(client: ControlClient, key: Ed25519PrivateKey, file: Path, *, seq: int,
               device_class: str, vendor: str, digest: bytes, size: int,
               progress: Callable[[int], None] = lambda done: None,
-              encrypted: Encrypted | None = None) -> dict[str, Any]:
-    """Upload the blob (the ciphertext if ``encrypted``), then POST the signed manifest;
-    returns the gateway's IMAGE map."""
+              encrypted: Encrypted | None = None,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Upload the blob (the ciphertext if ``encrypted``), then POST the signed manifest (with
+    ``extra`` fields: label, notes, supersede); returns the gateway's IMAGE map."""
     signed = signed_manifest(key, seq=seq, vendor=vendor, device_class=device_class,
                              digest=digest, size=size, encrypted=encrypted)
     blob, sent = (encrypted.path, encrypted.sent) if encrypted else (file, digest)
@@ -72,7 +120,7 @@ async def add(client: ControlClient, key: Ed25519PrivateKey, file: Path, *, seq:
         raise CcError(f"gateway stored {stored.get('size')} bytes with digest "
                       f"{stored.get('digest')}, not the {size} bytes hashed here")
     image = await client.post(uris.FW, {"manifest": signed, "class": device_class,
-                                        "vendor": vendor})
+                                        "vendor": vendor, **(extra or {})})
     if not isinstance(image, dict):
         raise CcError(f"gateway sent an unexpected answer to {uris.FW}: {image!r}")
     return image

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
+import typing
 import io
 import logging
 import os
@@ -219,6 +221,14 @@ def firmware_add(
     class_key: bool = typer.Option(False, "--class-key", help="With --encrypt: also wrap it "
                                    "under the class key (made if absent) for every device of "
                                    "the class."),
+    label: Optional[str] = typer.Option(None, "--label", metavar="TEXT",
+                                        help="Human version shown in listings (1.4.0)."),
+    notes: Optional[Path] = typer.Option(None, "--notes", metavar="FILE",
+                                         help="Release notes (UTF-8 text, at most 2048 "
+                                              "characters)."),
+    supersede: bool = typer.Option(False, "--supersede",
+                                   help="The gateway already holds this image: re-sign it at "
+                                        "this higher SEQ (a fleet rollback)."),
     as_json: bool = JSON_OPT,
 ):
     """Upload an image, sign its manifest and register it with the gateway."""
@@ -229,6 +239,9 @@ def firmware_add(
         raise CcError("--class-key needs --encrypt")
     key = keys.load(s.home)  # before any upload: no key, no point
     digest, size = firmware.digest_file(file)
+    extra = firmware.describe(label, notes)
+    if supersede:
+        extra["supersede"] = True
 
     async def go(enc: encryption.Encrypted | None) -> dict[str, Any]:
         async with s.client() as client:
@@ -236,7 +249,7 @@ def firmware_add(
                 task = bar.add_task("upload", total=size)
                 image = await firmware.add(
                     client, key, file, seq=version, device_class=device_class, vendor=vendor,
-                    digest=digest, size=size,
+                    digest=digest, size=size, extra=extra,
                     progress=lambda done: bar.update(task, completed=done), encrypted=enc)
             if enc is not None:
                 image = await _wrap_keys(client, s.home, image, enc.cek, None, class_key)
@@ -253,8 +266,10 @@ def firmware_add(
         render.print_json(image)
         return
     path = str(image.get("uri") or uris.image_path(digest))
-    render.out.print(f"image [bold]{render.esc(image.get('id'))}[/] seq {image.get('seq')} "
-                     f"class {render.esc(image.get('class'))}, {render.size(image.get('size'))}")
+    shown = f" ({render.esc(image['label'])})" if image.get("label") else ""
+    render.out.print(f"image [bold]{render.esc(image.get('id'))}[/]{shown} seq "
+                     f"{image.get('seq')} class {render.esc(image.get('class'))}, "
+                     f"{render.size(image.get('size'))}")
     port = image.get("device_port")
     render.out.print(f"uri {s.gateway.image_uri(path, port if isinstance(port, int) else None)}")
     render.out.print(f"sha256 {render.esc(image.get('digest'))}")
@@ -507,6 +522,52 @@ def upgrade(
                              f"`cc status --watch {render.esc(camp.get('id'))}`")
         return
     _final(camp, as_json)
+
+
+def rollback(ctx: typer.Context, to: str, seq: Optional[int], **options: Any) -> None:
+    """Put devices back on a known-good image: the gateway's IMAGE re-signed at a new, higher
+    sequence number (anti-rollback still holds), then an ordinary campaign with its own
+    safeguards (--canary, --wave, --max-failures …). Without targets: the image's class."""
+    s = settings(ctx)
+    key = keys.load(s.home)
+
+    async def go() -> dict[str, Any]:
+        async with s.client() as client:
+            return await firmware.resign(client, key, to, seq)
+
+    image = run(go())
+    if not options.get("as_json"):
+        render.out.print(f"image [bold]{render.esc(image.get('id'))}[/] re-signed at seq "
+                         f"{image.get('seq')} (was {image.get('was')}): devices below seq "
+                         f"{image.get('seq')} take it")
+    if not (options.get("devices") or options.get("tags") or options.get("everyone")
+            or options.get("device_class")):
+        options["device_class"] = image.get("class")
+    upgrade(ctx, image=str(image.get("id")), **options)
+
+
+def _rollback_signature() -> inspect.Signature:
+    """`cc rollback` takes every option of `cc upgrade` (one declaration, not two copies):
+    IMAGE becomes --to IMAGE, plus --version."""
+    up = inspect.signature(upgrade)
+    ctx, image, *rest = up.parameters.values()
+    to = inspect.Parameter("to", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                           default=typer.Option(..., "--to", metavar="IMAGE",
+                                                help="The known-good image (from `cc firmware "
+                                                     "list`)."))
+    seq = inspect.Parameter("seq", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int],
+                            default=typer.Option(None, "--version", min=0, metavar="SEQ",
+                                                 help="Its new sequence number (default: one "
+                                                      "above every image and device of its "
+                                                      "class)."))
+    hints = typing.get_type_hints(upgrade)  # the annotations are strings (PEP 563)
+    kw = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[p.name])
+          for p in rest]
+    return up.replace(parameters=[ctx, to, seq, *kw])
+
+
+rollback.__signature__ = _rollback_signature()  # type: ignore[attr-defined]
+app.command("rollback")(fails_cleanly(rollback))
 
 
 @app.command("status")

@@ -22,7 +22,7 @@ from proto import manifest as mf
 from proto import uris
 from proto.codes import (CampaignState, JobState, Op, Result, State, phase_name, result_name,
                          state_name)
-from proto.control import DEFAULT_TIMEOUT, EVENTS_PAGE
+from proto.control import DEFAULT_TIMEOUT, EVENTS_PAGE, MAX_LABEL, MAX_NOTES
 from proto.keys import CmdKey, ManifestKey, ReportKey
 
 from . import jobs, rollout, wrapped
@@ -516,24 +516,58 @@ class Fleet:
         if stored != size:
             raise Refused("bad_request", f"manifest size {size} but the blob has {stored} bytes")
         image_id = uris.image_id(digest)
+        label, notes = _image_text(body)
         with self.store.transaction() as db:
             old = self.store.image(image_id)
             if old is not None:
                 if old["manifest"] == signed:
                     return self.image_view(old)  # idempotent re-registration
-                raise Refused("conflict", f"image {image_id} is already registered")
+                if body.get("supersede") is not True:
+                    raise Refused("conflict", f"image {image_id} is already registered at seq "
+                                  f"{old['seq']}; to re-sign it at a higher seq: `cc rollback "
+                                  f"--to {image_id}` or `cc firmware add … --supersede`")
+                self._supersede(old, signed, seq, cls, vendor, label, notes)
+                return self.image_view(self.store.image(image_id))
             db.execute(
-                "INSERT INTO images(id, digest, size, seq, class, vendor, uri, manifest, created) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
-                (image_id, digest.hex(), size, seq, cls, vendor, uri, signed, time.time()))
+                "INSERT INTO images(id, digest, size, seq, class, vendor, uri, manifest, created, "
+                "label, notes) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (image_id, digest.hex(), size, seq, cls, vendor, uri, signed, time.time(),
+                 label, notes))
             self.store.event("image", f"image {image_id} registered: class {cls}, seq {seq}, "
-                             f"{size} bytes{', encrypted' if mf.encrypted(m) else ''}")
+                             f"{size} bytes{', encrypted' if mf.encrypted(m) else ''}"
+                             + (f", label {label}" if label else ""))
         return self.image_view(self.store.image(image_id))
+
+    def _supersede(self, old: Any, signed: bytes, seq: int, cls: str, vendor: str,
+                   label: str | None, notes: str | None) -> None:
+        """Fleet rollback: the same bytes under a new manifest with a higher sequence number,
+        so devices that moved past the old one take it again and anti-rollback still holds.
+        The image keeps its id (its digest); campaigns that are still running would see their
+        manifest change under them, so it is refused while one uses the image."""
+        n = old["id"]
+        if (cls, vendor) != (old["class"], old["vendor"]):
+            raise Refused("bad_request", f"image {n} is for class {old['class']} of "
+                          f"{old['vendor']}; a superseding manifest must name the same")
+        if seq <= old["seq"]:
+            raise Refused("conflict", f"image {n} is at seq {old['seq']}: a superseding "
+                          f"manifest needs a higher seq, not {seq}")
+        busy = self.store.db.execute(
+            "SELECT id FROM campaigns WHERE image=? AND state IN (?,?)",
+            (n, CampaignState.RUNNING, CampaignState.PAUSED)).fetchall()
+        if busy:
+            raise Refused("conflict", f"image {n} is used by campaign(s) "
+                          f"{', '.join(str(r[0]) for r in busy)}; cancel them first")
+        self.store.db.execute(
+            "UPDATE images SET manifest=?, seq=?, label=COALESCE(?, label), "
+            "notes=COALESCE(?, notes) WHERE id=?", (signed, seq, label, notes, n))
+        self.store.event("image", f"image {n} re-signed: seq {old['seq']} -> {seq} "
+                         "(the same bytes: a fleet rollback)")
 
     def image_view(self, row: Any) -> dict[str, Any]:
         view = {"id": row["id"], "uri": row["uri"], "digest": row["digest"], "size": row["size"],
                 "seq": row["seq"], "class": row["class"], "vendor": row["vendor"],
-                "created": row["created"], "problem": row["problem"]}
+                "created": row["created"], "problem": row["problem"], "label": row["label"],
+                "notes": row["notes"]}
         if mf.encrypted(mf.parse(row["manifest"])):  # digest: of the ciphertext the URI serves
             view["encrypted"] = True
             view["recipients"] = wrapped.count(self.store, row["id"])
@@ -866,6 +900,17 @@ def _check_tags(value: Any, what: str) -> list[str]:
     if not isinstance(value, list) or len(value) > MAX_TAGS:
         raise Refused("bad_request", f"{what} must be a list of at most {MAX_TAGS} tags")
     return [_check_id(t, "tag") for t in value]
+
+
+def _image_text(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """An image's human version label and release notes (optional text)."""
+    label, notes = body.get("label"), body.get("notes")
+    if label is not None and (not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL
+                              or not label.isprintable()):
+        raise Refused("bad_request", f"label must be printable text of 1-{MAX_LABEL} characters")
+    if notes is not None and (not isinstance(notes, str) or len(notes) > MAX_NOTES):
+        raise Refused("bad_request", f"notes must be text of at most {MAX_NOTES} characters")
+    return label, notes
 
 
 def _host(address: str | None) -> str | None:

@@ -9,7 +9,10 @@ PUT  blob/<sha256 hex>   Block1 upload of an image (streamed to a temp file, nev
                          2.04 {"digest", "size"} at the end; 4.08 for a gap.
                          4.13 (with Size1) past MAX_IMAGE; 4.00 when the bytes do not hash to the
                          digest in the path; 5.03 + Max-Age when the disk is full.
-POST fw                  {"manifest": bstr COSE_Sign1, "class": str, "vendor": str}
+POST fw                  {"manifest": bstr COSE_Sign1, "class": str, "vendor": str,
+                          "label"?: str (MAX_LABEL), "notes"?: str (MAX_NOTES),
+                          "supersede"?: true (the image is registered already: re-sign it at a
+                          higher seq, same class and vendor; 4.09 while a campaign uses it)}
                          -> 2.01 IMAGE; 4.00 bad manifest / class-vendor ids that do not match the
                          names / blob missing or of another size; 4.09 another image holds the id.
 GET  fw                  -> 2.05 [IMAGE, ...]
@@ -62,6 +65,8 @@ EVENT    {"id", "time", "device" or null, "campaign" or null, "kind", "detail"}
 
 MAX_IMAGE = 8 * 1024 * 1024  # bytes: a 4 MiB flash holds two slots of at most ~1.9 MiB
 MAX_BODY = 4096  # bytes: any other control request payload
+MAX_LABEL = 64  # characters of an image's human version label
+MAX_NOTES = 2048  # characters of an image's release notes
 MAX_REPORT = 512  # bytes: a device report payload
 EVENTS_PAGE = 1000
 DEFAULT_TIMEOUT = 3600  # seconds a campaign waits for a device before marking it timed out

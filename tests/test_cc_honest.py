@@ -22,39 +22,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness import REPO, GatewayProc, free_udp_port
-from test_cc_gateway import CLASS, add_image, cc, cc_json, cc_proc, error_line, report
+from ccfleet import gw, home, run, wake  # noqa: F401 (gw, home: fixtures)
+from harness import REPO, free_udp_port
+from test_cc_gateway import CLASS, add_image, cc, cc_json, cc_proc, error_line
 
 from cc.main import app
 from proto.codes import Op, Result, State
 from proto.keys import CmdKey
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    g = GatewayProc(tmp_path_factory.mktemp("honest") / "gw-data").start()
-    try:
-        yield g
-    finally:
-        if g.alive():
-            g.stop()
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    h = tmp_path_factory.mktemp("honest-home") / "cc-home"
-    assert CliRunner().invoke(app, ["--home", str(h), "keys", "init"]).exit_code == 0
-    return h
-
-
-async def wake(ctx, gw, device: str, seq: int, **fields):
-    return await report(ctx, gw, id=device, **{"class": CLASS}, seq=seq,
-                        state=fields.pop("state", State.IDLE),
-                        result=fields.pop("result", Result.INITIAL), **fields)
-
-
-def run(fn, *args):
-    return asyncio.to_thread(fn, *args)
 
 
 async def test_older_image_is_skipped_not_succeeded(gw, home, tmp_path, coap_client):
