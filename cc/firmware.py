@@ -46,13 +46,15 @@ def digest_file(file: Path) -> tuple[bytes, int]:
 
 
 def signed_manifest(key: Ed25519PrivateKey, *, seq: int, vendor: str, device_class: str,
-                    digest: bytes, size: int, encrypted: Encrypted | None = None) -> bytes:
-    sent = encrypted.sent if encrypted else digest  # the URI names the bytes it serves
+                    digest: bytes, size: int,
+                    encryption: tuple[bytes, bytes] | None = None) -> bytes:
+    """``encryption``: (IV, SHA-256 of the ciphertext) of an encrypted image."""
+    sent = encryption[1] if encryption else digest  # the URI names the bytes it serves
     try:
         return manifest.sign(
             manifest.build(seq=seq, vendor=vendor, device_class=device_class, digest=digest,
                            size=size, uri=uris.image_path(sent),
-                           encryption=(encrypted.iv, encrypted.sent) if encrypted else None),
+                           encryption=encryption),
             key)
     except manifest.ManifestError as e:
         raise CcError(f"cannot build the manifest: {e}") from None
@@ -87,17 +89,18 @@ async def resign(client: ControlClient, key: Ed25519PrivateKey, image_id: str,
     old = next((i for i in images if i.get("id") == image_id), None)
     if old is None:
         raise CcError(f"the gateway has no image {image_id!r} (see `cc firmware list`)")
-    if old.get("encrypted"):  # its manifest carries encryption fields only the adder had
-        raise CcError(f"image {image_id} is encrypted: add its plain file again with "
-                      "`cc firmware add FILE --encrypt --version N` (a new ciphertext, a new "
-                      "image)")
     if seq is None:
         devices = await client.get(uris.DEV)
         seq = 1 + max([int(i["seq"]) for i in images if i.get("class") == old["class"]]
                       + [int(d.get("seq") or 0) for d in devices
                          if d.get("class") == old["class"]])
+    encryption, digest = None, bytes.fromhex(old["digest"])
+    if old.get("encrypted"):  # same ciphertext, IV and wrapped keys; the digest signed is the
+        # installed image's, the blob's is the ciphertext's
+        encryption = (bytes.fromhex(old["iv"]), digest)
+        digest = bytes.fromhex(old["installed_digest"])
     signed = signed_manifest(key, seq=seq, vendor=old["vendor"], device_class=old["class"],
-                             digest=bytes.fromhex(old["digest"]), size=int(old["size"]))
+                             digest=digest, size=int(old["size"]), encryption=encryption)
     image = await client.post(uris.FW, {"manifest": signed, "class": old["class"],
                                         "vendor": old["vendor"], "supersede": True})
     if not isinstance(image, dict):
@@ -113,7 +116,8 @@ async def add(client: ControlClient, key: Ed25519PrivateKey, file: Path, *, seq:
     """Upload the blob (the ciphertext if ``encrypted``), then POST the signed manifest (with
     ``extra`` fields: label, notes, supersede); returns the gateway's IMAGE map."""
     signed = signed_manifest(key, seq=seq, vendor=vendor, device_class=device_class,
-                             digest=digest, size=size, encrypted=encrypted)
+                             digest=digest, size=size,
+                             encryption=(encrypted.iv, encrypted.sent) if encrypted else None)
     blob, sent = (encrypted.path, encrypted.sent) if encrypted else (file, digest)
     stored = await upload(client, blob, sent.hex(), size, progress)
     if stored.get("digest") != sent.hex() or stored.get("size") != size:

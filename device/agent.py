@@ -422,7 +422,7 @@ class Agent:
             return self._refuse(job, const.RES_UNSUPPORTED_IMAGE)  # malformed beyond the check
         finally:
             manifest = None
-            _drop("manifest", "ed25519", "sha512")
+            _drop("manifest", "ed25519", "sha512", "cipher")  # cipher: again for the download
         self._drop_fetch()
         self._go(lifecycle.ACCEPT)
         s["job"] = job

@@ -568,9 +568,12 @@ class Fleet:
                 "seq": row["seq"], "class": row["class"], "vendor": row["vendor"],
                 "created": row["created"], "problem": row["problem"], "label": row["label"],
                 "notes": row["notes"]}
-        if mf.encrypted(mf.parse(row["manifest"])):  # digest: of the ciphertext the URI serves
+        m = mf.parse(row["manifest"])
+        if mf.encrypted(m):  # "digest": of the ciphertext the URI serves
             view["encrypted"] = True
             view["recipients"] = wrapped.count(self.store, row["id"])
+            view["installed_digest"] = m[ManifestKey.DIGEST].hex()  # signed, not secret
+            view["iv"] = m[ManifestKey.ENC_IV].hex()
         return view
 
     def put_wrapped_keys(self, image_id: str, body: Any) -> dict[str, Any]:

@@ -116,8 +116,15 @@ async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
         try:
             await ops.wait_registered([s.id for s in specs])
             rc, camp = await ops.upgrade(image["id"])
+            # fleet rollback of an encrypted image: re-signed at seq 3 with the same IV,
+            # ciphertext and wrapped keys; enc-1 takes it like any update
+            rrc, out, err = await ops.cc("rollback", "--to", image["id"], "--device", "enc-1",
+                                         "--wait", "--json", timeout=60)
+            assert rrc == 0, (out, err)
         finally:
             await running.stop()
+    assert json.loads(out)["image"] == image["id"]
+    assert running.devices[0].agent is not None and running.devices[0].agent.seq == 3
     assert rc == 1, camp  # two devices refused: the campaign did not fully succeed
     for ok in ("enc-1", "enc-2"):
         assert (job_of(camp, ok)["state"], job_of(camp, ok)["result"]) == ("succeeded", "success")
