@@ -74,6 +74,8 @@ class DeviceEndpoint:
         self._keys: dict[str, tuple[bytes, bool]] = {}
         self.served = 0  # block responses from the fast path
         self.challenged = 0  # 4.01 + Echo sent
+        self.failed = 0  # datagrams whose handling raised (a bug)
+        self._failure_logged = -60.0
         api.fleet.on_command_change = self.notify
 
     # ---- I/O ------------------------------------------------------------------------------
@@ -116,8 +118,12 @@ class DeviceEndpoint:
             try:
                 self.datagram(data, anc, addr)
             except Exception as e:  # a bug must cost one datagram, never the gateway
-                log.error("device datagram from %s failed: %s: %s", address_text(addr),
-                          type(e).__name__, e)
+                self.failed += 1
+                now = self.clock()
+                if now - self._failure_logged >= 60.0:  # one line a minute, not one per datagram
+                    self._failure_logged = now
+                    log.error("device datagram from %s failed (%d so far): %s: %s",
+                              address_text(addr), self.failed, type(e).__name__, e)
 
     def _send(self, data: bytes, anc: list, addr: Any) -> None:
         # ``anc`` is what recvmsg gave: only IPV6_PKTINFO was asked for, and it is what makes
@@ -142,6 +148,9 @@ class DeviceEndpoint:
                 self._keys.clear()
             self._keys[host] = got
         return got
+
+    def _trusted(self, key: bytes) -> bool:
+        return not self.limit_loopback and is_loopback(key)
 
     def datagram(self, data: bytes, anc: list, addr: Any) -> None:
         key, trusted = self._key(addr[0])
@@ -234,6 +243,9 @@ class DeviceEndpoint:
                 self._send(again, anc, addr)
                 return
         response = self.api.report(msg, address_text(addr))
+        if (not response.code.is_successful() and not self._trusted(key)
+                and not self.sources.verified(key)):
+            response.payload = b""  # no diagnostic text to a source that may be spoofed
         out = self._encode(msg, response)
         if device_id is not None and response.code is Code.CHANGED:
             self.replies.put(device_id, addr, msg.mid, msg.payload, out)
