@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import aiocoap
 import cbor2
-from aiocoap import GET, POST, Message
+from aiocoap import DELETE, GET, POST, Message
 from aiocoap.numbers.codes import Code
 
 from .errors import CcError, GatewayError
@@ -102,6 +102,9 @@ class ControlClient:
 
     async def post(self, path: str, body: Any = None) -> Any:
         return await self.call(POST, path, body)
+
+    async def delete(self, path: str) -> Any:
+        return await self.call(DELETE, path)
 
 
 class Unreachable(CcError):

@@ -98,6 +98,11 @@ def save_device_key(home: Path, device_id: str, key_hex: str) -> Path:
     return write_secret(home / DEVICE_KEYS, f"{device_id}.key", key_hex)
 
 
+def forget_device_key(home: Path, device_id: str) -> None:
+    """A decommissioned device's report key goes with it."""
+    (home / DEVICE_KEYS / f"{device_id}.key").unlink(missing_ok=True)
+
+
 def write_secret(folder: Path, name: str, text: str) -> Path:
     """Write ``folder/name`` (0600 in a 0700 directory) atomically: old or new, never half."""
     if not folder.exists():

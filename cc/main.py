@@ -26,9 +26,9 @@ from rich.markup import escape
 from proto import manifest, uris
 from proto.version import version_line
 
-from . import campaign, encryption, firmware, keys, render
+from . import backup, campaign, encryption, firmware, keys, render
 from .client import ControlClient, segment
-from .errors import CcError
+from .errors import CcError, GatewayError
 from .settings import DEFAULT_GATEWAY, DEFAULT_HOME, Gateway, parse_gateway
 
 app = typer.Typer(help="fota control center: signing key, firmware, devices, upgrades.",
@@ -331,6 +331,23 @@ async def _wrap_keys(client: ControlClient, home: Path, image: dict[str, Any], c
     return image
 
 
+@firmware_app.command("rm")
+@fails_cleanly
+def firmware_rm(ctx: typer.Context, image: str = typer.Argument(..., metavar="IMAGE"),
+                as_json: bool = JSON_OPT):
+    """Delete an image no running or paused campaign uses (its finished campaigns go with it;
+    the event log keeps their history); its blob is deleted when no image refers to it."""
+    gone = run(_delete(settings(ctx), f"{uris.FW}/{segment(image)}"))
+    if as_json:
+        render.print_json(gone)
+        return
+    camps = gone.get("campaigns_removed") or []
+    render.out.print(f"image [bold]{render.esc(gone.get('id'))}[/] removed"
+                     + (f" with its finished campaign(s) {', '.join(map(str, camps))}"
+                        if camps else "")
+                     + ("; blob deleted" if gone.get("blob_deleted") else ""))
+
+
 @firmware_app.command("list")
 @fails_cleanly
 def firmware_list(ctx: typer.Context, as_json: bool = JSON_OPT):
@@ -391,6 +408,38 @@ def devices_add(
         render.out.print(f"saved to {path}")
     elif key:
         render.out.print("the device keeps the report key it already has")
+
+
+@devices_app.command("rm")
+@fails_cleanly
+def devices_rm(ctx: typer.Context,
+               device_ids: list[str] = typer.Argument(..., metavar="ID…"),
+               as_json: bool = JSON_OPT):
+    """Decommission devices: each one, its report key and its finished jobs are deleted (its
+    events stay in the log); refused for a device with an unfinished job."""
+    s = settings(ctx)
+
+    async def go() -> tuple[list[dict[str, Any]], list[str]]:
+        done, failed = [], []
+        async with s.client() as client:
+            for device_id in device_ids:  # each on its own: one refusal stops no other
+                try:
+                    done.append(await client.delete(f"{uris.DEV}/{segment(device_id)}"))
+                except GatewayError as e:
+                    failed.append(f"{device_id}: {e}")
+        return done, failed
+
+    done, failed = run(go())
+    for gone in done:
+        keys.forget_device_key(s.home, str(gone.get("id")))
+    if as_json:
+        render.print_json(done)
+    else:
+        for gone in done:
+            render.out.print(f"device [bold]{render.esc(gone.get('id'))}[/] removed with "
+                             f"{gone.get('jobs_removed')} finished job(s); its events stay")
+    if failed:
+        raise CcError("; ".join(failed))
 
 
 @devices_app.command("tag")
@@ -660,10 +709,29 @@ def events(ctx: typer.Context,
     render.print_json(rows) if as_json else render.show(render.events(rows))
 
 
+@app.command("backup")
+@fails_cleanly
+def backup_cmd(ctx: typer.Context,
+               file: Path = typer.Argument(..., metavar="FILE", help="The tar file to write."),
+               data: Path = typer.Option(Path("./fota-data"), "--data", envvar="FOTA_DATA",
+                                         metavar="DIR",
+                                         help="The gateway's data directory (its --data).")):
+    """Copy a gateway's data directory while it runs (consistent: SQLite's backup API) into one
+    tar file; restore with `tar -xf FILE -C DATA` into an empty directory."""
+    got = backup.backup(data, file)
+    render.out.print(f"backup written to {render.esc(file)}: the database, {got['blobs']} "
+                     f"blob(s), {got['others']} other item(s), {render.size(got['bytes'])}")
+
+
 # ---- helpers --------------------------------------------------------------------------------
 async def _get(s: Settings, path: str) -> Any:
     async with s.client() as client:
         return await client.get(path)
+
+
+async def _delete(s: Settings, path: str) -> Any:
+    async with s.client() as client:
+        return await client.delete(path)
 
 
 async def _post(s: Settings, path: str, body: Any = None) -> Any:

@@ -99,6 +99,18 @@ class BlobStore:
         if o is not None:
             os.close(o.fd)
 
+    def remove(self, digest_hex: str) -> bool:
+        """Delete a blob no image refers to any more (durably); False if it was not there."""
+        self.forget(digest_hex)
+        try:
+            self.path(digest_hex).unlink()
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.root)
+        self._corrupt.pop(digest_hex, None)
+        self._reported.discard(digest_hex)
+        return True
+
     def newly_bad(self, digest_hex: str) -> bool:
         """True the first time a missing or corrupt blob is asked about since it was last
         good: the problem is recorded once, not once per block request."""

@@ -70,6 +70,10 @@ class ControlSite(Resource, PathCapable):
         if route == (uris.DEV, 1, "POST"):
             return self.with_body(request, lambda b: cbor_response(Code.CREATED,
                                                                    self.enrol(b)))
+        if route == (uris.DEV, 2, "DELETE"):
+            return cbor_response(Code.DELETED, self.fleet.remove_device(path[1]))
+        if route == (uris.FW, 2, "DELETE"):
+            return cbor_response(Code.DELETED, self.fleet.remove_image(path[1]))
         if route == (uris.DEV, 2, "GET"):
             return cbor_response(Code.CONTENT, self.fleet.device_detail(path[1]))
         if route == (uris.DEV, 3, "POST") and path[2] == "tags":
@@ -93,7 +97,8 @@ class ControlSite(Resource, PathCapable):
                 return cbor_response(Code.CHANGED, action(n))
         if route == (uris.EVENTS, 1, "GET"):
             return cbor_response(Code.CONTENT, self.fleet.events(_since(request.opt.uri_query)))
-        known = {(uris.FW, 1), (uris.DEV, 1), (uris.DEV, 2), (uris.CAMP, 1), (uris.CAMP, 2),
+        known = {(uris.FW, 1), (uris.FW, 2), (uris.DEV, 1), (uris.DEV, 2), (uris.CAMP, 1),
+                 (uris.CAMP, 2),
                  (uris.EVENTS, 1)}
         action = path[2] if len(path) == 3 else None
         if ((head, len(path)) in known or head == uris.CAMP and action in CAMPAIGN_ACTIONS

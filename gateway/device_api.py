@@ -38,6 +38,7 @@ class DeviceApi:
         self.blobs = blobs
         self.auth = DeviceAuth(fleet.store)
         self._images: dict[str, tuple[str, bytes]] = {}  # image id -> (digest hex, etag)
+        fleet.on_image_removed = lambda image_id: self._images.pop(image_id, None)
 
     # ---- firmware blocks ------------------------------------------------------------------
     def wire_block(self, mtype: int, mid: int, token: bytes, image_id: str, num: int,

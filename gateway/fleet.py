@@ -147,6 +147,8 @@ class Fleet:
         self._policies: dict[int, rollout.Policy] = {}
         #: called with a device id whenever that device's pending command may have changed
         self.on_command_change: Callable[[str], None] = lambda device_id: None
+        #: called with an image id once it is deleted (caches of it must go)
+        self.on_image_removed: Callable[[str], None] = lambda image_id: None
 
     # ---- device reports -----------------------------------------------------------------
     def report(self, r: Report, address: str) -> dict[int, Any] | None:
@@ -596,6 +598,59 @@ class Fleet:
             cmd[CmdKey.CEK] = cek
         return cmd
 
+
+    # ---- clean-up: decommissioned devices, images no longer wanted ------------------------
+    def remove_device(self, device_id: str) -> dict[str, Any]:
+        """Decommission: the device, its report key and its finished jobs go; its events stay
+        (the record of what happened). Refused while it has an unfinished job."""
+        s = self.store
+        with s.transaction() as db:
+            if s.device(device_id) is None:
+                raise Refused("not_found", "unknown device")
+            job = self._active_job(device_id)
+            if job is not None:
+                raise Refused("conflict", f"device {device_id} has job {job['id']} "
+                              f"({job['state']}) in campaign {job['campaign']}; cancel that "
+                              "campaign first")
+            jobs_removed = db.execute("DELETE FROM jobs WHERE device=?",
+                                      (device_id,)).rowcount
+            db.execute("DELETE FROM wrapped_keys WHERE recipient=?", (device_id,))
+            db.execute("DELETE FROM devices WHERE id=?", (device_id,))
+            s.event("removed", f"decommissioned: device, report key and {jobs_removed} "
+                    "finished job(s) removed; its events are kept", device=device_id)
+        return {"id": device_id, "jobs_removed": jobs_removed}
+
+    def remove_image(self, image_id: str) -> dict[str, Any]:
+        """Delete an image no running or paused campaign uses, with its finished campaigns and
+        their jobs (their events stay); its blob is deleted once no image refers to it."""
+        s = self.store
+        with s.transaction() as db:
+            image = s.image(image_id)
+            if image is None:
+                raise Refused("not_found", "unknown image")
+            camps = db.execute("SELECT id, state FROM campaigns WHERE image=?",
+                               (image_id,)).fetchall()
+            busy = [str(c[0]) for c in camps
+                    if c[1] in (CampaignState.RUNNING, CampaignState.PAUSED)]
+            if busy:
+                raise Refused("conflict", f"image {image_id} is used by campaign(s) "
+                              f"{', '.join(busy)}; cancel them first")
+            done = [c[0] for c in camps]
+            if done:
+                db.execute(f"DELETE FROM jobs WHERE campaign IN ({_qs(tuple(done))})", done)
+                db.execute(f"DELETE FROM campaigns WHERE id IN ({_qs(tuple(done))})", done)
+            db.execute("DELETE FROM wrapped_keys WHERE image=?", (image_id,))
+            db.execute("DELETE FROM images WHERE id=?", (image_id,))
+            shared = db.execute("SELECT COUNT(*) FROM images WHERE digest=?",
+                                (image["digest"],)).fetchone()[0]
+            s.event("image", f"image {image_id} removed (seq {image['seq']}, class "
+                    f"{image['class']})" + (f" with its finished campaign(s) "
+                                            f"{', '.join(map(str, done))}" if done else ""))
+        deleted = not shared and self.blobs.remove(image["digest"])
+        if deleted:
+            s.event("blob", f"blob {image['digest'][:16]}… deleted: no image refers to it")
+        self.on_image_removed(image_id)
+        return {"id": image_id, "campaigns_removed": done, "blob_deleted": deleted}
 
     # ---- blob problems --------------------------------------------------------------------
     def blob_failed(self, digest_hex: str, why: str) -> None:

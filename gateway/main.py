@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -11,7 +12,7 @@ import typer
 from proto import uris
 from proto.version import version_line
 
-from . import fleet, logs, observe, oscore_creds, ratelimit, replies, sources, uploads
+from . import datalock, fleet, logs, observe, oscore_creds, ratelimit, replies, sources, uploads
 from .server import Config, ConfigError, parse_hostport, run as run_server
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -127,7 +128,14 @@ def run(
                      auto_expiry=auto_expiry, oscore=oscore,
                      http=parse_hostport(http, "--http") if http else None,
                      webhooks=tuple(_webhook_url(u) for u in webhook))
-        asyncio.run(run_server(cfg))
+        try:
+            held = datalock.lock(data)  # released by the kernel when the process ends
+        except (datalock.Locked, OSError) as e:
+            raise ConfigError(str(e)) from None
+        try:
+            asyncio.run(run_server(cfg))
+        finally:
+            os.close(held)
     except ConfigError as e:
         logs.log.error("refusing to start: %s", e)
         raise typer.Exit(2) from None

@@ -16,8 +16,15 @@ POST fw                  {"manifest": bstr COSE_Sign1, "class": str, "vendor": s
                          -> 2.01 IMAGE; 4.00 bad manifest / class-vendor ids that do not match the
                          names / blob missing or of another size; 4.09 another image holds the id.
 GET  fw                  -> 2.05 [IMAGE, ...]
+DELETE fw/<id>           -> 2.02 {"id", "campaigns_removed": [n], "blob_deleted": bool}: the
+                         image with its finished campaigns and their jobs (events stay), its
+                         blob once no image refers to it; 4.09 while a running or paused
+                         campaign uses it; 4.04 unknown
 GET  dev                 -> 2.05 [DEVICE, ...]
 POST dev                 {"id": str, "class": str, "tags"?: [str]} -> 2.01 DEVICE (enrol)
+DELETE dev/<id>          -> 2.02 {"id", "jobs_removed"}: decommission (the device, its report key
+                         and finished jobs; its events stay); 4.09 while it has an unfinished
+                         job; 4.04 unknown
 GET  dev/<id>            -> 2.05 DEVICE + {"jobs": [JOB...], "events": [EVENT...]}; 4.04 unknown
 POST dev/<id>/tags       {"add"?: [tag], "remove"?: [tag]} -> 2.04 DEVICE; 4.04 unknown device
 POST camp                {"image": id, targets: "devices": [id] | "class": str and/or

@@ -6,7 +6,13 @@ directory lock.
 
 from __future__ import annotations
 
+import asyncio
+import tarfile
+
+from aiocoap import GET, Message
+
 from ccfleet import gw, home, run, wake  # noqa: F401 (gw, home: fixtures)
+from harness import GatewayProc, free_udp_port, run_gateway_once
 from test_cc_gateway import CLASS, add_image, cc, cc_json, error_line
 
 from proto import manifest
@@ -73,3 +79,78 @@ def test_labels_and_release_notes_are_listed(gw, home, tmp_path):
     line = error_line(cc(gw, home, "firmware", "add", str(f), "--version", "3", "--class",
                          CLASS, "--notes", str(notes)))
     assert "limited to 2048" in line
+
+
+async def test_devices_rm_and_firmware_rm(gw, home, tmp_path, coap_client):
+    ctx = coap_client
+    image = await run(add_image, gw, home, tmp_path, b"to be removed" * 90, 2)
+    for d in ("old-1", "old-2", "busy-1"):
+        await wake(ctx, gw, d, seq=1)
+    camp = await run(cc_json, gw, home, "upgrade", image["id"], "--device", "old-1")
+    cmd = await wake(ctx, gw, "old-1", seq=1)
+    await wake(ctx, gw, "old-1", seq=2, result=Result.SUCCESS, job=cmd[CmdKey.JOB])
+    running = await run(cc_json, gw, home, "upgrade", image["id"], "--device", "busy-1")
+    # one refusal (an unfinished job) does not stop the others; it is the one error line
+    out = await run(cc, gw, home, "devices", "rm", "old-1", "busy-1", "old-2", "ghost")
+    line = error_line(out)
+    assert "busy-1" in line and "4.09" in line and f"campaign {running['id']}" in line
+    assert "ghost" in line and "4.04" in line
+    assert "old-1 removed with 1 finished job(s)" in out.stdout
+    listed = {d["id"] for d in await run(cc_json, gw, home, "devices")}
+    assert {"old-1", "old-2"}.isdisjoint(listed) and "busy-1" in listed
+    log = await run(cc_json, gw, home, "events")
+    assert any(e["device"] == "old-1" and e["kind"] == "registered" for e in log)  # kept
+    assert any(e["device"] == "old-1" and e["kind"] == "removed" for e in log)
+    # firmware rm: refused while a campaign runs; then the image, its finished campaigns
+    # and its blob go
+    line = error_line(await run(cc, gw, home, "firmware", "rm", image["id"]))
+    assert "4.09" in line and str(running["id"]) in line
+    await run(cc, gw, home, "cancel", str(running["id"]))
+    blob = gw.data / "blobs" / image["digest"]
+    assert blob.is_file()
+    out = await run(cc, gw, home, "firmware", "rm", image["id"])
+    assert out.returncode == 0 and "blob deleted" in out.stdout
+    assert f"{camp['id']}, {running['id']}" in out.stdout
+    assert not blob.exists()
+    assert image["id"] not in {i["id"] for i in await run(cc_json, gw, home, "firmware", "list")}
+    line = error_line(await run(cc, gw, home, "status", str(camp["id"])))
+    assert "4.04" in line
+    resp = await asyncio.wait_for(ctx.request(Message(
+        code=GET, uri=gw.device_uri + image["uri"])).response, 10)
+    assert resp.code.dotted == "4.04"
+
+
+async def test_backup_while_running_restores_and_serves(gw, home, tmp_path, coap_client):
+    data = b"backed up" * 500
+    image = await run(add_image, gw, home, tmp_path, data, 3)
+    await run(cc, gw, home, "devices", "add", "kept-1", "--class", CLASS, "--key")
+    archive = tmp_path / "fota.tar"
+    out = await run(cc, gw, home, "backup", str(archive), "--data", str(gw.data))
+    assert out.returncode == 0, out.stderr
+    assert archive.stat().st_mode & 0o077 == 0  # it holds device keys
+    # the data directory is the gateway's alone: a second gateway on it refuses, one line
+    code, text = run_gateway_once(["run", "--data", str(gw.data), "--bind",
+                                   f"127.0.0.1:{free_udp_port()}", "--control-bind",
+                                   f"127.0.0.1:{free_udp_port()}"])
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "in use by another gateway" in lines[0], text
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(restored, filter="data")
+    g2 = GatewayProc(restored).start()
+    try:
+        listed = await run(cc_json, g2, home, "devices")
+        assert [d["id"] for d in listed if d["id"] == "kept-1"] == ["kept-1"]
+        assert image["id"] in {i["id"] for i in await run(cc_json, g2, home, "firmware", "list")}
+        got = b""
+        for num in range(100):  # bounded: the image is 5 blocks
+            resp = await asyncio.wait_for(coap_client.request(Message(
+                code=GET, uri=g2.device_uri + image["uri"],
+                block2=(num, False, 6))).response, 10)
+            got += resp.payload
+            if not resp.opt.block2.more:
+                break
+        assert got == data
+    finally:
+        g2.stop()
