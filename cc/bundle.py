@@ -18,8 +18,10 @@ import io
 import tarfile
 from pathlib import Path
 
+from cc.errors import CcError
 
-class BundleError(ValueError):
+
+class BundleError(CcError):
     pass
 
 
@@ -65,3 +67,15 @@ def pack(src: Path) -> bytes:
             except ValueError as e:  # ustar limits (name length)
                 raise BundleError(f"{p}: {e}") from None
     return buf.getvalue()
+
+
+def save(src: Path, home: Path) -> Path:
+    """Pack ``src`` into ``home``/bundles/<sha256>.tar (kept: the image as uploaded)."""
+    import hashlib
+
+    data = pack(src)
+    out = Path(home) / "bundles"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{hashlib.sha256(data).hexdigest()}.tar"
+    path.write_bytes(data)
+    return path

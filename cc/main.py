@@ -209,7 +209,7 @@ def login(ctx: typer.Context,
 @fails_cleanly
 def firmware_add(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="The image file."),
+    file: Path = typer.Argument(..., help="The image file, or an app directory (bundled)."),
     version: int = typer.Option(..., "--version", min=0, metavar="SEQ",
                                 help="Sequence number; devices install only newer ones."),
     device_class: str = typer.Option(..., "--class", metavar="CLASS",
@@ -238,6 +238,10 @@ def firmware_add(
     if class_key and not encrypt:
         raise CcError("--class-key needs --encrypt")
     key = keys.load(s.home)  # before any upload: no key, no point
+    if file.is_dir():  # an application directory: its bundle is the image (cc/bundle.py)
+        from . import bundle
+
+        file = bundle.save(file, s.home)
     digest, size = firmware.digest_file(file)
     extra = firmware.describe(label, notes)
     if supersede:
@@ -440,6 +444,55 @@ def devices_rm(ctx: typer.Context,
                              f"{gone.get('jobs_removed')} finished job(s); its events stay")
     if failed:
         raise CcError("; ".join(failed))
+
+
+@devices_app.command("provision")
+@fails_cleanly
+def devices_provision(
+    ctx: typer.Context,
+    device_id: str = typer.Argument(..., metavar="ID"),
+    device_class: str = typer.Option(..., "--class", metavar="CLASS"),
+    device_gateway: str = typer.Option(..., "--gateway", metavar="HOST:PORT",
+                                       help="The gateway's device address as the board sees it."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="New directory: the board's /."),
+    key: bool = typer.Option(False, "--key", help="Give the device a report key."),
+    app_dir: Optional[Path] = typer.Option(None, "--app", metavar="DIR",
+                                           help="Factory application directory (slot a)."),
+    slots: str = typer.Option("files", "--slots", metavar="files|esp32"),
+    version: int = typer.Option(1, "--version", min=0, metavar="SEQ",
+                                help="Sequence number of the factory image."),
+    march: Optional[str] = typer.Option(None, "--march", metavar="ARCH",
+                                        help="mpy-cross -march (native code only)."),
+    mpy_cross: Optional[str] = typer.Option(None, "--mpy-cross", metavar="PATH",
+                                            help="mpy-cross of the board's MicroPython release."),
+    as_json: bool = JSON_OPT,
+):
+    """Write a board's filesystem into DIR (agent .mpy, boot.py, main.py, fota.json, factory
+    app in slot a) and enrol the device."""
+    from . import provision
+
+    s = settings(ctx)
+    host, port = provision.parse_host_port(device_gateway)
+    config: dict[str, Any] = {"id": device_id, "class": device_class, "version": version,
+                              "trust": provision.trusted_keys(s.home), "gateway": host,
+                              "port": port}
+    body: dict[str, Any] = {"id": device_id, "class": device_class}
+    if key:
+        body["key"] = True
+    provision.check_target(out, slots, app_dir)
+    dev = run(_post(s, uris.DEV, body))  # enrol, then write: the board's key is the gateway's
+    if dev.get("key"):
+        config["key"] = dev["key"]
+    cfg = provision.write_board(out, config, app=app_dir, slots=slots,
+                                mpy_args=provision.mpy_args_for(march), mpy_cross=mpy_cross)
+    info = {"id": device_id, "class": device_class, "out": str(out), "slots": slots,
+            "key": bool(cfg.get("key")), "mpy_cross": provision.mpy_cross_version(mpy_cross)}
+    if as_json:
+        render.print_json(info)
+        return
+    render.out.print(f"device [bold]{render.esc(device_id)}[/] enrolled, board files in "
+                     f"{render.esc(str(out))} ({render.esc(info['mpy_cross'])})")
+    render.out.print(f"copy them: cd {render.esc(str(out))} && mpremote cp -r . :")
 
 
 @devices_app.command("tag")

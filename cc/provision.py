@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cc import bundle
+from cc.errors import CcError
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICE = REPO / "device"
@@ -30,7 +31,7 @@ EXAMPLES = DEVICE / "examples"
 FACTORY_APP = EXAMPLES / "app"
 
 
-class ProvisionError(ValueError):
+class ProvisionError(CcError):
     pass
 
 
@@ -72,16 +73,22 @@ def _copy_app(app: Path, dest: Path, mpy_args: list[str] | None, mpy_cross: str 
             shutil.copyfile(src, dst)
 
 
+def check_target(out: Path, slots: str, app: Path | None) -> None:
+    """What ``write_board`` would refuse, checked before anything is written or enrolled."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ProvisionError(f"{out}: not an empty directory (provision into a new one)")
+    if slots not in ("files", "esp32"):
+        raise ProvisionError(f"--slots: files or esp32, not {slots!r}")
+    bundle.files(Path(app) if app is not None else FACTORY_APP)
+
+
 def write_board(out: Path, config: dict[str, Any], *, app: Path | None = None,
                 slots: str = "files", mpy_args: list[str] | None = None,
                 mpy_cross: str | None = None, source: Path = DEVICE) -> dict[str, Any]:
     """Write the board filesystem into ``out`` (created; must be empty or absent). Returns the
     config written to ``fota.json`` (``config`` plus the slot keys)."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ProvisionError(f"{out}: not empty (provision into a new directory)")
-    if slots not in ("files", "esp32"):
-        raise ProvisionError(f"--slots: files or esp32, not {slots!r}")
+    check_target(out, slots, app)
     app = Path(app) if app is not None else FACTORY_APP
     mpy_args = list(mpy_args or [])
     out.mkdir(parents=True, exist_ok=True)
@@ -101,3 +108,54 @@ def write_board(out: Path, config: dict[str, Any], *, app: Path | None = None,
     cfg.setdefault("state", "fota_state.json")
     (out / "fota.json").write_text(json.dumps(cfg, indent=1) + "\n")
     return cfg
+
+
+def trusted_keys(home: Path) -> list[str]:
+    """The public keys a new board trusts: the signing key, and the next one when ``cc keys
+    next`` made it (so a later ``cc keys rotate`` needs no re-provisioning)."""
+    from cc import keys
+
+    out = [keys.public_hex(keys.load(home))]
+    if (home / keys.NEXT_FILE).exists():
+        out.append(keys.public_hex(keys.load(home, keys.NEXT_FILE)))
+    return out
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT`` or ``HOST`` (port 5683): the gateway as the board sees it."""
+    host, port = text, 5683
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ProvisionError(f"--gateway {text!r}: missing ]")
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ProvisionError(f"--gateway {text!r}: expected [HOST]:PORT")
+            port = _port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, p = text.split(":")
+        port = _port(p, text)
+    if not host:
+        raise ProvisionError(f"--gateway {text!r}: no host")
+    return host, port
+
+
+def _port(p: str, text: str) -> int:
+    if not p.isdigit() or not 0 < int(p) < 65536:
+        raise ProvisionError(f"--gateway {text!r}: port must be 1-65535")
+    return int(p)
+
+
+def mpy_args_for(march: str | None) -> list[str]:
+    """mpy-cross flags for a board: ``-march=`` only matters for native code; bytecode .mpy
+    needs the board's .mpy version (mpy-cross of the same MicroPython minor release)."""
+    return [f"-march={march}"] if march else []
+
+
+def mpy_cross_version(mpy_cross: str | None) -> str:
+    p = subprocess.run([*mpy_cross_command(mpy_cross), "--version"], capture_output=True,
+                       text=True, timeout=30)
+    if p.returncode != 0:
+        raise ProvisionError(f"mpy-cross does not run: {p.stderr.strip()}")
+    return p.stdout.strip()

@@ -220,8 +220,10 @@ class Agent:
         act = self._boot_check()
         if act:
             return act
-        if self.s["state"] == DOWNLOADED:
-            return (yield from self._install())  # verified before a power cut: no network needed
+        if self.s["state"] == DOWNLOADED:  # verified before a power cut: no network needed
+            act = yield from self._install()
+            if act:
+                return act
         cmd = None
         while cmd is None:
             cmd = yield from self._report()
@@ -562,8 +564,13 @@ class Agent:
         s = self.s
         self.phase = const.PH_INSTALL
         _drop("fetch")
-        self.slots.set_pending()
-        _drop("bundle")
+        try:
+            self.slots.set_pending()
+        except ValueError:  # bundle.BundleError: signed, but no app can come out of it
+            self._finish(lifecycle.REFUSE, const.RES_UNSUPPORTED_IMAGE)
+            return None
+        finally:
+            _drop("bundle")
         self._go(lifecycle.INSTALL)
         s["boots"] = 0
         self._save()

@@ -32,16 +32,18 @@ def remove_tree(path):
     if not kind:
         os.remove(path)
         return
-    for entry in os.ilistdir(path):
-        remove_tree(path + "/" + entry[0])
+    for name in os.listdir(path):
+        remove_tree(path + "/" + name)
     os.rmdir(path)
 
 
 def _makedirs(path):
-    p = ""
+    p = "/" if path.startswith("/") else ""
     for part in path.split("/"):
-        p = part if not p else p + "/" + part
-        if part and _isdir(p) is None:
+        if not part:
+            continue
+        p = p + part if p in ("", "/") else p + "/" + part
+        if _isdir(p) is None:
             os.mkdir(p)
 
 

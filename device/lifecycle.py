@@ -47,6 +47,7 @@ TABLE = {
     (DOWNLOADING, CANCEL): IDLE,
     (DOWNLOADED, INSTALL): UPDATING,
     (DOWNLOADED, CANCEL): IDLE,
+    (DOWNLOADED, REFUSE): IDLE,  # verified, but not installable (a bundle that will not unpack)
     (UPDATING, BOOT_WAIT): UPDATING,
     (UPDATING, CONFIRM): IDLE,
     (UPDATING, ROLLBACK): IDLE,

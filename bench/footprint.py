@@ -1,0 +1,261 @@
+"""The agent's RAM on the real MicroPython unix port (64-bit), anchor and now in one run.
+
+For each agent source (``--anchor REV``'s ``device/``, default the main of the start of issue
+10, and the working tree's) it provisions board directories (``cc.provision.write_board``:
+``.mpy`` by mpy-cross), runs them against a real gateway as ``micropython -X heapsize=N``
+processes (real UDP), and prints:
+
+- the smallest heap for a full update (report, verify, download 48 KiB, install, reboot,
+  confirm): binary search on ``-X heapsize`` in 1 KiB steps; each probe is a fresh device;
+- the idle agent's live heap (after a collection, the agent constructed, no wake yet);
+- where a short heap runs out (the phase the agent reports; the anchor crashes instead);
+- one Ed25519 verify: time (mean of 20; noisy under load), total allocation (collector off)
+  and the smallest extra heap it runs in above its imports (binary search);
+- the ``.mpy`` size of the agent.
+
+The driver is the same for both sources (``DRIVER`` below: the agent over ``board.make_link``,
+one process per power-on, exit 75 for a reboot) so the figures compare. Images are raw bytes
+on plain file slots (the anchor has no bundles).
+
+    python bench/footprint.py                 # ~2 min idle
+    python bench/footprint.py --anchor HEAD~3 --size 65536
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from harness import GatewayProc  # noqa: E402
+from upy import CC, MICROPYTHON  # noqa: E402
+
+from cc.provision import compile_agent, write_board  # noqa: E402
+from proto import manifest as pm  # noqa: E402
+
+ANCHOR = "5976d13"  # main when issue 10 started
+CLASS = "footprint"
+PHASES = {1: "boot", 2: "report", 3: "verify", 4: "download", 5: "install"}
+
+DRIVER = r"""
+import gc, json, sys
+from fota import coap, board
+from fota.agent import Agent
+from fota.slots import FileSlots
+from fota.state import Store
+cfg = json.load(open("fota.json"))
+slots = FileSlots(cfg["slots_dir"])
+if cfg.get("boot"):
+    slots.boot()
+link = board.make_link(cfg)
+agent = Agent(cfg, slots, Store(cfg["state"]))
+gc.collect()
+print("IDLE", gc.mem_alloc())
+for i in range(cfg["wakes"]):
+    out = coap.run(agent.wake(), link)
+    oom = getattr(agent, "oom", None)
+    if oom:
+        print("OOM", oom[0])
+    if out[0] == "reboot":
+        sys.exit(75)
+"""
+
+VERIFY = r"""
+import gc, time, binascii
+from fota import ed25519
+pub = binascii.unhexlify("%(pub)s")
+msg = binascii.unhexlify("%(msg)s")
+sig = binascii.unhexlify("%(sig)s")
+gc.collect()
+base = gc.mem_alloc()
+if %(mode)r == "alloc":
+    gc.disable()
+    a = gc.mem_alloc()
+    assert ed25519.verify(pub, msg, sig)
+    print("ALLOC", gc.mem_alloc() - a)
+elif %(mode)r == "time":
+    t = time.ticks_us()
+    for _ in range(20):
+        assert ed25519.verify(pub, msg, sig)
+    print("US", time.ticks_diff(time.ticks_us(), t) // 20)
+else:
+    print("BASE", base)
+    assert ed25519.verify(pub, msg, sig)
+    print("OK")
+"""
+
+
+def source_of(rev: str, into: Path) -> Path:
+    """``device/`` at git revision ``rev`` (the working tree for "now")."""
+    if rev == "now":
+        import shutil
+
+        shutil.copytree(REPO / "device", into / "device")  # a snapshot: edits during a run
+        return into / "device"
+    data = subprocess.run(["git", "-C", str(REPO), "archive", rev, "device"], check=True,
+                          capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        t.extractall(into, filter="data")
+    return into / "device"
+
+
+class Bench:
+    def __init__(self, gw: GatewayProc, tmp: Path, size: int) -> None:
+        self.gw, self.tmp = gw, tmp
+        self.cc = CC(gw, tmp)
+        self.trust = self.cc.keys()
+        data = hashlib.sha256(b"footprint").digest() * (size // 32 + 1)
+        self.image = self.cc.firmware(data[:size], seq=2, device_class=CLASS)
+        self.n = 0
+
+    def board(self, source: Path) -> tuple[Path, str]:
+        self.n += 1
+        dev = f"fp-{self.n}"
+        root = self.tmp / dev
+        write_board(root, {"id": dev, "class": CLASS, "trust": [self.trust], "gateway": "127.0.0.1",
+                           "port": self.gw.device_port, "version": 1, "wake_s": 0.01,
+                           "ack_timeout_ms": 300, "slots_dir": "slots", "state": "state.json",
+                           "bundles": False}, source=source)
+        (root / "drive.py").write_text(DRIVER)
+        return root, dev
+
+    def run(self, root: Path, heap: int, wakes: int, boot: bool) -> tuple[int, str]:
+        cfg = json.loads((root / "fota.json").read_text())
+        cfg.update(wakes=wakes, boot=boot)
+        (root / "fota.json").write_text(json.dumps(cfg))
+        p = subprocess.run([MICROPYTHON, "-X", f"heapsize={heap}", "drive.py"], cwd=root,
+                           capture_output=True, text=True, timeout=120)
+        return p.returncode, p.stdout + p.stderr
+
+    def update(self, source: Path, heap: int) -> tuple[bool, list[str], int | None]:
+        """One device, a full update at ``heap`` bytes: (succeeded, OOM phases, idle live)."""
+        root, dev = self.board(source)
+        rc, out = self.run(root, 1 << 20, 1, True)  # registers (with room to spare)
+        assert rc == 0, out
+        self.cc.upgrade(self.image["id"], dev)
+        phases: list[str] = []
+        idle = None
+        boot = False
+        for _ in range(6):
+            rc, out = self.run(root, heap, 3, boot)
+            for line in out.splitlines():
+                if line.startswith("OOM "):
+                    phases.append(PHASES.get(int(line.split()[1]), line))
+                if line.startswith("IDLE ") and idle is None:
+                    idle = int(line.split()[1])
+            if rc not in (0, 75):
+                last = [x for x in out.splitlines() if x.strip()][-3:]
+                phases.append("crash: " + " / ".join(s.strip() for s in last))
+                return False, phases, idle
+            boot = rc == 75
+            state = json.loads((root / "state.json").read_text()) if (root / "state.json").exists() else {}
+            if state.get("seq") == 2 and not state.get("unsent"):
+                return True, phases, idle
+        return False, phases or ["not done in 6 power-ons"], idle
+
+    def min_heap(self, source: Path, lo: int, hi: int) -> tuple[int, dict[int, list[str]]]:
+        seen: dict[int, list[str]] = {}
+        ok, phases, _ = self.update(source, hi)
+        assert ok, (hi, phases)
+        while hi - lo > 1024:
+            mid = (lo + hi) // 2 // 1024 * 1024
+            ok, phases, _ = self.update(source, mid)
+            seen[mid] = phases
+            if ok:
+                hi = mid
+            else:
+                lo = mid
+        return hi, seen
+
+
+def verify_figures(source: Path, tmp: Path) -> dict[str, int]:
+    out = tmp / "verify"
+    compile_agent(out / "fota", source=source)
+    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"footprint key").digest())
+    signed = pm.sign(pm.build(seq=2, vendor=pm.DEFAULT_VENDOR, device_class=CLASS,
+                              digest=bytes(32), size=1, uri="/f/00000000"), key)
+    import cbor2
+
+    tag = cbor2.loads(signed)
+    protected, _, payload, sig = tag.value
+    msg = cbor2.dumps(["Signature1", protected, b"", payload])
+    args = {"pub": pm.public_bytes(key.public_key()).hex(), "msg": msg.hex(), "sig": sig.hex()}
+
+    def go(mode: str, heap: str) -> tuple[int, str]:
+        (out / "v.py").write_text(VERIFY % {**args, "mode": mode})
+        p = subprocess.run([MICROPYTHON, "-X", f"heapsize={heap}", "v.py"], cwd=out,
+                           capture_output=True, text=True, timeout=120)
+        return p.returncode, p.stdout
+
+    r: dict[str, int] = {}
+    _, o = go("alloc", "16m")
+    r["alloc"] = int(o.split()[-1])
+    _, o = go("time", "1m")
+    r["us"] = int(o.split()[-1])
+    _, o = go("peak", "1m")
+    base = int(o.split()[1])
+    lo, hi = base, base + 256 * 1024
+    while hi - lo > 256:
+        mid = (lo + hi) // 2
+        rc, o = go("peak", str(mid))
+        if rc == 0 and "OK" in o:
+            hi = mid
+        else:
+            lo = mid
+    r["peak"] = hi - base
+    return r
+
+
+def mpy_size(source: Path, tmp: Path) -> int:
+    return sum(p.stat().st_size for p in compile_agent(tmp / "mpy", source=source))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--anchor", default=ANCHOR, help="git revision of the 'before' column")
+    ap.add_argument("--size", type=int, default=48 * 1024, help="image bytes")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="footprint-") as t:
+        tmp = Path(t)
+        gw = GatewayProc(tmp / "gw").start()
+        try:
+            bench = Bench(gw, tmp, a.size)
+            rows: dict[str, dict[str, str]] = {}
+            for label, rev in ((f"before ({a.anchor})", a.anchor), ("now", "now")):
+                src = source_of(rev, tmp / f"src-{label[:6]}")
+                need, seen = bench.min_heap(src, 16 * 1024, 256 * 1024)
+                _, _, idle = bench.update(src, 256 * 1024)
+                v = verify_figures(src, tmp / f"v-{label[:6]}")
+                short = sorted(seen.items())
+                rows[label] = {
+                    "smallest heap, full update": f"{need // 1024} KiB",
+                    "idle agent, live heap": f"{(idle or 0) / 1024:.1f} KiB",
+                    "short heaps (KiB: what ran out)": "; ".join(
+                        f"{h // 1024}: {', '.join(sorted(set(p))) or 'done'}" for h, p in short),
+                    "Ed25519 verify, time (noisy)": f"{v['us'] / 1000:.1f} ms",
+                    "Ed25519 verify, allocated": f"{v['alloc'] / 1024:.0f} KiB",
+                    "Ed25519 verify, peak above imports": f"{v['peak'] / 1024:.1f} KiB",
+                    ".mpy size (agent)": f"{mpy_size(src, tmp / f'm-{label[:6]}') / 1024:.1f} KiB",
+                }
+        finally:
+            gw.stop()
+    labels = list(rows)
+    print(f"| MicroPython unix port 64-bit, {a.size} B image | " + " | ".join(labels) + " |")
+    print("| --- |" + " --- |" * len(labels))
+    for k in rows[labels[0]]:
+        print(f"| {k} | " + " | ".join(rows[lab][k] for lab in labels) + " |")
+
+
+if __name__ == "__main__":
+    main()
