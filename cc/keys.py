@@ -127,9 +127,11 @@ def oscore_dir(home: Path) -> Path:
     return home / OSCORE
 
 
-def store_oscore(home: Path, source: Path, *, force: bool = False) -> Path:
-    """Copy a client context directory (secret.json, sequence.json if any) into the home,
-    0600 files in a 0700 directory; ``secret.json`` must be there and parse."""
+def store_oscore(home: Path, source: Path, *, force: bool = False,
+                 dest: Path | None = None) -> Path:
+    """Copy a client context directory (secret.json, sequence.json if any) into the home (or
+    ``dest``: a profile's oscore path), 0600 files in a 0700 directory; ``secret.json`` must be
+    there and parse."""
     import json
     import shutil
 
@@ -140,7 +142,8 @@ def store_oscore(home: Path, source: Path, *, force: bool = False) -> Path:
         raise CcError(f"{source} holds no readable secret.json ({e})") from None
     if not isinstance(data, dict) or "secret_hex" not in data or "sender-id_hex" not in data:
         raise CcError(f"{secret} is not an OSCORE context from `fota-gateway credentials add`")
-    dest = oscore_dir(home)
+    dest = dest or oscore_dir(home)
+    home = dest.parent
     if dest.exists():
         if not force:
             raise CcError(f"OSCORE credentials exist in {dest}; use --force to replace them")

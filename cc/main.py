@@ -29,7 +29,8 @@ from proto.version import version_line
 from . import backup, campaign, encryption, firmware, keys, render
 from .client import ControlClient, segment
 from .errors import CcError, GatewayError
-from .settings import DEFAULT_GATEWAY, DEFAULT_HOME, Gateway, parse_gateway
+from .settings import (DEFAULT_CONFIG, DEFAULT_GATEWAY, DEFAULT_HOME, Gateway, Profile,
+                       load_profile, parse_gateway)
 
 app = typer.Typer(help="fota control center: signing key, firmware, devices, upgrades.",
                   no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
@@ -52,15 +53,32 @@ JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (the cont
 
 @dataclass
 class Settings:
-    gateway_text: str
-    home: Path
+    """Options and environment (None: not given), completed from the config file's profile on
+    first use (inside a command, so a bad config file is a one-line `cc:` error)."""
+
+    gateway_option: str | None
+    home_option: Path | None
+    profile_name: str | None
+    config: Path | None
+
+    @functools.cached_property
+    def profile(self) -> Profile:
+        return load_profile(self.config, self.profile_name)
 
     @property
-    def gateway(self) -> Gateway:
-        return parse_gateway(self.gateway_text)  # parsed on use: `cc keys` needs no gateway
+    def home(self) -> Path:
+        return (self.home_option or self.profile.home or DEFAULT_HOME).expanduser()
+
+    @property
+    def gateway(self) -> Gateway:  # parsed on use: `cc keys` needs no gateway
+        return parse_gateway(self.gateway_option or self.profile.gateway or DEFAULT_GATEWAY)
+
+    @property
+    def oscore(self) -> Path:
+        return self.profile.oscore or keys.oscore_dir(self.home)
 
     def client(self) -> ControlClient:
-        oscore = keys.oscore_dir(self.home)
+        oscore = self.oscore
         return ControlClient(self.gateway, oscore=oscore if oscore.is_dir() else None)
 
 
@@ -135,17 +153,23 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @app.callback()
 def main(
     ctx: typer.Context,
-    gateway: str = typer.Option(DEFAULT_GATEWAY, "--gateway", envvar="FOTA_GATEWAY",
-                                metavar="coap://HOST:PORT", help="The gateway's control API."),
-    home: Path = typer.Option(DEFAULT_HOME, "--home", envvar="FOTA_HOME", metavar="DIR",
-                              help="Where the signing key lives."),
+    gateway: Optional[str] = typer.Option(
+        None, "--gateway", envvar="FOTA_GATEWAY", metavar="coap://HOST:PORT",
+        help=f"The gateway's control API (else the profile's, else {DEFAULT_GATEWAY})."),
+    home: Optional[Path] = typer.Option(
+        None, "--home", envvar="FOTA_HOME", metavar="DIR",
+        help=f"Where the signing key lives (else the profile's, else {DEFAULT_HOME})."),
+    profile: Optional[str] = typer.Option(None, "--profile", envvar="FOTA_PROFILE",
+                                          metavar="NAME", help="A profile of the config file."),
+    config: Optional[Path] = typer.Option(None, "--config", envvar="FOTA_CONFIG", metavar="FILE",
+                                          help=f"The config file (else {DEFAULT_CONFIG})."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log CoAP traffic (aiocoap)."),
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
                                  help="Print cc's version and exit."),
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
                         format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = Settings(gateway, home.expanduser())
+    ctx.obj = Settings(gateway, home, profile, config)
 
 
 # ---- keys -----------------------------------------------------------------------------------
@@ -199,7 +223,8 @@ def login(ctx: typer.Context,
                                                 "credentials add NAME`."),
           force: bool = typer.Option(False, "--force", help="Replace stored credentials.")):
     """Store OSCORE credentials for the gateway: from now on every request is protected."""
-    path = keys.store_oscore(settings(ctx).home, directory, force=force)
+    s = settings(ctx)
+    path = keys.store_oscore(s.home, directory, force=force, dest=s.oscore)
     render.out.print(f"OSCORE credentials stored in {path}; requests to the gateway are "
                      "now protected")
 

@@ -154,3 +154,31 @@ async def test_backup_while_running_restores_and_serves(gw, home, tmp_path, coap
         assert got == data
     finally:
         g2.stop()
+
+
+def test_config_profiles_and_precedence(gw, home, tmp_path):
+    """Flags beat environment variables, which beat the profile, which beats the defaults."""
+    from typer.testing import CliRunner
+
+    from cc.main import app
+
+    dead = f"coap://127.0.0.1:{free_udp_port()}"  # nobody answers there
+    cfg = tmp_path / "cc.toml"
+    cfg.write_text(f'profile = "lab"\n[profiles.lab]\ngateway = "{gw.control_uri}"\n'
+                   f'home = "{home}"\n[profiles.dead]\ngateway = "{dead}"\nhome = "{home}"\n')
+
+    def cc_with(*args: str, **env: str):
+        r = CliRunner().invoke(app, ["--config", str(cfg), *args], env=env)
+        return r.exit_code, r.stdout + r.stderr
+
+    assert cc_with("devices", "--json")[0] == 0  # the file's default profile: lab
+    code, out = cc_with("--profile", "dead", "devices")
+    assert code == 2 and dead.split("//")[1] in out
+    assert cc_with("--profile", "dead", "devices", FOTA_GATEWAY=gw.control_uri)[0] == 0
+    assert cc_with("--gateway", gw.control_uri, "devices", FOTA_GATEWAY=dead)[0] == 0
+    assert cc_with("devices", FOTA_PROFILE="dead")[0] == 2
+    code, out = cc_with("--profile", "nope", "devices")
+    assert code == 2 and "no profile 'nope'" in out and "dead, lab" in out
+    cfg.write_text('[profiles.default]\ngatway = "x"\n')
+    code, out = cc_with("devices")
+    assert code == 2 and "unknown key(s) gatway" in out and len(out.strip().splitlines()) == 1
