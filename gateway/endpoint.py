@@ -42,7 +42,9 @@ from .sources import Sources
 
 log = logging.getLogger("fota.gateway")
 
-READS_PER_WAKE = 64  # datagrams read per readable event before yielding to the loop
+READS_PER_WAKE = 64  # datagrams read per readable event before yielding to the loop,
+WAKE_BUDGET = 0.002  # or fewer once this many seconds went by: a report costs an fsync, and
+# the control bind and timers must get their turn
 # the options a request on this bind may carry; any other critical (odd) one is 4.02
 _UNDERSTOOD = {3, 6, 7, 11, 12, 14, 17, 23, 27, 28, 60, 252}  # Uri-Host, Observe, Uri-Port,
 # Uri-Path, Content-Format, Max-Age, Accept, Block2, Block1, Size2, Size1, Echo
@@ -107,7 +109,10 @@ class DeviceEndpoint:
         sock = self.sock
         if sock is None:
             return
+        until = time.monotonic() + WAKE_BUDGET
         for _ in range(READS_PER_WAKE):
+            if time.monotonic() > until:
+                return
             try:
                 data, anc, _flags, addr = sock.recvmsg(2048, 128)
             except (BlockingIOError, InterruptedError):

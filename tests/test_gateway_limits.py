@@ -279,3 +279,33 @@ async def test_libcoap_client_fetches_through_echo(strict, tmp_path: Path) -> No
     stdout, _ = await asyncio.wait_for(p.communicate(), 60)
     assert p.returncode == 0, stdout
     assert out.read_bytes() == data
+
+
+async def test_retransmitted_sealed_report_is_answered_not_refused(tmp_path: Path,
+                                                                    coap_client) -> None:
+    """The reply cache is why a lost ACK costs nothing: the retransmission of a MACed report
+    (same message id, same bytes) gets the first answer again, where applying it twice would
+    be refused as a replay (its counter is no longer above the stored one)."""
+    from device import auth as dauth
+    from harness import control
+
+    gw = GatewayProc(tmp_path / "data", ["--enrolled-only"]).start()
+    try:
+        code, dev = await control(coap_client, gw, "POST", "dev",
+                                  {"id": "rx-1", "class": "esp32", "key": True})
+        assert code == "2.01"
+        sealer = dauth.ReportAuth(bytes.fromhex(dev["key"]), str(tmp_path / "ctr"))
+        payload, _ = sealer.seal({ReportKey.ID: "rx-1", ReportKey.CLASS: "esp32",
+                                  ReportKey.SEQ: 1, ReportKey.STATE: 0, ReportKey.RESULT: 0})
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            m = Message(code=POST, uri_path=("r",), payload=payload)
+            m.mtype, m.mid, m.token = CON, 0x0777, b"\x09"
+            first, r = _exchange(s, gw.device_port, m)
+            assert r.code.dotted == "2.04"
+            again, _ = _exchange(s, gw.device_port, m)
+            assert again == first
+            m.mid = 0x0778  # a new message with the old counter is a replay
+            _, r = _exchange(s, gw.device_port, m)
+            assert r.code.dotted == "4.01"
+    finally:
+        assert gw.stop() == 0
