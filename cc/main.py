@@ -300,7 +300,8 @@ def firmware_add(
                      f"{image.get('seq')} class {render.esc(image.get('class'))}, "
                      f"{render.size(image.get('size'))}")
     port = image.get("device_port")
-    render.out.print(f"uri {s.gateway.image_uri(path, port if isinstance(port, int) else None)}")
+    uri = s.gateway.image_uri(path, port if isinstance(port, int) else None)
+    render.out.print(f"uri {render.esc(uri)}")
     render.out.print(f"sha256 {render.esc(image.get('digest'))}")
 
 
@@ -430,11 +431,12 @@ def devices_add(
     if fw_new and fw_key is not None:
         render.out.print(f"firmware key (fota.json \"fw_key\"; never sent to the gateway; "
                          f"encrypted images are wrapped under it): {fw_key.hex()}")
-        render.out.print(f"saved to {encryption.firmware_key_path(s.home, device_id)}")
+        render.out.print(f"saved to "
+                         f"{render.esc(encryption.firmware_key_path(s.home, device_id))}")
     if path is not None:
         render.out.print(f"report key (put it in the device's fota.json as \"key\"; the "
-                         f"gateway never shows it again): {dev['key']}")
-        render.out.print(f"saved to {path}")
+                         f"gateway never shows it again): {render.esc(dev['key'])}")
+        render.out.print(f"saved to {render.esc(path)}")
     elif key:
         render.out.print("the device keeps the report key it already has")
 

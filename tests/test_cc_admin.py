@@ -182,3 +182,13 @@ def test_config_profiles_and_precedence(gw, home, tmp_path):
     cfg.write_text('[profiles.default]\ngatway = "x"\n')
     code, out = cc_with("devices")
     assert code == 2 and "unknown key(s) gatway" in out and len(out.strip().splitlines()) == 1
+
+
+def test_device_text_is_printed_as_it_is(gw, home):
+    out = cc(gw, home, "devices", "add", "[red]x", "--class", "[b]c", "--key")
+    assert out.returncode == 0, out.stderr
+    assert "device [red]x added, class [b]c" in out.stdout
+    assert "device-keys/[red]x.key" in out.stdout
+    shown = cc(gw, home, "device", "show", "[red]x").stdout
+    assert "[red]x" in shown and "[b]c" in shown
+    assert cc(gw, home, "devices", "rm", "[red]x").returncode == 0

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from ccfleet import gw, home, run, wake  # noqa: F401 (gw, home: fixtures)
 from harness import REPO, free_udp_port
-from test_cc_gateway import CLASS, add_image, cc, cc_json, cc_proc, error_line
+from test_cc_gateway import CLASS, add_image, cc, cc_json, error_line
 
 from cc.main import app
 from proto.codes import Op, Result, State
@@ -145,17 +145,24 @@ def test_single_phase_failure_has_no_wave_label(gw, home, tmp_path):
 
 
 def test_firmware_add_prints_the_real_device_port_and_usage_errors_are_one_line(gw, home,
-                                                                              tmp_path):
+                                                                              tmp_path, capsys):
+    from cc.main import cli
+
     f = tmp_path / "port.bin"
     f.write_bytes(b"port" * 300)
-    out = cc_proc(gw, home, "firmware", "add", str(f), "--version", "2", "--class", CLASS)
+    out = cc(gw, home, "firmware", "add", str(f), "--version", "2", "--class", CLASS)
     assert out.returncode == 0, out.stderr
     assert f"coap://127.0.0.1:{gw.device_port}/f/" in out.stdout
-    line = error_line(cc_proc(gw, home, "firmware", "add", str(f), "--version", "two",
-                              "--class", CLASS))
-    assert line.startswith("cc: firmware add: ") and "'--version'" in line
-    line = error_line(cc_proc(gw, home, "upgrade"))
-    assert line.startswith("cc: upgrade: ") and "IMAGE" in line
+    # usage errors through the installed entry point (cc.main:cli), in-process
+    for argv, start, needle in (
+            (["firmware", "add", str(f), "--version", "two", "--class", CLASS],
+             "cc: firmware add: ", "'--version'"),
+            (["upgrade"], "cc: upgrade: ", "IMAGE")):
+        with pytest.raises(SystemExit) as exit_:
+            cli(["--gateway", gw.control_uri, "--home", str(home), *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(start) and needle in err
 
 
 def test_upgrade_wait_ctrl_c_says_the_campaign_goes_on(gw, home, tmp_path):
@@ -200,14 +207,16 @@ def test_fota_demo_ctrl_c_without_traceback(tmp_path):
     assert not work.exists()  # cleaned up
 
 
-def test_relay_port_clash_exits_2_and_sim_names_a_silent_gateway(tmp_path):
+def test_relay_port_clash_exits_2_and_sim_names_a_silent_gateway(tmp_path, capsys):
+    from sim import relay
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "sim.relay", "--listen", f"127.0.0.1:{port}",
-                            "--upstream", "127.0.0.1:9", "--duration", "1"], cwd=REPO,
-                           capture_output=True, text=True, timeout=20)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "fota-relay:" in r.stderr
+        code = relay.main(["--listen", f"127.0.0.1:{port}", "--upstream", "127.0.0.1:9",
+                           "--duration", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("fota-relay: "), err
     silent = free_udp_port()  # nobody listens there
     t0 = time.monotonic()
     p = subprocess.Popen([sys.executable, "-m", "sim.main", "--gateway",
