@@ -67,6 +67,8 @@ MAX_WAIT = 86400  # seconds: a DEFER asks for at most a day (no command may put 
 MAX_JOB = 2**63 - 1
 PERSIST_EVERY = 16384  # bytes between progress writes to flash (wear)
 REPORT_EVERY = 65536  # bytes between progress reports, at most (and at least every 25 %)
+STOP_AND_WAIT = "stop-and-wait"  # config "transfer": one CON GET per block (plain RFC 7959)
+WINDOW = 32  # most NON block requests in flight (config "window"; nothing held per block)
 CHANGED = 0x44
 CONTENT = 0x45
 
@@ -121,6 +123,10 @@ class Agent:
         else:
             self.vendor_id, self.class_id = ids(config.get("vendor", DEFAULT_VENDOR), self.cls)
         self.block_size = config.get("block_size", 1024)
+        self.transfer = config.get("transfer", "window")
+        self.window = config.get("window", WINDOW)
+        self.window_stats = None  # the last burst.Window: its counters (benchmarks)
+        self._restarts = 0
         self.max_failures = config.get("max_failures", 4)
         self.confirm_s = config.get("confirm_s", 300)
         self.wake_s = config.get("wake_s", 60)
@@ -331,15 +337,25 @@ class Agent:
     def _report(self):
         """One report exchange; return the command map ({} for none) or None if it failed."""
         self.phase = const.PH_REPORT
+        req, counter = self._report_request()
+        resp = yield req
+        return self._report_answer(resp, counter)
+
+    def _report_request(self):
+        """The report Request and the MAC counter it used (None without a key)."""
         self.reports += 1
         counter = None
         if self.auth is not None:
             payload, counter = self.auth.seal(self.status())
         else:
             payload = cbor.dumps(self.status())
-        resp = yield from self._exchange(coap.Request(coap.POST, const.REPORT, payload=payload,
-                                                      options=_CBOR_FORMAT))
+        return coap.Request(coap.POST, const.REPORT, payload=payload,
+                            options=_CBOR_FORMAT), counter
+
+    def _report_answer(self, resp, counter):
+        """What the gateway answered to a report (None: the exchange failed)."""
         if resp is None:
+            self.failures += 1
             return None
         if not (0x40 <= resp.code < 0x60):
             # 4.03 not enrolled, 4.01 bad MAC, 4.00, 5.xx: asking again now would only spend
@@ -484,7 +500,7 @@ class Agent:
         s = self.s
         img = s["img"]
         self.phase = const.PH_DOWNLOAD
-        from .fetch import CORRUPT, DONE, GONE, RESTART, RETRY, Fetch
+        from .fetch import Fetch
 
         if s["state"] == DOWNLOADING:
             f = self._fetch
@@ -501,54 +517,12 @@ class Agent:
                     self._finish(lifecycle.FAIL, const.RES_NO_SPACE)
                     return None
                 self._fetch = f
-            step = min(REPORT_EVERY, max(PERSIST_EVERY, img["size"] // 4))
-            next_report = (f.offset // step + 1) * step
-            if s.pop("fresh", None):
-                yield from self._report_and_handle(img)
-                if s["img"] is not img:
-                    return None
-            restarts = 0
-            while True:
-                if self._exhausted():
-                    return None
-                self.phase = const.PH_DOWNLOAD
-                resp = yield from self._exchange(f.request())
-                if resp is None:
-                    continue
-                v = f.accept(resp)
-                if v == RETRY:
-                    self.failures += 1
-                    continue
-                if v == GONE:
-                    self._finish(lifecycle.FAIL, const.RES_INVALID_URI)
-                    return None
-                if v == CORRUPT:
-                    self._finish(lifecycle.CORRUPT)
-                    return None
-                if v == RESTART:
-                    restarts += 1
-                    if restarts > 1:
-                        self._finish(lifecycle.CORRUPT)
-                        return None
-                    self._go(lifecycle.RESTART)
-                    f.restart()
-                    img["etag"] = None
-                    s["offset"] = 0
-                    self._save()
-                    continue
-                self._go(lifecycle.BLOCK)
-                if v == DONE:
-                    break
-                if f.offset - s["offset"] >= PERSIST_EVERY:
-                    self.slots.sync()
-                    s["offset"] = f.offset
-                    img["etag"] = _hex(f.etag) if f.etag else None
-                    self._save()
-                if f.offset >= next_report:
-                    next_report += step
-                    yield from self._report_and_handle(img)
-                    if s["img"] is not img or s["state"] != DOWNLOADING:
-                        return None
+            if self.transfer == STOP_AND_WAIT:
+                done = yield from self._stop_and_wait(f, img)
+            else:
+                done = yield from self._windowed(f, img)
+            if not done:
+                return None
             if not f.verified():
                 self._finish(lifecycle.CORRUPT)
                 return None
@@ -559,11 +533,142 @@ class Agent:
             self._save()
         return (yield from self._install())
 
+    def _report_step(self, f, img):
+        """Bytes between progress reports, and the offset of the next one."""
+        step = min(REPORT_EVERY, max(PERSIST_EVERY, img["size"] // 4))
+        return step, (f.offset // step + 1) * step
+
+    def _persist(self, f, img):
+        s = self.s
+        if f.offset - s["offset"] >= PERSIST_EVERY:
+            self.slots.sync()
+            s["offset"] = f.offset
+            img["etag"] = _hex(f.etag) if f.etag else None
+            self._save()
+
+    def _window(self, f, img):
+        from .burst import Window
+
+        w = Window(img["uri"], img["size"], f.szx, f, offset=f.offset, etag=f.etag,
+                   max_window=self.window, step=PERSIST_EVERY)
+        self.window_stats = w
+        return w
+
+    def _refused(self, v, f, img):
+        """None: ``v`` is no refusal. False: it ended the job (GONE, CORRUPT, or the image
+        changed twice). True: the image changed, the download starts over."""
+        from .fetch import CORRUPT, GONE, RESTART
+
+        if v == GONE:
+            self._finish(lifecycle.FAIL, const.RES_INVALID_URI)
+            return False
+        if v == CORRUPT:
+            self._finish(lifecycle.CORRUPT)
+            return False
+        if v == RESTART:
+            return self._restart(f, img)
+        return None
+
+    def _restart(self, f, img):
+        """The image under the URI changed: start it over once (twice: it keeps changing)."""
+        self._restarts += 1
+        if self._restarts > 1:
+            self._finish(lifecycle.CORRUPT)
+            return False
+        self._go(lifecycle.RESTART)
+        f.restart()
+        img["etag"] = None
+        self.s["offset"] = 0
+        self._save()
+        return True
+
+    def _stop_and_wait(self, f, img):
+        """One CON GET per block (plain RFC 7959 servers). True: all blocks are in."""
+        from .fetch import DONE, RETRY
+
+        s = self.s
+        step, next_report = self._report_step(f, img)
+        if s.pop("fresh", None):
+            yield from self._report_and_handle(img)
+            if s["img"] is not img:
+                return False
+        self._restarts = 0
+        while True:
+            if self._exhausted():
+                return False
+            self.phase = const.PH_DOWNLOAD
+            resp = yield from self._exchange(f.request())
+            if resp is None:
+                continue
+            v = f.accept(resp)
+            if v == RETRY:
+                self.failures += 1
+                continue
+            go = self._refused(v, f, img)
+            if go is not None:
+                if not go:
+                    return False
+                continue
+            self._go(lifecycle.BLOCK)
+            if v == DONE:
+                return True
+            self._persist(f, img)
+            if f.offset >= next_report:
+                next_report += step
+                yield from self._report_and_handle(img)
+                if s["img"] is not img or s["state"] != DOWNLOADING:
+                    return False
+
+    def _windowed(self, f, img):
+        """NON Block2 bursts (``burst.Window``), reports riding along. True: all blocks in."""
+        s = self.s
+        step, next_report = self._report_step(f, img)
+        fresh = s.pop("fresh", None)
+        self._restarts = 0
+        f.reopen()  # an earlier window of this power-on may have written past f.offset
+        w = self._window(f, img)
+        while True:
+            asked = False
+            if fresh or f.offset >= next_report:
+                if not fresh:
+                    next_report = (f.offset // step + 1) * step
+                fresh = False
+                self.progress_reports += 1
+                req, counter = self._report_request()
+                w.ask(req)
+                asked = True
+            before = w.base
+            self.phase = const.PH_DOWNLOAD
+            yield w
+            if w.base != before:
+                self._go(lifecycle.BLOCK)
+            if asked:
+                cmd = self._report_answer(w.side_response, counter)
+                if cmd:
+                    self._handle(cmd)
+                if s["img"] is not img or s["state"] != DOWNLOADING:
+                    return False
+            go = self._refused(w.verdict, f, img)
+            if go is not None:
+                if not go:
+                    return False
+                w = self._window(f, img)
+                continue
+            if w.verdict is not None:  # no answer for long: the link is down, next wake
+                self.failures = self.max_failures
+                self._persist(f, img)
+                return False
+            if w.complete:
+                return True
+            self._persist(f, img)
+            if self._exhausted():
+                return False
+
     def _install(self):
         """DOWNLOADED: mark the slot to boot next, tell the gateway, reboot into it."""
         s = self.s
         self.phase = const.PH_INSTALL
-        _drop("fetch")
+        _drop("fetch", "burst")
         try:
             self.slots.set_pending()
         except ValueError:  # bundle.BundleError: signed, but no app can come out of it

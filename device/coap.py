@@ -7,7 +7,14 @@ Times are integer milliseconds from any monotonic origin.
 ``Exchange`` does RFC 7252 section 4.2 reliability for one request: retransmit a CON with a
 doubling timeout (initial ACK_TIMEOUT * [1, ACK_RANDOM_FACTOR)), give up after MAX_RETRANSMIT,
 and accept piggybacked or separate responses (ACKing a CON separate response). ``max_wait_ms``
-caps the whole exchange (a battery device does not wait for ever).
+caps the whole exchange (a battery device does not wait for ever). Given the link's
+``rtt.Rtt``, ACK_TIMEOUT is its current timeout instead of the fixed figure, an answer to a
+request sent once is a round-trip sample, and each expiry backs the shared timeout off.
+
+A *machine* is anything with ``outgoing`` (datagrams to send), ``deadline`` (ms),
+``on_timeout(now)``, ``on_datagram(data, now)`` and ``done``: ``Exchange`` and
+``burst.Window``. ``pump`` runs one over any I/O; a link's ``run(machine)`` does that on its
+socket, and ``run(gen, link)`` hands a machine an agent yields to it.
 """
 
 CON = 0
@@ -227,8 +234,12 @@ def max_transmit_wait(ack_timeout_ms, ack_random_factor, max_retransmit):
 
 class Exchange:
     def __init__(self, req, mid, token, now_ms, rand, ack_timeout_ms=2000,
-                 ack_random_factor=1.5, max_retransmit=4, max_wait_ms=None):
+                 ack_random_factor=1.5, max_retransmit=4, max_wait_ms=None, rtt=None):
         self.mid = mid & 0xFFFF
+        self.rtt = rtt
+        self.sent_ms = now_ms
+        if rtt is not None:
+            ack_timeout_ms = rtt.rto
         self.token = bytes(token)
         self.con = req.con
         self.datagram = req.encode(self.mid, self.token)
@@ -254,14 +265,25 @@ class Exchange:
         self.failed = True
         self.deadline = None
 
-    def _finish(self, msg):
+    def _finish(self, msg, now_ms):
         self.done = True
         self.response = Response(msg)
         self.deadline = None
+        if not self.acked:
+            self._sample(now_ms)
+
+    def _sample(self, now_ms):
+        if self.rtt is not None:
+            if self.retransmits:
+                self.rtt.answered()
+            else:
+                self.rtt.sample(now_ms - self.sent_ms)  # Karn: a request sent once
 
     def on_timeout(self, now_ms):
         if self.done or now_ms < self.deadline:
             return
+        if self.rtt is not None and not self.acked:
+            self.rtt.backoff()
         if now_ms >= self.end or not self.con or self.acked:
             self._fail()
         elif self.retransmits >= self.max_retransmit:
@@ -286,9 +308,10 @@ class Exchange:
             elif msg.code == 0:
                 if self.con and not self.acked:
                     self.acked = True  # separate response follows: stop retransmitting
+                    self._sample(now_ms)
                     self.deadline = self.end
             elif msg.token == self.token and msg.code >= 0x40:
-                self._finish(msg)
+                self._finish(msg, now_ms)
             return
         # CON or NON: a separate response (or a stray)
         if msg.code < 0x40 or msg.token != self.token:
@@ -296,35 +319,42 @@ class Exchange:
         if t == CON:
             self.outgoing.append(encode(ACK, 0, msg.mid, b"", [], b""))
         if not self.done:
-            self._finish(msg)
+            self._finish(msg, now_ms)
 
 
-def drive(ex, send, recv, clock):
-    """Run ``ex`` to its end over any I/O: ``send(datagram)``, ``recv(wait_ms) -> bytes or
-    None`` (None: nothing within wait_ms), ``clock() -> ms``. Returns the Response or None."""
+def pump(m, send, recv, clock):
+    """Run machine ``m`` until ``m.done`` over any I/O: ``send(datagram)``, ``recv(wait_ms) ->
+    bytes or None`` (None: nothing within wait_ms), ``clock() -> ms``."""
     while True:
-        out = ex.outgoing
+        out = m.outgoing
         while out:
             send(out.pop(0))
-        if ex.done:
-            return None if ex.failed else ex.response
+        if m.done:
+            return m
         now = clock()
-        wait = ex.deadline - now
+        wait = m.deadline - now
         if wait <= 0:
-            ex.on_timeout(now)
+            m.on_timeout(now)
             continue
         data = recv(wait)
         now = clock()
         if data is None:
-            ex.on_timeout(now)
+            m.on_timeout(now)
         else:
-            ex.on_datagram(data, now)
+            m.on_datagram(data, now)
+
+
+def drive(ex, send, recv, clock):
+    """Run Exchange ``ex`` to its end (see ``pump``); returns the Response or None."""
+    pump(ex, send, recv, clock)
+    return None if ex.failed else ex.response
 
 
 def run(gen, link):
     """Drive an agent generator: it yields Requests and gets each Response (None when the
     exchange failed: timeout or RST) back from ``gen.send``; returns its return value.
-    ``link`` is any object with ``request(req) -> Response or None``. A MemoryError in the
+    ``link`` is any object with ``request(req) -> Response or None``; a yielded machine (not a
+    ``Request``) goes to ``link.run(machine)`` and comes back driven. A MemoryError in the
     link is thrown into ``gen`` (the agent reports it as a result)."""
     resp = None
     err = None
@@ -336,7 +366,7 @@ def run(gen, link):
             else:
                 req = gen.send(resp)
             try:
-                resp = link.request(req)
+                resp = link.request(req) if isinstance(req, Request) else link.run(req)
             except MemoryError as e:
                 err = e
     except StopIteration as e:

@@ -1,11 +1,18 @@
 """Block2 download of one image into the inactive slot (RFC 7959 random access), resumable.
 
-Sans-IO like the rest of the agent: ``request()`` names the next block, ``accept(response)``
-checks it, writes it and says what happened. The caller decides about retries, persistence
-and reports. Never more than one block is held: the payload goes straight to the slot and
-through SHA-256. Resuming from a persisted offset re-hashes the bytes already in the slot
-(reading them through one buffer allocated here, once), because a SHA-256 state cannot be
-saved on MicroPython.
+Sans-IO like the rest of the agent. Stop-and-wait: ``request()`` names the next block,
+``accept(response)`` checks it, writes it and says what happened; the caller decides about
+retries, persistence and reports. Windowed (``burst.Window``): the window checks the answers
+and calls ``put(offset, payload)`` for each new block in any order, which writes it at its
+offset, and ``advance(offset)`` when the prefix up to ``offset`` is complete.
+
+Never more than one block is held: a payload goes straight to the slot. SHA-256 runs over
+the image in order (``_ordered``, the one place bytes enter it): a block that arrives in order
+is hashed as it comes, one that came early is read back from the slot when the gap before it
+fills. Measured under the real MicroPython (docs/performance.md), holding early blocks in RAM
+would cost a window's worth of heap; reading back costs one buffer, allocated here, once. The
+same buffer re-hashes the slot on resume, because a SHA-256 state cannot be saved on
+MicroPython.
 """
 
 import hashlib
@@ -49,18 +56,38 @@ class Fetch:
     def start(self, offset=0, etag=None):
         """Open the slot at ``offset`` (0: from scratch) and rebuild the hash of what is there."""
         self._h = hashlib.sha256()
-        done = 0
+        self.offset = 0
+        self.advance(offset)
+        self.etag = etag if self.offset else None
+        self.slots.open(self.size, self.offset)
+
+    def reopen(self):
+        """Open the slot again at the hashed offset: what lies after it will be written anew."""
+        self.slots.open(self.size, self.offset)
+
+    def _ordered(self, data):
+        """The image's bytes, in order, exactly once each."""
+        self._h.update(data)
+        self.offset += len(data)
+
+    def advance(self, upto):
+        """The slot holds every byte below ``upto``: hash what is not hashed yet (read back)."""
         buf = self._buf
         mv = memoryview(buf)
-        while done < offset:
-            n = self.slots.readinto(done, mv[: min(len(buf), offset - done)])
+        while self.offset < upto:
+            n = self.slots.readinto(self.offset, mv[: min(len(buf), upto - self.offset)])
             if not n:
                 break
-            self._h.update(mv[:n])
-            done += n
-        self.offset = done
-        self.etag = etag if done else None
-        self.slots.open(self.size, done)
+            self._ordered(mv[:n])
+
+    def put(self, offset, data):
+        """One checked block of a windowed download, at its offset (any order, each once)."""
+        if self.stage is not None:  # a stage must work at any offset (AES-CTR does)
+            data = self.stage(offset, data, self._buf)
+        self.slots.write_at(offset, data)
+        self.fetched += len(data)
+        if offset == self.offset:
+            self._ordered(data)
 
     def request(self):
         bs = 16 << self.szx
@@ -100,8 +127,7 @@ class Fetch:
         if self.stage is not None:
             data = self.stage(self.offset, data, self._buf)
         self.slots.write(data)
-        self._h.update(data)
-        self.offset += len(data)
+        self._ordered(data)
         self.fetched += len(data)
         if more:
             return OK

@@ -17,9 +17,10 @@ Two backends share one small interface, so the agent never knows which it drives
     emulates for files.
 
 Interface: ``boot() running() inactive() next_boot() capacity() open(size, offset) write(data)
-sync() readinto(offset, buf) set_pending() confirm() rollback()``. ``write`` appends at the
-position ``open`` set; ``sync`` makes everything written so far durable (the agent persists an
-offset only after a ``sync``).
+write_at(offset, data) sync() readinto(offset, buf) set_pending() confirm() rollback()``.
+``write`` appends at the position ``open`` set; ``write_at`` writes anywhere at or after it (a
+windowed download takes blocks in any order, each once); ``sync`` makes everything written so
+far durable (the agent persists an offset only after a ``sync``).
 """
 
 import os
@@ -152,6 +153,12 @@ class FileSlots:
         self._f.write(data)
         self._pos += len(data)
 
+    def write_at(self, offset, data):
+        if offset != self._pos:
+            self._f.seek(offset)
+        self._f.write(data)
+        self._pos = offset + len(data)
+
     def sync(self):
         if self._f is not None:
             self._f.flush()
@@ -184,6 +191,7 @@ class Esp32Partitions:
         self._sector = bytearray(SECTOR)  # the one write buffer: a sector is the erase unit
         self._fill = 0
         self._block = 0  # sector number the buffer holds
+        self._erased = 0  # write_at: sectors below this one are erased since open
         self._dirty = False  # the buffer holds bytes not yet on flash
         self._part = None
 
@@ -217,10 +225,15 @@ class Esp32Partitions:
         self._part = self._next()
         self._block = offset // SECTOR
         self._fill = offset % SECTOR
+        self._erased = self._block
         if self._fill:
-            # Resuming inside a sector: keep its durable head, the sector is rewritten whole.
+            # Resuming inside a sector: keep its durable head, the sector is rewritten whole
+            # (at once, for write_at: what lies after the head may be half written).
             mv = memoryview(self._sector)
             self._part.readblocks(self._block, mv[: self._fill], 0)
+            self._part.ioctl(6, self._block)
+            self._part.writeblocks(self._block, mv[: self._fill], 0)
+            self._erased = self._block + 1
 
     def write(self, data):
         mv = memoryview(data)
@@ -236,6 +249,21 @@ class Esp32Partitions:
                 self._flush()
                 self._block += 1
                 self._fill = 0
+
+    def write_at(self, offset, data):
+        """Write ``data`` at ``offset`` straight to flash: each sector is erased when first
+        touched after ``open`` (offsets only grow by a window, so erased-up-to is enough)."""
+        mv = memoryview(data)
+        n = len(mv)
+        i = 0
+        while i < n:
+            block, off = divmod(offset + i, SECTOR)
+            take = min(SECTOR - off, n - i)
+            while self._erased <= block:
+                self._part.ioctl(6, self._erased)
+                self._erased += 1
+            self._part.writeblocks(block, mv[i : i + take], off)
+            i += take
 
     def _flush(self):
         if self._fill < SECTOR:

@@ -1,5 +1,8 @@
 """Blocking UDP transport for ``coap.Exchange``: the ``Link`` a board (or the unix port) uses.
 
+The link owns what outlives one exchange: the message id counter and the round-trip estimate
+(``rtt.Rtt``, the ACK timeout its first guess), fed by every exchange and every block.
+
 The peer address comes only from ``socket.getaddrinfo(host, port)[0][-1]``: the unix port's
 addresses are raw sockaddr bytes, so nothing here builds or parses one. Replies are read with
 ``recv`` (the Exchange matches them by message id and token, not by source address). Not
@@ -16,7 +19,7 @@ except ImportError:  # very old MicroPython
     import usocket as socket
 import select
 
-from . import coap
+from . import coap, rtt
 
 try:
     _ticks = time.ticks_ms
@@ -46,6 +49,7 @@ class UdpLink:
         self.poll.register(self.sock, select.POLLIN)
         self.rand = rand or default_rand
         self.ack_timeout_ms = int(2000 * timeout_scale)
+        self.rtt = rtt.Rtt(self.ack_timeout_ms)
         self.max_wait_ms = max_wait_ms
         self.mid = int.from_bytes(_randbytes(2), "big")
         self._now = 0
@@ -74,11 +78,19 @@ class UdpLink:
         except OSError:
             return None
 
-    def request(self, req):
+    def next_mid(self):
         self.mid = (self.mid + 1) & 0xFFFF
-        ex = coap.Exchange(req, self.mid, _randbytes(4), self.clock(), self.rand,
-                           ack_timeout_ms=self.ack_timeout_ms, max_wait_ms=self.max_wait_ms)
+        return self.mid
+
+    def request(self, req):
+        ex = coap.Exchange(req, self.next_mid(), _randbytes(4), self.clock(), self.rand,
+                           max_wait_ms=self.max_wait_ms, rtt=self.rtt)
         return coap.drive(ex, self._send, self._recv, self.clock)
+
+    def run(self, machine):
+        """Drive a machine (``burst.Window``) until it stops for its caller."""
+        machine.start(self.clock(), self.rtt, self.next_mid, self.rand)
+        return coap.pump(machine, self._send, self._recv, self.clock)
 
     def close(self):
         self.sock.close()

@@ -205,6 +205,8 @@ class Fleet:
             return
         if self._stopped(job, image) and event != jobs.SUCCESS:
             return  # told to stop (its blob is unusable): it waits in the queue for a resume
+        if job["state"] == JobState.TIMED_OUT and r.result == Result.CANCELLED:
+            return  # the device stopped because it was told to (_command_for): still timed out
         late = job["state"] in (JobState.TIMED_OUT, JobState.CANCELLED)
         # deferred: offered again after the campaign's defer time
         not_before = now + self.policy(camp).defer if event == jobs.DEFER else None
@@ -434,7 +436,11 @@ class Fleet:
             reported = s.job(r.job)
             if (reported is not None and reported["device"] == r.id
                     and (reported["state"] == JobState.CANCELLED
-                         or self._stopped(reported, self._image_of_job(reported)))):
+                         or self._stopped(reported, self._image_of_job(reported))
+                         or (reported["state"] == JobState.TIMED_OUT
+                             and r.state in (State.DOWNLOADING, State.DOWNLOADED)))):
+                # the job is over: a device still fetching for it stops now (one installing
+                # it goes on, and its success is recorded late)
                 return {CmdKey.OP: Op.CANCEL, CmdKey.JOB: r.job}
         job = self._active_job(r.id)
         if job is None:

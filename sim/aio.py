@@ -15,7 +15,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from device import coap
+from device import coap, rtt
 
 
 def now_ms() -> int:
@@ -45,7 +45,13 @@ class AioLink:
         self.ack_timeout = ack_timeout
         self.rand = rand
         self.mid = rand.randrange(0x10000)
+        self.rtt = rtt.Rtt(int(ack_timeout * 1000))  # ACK_TIMEOUT is the first guess only
         self.sent = 0  # datagrams, retransmissions included
+        self.received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.first: float | None = None  # monotonic s of the first and last datagram either way
+        self.last: float | None = None
         self.exchanges = 0
         self.failed = 0
 
@@ -61,35 +67,59 @@ class AioLink:
     def close(self) -> None:
         self.transport.close()
 
+    def _stamp(self) -> None:
+        t = time.monotonic()
+        if self.first is None:
+            self.first = t
+        self.last = t
+
     def _send(self, ex: Any) -> None:
         for datagram in ex.outgoing:
             self.transport.sendto(datagram)
             self.sent += 1
+            self.bytes_sent += len(datagram)
+            self._stamp()
         ex.outgoing.clear()
 
-    async def request(self, req: Any) -> Any:
+    def next_mid(self) -> int:
         self.mid = (self.mid + 1) & 0xFFFF
+        return self.mid
+
+    async def _pump(self, m: Any) -> None:
+        """``coap.pump`` on the event loop."""
+        q = self.proto.queue
+        self._send(m)
+        while not m.done:
+            wait = max(0, m.deadline - now_ms()) / 1000
+            try:
+                data = await asyncio.wait_for(q.get(), wait)
+            except asyncio.TimeoutError:
+                m.on_timeout(now_ms())
+            else:
+                self.received += 1
+                self.bytes_received += len(data)
+                self._stamp()
+                m.on_datagram(data, now_ms())
+            self._send(m)
+
+    async def request(self, req: Any) -> Any:
         token = os.urandom(4)
         self.exchanges += 1
         q = self.proto.queue
         while not q.empty():  # late answers to an abandoned exchange
             q.get_nowait()
-        ex = coap.Exchange(req, self.mid, token, now_ms(), self.rand.random,
-                           ack_timeout_ms=int(self.ack_timeout * 1000))
-        self._send(ex)
-        while not ex.done:
-            wait = max(0, ex.deadline - now_ms()) / 1000
-            try:
-                data = await asyncio.wait_for(q.get(), wait)
-            except asyncio.TimeoutError:
-                ex.on_timeout(now_ms())
-            else:
-                ex.on_datagram(data, now_ms())
-            self._send(ex)
+        ex = coap.Exchange(req, self.next_mid(), token, now_ms(), self.rand.random, rtt=self.rtt)
+        await self._pump(ex)
         if ex.failed:
             self.failed += 1
             return None
         return ex.response
+
+    async def run(self, machine: Any) -> Any:
+        """Drive a machine (``device.burst.Window``) until it stops for its caller."""
+        machine.start(now_ms(), self.rtt, self.next_mid, self.rand.random)
+        await self._pump(machine)
+        return machine
 
 
 async def drive(wake: Generator[Any, Any, Any], link: AioLink,
@@ -101,7 +131,10 @@ async def drive(wake: Generator[Any, Any, Any], link: AioLink,
             if stop is not None and stop.is_set():
                 wake.close()
                 return None
-            resp = await link.request(req)
+            if isinstance(req, coap.Request):
+                resp = await link.request(req)
+            else:
+                resp = await link.run(req)
             req = wake.send(resp)
     except StopIteration as e:
         return e.value

@@ -70,6 +70,7 @@ class SimDevice:
         self.wakes = 0
         self.agent: Agent | None = None
         self.progress_reports = 0  # over all boots
+        self.windows: list[Any] = []  # burst.Window of each boot that downloaded (counters)
 
     def _config(self) -> dict[str, Any]:
         sp = self.spec
@@ -96,6 +97,8 @@ class SimDevice:
         self.boots += 1
         if self.agent is not None:
             self.progress_reports += self.agent.progress_reports
+            if self.agent.window_stats is not None:
+                self.windows.append(self.agent.window_stats)
         self.agent = Agent(self._config(), slots, Store(str(self.spec.root / "state.json")))
         return self.agent
 

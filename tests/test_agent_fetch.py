@@ -93,6 +93,7 @@ def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
     command = cbor2.dumps({CmdKey.OP: Op.UPDATE, CmdKey.JOB: 1, CmdKey.MANIFEST: signed})
     events: list[str] = []
     config: dict[str, Any] = {"id": "etag", "class": "c", "version": 1, "block_size": 1024,
+                              "transfer": "stop-and-wait",  # one Request per block, answered here
                               "trust": [manifest.public_bytes(key.public_key()).hex()],
                               "on_change": lambda e, old, new: events.append(e)}
     slots = FileSlots(str(tmp_path / "slots"))

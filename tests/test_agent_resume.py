@@ -61,7 +61,8 @@ async def test_power_cuts_at_random_points_resume_and_refetch_little(gateway,
     root = tmp_path / "dev"
     root.mkdir()
     config = {"id": "cut-me", "class": CLASS, "trust": [trust], "version": 1,
-              "block_size": BLOCK, "wake_s": 0.05}
+              "block_size": BLOCK, "wake_s": 0.05,
+              "transfer": "stop-and-wait"}  # windowed: tests/test_window_e2e.py
     rng = random.Random(20261128)
     # exchange numbers at which the power goes: all inside the transfer (~256 blocks + reports)
     cuts = sorted(rng.sample(range(2, IMAGE_SIZE // BLOCK + 4), CUTS))

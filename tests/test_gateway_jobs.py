@@ -55,6 +55,25 @@ async def test_timed_out_then_late_success_is_reconciled(gateway, coap_client):
                for e in events)
 
 
+async def test_a_device_still_downloading_a_timed_out_job_is_told_to_stop(gateway, coap_client):
+    ctx, gw = coap_client, gateway
+    img, camp = await setup_campaign(ctx, gw, timeout=1)
+    job = (await report(ctx, gw, device="a"))[CmdKey.JOB]
+    assert await report(ctx, gw, device="a", state=State.DOWNLOADING, job=job) is None
+    for _ in range(50):  # the sweeper runs every second
+        j, c = await job_state(ctx, gw, camp["id"], "a")
+        if j["state"] == "timed_out":
+            break
+        await asyncio.sleep(0.1)
+    assert j["state"] == "timed_out"
+    for state in (State.DOWNLOADING, State.DOWNLOADED):  # at its next exchange: stop
+        cmd = await report(ctx, gw, device="a", state=state, job=job)
+        assert cmd == {CmdKey.OP: Op.CANCEL, CmdKey.JOB: job}
+    # the device obeys and says so: the job stays timed out (not failed)
+    assert await report(ctx, gw, device="a", result=Result.CANCELLED, job=job) is None
+    assert (await job_state(ctx, gw, camp["id"], "a"))[0]["state"] == "timed_out"
+
+
 async def test_cancel_defer_fail_and_already_current(gateway, coap_client):
     ctx, gw = coap_client, gateway
     img, camp = await setup_campaign(ctx, gw, devices=("a", "b", "c", "d"))

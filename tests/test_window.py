@@ -1,0 +1,286 @@
+"""The sans-IO download core with a fake clock: RTT estimator (RFC 6298), the CoAP exchange
+feeding it, and ``burst.Window`` (slow start, gap recovery without timers, tail timer with
+bounded back-off, AIMD, duplicates, refusals, a report riding along, resume). Datagrams are
+real CoAP bytes; the "server" below answers them as the gateway's fast path does."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from device import burst, coap, rtt
+from device.fetch import CORRUPT, GONE, RESTART, Fetch
+from device.slots import FileSlots
+
+PATH = "f/abcd1234"
+ETAG = b"E" * 8
+
+
+# -- RTT estimator ----------------------------------------------------------------------------
+
+def test_rtt_first_guess_then_rfc6298() -> None:
+    r = rtt.Rtt(initial_ms=2000, min_ms=100, max_ms=8000)
+    assert r.rto == 2000 and r.srtt is None
+    r.sample(100)  # first: SRTT = R, RTTVAR = R/2, RTO = SRTT + 4 RTTVAR
+    assert (r.srtt, r.rttvar, r.rto) == (100, 50, 300)
+    r.sample(100)  # RTTVAR = 3/4 50 + 1/4 0; SRTT = 100
+    assert (r.srtt, r.rttvar, r.rto) == (100, 37, 248)
+    for _ in range(50):
+        r.sample(100)
+    assert r.rto == 110 and r.min_rtt == 100  # steady link: SRTT + max(G, 4 RTTVAR)
+    r.sample(1)
+    assert r.min_rtt == 1
+
+
+def test_rtt_bounded_backoff_until_an_answer() -> None:
+    r = rtt.Rtt(initial_ms=2000, min_ms=100, max_ms=8000)
+    seen = []
+    for _ in range(6):
+        r.backoff()
+        seen.append(r.rto)
+    assert seen == [4000, 8000, 8000, 8000, 8000, 8000]
+    r.sample(20)
+    assert r.rto == 100  # 20 + 40 is below the floor
+    r.backoff()
+    r.backoff()
+    assert r.rto == 400
+    r.answered()  # an answer to a retransmitted request: no sample, but the peer is there
+    assert r.rto == 100 and r.samples == 1
+
+
+def test_exchange_feeds_the_estimator_karn() -> None:
+    r = rtt.Rtt(initial_ms=1000)
+    req = coap.Request(coap.POST, "r", payload=b"x")
+    ex = coap.Exchange(req, 7, b"tok1", 0, lambda: 0.0, rtt=r)
+    assert ex.timeout == 1000  # the estimator's timeout, not a fixed 2 s
+    ack = coap.encode(coap.ACK, 0x44, 7, b"tok1", [], b"")
+    ex.on_datagram(ack, 180)
+    assert ex.response is not None and r.srtt == 180
+    # a retransmitted request gives no sample (the answer may be to either copy); its timer
+    # backs the shared timeout off
+    rto = r.rto
+    ex = coap.Exchange(req, 8, b"tok2", 1000, lambda: 0.0, rtt=r)
+    assert ex.timeout == rto
+    ex.on_timeout(1000 + rto)
+    assert ex.retransmits == 1 and r.rto == 2 * rto
+    ex.on_datagram(coap.encode(coap.ACK, 0x44, 8, b"tok2", [], b""), 1000 + rto + 5)
+    assert ex.response is not None and r.samples == 1  # no sample: Karn
+    assert r.rto == rto  # but the peer answered: the back-off is over
+
+
+# -- the window, against a scripted server ------------------------------------------------------
+
+class Sink:
+    def __init__(self) -> None:
+        self.puts: list[int] = []
+        self.advanced: list[int] = []
+
+    def put(self, off: int, data: bytes) -> None:
+        self.puts.append(off)
+
+    def advance(self, off: int) -> None:
+        self.advanced.append(off)
+
+
+def block_of(datagram: bytes) -> tuple[int, coap.Message]:
+    m = coap.decode(datagram)
+    return coap.parse_block(coap.to_uint(m.opt(coap.BLOCK2)))[0], m
+
+
+def answer(datagram: bytes, size: int, szx: int, etag: bytes = ETAG, code: int = 0x45,
+           payload: bytes | None = None, size2: int | None = None) -> bytes:
+    """What the gateway sends for a NON block GET (or a wrong variant of it)."""
+    num, m = block_of(datagram)
+    bs = 1 << (szx + 4)
+    body = image(size)[num * bs:(num + 1) * bs] if payload is None else payload
+    opts = [(coap.ETAG, etag), (coap.BLOCK2, coap.uint(coap.block_value(num, (num + 1) * bs < size, szx))),
+            (coap.SIZE2, coap.uint(size if size2 is None else size2))]
+    return coap.encode(coap.NON, code, m.mid, m.token, opts, body if code == 0x45 else b"no")
+
+
+def image(size: int) -> bytes:
+    return bytes((i * 7 + i // 251) & 0xFF for i in range(size))
+
+
+class Mids:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> int:
+        self.n += 1
+        return self.n
+
+
+def started(size: int = 64 * 16, szx: int = 0, initial_ms: int = 100, **kw) -> tuple[burst.Window, Sink, rtt.Rtt]:  # type: ignore[no-untyped-def]
+    sink = Sink()
+    r = rtt.Rtt(initial_ms=initial_ms, min_ms=10)
+    w = burst.Window(PATH, size, szx, sink, salt=0x1234, **kw)
+    w.start(0, r, Mids())
+    return w, sink, r
+
+
+def take(w: burst.Window) -> list[bytes]:
+    out, w.outgoing = w.outgoing, []
+    return out
+
+
+def nums(datagrams: list[bytes]) -> list[int]:
+    return [block_of(d)[0] for d in datagrams]
+
+
+def test_slow_start_doubles_per_round_to_the_cap() -> None:
+    w, sink, r = started(size=64 * 16, max_window=16, step=1 << 20)
+    rounds = []
+    now = 0
+    while not w.complete and len(rounds) < 10:
+        sent = take(w)
+        assert all(coap.decode(d).mtype == coap.NON for d in sent)
+        rounds.append(len(sent))
+        now += 20
+        for d in sent:  # every answer comes back, in order, one round trip later
+            w.on_datagram(answer(d, 64 * 16, 0), now)
+    assert rounds == [4, 8, 16, 16, 16, 4]  # 4, +1 per answer (doubling), capped at 16
+    assert sink.puts == [16 * i for i in range(64)] and w.done
+    assert r.samples == 64 and r.srtt == 20  # every block sent once is a sample
+
+
+def test_gap_is_asked_again_at_once_without_a_timer() -> None:
+    w, sink, r = started(size=16 * 16, init_window=8, step=1 << 20)
+    sent = take(w)
+    assert nums(sent) == list(range(8))
+    # block 1's answer is lost; 2, 3 come (a reordering of up to DUPTHRESH - 1 is tolerated)
+    for d in [sent[0], sent[2], sent[3]]:
+        w.on_datagram(answer(d, 256, 0), 5)
+    assert 1 not in nums(take(w))
+    w.on_datagram(answer(sent[4], 256, 0), 5)  # third later-sent answer: 1 is lost
+    again = take(w)
+    assert 1 in nums(again) and w.gap_losses == 1 and w.timeouts == 0
+    assert w.deadline is not None and w.deadline > 5  # no timer fired: the clock stood at 5
+    assert w.cwnd == 12 - 1  # 4 answers grew 8 to 12 in slow start; a gap takes 1/8 off
+    w.on_datagram(answer(sent[1], 256, 0), 6)  # the first try's late answer still counts
+    assert w.base == 5 and sink.advanced[-1] == 5 * 16
+    w.on_datagram(answer(sent[1], 256, 0), 6)  # and the re-request's answer is a duplicate
+    assert w.duplicates == 1 and sink.puts.count(16) == 1
+
+
+def test_one_decrease_per_round() -> None:
+    w, sink, r = started(size=32 * 16, init_window=12, step=1 << 20, max_window=12)
+    sent = take(w)
+    w.ssthresh = 0  # congestion avoidance from the start
+    # blocks 0 and 1 both lost in the same round: one decrease, not two
+    for d in sent[2:8]:
+        w.on_datagram(answer(d, 512, 0), 5)
+    assert w.gap_losses == 2 and w.cwnd == 12 - 1
+
+
+def test_tail_timer_backs_off_and_halves_the_window() -> None:
+    w, sink, r = started(size=4 * 16, init_window=4, step=1 << 20)
+    sent = take(w)
+    for d in sent[:3]:
+        w.on_datagram(answer(d, 64, 0), 10)  # block 3, the last, never answers
+    assert r.srtt == 10 and w.deadline == 0 + r.rto  # tail: only the timer is left
+    times = []
+    now = w.deadline
+    for _ in range(4):
+        w.on_timeout(now)
+        times.append(now)
+        assert nums(take(w)) == [3]
+        now = w.deadline
+    rto = times[1] - times[0]
+    assert [t - s for s, t in zip(times, times[1:])] == [rto, 2 * rto, 4 * rto]  # bounded doubling
+    assert w.timeouts == 4 and w.cwnd == burst.MIN_WINDOW
+
+
+def test_dead_link_ends_with_failed() -> None:
+    w, sink, r = started(size=64, max_tries=5, initial_ms=100)
+    now = 0
+    while not w.done and now < 10**6:
+        take(w)
+        now = w.deadline
+        w.on_timeout(now)
+    assert w.verdict == burst.FAILED and "no answer after 5 tries" in w.why
+    assert r.rto <= r.max_ms
+
+
+@pytest.mark.parametrize("bad, verdict", [
+    (dict(etag=b"F" * 8), RESTART),
+    (dict(code=0x84), GONE),
+    (dict(payload=b"short"), CORRUPT),
+    (dict(size2=99), CORRUPT),
+])
+def test_refusals(bad: dict, verdict: int) -> None:
+    w, sink, r = started(size=64, init_window=4)
+    sent = take(w)
+    w.on_datagram(answer(sent[0], 64, 0), 1)
+    w.on_datagram(answer(sent[1], 64, 0, **bad), 2)
+    assert w.done and w.verdict == verdict and sink.puts == [0]
+
+
+def test_server_errors_strays_and_garbage_are_ignored() -> None:
+    w, sink, r = started(size=64, init_window=4)
+    sent = take(w)
+    w.on_datagram(answer(sent[0], 64, 0, code=0xA3), 1)  # 5.03: the timer asks again
+    w.on_datagram(b"\x40", 1)
+    w.on_datagram(coap.encode(coap.NON, 0x45, 9, b"zzzz", [], b"x"), 1)  # not our token
+    assert not w.done and sink.puts == [] and w.verdict is None
+    ack_for_con = coap.encode(coap.CON, 0x45, 77, b"q", [], b"")
+    w.on_datagram(ack_for_con, 1)
+    assert take(w) == [coap.encode(coap.ACK, 0, 77, b"", [], b"")]
+
+
+def test_a_report_rides_along_and_ends_the_run() -> None:
+    sink = Sink()
+    r = rtt.Rtt(initial_ms=100)
+    w = burst.Window(PATH, 64 * 16, 0, sink, salt=5, step=1 << 20)
+    w.ask(coap.Request(coap.POST, "r", payload=b"status"))
+    w.start(0, r, Mids())
+    sent = take(w)
+    report = coap.decode(sent[0])
+    assert report.mtype == coap.CON and report.code == coap.POST and len(sent) == 5
+    w.on_datagram(answer(sent[1], 64 * 16, 0), 3)
+    assert not w.done
+    w.on_datagram(coap.encode(coap.ACK, 0x44, report.mid, report.token, [], b"cmd"), 4)
+    assert w.done and w.side_response.payload == b"cmd" and w.side is None
+    w.start(4, r, Mids())  # the next run goes on where the window was
+    assert not w.done and w.base == 1
+
+
+def test_step_ends_a_run_for_persistence_and_resume_asks_only_the_rest() -> None:
+    w, sink, r = started(size=8 * 16, init_window=8, step=64)
+    for d in take(w)[:4]:
+        w.on_datagram(answer(d, 128, 0), 1)
+    assert w.done and w.offset == 64
+    w2, sink2, _ = started(size=8 * 16, offset=64, init_window=8)
+    assert nums(take(w2)) == [4, 5, 6, 7]
+    with pytest.raises(ValueError):
+        burst.Window(PATH, 128, 0, sink, offset=20)
+
+
+# -- the sink: writes at the offset, hashes in order by reading back ---------------------------
+
+def test_fetch_as_sink_any_order_hashes_the_image(tmp_path: Path) -> None:
+    size = 40 * 64 + 17
+    data = image(size)
+    slots = FileSlots(str(tmp_path / "slots"))
+    slots.boot()
+    f = Fetch(slots, "/" + PATH, size, hashlib.sha256(data).digest(), 64)
+    f.start(0)
+    r = rtt.Rtt(initial_ms=50, min_ms=10)
+    w = burst.Window(PATH, size, f.szx, f, salt=99, max_window=16, step=1 << 20)
+    w.start(0, r, Mids())
+    now = 0
+    for _ in range(200):
+        if w.done:
+            break
+        sent = take(w)
+        now += 10
+        for d in reversed(sent):  # every round arrives backwards
+            w.on_datagram(answer(d, size, 2), now)
+        if not sent:
+            now = w.deadline
+            w.on_timeout(now)
+    assert w.complete and f.offset == size and f.verified()
+    assert Path(slots.path("b")).read_bytes() == data

@@ -1,0 +1,170 @@
+"""Windowed downloads end to end: the real gateway, the real agent (default configuration, so
+NON bursts with adaptive timeouts), the fault relay between them; a power cut in the middle of
+a window; ``"transfer": "stop-and-wait"``; and the window against libcoap's server.
+
+Small images and a few milliseconds of delay keep this fast; timing is bench/lossy.py's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from harness import control, publish_image
+from test_faults_scenarios import CLASS, assert_updated_and_agreed, image_bytes, update_through
+from test_interop_libcoap_server import SIZE as LIBCOAP_SIZE
+from test_interop_libcoap_server import libcoap_file  # noqa: F401  (the fixture)
+
+from device import agent as agent_mod
+from device import burst
+from device.agent import Agent
+from device.fetch import Fetch
+from device.slots import FileSlots
+from device.state import Store
+from device.udp import UdpLink
+from proto import manifest
+from proto.codes import JobState
+from sim.aio import AioLink, drive
+from sim.relay import DOWN, UP, Faults, Relay
+
+LO = "127.0.0.1"
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.2, 0.3])
+async def test_windowed_update_through_loss_reordering_duplication(gateway, coap_client,
+                                                                   tmp_path, loss):
+    f = Faults(loss=loss, dup=0.1, reorder=0.2, reorder_hold=0.02, delay=0.003)
+    o = await update_through(gateway, coap_client, tmp_path, up=f, down=f, seed=11,
+                             ack_timeout=0.1, size=48 * 1024)
+    assert_updated_and_agreed(o)
+    up, down = o.relay.counters[UP], o.relay.counters[DOWN]
+    assert up.duplicated + down.duplicated > 0 and up.reordered + down.reordered > 0
+    assert (up.lost + down.lost > 0) == (loss > 0)
+    assert o.sim.windows, "the default configuration must download with the window"
+    w = o.sim.windows[0]
+    if loss:
+        assert w.gap_losses > 0  # recovered without waiting for a timer
+
+
+async def test_stop_and_wait_still_works_through_loss(gateway, coap_client, tmp_path):
+    f = Faults(loss=0.2, delay=0.002)
+    o = await update_through(gateway, coap_client, tmp_path, up=f, down=f, seed=3,
+                             ack_timeout=0.05, size=16 * 1024,
+                             extra={"transfer": "stop-and-wait"})
+    assert_updated_and_agreed(o)
+    assert o.sim.windows == []
+
+
+# -- a power cut in the middle of a window ------------------------------------------------------
+
+class PowerCut(Exception):
+    pass
+
+
+class LossySlots(FileSlots):
+    """Writes reach the file only at ``sync`` (or a read, which syncs); ``cut()`` loses the
+    rest. Armed, the first block written out of order (a gap behind it: mid-window) cuts."""
+
+    armed = False
+    cut_gaps = 0
+
+    def open(self, size: int, offset: int = 0) -> None:
+        super().open(size, offset)
+        self._unsynced: list[tuple[int, bytes]] = []
+        self._end = offset
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        if LossySlots.armed and offset != self._end:
+            LossySlots.armed = False
+            LossySlots.cut_gaps += 1
+            raise PowerCut
+        self._unsynced.append((offset, bytes(data)))
+        self._end = offset + len(data)
+
+    def sync(self) -> None:
+        if self._f is not None:
+            for off, data in self._unsynced:
+                super().write_at(off, data)
+            self._unsynced.clear()
+        super().sync()
+
+    def cut(self) -> None:
+        if self._f is not None:
+            self._unsynced.clear()
+            self._f.close()
+            self._f = None
+
+
+async def test_power_cut_mid_window_resumes_byte_identical(gateway, coap_client, tmp_path):
+    ctx, gw = coap_client, gateway
+    key = Ed25519PrivateKey.generate()
+    trust = manifest.public_bytes(key.public_key()).hex()
+    size = 96 * 1024
+    data = image_bytes(size, 5)
+    image = await publish_image(ctx, gw, data, key, seq=2, device_class=CLASS)
+    code, _ = await control(ctx, gw, "POST", "dev", {"id": "cut", "class": CLASS})
+    assert code == "2.01"
+    code, camp = await control(ctx, gw, "POST", "camp", {"image": image["id"],
+                                                         "devices": ["cut"], "timeout": 300})
+    assert code == "2.01"
+    config = {"id": "cut", "class": CLASS, "trust": [trust], "version": 1, "wake_s": 0.05}
+    root = tmp_path / "cut"
+    root.mkdir()
+    f = Faults(loss=0.2, reorder=0.2, reorder_hold=0.02, delay=0.002)
+    LossySlots.armed = False
+    async with Relay((LO, 0), (LO, gw.device_port), up=f, down=f, seed=2, duration=60) as relay:
+        relay.on_bytes(DOWN, size // 2, lambda: setattr(LossySlots, "armed", True))
+        job: dict[str, Any] = {}
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            slots = LossySlots(str(root / "slots"))
+            slots.boot()
+            agent = Agent(config, slots, Store(str(root / "state.json")))
+            link = await AioLink.open(LO, relay.address[1], ack_timeout=0.05)
+            try:
+                out = await drive(agent.wake(), link)
+            except PowerCut:
+                cut_at = agent.s["offset"]
+                slots.cut()
+                continue
+            finally:
+                link.close()
+            if out[0] == agent_mod.REBOOT:
+                continue
+            _, c = await control(ctx, gw, "GET", f"camp/{camp['id']}")
+            (job,) = c["jobs"]
+            if job["state"] in JobState.FINAL:
+                break
+            await asyncio.sleep(0.05)
+    assert LossySlots.cut_gaps == 1, "the power never went mid-window"
+    assert 0 < cut_at < size  # it went with part of the image persisted
+    assert job["state"] == JobState.SUCCEEDED, job
+    assert agent.seq == 2
+    assert Path(slots.path(slots.running())).read_bytes() == data
+
+
+# -- interop: NON bursts against a plain RFC 7959 server ------------------------------------------
+
+def test_window_against_libcoap_server(libcoap_file, tmp_path: Path) -> None:  # noqa: F811
+    port, path, data = libcoap_file
+    slots = FileSlots(str(tmp_path / "slots"), capacity=LIBCOAP_SIZE)
+    slots.boot()
+    f = Fetch(slots, path, LIBCOAP_SIZE, hashlib.sha256(data).digest(), 1024)
+    f.start(0)
+    w = burst.Window(path, LIBCOAP_SIZE, f.szx, f, step=1 << 30)
+    link = UdpLink(LO, port, timeout_scale=0.25)
+    try:
+        for _ in range(10):
+            link.run(w)
+            if w.done and (w.complete or w.verdict is not None):
+                break
+    finally:
+        link.close()
+    assert w.verdict is None and w.complete, w.why
+    assert f.verified() and Path(slots.path("b")).read_bytes() == data
+    assert w.etag is not None and link.rtt.samples > 0
