@@ -1,20 +1,33 @@
-"""Updating one device over a lossy, slow link: time and bytes on the wire against the ideal.
+"""Updating devices over a lossy, slow link: time, radio-on time, datagrams and bytes on air.
 
-The real gateway (subprocess), the real agent (``sim.main.SimDevice``) and the fault relay
-(``sim.relay``) with a one-way delay of RTT/2 and the same independent loss both ways. For each
-loss rate a fresh device takes one campaign for a 256 KiB image (1 KiB blocks); the clock runs
-from the start of the device to the gateway's job turning ``succeeded``. The ideal is
-stop-and-wait without loss: one RTT per block (NSTART = 1). The ratio is the figure.
+The real gateway (subprocess), the real agent (``sim.main.SimDevice``'s storage, driven here
+so each link's counters are at hand) and the fault relay (``sim.relay``) with a one-way delay
+of RTT/2 and the same independent loss both ways. For each loss rate and mode a fresh device
+takes one campaign; the clock runs from the device's start to the gateway's job turning
+``succeeded`` (reboot and confirmation included). The ideal is stop-and-wait without loss: one
+RTT per block (NSTART = 1).
 
-    python bench/lossy.py                                   # 0/10/20/30 % loss, 100 ms RTT
-    python bench/lossy.py --loss 0.2 --rtt-ms 300 --size 65536 --ack-timeout 2
-    python bench/lossy.py --device aiocoap    # the download alone, by aiocoap's CoAP stack
+Modes, measured in the same run:
 
-``--device aiocoap`` fetches the same blocks stop-and-wait with aiocoap (same ACK_TIMEOUT,
-MAX_RETRANSMIT 4) instead of running the agent: a reference for the network part alone, and the
-only mode that works without the device core.
+* ``old``: the agent as it was before windowed downloads: ``"transfer": "stop-and-wait"``
+  and a fixed ACK_TIMEOUT (``--old-ack``, 0.3 s: three RTTs, hand-tuned), the round-trip
+  estimator switched off (a link whose timeout never moves);
+* ``new``: the default configuration: NON bursts (``device/burst.py``), the timeout learnt
+  from the link (2 s only as the first guess), nothing tuned.
 
-Not a test: about six minutes with the defaults (it mostly waits; little CPU).
+The energy figure, per update: radio-on time (the device's first datagram to its last before
+the reboot into the new image: the download wake), datagrams the device sent and received,
+and bytes on air (every datagram either way as sent, lost ones included, plus 28 bytes of
+UDP/IPv4 each).
+
+    python bench/lossy.py                          # 0/10/20/30 % loss, 100 ms RTT, 256 KiB
+    python bench/lossy.py --nbiot                  # 1.5 s RTT, 5 % loss, 128 KiB
+    python bench/lossy.py --devices 20 --loss 0.1 --modes new   # 20 devices behind one link
+
+``--devices N`` puts N devices behind the one relay (one source host for the gateway, whose
+per-host rate limit then applies: the gateway runs with ``--limit-loopback``); the row is the
+time until all N succeeded, the energy columns are per device (mean). Not a test: the old
+mode takes about ten minutes at the default sizes (it mostly waits; little CPU).
 """
 
 from __future__ import annotations
@@ -23,10 +36,12 @@ import argparse
 import asyncio
 import hashlib
 import math
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -35,8 +50,12 @@ sys.path.insert(0, str(REPO / "tests"))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from harness import GatewayProc, control, publish_image  # noqa: E402
 
+from device import agent as agent_mod  # noqa: E402
+from device import rtt  # noqa: E402
 from proto import manifest  # noqa: E402
 from proto.codes import JobState  # noqa: E402
+from sim.aio import AioLink, drive  # noqa: E402
+from sim.main import DeviceSpec, SimDevice  # noqa: E402
 from sim.relay import DOWN, UP, Faults, Relay  # noqa: E402
 
 CLASS = "esp32-bench"
@@ -53,125 +72,163 @@ def image_bytes(size: int) -> bytes:
     return bytes(out[:size])
 
 
-async def one_run(ctx, gw: GatewayProc, image_id: str, trust: str, state: Path, loss: float,  # type: ignore[no-untyped-def]
-                  args: argparse.Namespace) -> dict[str, float]:
-    from sim.main import DeviceSpec, SimDevice
+class FixedRtt(rtt.Rtt):
+    """The timeout before this work: ACK_TIMEOUT, never measured, never backed off."""
 
-    dev = f"bench-{round(loss * 100):02d}"
-    code, body = await control(ctx, gw, "POST", "dev", {"id": dev, "class": CLASS})
-    assert code == "2.01", (code, body)
+    def sample(self, ms: int) -> None:
+        pass
+
+    def answered(self) -> None:
+        pass
+
+    def backoff(self) -> None:
+        pass
+
+
+class Device:
+    """One device driven wake by wake, its links kept for their counters."""
+
+    def __init__(self, spec: DeviceSpec, port: int, mode: str, old_ack: float) -> None:
+        self.sim = SimDevice(spec, LO, port, lambda line: None)
+        self.port = port
+        self.mode = mode
+        self.old_ack = old_ack
+        self.links: list[AioLink] = []
+
+    async def _link(self) -> AioLink:
+        if self.mode == "old":
+            link = await AioLink.open(LO, self.port, ack_timeout=self.old_ack)
+            link.rtt = FixedRtt(int(self.old_ack * 1000))
+        else:
+            link = await AioLink.open(LO, self.port)  # ACK_TIMEOUT 2 s: the first guess
+        self.links.append(link)
+        return link
+
+    async def run(self, stop: asyncio.Event) -> None:
+        agent = self.sim.power_on()
+        link = await self._link()
+        try:
+            while not stop.is_set():
+                out = await drive(agent.wake(), link, stop)
+                if out is None:
+                    return
+                if out[0] == agent_mod.REBOOT:
+                    link.close()
+                    agent = self.sim.power_on()
+                    link = await self._link()
+                    continue
+                try:
+                    await asyncio.wait_for(stop.wait(), out[1])
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            link.close()
+
+    def energy(self) -> dict[str, float]:
+        dl = self.links[0]  # the wake that downloaded (until the reboot into the new image)
+        return {"radio_on": (dl.last or 0) - (dl.first or 0),
+                "sent": sum(link.sent for link in self.links),
+                "received": sum(link.received for link in self.links)}
+
+
+async def one_run(ctx: Any, gw: GatewayProc, image_id: str, trust: str, state: Path,
+                  loss: float, mode: str, rtt_ms: float, args: argparse.Namespace,
+                  tag: str) -> dict[str, Any]:
+    ids = [f"{tag}-{i:02d}" for i in range(args.devices)]
+    for dev in ids:
+        code, body = await control(ctx, gw, "POST", "dev", {"id": dev, "class": CLASS})
+        assert code == "2.01", (code, body)
     code, camp = await control(ctx, gw, "POST", "camp",
-                               {"image": image_id, "devices": [dev], "timeout": args.limit})
+                               {"image": image_id, "devices": ids, "timeout": args.limit})
     assert code == "2.01", (code, camp)
-    f = Faults(loss=loss, delay=args.rtt_ms / 2000)
-    sp = DeviceSpec(id=dev, root=state / dev, device_class=CLASS, trust=[trust], version=1,
-                    wake_s=0.2, ack_timeout=args.ack_timeout, block_size=args.block_size)
+    f = Faults(loss=loss, delay=rtt_ms / 2000)
+    extra = {"transfer": "stop-and-wait"} if mode == "old" else {}
     async with Relay((LO, 0), (LO, gw.device_port), up=f, down=f, seed=args.seed,
                      duration=args.limit + 30) as relay:
-        sim = SimDevice(sp, LO, relay.address[1], lambda line: None)
+        devices = [Device(DeviceSpec(id=dev, root=state / dev, device_class=CLASS,
+                                     trust=[trust], version=1, wake_s=0.2,
+                                     block_size=args.block_size, extra=extra),
+                          relay.address[1], mode, args.old_ack) for dev in ids]
         stop = asyncio.Event()
         t0 = time.monotonic()
-        task = asyncio.create_task(sim.run(stop))
-        job = {}
+        tasks = [asyncio.create_task(d.run(stop)) for d in devices]
+        jobs: list[dict[str, Any]] = []
         try:
             while time.monotonic() - t0 < args.limit:
                 _, c = await control(ctx, gw, "GET", f"camp/{camp['id']}")
-                (job,) = c["jobs"]
-                if job["state"] in JobState.FINAL:
+                jobs = c["jobs"]
+                if all(j["state"] in JobState.FINAL for j in jobs):
                     break
                 await asyncio.sleep(0.1)
             seconds = time.monotonic() - t0
         finally:
             stop.set()
-            await asyncio.wait([task], timeout=10)
+            await asyncio.wait(tasks, timeout=10)
         up, down = relay.counters[UP], relay.counters[DOWN]
-    if job.get("state") != JobState.SUCCEEDED:
-        raise SystemExit(f"loss {loss}: job ended {job} after {seconds:.0f} s")
+    bad = [j for j in jobs if j["state"] != JobState.SUCCEEDED]
+    if bad or not jobs:
+        raise SystemExit(f"loss {loss} {mode}: jobs not succeeded after {seconds:.0f} s: {bad}")
+    for d in devices:
+        slots = d.sim.agent.slots  # type: ignore[union-attr]
+        if Path(slots.path(slots.running())).read_bytes() != image_bytes(args.size):
+            raise SystemExit(f"loss {loss} {mode}: {d.sim.spec.id} runs other bytes")
+    e = [d.energy() for d in devices]
     datagrams = up.datagrams_in + down.datagrams_in
-    coap_bytes = up.bytes_in + down.bytes_in
-    return {"loss": loss, "seconds": seconds, "datagrams": datagrams, "coap_bytes": coap_bytes,
-            "wire_bytes": coap_bytes + UDP_IPV4_HEADERS * datagrams,
-            "lost": up.lost + down.lost, "uplink": up.datagrams_in}
+    air = up.bytes_in + down.bytes_in + UDP_IPV4_HEADERS * datagrams
+    windows = [w for d in devices for w in d.sim.windows] + [
+        d.sim.agent.window_stats for d in devices if d.sim.agent.window_stats]  # type: ignore[union-attr]
+    return {"loss": loss, "mode": mode, "seconds": seconds,
+            "radio_on": statistics.mean(x["radio_on"] for x in e),
+            "sent": statistics.mean(x["sent"] for x in e),
+            "received": statistics.mean(x["received"] for x in e),
+            "air": air / len(devices),
+            "gap": sum(w.gap_losses for w in windows), "timeouts": sum(w.timeouts for w in windows)}
 
 
-async def one_run_aiocoap(ctx, gw: GatewayProc, image_id: str, loss: float,  # type: ignore[no-untyped-def]
-                          args: argparse.Namespace) -> dict[str, float]:
-    from aiocoap import GET, Message
-    from aiocoap.numbers.constants import Reliable
-    from aiocoap.optiontypes import BlockOption
-
-    class Tuning(Reliable):
-        ACK_TIMEOUT = args.ack_timeout
-
-    tuning = Tuning()
-    szx = max(0, min(6, args.block_size.bit_length() - 5))
-    f = Faults(loss=loss, delay=args.rtt_ms / 2000)
-    async with Relay((LO, 0), (LO, gw.device_port), up=f, down=f, seed=args.seed,
-                     duration=args.limit + 30) as relay:
-        uri = f"coap://{LO}:{relay.address[1]}/f/{image_id}"
-        got = 0
-        t0 = time.monotonic()
-        while got < args.size:
-            if time.monotonic() - t0 > args.limit:
-                raise SystemExit(f"loss {loss}: stuck at {got} bytes after {args.limit} s")
-            msg = Message(code=GET, uri=uri, transport_tuning=tuning,
-                          block2=BlockOption.BlockwiseTuple(got >> (szx + 4), 0, szx))
-            try:
-                resp = await ctx.request(msg, handle_blockwise=False).response
-            except Exception:  # retransmissions exhausted: ask for the same block again
-                continue
-            got += len(resp.payload)
-        seconds = time.monotonic() - t0
-        up, down = relay.counters[UP], relay.counters[DOWN]
-    datagrams = up.datagrams_in + down.datagrams_in
-    coap_bytes = up.bytes_in + down.bytes_in
-    return {"loss": loss, "seconds": seconds, "datagrams": datagrams, "coap_bytes": coap_bytes,
-            "wire_bytes": coap_bytes + UDP_IPV4_HEADERS * datagrams,
-            "lost": up.lost + down.lost, "uplink": up.datagrams_in}
-
-
-async def bench(args: argparse.Namespace) -> list[dict[str, float]]:
+async def bench(args: argparse.Namespace, rtt_ms: float) -> list[dict[str, Any]]:
     key = Ed25519PrivateKey.generate()
     trust = manifest.public_bytes(key.public_key()).hex()
     from aiocoap import Context
 
     with tempfile.TemporaryDirectory(prefix="fota-lossy-") as tmp:
-        gw = GatewayProc(Path(tmp) / "gw").start()
+        gw_args = ["--limit-loopback"] if args.devices > 1 else []
+        gw = GatewayProc(Path(tmp) / "gw", gw_args).start()
         ctx = await Context.create_client_context(transports=["udp6"])
         try:
             image = await publish_image(ctx, gw, image_bytes(args.size), key, seq=2,
                                         device_class=CLASS)
             rows = []
+            n = 0
             for loss in args.loss:
-                if args.device == "agent":
+                for mode in args.modes:
+                    n += 1
                     row = await one_run(ctx, gw, image["id"], trust, Path(tmp) / "dev", loss,
-                                        args)
-                else:
-                    row = await one_run_aiocoap(ctx, gw, image["id"], loss, args)
-                rows.append(row)
-                print(f"  loss {loss:.0%}: {row['seconds']:.1f} s", file=sys.stderr, flush=True)
+                                        mode, rtt_ms, args, f"b{n}")
+                    rows.append(row)
+                    print(f"  loss {loss:.0%} {mode}: {row['seconds']:.1f} s", file=sys.stderr,
+                          flush=True)
             return rows
         finally:
             await ctx.shutdown()
             gw.stop()
 
 
-def table(rows: list[dict[str, float]], args: argparse.Namespace) -> str:
+def table(rows: list[dict[str, Any]], args: argparse.Namespace, rtt_ms: float) -> str:
     blocks = math.ceil(args.size / args.block_size)
-    ideal = blocks * args.rtt_ms / 1000
-    what = ("the agent, campaign start to job succeeded" if args.device == "agent"
-            else "aiocoap stop-and-wait download only")
-    out = [f"{what}: {args.size // 1024} KiB image, {blocks} blocks of {args.block_size} B, RTT "
-           f"{args.rtt_ms:.0f} ms, ACK_TIMEOUT {args.ack_timeout} s, ideal stop-and-wait "
-           f"{ideal:.1f} s",
+    ideal = blocks * rtt_ms / 1000
+    who = f"{args.devices} devices behind one link, per device" if args.devices > 1 else "one device"
+    out = [f"{who}: {args.size // 1024} KiB image, {blocks} blocks of {args.block_size} B, RTT "
+           f"{rtt_ms:.0f} ms, ideal stop-and-wait {ideal:.1f} s; old: stop-and-wait, fixed "
+           f"ACK_TIMEOUT {args.old_ack} s; new: default configuration",
            "",
-           "| loss each way | time (s) | x ideal | datagrams | CoAP bytes | bytes incl. UDP/IPv4 "
-           "| x image | uplink datagrams | lost |",
-           "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| loss each way | mode | time (s) | x ideal | radio on (s) | sent | received "
+           "| bytes on air | x image | gap re-asks | timeouts |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        out.append(f"| {r['loss']:.0%} | {r['seconds']:.1f} | {r['seconds'] / ideal:.2f} "
-                   f"| {r['datagrams']:.0f} | {r['coap_bytes']:.0f} | {r['wire_bytes']:.0f} "
-                   f"| {r['wire_bytes'] / args.size:.2f} | {r['uplink']:.0f} | {r['lost']:.0f} |")
+        out.append(f"| {r['loss']:.0%} | {r['mode']} | {r['seconds']:.1f} "
+                   f"| {r['seconds'] / ideal:.2f} | {r['radio_on']:.1f} | {r['sent']:.0f} "
+                   f"| {r['received']:.0f} | {r['air']:.0f} | {r['air'] / args.size:.2f} "
+                   f"| {r['gap']} | {r['timeouts']} |")
     return "\n".join(out)
 
 
@@ -179,19 +236,31 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--loss", type=float, action="append",
                    help="loss probability each way (repeat; default 0, 0.1, 0.2, 0.3)")
-    p.add_argument("--rtt-ms", type=float, default=100.0, help="round-trip time (100)")
-    p.add_argument("--size", type=int, default=256 * 1024, help="image bytes (262144)")
+    p.add_argument("--rtt-ms", type=float, default=None, help="round-trip time (100)")
+    p.add_argument("--size", type=int, default=None, help="image bytes (262144)")
     p.add_argument("--block-size", type=int, default=1024, help="Block2 size (1024)")
-    p.add_argument("--ack-timeout", type=float, default=0.3,
-                   help="the agent's CoAP ACK_TIMEOUT in seconds (0.3: 3 RTTs)")
-    p.add_argument("--device", choices=("agent", "aiocoap"), default="agent",
-                   help="who downloads: the device agent (default) or aiocoap's CoAP stack")
+    p.add_argument("--modes", default="old,new", help="old,new (default both, same run)")
+    p.add_argument("--old-ack", type=float, default=0.3,
+                   help="the old mode's fixed ACK_TIMEOUT in seconds (0.3: 3 RTTs)")
+    p.add_argument("--nbiot", action="store_true",
+                   help="NB-IoT-like profile: 1.5 s RTT, 5 %% loss, 128 KiB, new mode")
+    p.add_argument("--devices", type=int, default=1, help="devices behind the one link (1)")
     p.add_argument("--seed", type=int, default=1, help="relay seed (1)")
     p.add_argument("--limit", type=float, default=900, help="seconds per run at most (900)")
     args = p.parse_args()
-    args.loss = args.loss or [0.0, 0.1, 0.2, 0.3]
-    rows = asyncio.run(bench(args))
-    print(table(rows, args))
+    args.modes = [m for m in args.modes.split(",") if m]
+    if args.nbiot:
+        rtt_ms = args.rtt_ms or 1500.0
+        args.size = args.size or 128 * 1024
+        args.loss = args.loss or [0.05]
+        if "--modes" not in sys.argv:
+            args.modes = ["new"]
+    else:
+        rtt_ms = args.rtt_ms or 100.0
+        args.size = args.size or 256 * 1024
+        args.loss = args.loss or [0.0, 0.1, 0.2, 0.3]
+    rows = asyncio.run(bench(args, rtt_ms))
+    print(table(rows, args, rtt_ms))
 
 
 if __name__ == "__main__":

@@ -1,26 +1,32 @@
 """Windowed Block2 download with NON requests (RFC 9177 Q-Block2 in spirit), sans-IO.
 
 Stop-and-wait pays a round trip per block, and on a lossy link a fixed timeout per lost block
-on top. ``Window`` keeps up to ``cwnd`` NON GETs in flight for blocks in [base, base +
-max_window) and hands every new block to ``sink.put(offset, payload)`` as it comes, in any
-order (the sink writes it at its offset; ``sink.advance(offset)`` tells it the prefix up to
-``offset`` is complete). Nothing is held here but a few bytes per block of the window.
+on top. ``Window`` keeps up to ``cwnd`` (at most ``max_window``) NON GETs in flight for blocks
+in [base, base + 2 x max_window) and hands every new block to ``sink.put(offset, payload)`` as
+it comes, in any order (the sink writes it at its offset; ``sink.advance(offset)`` tells it
+the prefix up to ``offset`` is complete). Nothing is held here but a few bytes per block.
 
-Loss recovery without timers: an answer to a request sent after block j's latest request,
-``DUPTHRESH`` sends later, while j is still missing, means j's request or answer was lost: j is
-asked again at once. The timer (the link's ``rtt.Rtt`` timeout, which each expiry doubles
-until the next sample) is only for the tail, where no later request exists. Duplicates are
-dropped.
+Loss recovery without the retransmission timer (RACK, RFC 8985, in blocks): once a block
+requested after block j's latest request has been answered, j is overdue as soon as it has
+been out for SRTT + SRTT/4 (the quarter: reordering tolerance) and is asked again then, at
+once if that time has already passed. At the tail, where no later request exists, a probe
+(RFC 8985 7) asks again for the newest block two SRTT after the last request, and only if
+that goes unanswered too does the retransmission timer (the link's ``rtt.Rtt`` timeout) fire.
+Duplicates are dropped.
 
-Congestion control, AIMD per round trip: slow start (+1 per answered block) up to the first
-loss, then +``INCREASE`` blocks per round trip; at most once per round a gap loss takes 1/8
-off the window and a timeout halves it (and backs the shared timeout off). The gentle 1/8
-keeps a radio link with random loss busy (the window settles near INCREASE x 8); a timeout, the
-sign of a queue dropping whole rounds, still halves it.
+Congestion control, AIMD per round (the blocks asked for in one round trip): slow start (+1
+per answered block) until the first loss, which halves it (the window had just doubled), then
++``INCREASE`` blocks per round that loses no more than usual; a round whose loss rate is ``MARGIN`` above the link's usual one (a moving average over rounds)
+takes a quarter off, and a second timeout in a row, four SRTT after the last answer, halves it
+(every timeout backs the shared timeout off, until an answer). A radio link's steady random
+loss is thus not read as congestion (TCP's rule would hold the window near 2 blocks at 30 %
+loss each way), while drops that grow with the sending rate (a full queue, a rate limit, many
+devices in one cell) are. ``max_tries`` timeouts in a row without an answer: ``FAILED``.
 
 One token per block, ``salt + block number`` (no table of tokens), kept across re-requests so
 a late answer to an earlier try still counts; message ids come from the link. The ETag must be
-the same on every block. A CON report can ride along (``ask``): the link drives both, so a
+the same on every block. A 4.01 with an RFC 9175 Echo (the gateway has not seen this address
+answer yet) is answered by asking again with the Echo. A CON report can ride along (``ask``): the link drives both, so a
 progress report costs no pause in the window.
 
 The link calls ``start(now_ms, rtt, next_mid)`` and then drives the machine (``coap.pump``)
@@ -31,20 +37,20 @@ until ``done``: all blocks in, ``verdict`` set (an error), the side exchange ove
 from . import coap
 from .fetch import CONTENT, CORRUPT, GONE, RESTART
 
-DUPTHRESH = 3  # later-sent answers that declare a missing block lost (reordering tolerance)
-INCREASE = 2  # blocks added to the window per round trip after slow start
+INCREASE = 2  # blocks added to the window per round after slow start
 MIN_WINDOW = 2
+MARGIN = 13  # /256: a round losing 5 points more than the usual rate is congestion
 
 FREE = 0  # ring slot states
 ASKED = 1
 GOT = 2
 
-FAILED = 6  # verdict: a block ran out of tries (the fetch verdicts otherwise)
+FAILED = 6  # verdict: no answer for max_tries timeouts in a row (the fetch verdicts otherwise)
 
 
 class Window:
     def __init__(self, path, size, szx, sink, offset=0, etag=None, max_window=32,
-                 init_window=4, max_tries=12, step=16384, salt=0):
+                 init_window=8, max_tries=8, step=16384, salt=0):
         if size <= 0 or not 0 <= szx <= 6 or max_window < 1:
             raise ValueError("bad size, szx or window")
         bs = 1 << (szx + 4)
@@ -57,24 +63,31 @@ class Window:
         self.blocks = (size + bs - 1) // bs
         self.sink = sink
         self.etag = etag
+        self.echo = None  # RFC 9175 Echo the gateway asked for (our address is not verified)
         self.max_window = max_window
         self.max_tries = max_tries
         self.step = step
         self.salt = salt & 0xFFFFFFFF
         self.base = offset // bs  # first block not received
         self.next = self.base  # first block never asked for
-        w = max_window
-        self._state = bytearray(w)  # ring, indexed by block % max_window
+        w = self.span = 2 * max_window  # blocks asked may run this far past a missing one
+        self._state = bytearray(w)  # ring, indexed by block % span
         self._tries = bytearray(w)
         self._seq = [0] * w  # send sequence number of the block's latest request
         self._ms = [0] * w  # when it was sent
-        self.cwnd = min(init_window, w)
-        self.ssthresh = w
-        self._acc = 0  # congestion avoidance: answered blocks towards the next +1
+        self.cwnd = min(init_window, max_window)
+        self.ssthresh = max_window
+        self.silent = 0  # timeouts since the last answer
+        self.probed = False  # a tail loss probe went out since the last answer
+        self.last_ms = 0  # when the last request went out
+        self.answer_ms = 0  # when the last block came
+        self.loss_avg = 0  # the link's usual loss rate per round, /256
+        self._round_end = 0  # send sequence that closes the current round once answered
+        self._round_got = 0
+        self._round_lost = 0
         self.inflight = 0
         self.sent = 0  # send sequence (every block request)
         self.hi = 0  # highest send sequence answered
-        self.recover = 0  # send sequence at the last decrease: one decrease per round
         self.rtt = None
         self.next_mid = None
         self.side = None  # coap.Exchange riding along (a report)
@@ -90,7 +103,8 @@ class Window:
         # accounting for the energy figure
         self.requests = 0
         self.rerequests = 0
-        self.gap_losses = 0
+        self.gap_losses = 0  # blocks asked again because later ones were answered
+        self.probes = 0
         self.timeouts = 0
         self.duplicates = 0
 
@@ -112,6 +126,8 @@ class Window:
     def start(self, now_ms, rtt, next_mid, rand=None):
         self.rtt = rtt
         self.next_mid = next_mid
+        if not self.answer_ms:
+            self.answer_ms = now_ms
         self.done = False
         self.mark = self.base
         self.side_response = None
@@ -126,20 +142,23 @@ class Window:
         self._settle()
 
     def _send(self, num, now_ms):
-        i = num % self.max_window
+        i = num % self.span
+        self.last_ms = now_ms
         self.sent += 1
         self._seq[i] = self.sent
         self._ms[i] = now_ms
-        self._tries[i] += 1
+        if self._tries[i] < 255:
+            self._tries[i] += 1
         self.requests += 1
-        req = coap.Request(coap.GET, self.path, block2=(num, self.szx), con=False)
+        req = coap.Request(coap.GET, self.path, block2=(num, self.szx), con=False,
+                           options=[(coap.ECHO, self.echo)] if self.echo else None)
         token = ((self.salt + num) & 0xFFFFFFFF).to_bytes(4, "big")
         self.outgoing.append(req.encode(self.next_mid(), token))
 
     def _fill(self, now_ms):
         while (self.inflight < self.cwnd and self.next < self.blocks
-               and self.next < self.base + self.max_window):
-            i = self.next % self.max_window
+               and self.next < self.base + self.span):
+            i = self.next % self.span
             self._state[i] = ASKED
             self._tries[i] = 0
             self.inflight += 1
@@ -147,21 +166,38 @@ class Window:
             self.next += 1
 
     def _resend(self, num, now_ms):
-        i = num % self.max_window
-        if self._tries[i] >= self.max_tries:
-            self._end(FAILED, "block %d: no answer after %d tries" % (num, self._tries[i]))
-            return
         self.rerequests += 1
         self._send(num, now_ms)
 
-    def _decrease(self, seq, halve):
-        if seq <= self.recover:
-            return  # this round already paid
-        self.recover = self.sent
-        c = self.cwnd
-        c = c // 2 if halve else c - max(1, c // 8)
+    def _shrink(self, c):
         self.cwnd = self.ssthresh = max(MIN_WINDOW, c)
-        self._acc = 0
+
+    def _round(self):
+        """A round is over (its last request was answered or lost): grow, or shrink."""
+        n = self._round_got + self._round_lost
+        if n:
+            frac = (self._round_lost << 8) // n
+            if self._round_lost and self.cwnd < self.ssthresh:
+                # the first loss ends slow start: the window just doubled, so half of it is
+                # what the link took; this round's loss is the first guess of the usual rate
+                self._shrink(self.cwnd // 2)
+                self.loss_avg = frac
+            elif self._round_lost and frac > self.loss_avg + MARGIN:
+                self._shrink(self.cwnd - max(1, self.cwnd // 4))
+            elif self.cwnd >= self.ssthresh and frac <= self.loss_avg:
+                self.cwnd = min(self.cwnd + INCREASE, self.max_window)
+            self.loss_avg = (3 * self.loss_avg + frac) >> 2
+        self._round_got = self._round_lost = 0
+        self._round_end = self.sent
+
+    def _count(self, seq, lost):
+        """One block's fate (answered or lost), for the round it was asked in."""
+        if lost:
+            self._round_lost += 1
+        else:
+            self._round_got += 1
+        if seq > self._round_end:
+            self._round()
 
     def _end(self, verdict, why):
         self.verdict = verdict
@@ -183,36 +219,84 @@ class Window:
             self.done = True
         d = None
         if not self.complete:
-            rto = self.rtt.rto
             for num in range(self.base, self.next):
-                i = num % self.max_window
+                i = num % self.span
                 if self._state[i] == ASKED:
-                    t = self._ms[i] + rto
+                    t = self._due(i)
                     if d is None or t < d:
                         d = t
+            p = self._probe_due()
+            if p is not None and (d is None or p < d):
+                d = p
         if self.side is not None and (d is None or self.side.deadline < d):
             d = self.side.deadline
         self.deadline = d
         if d is None and not self.done:
             self._end(FAILED, "nothing in flight")  # cannot happen: the window always asks
 
+    def _overdue_ms(self):
+        """How long a block may be out once a later-sent one was answered (RACK)."""
+        srtt = self.rtt.srtt or self.rtt.rto
+        return srtt + srtt // 4 + 2
+
+    def _due(self, i):
+        """When ring slot ``i``'s block counts as lost."""
+        if self._seq[i] < self.hi:  # a block asked later was answered: RACK
+            return self._ms[i] + self._overdue_ms()
+        return self._ms[i] + self.rtt.rto  # the tail: the retransmission timer
+
+    def _recover(self, now_ms):
+        """Ask again, now, for every block a later answer shows lost (RACK)."""
+        late = self._overdue_ms()
+        for num in range(self.base, self.next):
+            i = num % self.span
+            if self._state[i] == ASKED and self._seq[i] < self.hi and now_ms >= self._ms[i] + late:
+                self._count(self._seq[i], True)
+                self.gap_losses += 1
+                self._resend(num, now_ms)
+
+    def _probe_due(self):
+        """Tail loss probe (RFC 8985 7): two SRTT after the last request with no answer since,
+        ask again for the newest block still out (its answer lets RACK find the rest)."""
+        if self.probed or not self.inflight or self.rtt.srtt is None:
+            return None
+        return self.last_ms + 2 * self.rtt.srtt + 2
+
+    def _probe(self, now_ms):
+        due = self._probe_due()
+        if due is None or now_ms < due:
+            return
+        for num in range(self.next - 1, self.base - 1, -1):
+            i = num % self.span
+            if self._state[i] == ASKED:
+                self.probed = True
+                self.probes += 1
+                self._resend(num, now_ms)
+                return
+
     def on_timeout(self, now_ms):
         if self.side is not None:
             self.side.on_timeout(now_ms)
         if not self.done:
+            self._recover(now_ms)
+            self._probe(now_ms)
             rto = self.rtt.rto
             fired = False
             for num in range(self.base, self.next):
-                i = num % self.max_window
-                if self._state[i] == ASKED and now_ms >= self._ms[i] + rto:
+                i = num % self.span
+                if self._state[i] == ASKED and self._seq[i] >= self.hi and now_ms >= self._ms[i] + rto:
                     if not fired:
                         fired = True
                         self.timeouts += 1
+                        self.silent += 1
+                        if self.silent >= self.max_tries:
+                            self._end(FAILED, "no answer after %d timeouts" % self.silent)
+                            break
+                        if self.silent >= 2 and now_ms - self.answer_ms >= 4 * (self.rtt.srtt or rto):
+                            self._shrink(self.cwnd // 2)  # silence: whole rounds dropped
                         self.rtt.backoff()
-                        self._decrease(self._seq[i], True)
+                    self._count(self._seq[i], True)
                     self._resend(num, now_ms)
-                    if self.verdict is not None:
-                        break
         self._settle()
 
     def on_datagram(self, data, now_ms):
@@ -234,11 +318,15 @@ class Window:
             if num < self.base:
                 self.duplicates += 1
             return
-        i = num % self.max_window
+        i = num % self.span
         if self._state[i] != ASKED:
             self.duplicates += 1
             return
         resp = coap.Response(msg)
+        if resp.code == coap.UNAUTHORIZED and msg.opt(coap.ECHO):
+            self.echo = bytes(msg.opt(coap.ECHO))  # prove we receive at this address
+            self._resend(num, now_ms)  # bounded by max_tries like any other try
+            return
         if resp.code != CONTENT:
             if 0x80 <= resp.code < 0xA0 and resp.code not in (0x88, 0x8D):
                 self._end(GONE, "block %d answered %s" % (num, coap.code_str(resp.code)))
@@ -262,6 +350,9 @@ class Window:
             self._end(CORRUPT, "block %d has %d bytes" % (num, len(resp.payload)))
             return
         seq = self._seq[i]
+        self.silent = 0
+        self.answer_ms = now_ms
+        self.probed = False
         if self._tries[i] == 1:
             self.rtt.sample(now_ms - self._ms[i])  # Karn: asked once
         else:
@@ -271,36 +362,19 @@ class Window:
         self.sink.put(off, resp.payload)
         # congestion window: slow start, then INCREASE per round trip
         if self.cwnd < self.ssthresh:
-            self.cwnd += 1
-        else:
-            self._acc += INCREASE
-            if self._acc >= self.cwnd:
-                self._acc -= self.cwnd
-                self.cwnd += 1
-        if self.cwnd > self.max_window:
-            self.cwnd = self.max_window
+            self.cwnd = min(self.cwnd + 1, self.max_window)
+        self._count(seq, False)
         # the contiguous prefix
         moved = False
-        while self.base < self.next and self._state[self.base % self.max_window] == GOT:
-            self._state[self.base % self.max_window] = FREE
+        while self.base < self.next and self._state[self.base % self.span] == GOT:
+            self._state[self.base % self.span] = FREE
             self.base += 1
             moved = True
         if moved:
             self.sink.advance(self.offset)
-        # gap detection: blocks asked before this answer's request, DUPTHRESH sends back
         if seq > self.hi:
             self.hi = seq
-        lost = False
-        for n in range(self.base, self.next):
-            j = n % self.max_window
-            if self._state[j] == ASKED and self._seq[j] + DUPTHRESH <= self.hi:
-                if not lost:
-                    lost = True
-                    self._decrease(self._seq[j], False)
-                self.gap_losses += 1
-                self._resend(n, now_ms)
-                if self.verdict is not None:
-                    return
+        self._recover(now_ms)
         self._fill(now_ms)
 
 

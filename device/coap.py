@@ -37,6 +37,8 @@ BLOCK2 = 23
 BLOCK1 = 27
 SIZE2 = 28
 SIZE1 = 60
+ECHO = 252  # RFC 9175: a gateway asks an unverified source to repeat a GET with it
+UNAUTHORIZED = 0x81  # 4.01
 
 CBOR = 60  # Content-Format application/cbor
 

@@ -49,6 +49,7 @@ class Fetch:
         self.szx = szx_for(block_size)
         self.offset = 0
         self.etag = None
+        self.echo = None  # RFC 9175 Echo from a 4.01: the next requests carry it
         self.fetched = 0  # bytes received over the air by this object (re-fetch accounting)
         self._buf = bytearray(16 << self.szx)
         self._h = None
@@ -91,9 +92,15 @@ class Fetch:
 
     def request(self):
         bs = 16 << self.szx
-        return coap.Request(coap.GET, self.uri, block2=(self.offset // bs, self.szx))
+        return coap.Request(coap.GET, self.uri, block2=(self.offset // bs, self.szx),
+                            options=[(coap.ECHO, self.echo)] if self.echo else None)
 
     def accept(self, resp):
+        if resp.code == coap.UNAUTHORIZED:
+            for n, v in resp.options:
+                if n == coap.ECHO and v:
+                    self.echo = bytes(v)  # ask again with it (a failure: bounded)
+                    return RETRY
         if resp.code != CONTENT:
             if 0x80 <= resp.code < 0xA0 and resp.code not in (0x88, 0x8D):  # 4.xx but 4.08/4.13
                 return GONE

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from harness import control, publish_image
+from harness import GatewayProc, control, publish_image
 from test_faults_scenarios import CLASS, assert_updated_and_agreed, image_bytes, update_through
 from test_interop_libcoap_server import SIZE as LIBCOAP_SIZE
 from test_interop_libcoap_server import libcoap_file  # noqa: F401  (the fixture)
@@ -168,3 +168,31 @@ def test_window_against_libcoap_server(libcoap_file, tmp_path: Path) -> None:  #
     assert w.verdict is None and w.complete, w.why
     assert f.verified() and Path(slots.path("b")).read_bytes() == data
     assert w.etag is not None and link.rtt.samples > 0
+
+
+async def test_window_answers_the_gateways_echo_challenge(tmp_path: Path) -> None:
+    """Loopback limited like any source: a window from an address that never reported is
+    challenged (4.01 + Echo, RFC 9175) and goes on with the Echo."""
+    from aiocoap import Context
+
+    gw = GatewayProc(tmp_path / "gw", ["--limit-loopback"]).start()
+    ctx = await Context.create_client_context()
+    try:
+        data = image_bytes(8 * 1024, 9)
+        img = await publish_image(ctx, gw, data, Ed25519PrivateKey.generate(), seq=2,
+                                  device_class=CLASS)
+        slots = FileSlots(str(tmp_path / "slots"))
+        slots.boot()
+        f = Fetch(slots, f"/f/{img['id']}", len(data), hashlib.sha256(data).digest(), 1024)
+        f.start(0)
+        w = burst.Window(f"f/{img['id']}", len(data), f.szx, f, step=1 << 30)
+        link = UdpLink(LO, gw.device_port, timeout_scale=0.25)
+        try:
+            await asyncio.to_thread(link.run, w)
+        finally:
+            link.close()
+    finally:
+        await ctx.shutdown()
+        gw.stop()
+    assert w.echo is not None and w.complete and w.verdict is None, w.why
+    assert f.verified()
