@@ -156,6 +156,8 @@ async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
     load_keys([sp], home / "device-keys", None)
     config = {"id": "enc-cut", "class": CLASS, "trust": [trust], "version": 1,
               "block_size": 1024, "wake_s": 0.05, "aes": aes, **sp.extra,
+              "transfer": "stop-and-wait",  # cuts counted per block request (windowed: the
+              # campaign test above; a cut mid-window: tests/test_window_e2e.py)
               "counter_file": str(root / "counter")}
 
     async def power_on_until(done, cuts: list[int], limit: float = 30) -> tuple[Agent, int]:
