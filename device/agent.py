@@ -422,12 +422,6 @@ class Agent:
             if not isinstance(signed, bytes):
                 raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "no manifest")
             m = manifest.check(signed, self.trusted, self.vendor_id, self.class_id, s["seq"])
-            wrapped = None
-            if const.M_ENC_ALG in m:  # before any download: refuse if no key of ours fits
-                wrapped = cmd.get(const.C_CEK)
-                got = self._content_key(wrapped)
-                if isinstance(got, int):
-                    raise manifest.Refused(got, "cannot unwrap the content key")
             uri = m[const.M_URI]
             size = m[const.M_SIZE]
             if not uri.startswith("/"):
@@ -440,7 +434,15 @@ class Agent:
             return self._refuse(job, const.RES_UNSUPPORTED_IMAGE)  # malformed beyond the check
         finally:
             manifest = None
-            _drop("manifest", "ed25519", "sha512", "cipher")  # cipher: again for the download
+            _drop("manifest", "ed25519", "sha512")
+        wrapped = None
+        if const.M_ENC_ALG in m:  # before any download: refuse if no key of ours fits (after
+            # the manifest code is dropped: the two never share the heap)
+            wrapped = cmd.get(const.C_CEK)
+            got = self._content_key(wrapped)
+            _drop("cipher")  # imported again for the download
+            if isinstance(got, int):
+                return self._refuse(job, got)
         self._drop_fetch()
         self._go(lifecycle.ACCEPT)
         s["job"] = job
