@@ -137,8 +137,11 @@ def upy_numbers() -> tuple[list[float], int, int]:
     return [float(x) for x in p.stdout.split()], plain, enc
 
 
-async def air(tmp: Path) -> list[tuple[str, int, int, int]]:
-    """(kind, image bytes, datagrams, bytes) for one device's whole update, plain and encrypted."""
+async def air(tmp: Path) -> list[tuple[str, int, int, int, int, int]]:
+    """(kind, image bytes, datagrams, bytes, block datagrams, block bytes) for one device's
+    whole update, plain and encrypted; block = Block2 requests and responses (the rest:
+    reports and their commands, whose number depends on how long the device idles first)."""
+    from device import coap
     gw = GatewayProc(tmp / "gw").start()
     rows = []
     try:
@@ -159,6 +162,14 @@ async def air(tmp: Path) -> list[tuple[str, int, int, int]]:
             load_keys([sp], tmp / "cc-home" / "device-keys", None)
             async with Relay(("127.0.0.1", 0), ("127.0.0.1", gw.device_port),
                              duration=120) as relay:
+                blocks = [0, 0]
+
+                def tap(direction: str, datagram: bytes) -> None:
+                    if coap.decode(datagram).opt(coap.BLOCK2) is not None:
+                        blocks[0] += 1
+                        blocks[1] += len(datagram)
+
+                relay.tap = tap
                 running = start_devices([sp], relay.address[1])
                 try:
                     await ops.wait_registered([name])
@@ -169,7 +180,7 @@ async def air(tmp: Path) -> list[tuple[str, int, int, int]]:
                 assert rc == 0, (out, err)
                 c = relay.counters
                 rows.append((kind, len(data), c[UP].datagrams_in + c[DOWN].datagrams_in,
-                             c[UP].bytes_in + c[DOWN].bytes_in))
+                             c[UP].bytes_in + c[DOWN].bytes_in, blocks[0], blocks[1]))
     finally:
         gw.stop()
     return rows
@@ -264,12 +275,14 @@ def main() -> None:
           "(1 KiB steps)\n")
     with tempfile.TemporaryDirectory() as tmp:
         rows = asyncio.run(air(Path(tmp)))
-    print("| one update, 64 KiB image | datagrams | bytes on the air (UDP payload) | vs image |")
-    print("| --- | --- | --- | --- |")
-    for kind, size, n, b in rows:
-        print(f"| {kind} | {n} | {b} | {b / size:.4f} |")
-    plain, enc = rows[0][3], rows[1][3]
-    print(f"\nencrypted - plain, measured = {enc - plain} bytes (report counts vary by run)")
+    print("| one update, 64 KiB image | datagrams | UDP payload bytes | of which Block2 "
+          "(datagrams, bytes) | all / image |")
+    print("| --- | --- | --- | --- | --- |")
+    for kind, size, n, b, bn, bb in rows:
+        print(f"| {kind} | {n} | {b} | {bn}, {bb} | {b / size:.4f} |")
+    print(f"\nBlock2 traffic, encrypted - plain: {rows[1][5] - rows[0][5]} bytes; all traffic: "
+          f"{rows[1][3] - rows[0][3]} bytes (the number of idle reports before the campaign "
+          "starts varies by run)")
     m, c = structural()
     size = rows[0][1]
     print(f"what encryption adds by construction: manifest +{m} B (keys 16-18), command +{c} B "
