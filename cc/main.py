@@ -482,7 +482,8 @@ def devices_provision(
     device_gateway: str = typer.Option(..., "--gateway", metavar="HOST:PORT",
                                        help="The gateway's device address as the board sees it."),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="New directory: the board's /."),
-    key: bool = typer.Option(False, "--key", help="Give the device a report key."),
+    key: bool = typer.Option(False, "--key", help="Give the device a report key and a "
+                             "firmware key (encrypted images)."),
     app_dir: Optional[Path] = typer.Option(None, "--app", metavar="DIR",
                                            help="Factory application directory (slot a)."),
     slots: str = typer.Option("files", "--slots", metavar="files|esp32"),
@@ -510,10 +511,15 @@ def devices_provision(
     dev = run(_post(s, uris.DEV, body))  # enrol, then write: the board's key is the gateway's
     if dev.get("key"):
         config["key"] = dev["key"]
+    if key:  # the firmware key: this cc and the board only (encrypted images are wrapped under it)
+        fw_key, _ = encryption.firmware_key(s.home, device_id, create=True)
+        assert fw_key is not None
+        config["fw_key"] = fw_key.hex()
     cfg = provision.write_board(out, config, app=app_dir, slots=slots,
                                 mpy_args=provision.mpy_args_for(march), mpy_cross=mpy_cross)
     info = {"id": device_id, "class": device_class, "out": str(out), "slots": slots,
-            "key": bool(cfg.get("key")), "mpy_cross": provision.mpy_cross_version(mpy_cross)}
+            "key": bool(cfg.get("key")), "fw_key": bool(cfg.get("fw_key")),
+            "mpy_cross": provision.mpy_cross_version(mpy_cross)}
     if as_json:
         render.print_json(info)
         return

@@ -30,6 +30,8 @@ def test_provision_writes_a_board_that_updates_from_an_app_directory(gateway, tm
     assert (cfg["id"], cfg["class"], cfg["trust"], cfg["gateway"], cfg["port"]) == (
         "prov-1", CLASS, [trust], "127.0.0.1", gateway.device_port)
     assert len(cfg["key"]) == 64 and cfg["slots"] == "files" and cfg["bundles"] is True
+    fw_file = tmp_path / "cc-home" / "device-keys" / "prov-1.fw"  # the firmware key: cc + board
+    assert info["fw_key"] is True and cfg["fw_key"] == fw_file.read_text().strip()
     assert not any(str(v).startswith("/") for v in cfg.values() if isinstance(v, str))
     assert sorted(p.name for p in (out / "fota").iterdir()) == sorted(
         p.stem + ".mpy" for p in (Path(__file__).parent.parent / "device").glob("*.py"))
@@ -41,8 +43,8 @@ def test_provision_writes_a_board_that_updates_from_an_app_directory(gateway, tm
     r = board.power_on(wakes=1)
     assert not r.crashed and "app: version 1" in r.out, r  # the factory app, from slot a
     img = cc.json("firmware", "add", str(make_app(tmp_path / "v2", version=2)), "--version", "2",
-                  "--class", CLASS)
-    assert img["size"] % 512 == 0  # a tar stream
+                  "--class", CLASS, "--encrypt")  # wrapped for prov-1's firmware key
+    assert img["size"] % 512 == 0 and img["encrypted"]  # a tar stream, encrypted
     cc.upgrade(img["id"], "prov-1")
     runs = board.run_until(lambda b: b.state().get("seq") == 2 and not b.state().get("unsent"),
                            power_ons=4, wakes=8)
