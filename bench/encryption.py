@@ -221,10 +221,10 @@ async def air(tmp: Path) -> list[tuple[str, int, int, int, int, int]]:
     return rows
 
 
-def agent_min_heap(tmp: Path) -> dict[str, int]:
+def agent_min_heap(tmp: Path) -> dict[tuple[str, str], int]:
     """Smallest -X heapsize (KiB) at which the real agent on the real unix port
     (tests/upy.py boards: .mpy agent, report key) completes one update of a 40 KiB app bundle,
-    plain and encrypted. A fresh device per trial; the encrypted image's key is wrapped for it
+    plain and encrypted, with windowed (the default) and stop-and-wait transfers. A fresh device per trial; the encrypted image's key is wrapped for it
     with `cc firmware wrap` (the new-device path)."""
     import shutil
 
@@ -246,7 +246,7 @@ def agent_min_heap(tmp: Path) -> dict[str, int]:
         template = Board.provision(tmp / "template", gw, "t", "heap", trust).root
         n = 0
 
-        def fits(kind: str, kib: int) -> bool:
+        def fits(kind: str, transfer: str, kib: int) -> bool:
             nonlocal n
             n += 1
             name = f"h{n}"
@@ -254,7 +254,8 @@ def agent_min_heap(tmp: Path) -> dict[str, int]:
             root = tmp / name
             shutil.copytree(template, root)
             board = Board(root, f"{kib}k")
-            board.set_config(id=name, key=dev["key"], fw_key=dev["fw_key"])
+            board.set_config(id=name, key=dev["key"], fw_key=dev["fw_key"],
+                             transfer=None if transfer == "windowed" else transfer)
             if kind == "encrypted":
                 cc.ok("firmware", "wrap", images[kind]["id"], "--device", name)
             cc.upgrade(images[kind]["id"], name)
@@ -266,15 +267,16 @@ def agent_min_heap(tmp: Path) -> dict[str, int]:
                 return False
             return board.state().get("seq") in (2, 3) and board.running() == "b"
 
-        for kind in ("plain", "encrypted"):
-            lo, hi = 56, 128  # KiB
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if fits(kind, mid):
-                    hi = mid
-                else:
-                    lo = mid + 1
-            out[kind] = lo
+        for transfer in ("windowed", "stop-and-wait"):
+            for kind in ("plain", "encrypted"):
+                lo, hi = 56, 128  # KiB
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if fits(kind, transfer, mid):
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                out[(transfer, kind)] = lo
     finally:
         gw.stop()
     return out
@@ -305,12 +307,13 @@ def main() -> None:
     print()
     with tempfile.TemporaryDirectory() as tmp:
         heaps = agent_min_heap(Path(tmp))
-    print("| the agent, one update on the real unix port | smallest -X heapsize |")
-    print("| --- | --- |")
-    for kind, kib in heaps.items():
-        print(f"| {kind} | {kib} KiB |")
-    print(f"\nextra heap for an encrypted update: {heaps['encrypted'] - heaps['plain']} KiB "
-          "(1 KiB steps)\n")
+    print("| the agent, one update on the real unix port | plain | encrypted | extra |")
+    print("| --- | --- | --- | --- |")
+    for transfer in ("windowed", "stop-and-wait"):
+        p, e = heaps[(transfer, "plain")], heaps[(transfer, "encrypted")]
+        print(f"| {transfer}: smallest -X heapsize (1 KiB steps) | {p} KiB | {e} KiB | "
+              f"{e - p} KiB |")
+    print()
     with tempfile.TemporaryDirectory() as tmp:
         rows = asyncio.run(air(Path(tmp)))
     print("| one update, 64 KiB image | datagrams | UDP payload bytes | of which Block2 "

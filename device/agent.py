@@ -489,6 +489,9 @@ class Agent:
         got = self._content_key(_unhex(img["wk"]))
         if isinstance(got, int):
             return got
+        import gc
+
+        gc.collect()  # the unwrap's garbage goes before the long-lived cipher state is placed
         return cipher.ctr(got[0], got[1], _unhex(img["iv"]))
 
     def _refuse(self, job, result):

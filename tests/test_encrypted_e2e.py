@@ -141,6 +141,24 @@ async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
     # bytes on the air: Block2 payloads equal the image; the wrapped key adds 40 per command
     assert len(blob) <= len(data) * 1.01
 
+    # Class-key mode, added to the existing image by re-wrapping (nothing re-encrypted): a
+    # device holding only the class key takes it.
+    rc, _, err = await ops.cc("firmware", "wrap", image["id"], "--class-key")
+    assert rc == 0 and "class key of" in err, err
+    assert (home / "class-keys" / f"{CLASS}.fw").stat().st_mode & 0o077 == 0
+    cls_spec = spec(tmp_path, "enc-class", [trust], version=1)
+    load_keys([cls_spec], home / "device-keys", home / "class-keys")  # `--class-keys DIR`
+    assert "class_key" in cls_spec.extra and "fw_key" not in cls_spec.extra
+    running = start_devices([cls_spec], gateway.device_port)
+    try:
+        await ops.wait_registered(["enc-class"])
+        rc, out, err = await ops.cc("upgrade", image["id"], "--device", "enc-class", "--wait",
+                                    "--json", timeout=60)
+    finally:
+        await running.stop()
+    assert rc == 0, (out, err)
+    assert (tmp_path / "devices" / "enc-class" / "slots" / "b.bin").read_bytes() == data
+
 
 async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
         gateway, tmp_path: Path) -> None:
