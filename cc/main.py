@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, NoReturn, Optional, TypeVar
 
 import typer
 from rich.markup import escape
@@ -643,11 +643,7 @@ def upgrade(
     except KeyboardInterrupt:
         if not started:
             raise
-        n = started[0]
-        print(f"cc: stopped watching; campaign {n} goes on in the gateway: "
-              f"`cc status --watch {n}` to watch it again, `cc cancel {n}` to stop it",
-              file=sys.stderr)
-        raise typer.Exit(130) from None
+        _stopped_watching(started[0])
     if not wait:
         if as_json:
             render.print_json(camp)
@@ -726,7 +722,11 @@ def status(
             async with s.client() as client:
                 return await _follow(client, campaign_id, quiet=as_json)
 
-        _final(run(go()), as_json)
+        try:
+            camp = run(go())
+        except KeyboardInterrupt:
+            _stopped_watching(campaign_id)
+        _final(camp, as_json)
         return
     camp = run(_get(s, campaign.path(campaign_id)))
     if as_json:
@@ -830,6 +830,14 @@ async def _follow(client: ControlClient, n: int, *, quiet: bool) -> dict[str, An
         return await campaign.follow(client, n, lambda camp: None)
     with render.CampaignProgress() as bars:
         return await campaign.follow(client, n, bars.update)
+
+
+def _stopped_watching(n: int) -> NoReturn:
+    """Ctrl-C while following: the campaign is the gateway's and goes on without us."""
+    print(f"cc: stopped watching; campaign {n} goes on in the gateway: "
+          f"`cc status --watch {n}` to watch it again, `cc cancel {n}` to stop it",
+          file=sys.stderr)
+    raise typer.Exit(130)
 
 
 def _final(camp: dict[str, Any], as_json: bool) -> None:

@@ -240,11 +240,17 @@ def device(dev: dict[str, Any]) -> list[Listing]:
 
 
 def campaigns(rows: list[dict[str, Any]]) -> Listing:
-    t = Listing("campaigns", ["id", "image", "state", "jobs", "created", "deadline"],
-                optional=("created", "deadline"))
+    cols = ["id", "image", "state", "jobs", "created", "deadline"]
+    if _some(rows, "reason"):
+        cols.append("reason")  # why a campaign paused (a corrupt blob, the error threshold)
+    t = Listing("campaigns", cols, optional=("created", "deadline"))
     for r in rows:
-        t.add(r.get("id"), r.get("image"), state_cell(r.get("state")), Text(plain_counts(r)),
-              when(r.get("created")), when(r.get("deadline")))
+        cells: list[object] = [r.get("id"), r.get("image"), state_cell(r.get("state")),
+                               Text(plain_counts(r)), when(r.get("created")),
+                               when(r.get("deadline"))]
+        if "reason" in cols:
+            cells.append(r.get("reason") or "-")
+        t.add(*cells)
     return t
 
 

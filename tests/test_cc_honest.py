@@ -82,6 +82,9 @@ async def test_corrupt_blob_pauses_the_campaign_and_stops_devices(gw, home, tmp_
     assert status["state"] == "paused" and "does not hash to its name" in status["reason"]
     people = await run(cc, gw, home, "status", str(camp["id"]))
     assert "paused" in people.stdout and "does not hash to its name" in people.stdout
+    [row] = [line for line in (await run(cc, gw, home, "status")).stdout.splitlines()
+             if line.startswith(f"{camp['id']}\t")]
+    assert "paused" in row and row.endswith("blob does not hash to its name")
     devices = await run(cc, gw, home, "devices")
     [row] = [line for line in devices.stdout.splitlines() if line.startswith("rot-1\t")]
     assert f"campaign {camp['id']} paused" in row
