@@ -31,7 +31,8 @@ def _add(p, q):
     return (e * f % P, g * h % P, f * g % P, e * h % P)
 
 
-def _double(p):
+def _double(p, t=True):
+    """2p; T only when an addition follows (``t``): saves two big-int operations."""
     x1, y1, z1, _ = p
     a = x1 * x1 % P
     b = y1 * y1 % P
@@ -40,7 +41,7 @@ def _double(p):
     e = h - (x1 + y1) * (x1 + y1) % P
     g = a - b
     f = c + g
-    return (e * f % P, g * h % P, f * g % P, e * h % P)
+    return (e * f % P, g * h % P, f * g % P, e * h % P if t else 0)
 
 
 def _inv(z):
@@ -99,9 +100,9 @@ def verify(public, message, signature):
         q = (0, 1, 1, 0)
         bna = _add(B, na)
         for i in range(255, -1, -1):
-            q = _double(q)
             sb = (s >> i) & 1
             kb = (k >> i) & 1
+            q = _double(q, sb or kb)
             if sb and kb:
                 q = _add(q, bna)
             elif sb:
