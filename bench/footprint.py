@@ -62,11 +62,12 @@ link = board.make_link(cfg)
 agent = Agent(cfg, slots, Store(cfg["state"]))
 gc.collect()
 print("IDLE", gc.mem_alloc())
+n = 0
 for i in range(cfg["wakes"]):
     out = coap.run(agent.wake(), link)
-    oom = getattr(agent, "oom", None)
-    if oom:
-        print("OOM", oom[0])
+    if getattr(agent, "ooms", 0) > n:
+        n = agent.ooms
+        print("OOM", agent.oom_phase)
     if out[0] == "reboot":
         sys.exit(75)
 """
@@ -225,6 +226,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--anchor", default=ANCHOR, help="git revision of the 'before' column")
     ap.add_argument("--size", type=int, default=48 * 1024, help="image bytes")
+    ap.add_argument("--now-only", action="store_true", help="skip the anchor column")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="footprint-") as t:
         tmp = Path(t)
@@ -232,7 +234,8 @@ def main() -> None:
         try:
             bench = Bench(gw, tmp, a.size)
             rows: dict[str, dict[str, str]] = {}
-            for label, rev in ((f"before ({a.anchor})", a.anchor), ("now", "now")):
+            revs = [(f"before ({a.anchor})", a.anchor)] * (not a.now_only) + [("now", "now")]
+            for label, rev in revs:
                 src = source_of(rev, tmp / f"src-{label[:6]}")
                 need, seen = bench.min_heap(src, 16 * 1024, 256 * 1024)
                 _, _, idle = bench.update(src, 256 * 1024)

@@ -147,6 +147,8 @@ class Agent:
         self.wait = None
         self.phase = const.PH_BOOT  # where the wake is: reported when it runs out of RAM
         self.oom = None  # (phase, job) of an out-of-RAM not yet reported
+        self.ooms = 0  # out-of-RAM wakes of this agent object, and the last one's phase
+        self.oom_phase = None  # (diagnostics: bench/footprint.py)
         self._offered = None  # the job whose manifest is being checked
         self.on_change = config.get("on_change")  # callable(event, old, new): simulator logs
         self.auth = None
@@ -204,6 +206,8 @@ class Agent:
         if self.phase == const.PH_VERIFY:
             job = self._offered
         self.oom = (self.phase, job)
+        self.ooms += 1
+        self.oom_phase = self.phase
         self._fetch = None  # its buffers go; the slot file is closed below
         try:
             self.slots.close()

@@ -127,6 +127,7 @@ def run(config, slots=None, store=None, link=None, reset=None, sleep=None, wakes
         return out
     n = 0
     out = None
+    ooms = 0
     while wakes is None or n < wakes:
         n += 1
         try:
@@ -136,6 +137,9 @@ def run(config, slots=None, store=None, link=None, reset=None, sleep=None, wakes
 
             gc.collect()
             out = (SLEEP, agent.wake_s)
+        if agent.ooms != ooms:  # for the serial console: the gateway was told already
+            ooms = agent.ooms
+            print("fota: out of RAM in phase", agent.oom_phase, "- trying again next wake")
         action, seconds = out
         if action == REBOOT:
             link.close()

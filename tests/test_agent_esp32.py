@@ -9,7 +9,7 @@ from pathlib import Path
 
 from device import agent as agent_mod
 from device.agent import Agent
-from device.slots import Esp32Partitions
+from device.esp32slots import Esp32Partitions
 from device.state import Store
 from sim.aio import AioLink, drive
 from test_agent_e2e import CLASS, Ops, image_bytes

@@ -13,7 +13,8 @@ import os
 
 import pytest
 
-from device.slots import Esp32Partitions, SlotError
+from device.esp32slots import Esp32Partitions
+from device.slots import SlotError
 
 SECTOR = 4096
 

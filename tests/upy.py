@@ -10,11 +10,11 @@ of wakes per power-on is bounded by the ``wakes`` config key; a reboot is exit s
 
 API (stable; other test modules and bench/ depend on it)::
 
-    from upy import CC, Board, MICROPYTHON, REBOOT_EXIT
+    from upy import CC, Board, HEAP_BUDGET, MICROPYTHON, REBOOT_EXIT
     cc = CC(gateway, tmp_path)            # the real `cc` (subprocess), own FOTA_HOME, sync
     trust = cc.keys()                     # `cc keys init` + `cc keys public` -> 64 hex chars
     img = cc.firmware(path_or_bytes, seq=2, device_class="upy")   # `cc firmware add --json`
-    cc.upgrade(img["id"], "dev-1")        # `cc upgrade ID --device dev-1 --json` -> campaign map
+    cc.upgrade(img["id"], "dev-1")        # `cc upgrade ID --device dev-1 --defer 1 --json`
     cc.job("dev-1")                       # that device's job in the last campaign (dict)
     cc.json("devices")                    # any `cc ... --json`
     app = make_app(tmp_path / "app2", version=2, self_test=True)   # an app directory
@@ -56,6 +56,9 @@ sys.path.insert(0, str(REPO))
 from cc.provision import write_board  # noqa: E402
 
 MICROPYTHON = str(Path(sys.executable).parent / "micropython")
+#: The heap a full update of the .mpy agent must fit in (64-bit unix port; test_upy_agent.py
+#: enforces it; bench/footprint.py measures the real minimum; docs/device.md has the table).
+HEAP_BUDGET = "80k"
 REBOOT_EXIT = 75  # device.board.REBOOT_EXIT (a test checks they agree)
 
 
@@ -107,9 +110,11 @@ class CC:
         return self.json("firmware", "add", str(image), "--version", str(seq),
                          "--class", device_class)
 
-    def upgrade(self, image_id: str, *devices: str) -> dict[str, Any]:
+    def upgrade(self, image_id: str, *devices: str, defer: int = 1) -> dict[str, Any]:
+        """A campaign for ``devices``; ``defer``: seconds a deferred (or out-of-RAM) device
+        waits before the job is offered again (1: tests do not wait the default minute)."""
         args = [a for d in devices for a in ("--device", d)]
-        return self.json("upgrade", image_id, *args)
+        return self.json("upgrade", image_id, *args, "--defer", str(defer))
 
     def job(self, device: str) -> dict[str, Any]:
         camps = self.json("status")
