@@ -17,6 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1 << 20
@@ -51,6 +52,11 @@ class _Open:
     checked: float  # monotonic time of the last stat
 
 
+class SharedBlobs(Protocol):
+    def get(self, digest_hex: str) -> bytes | None: ...
+    def put(self, digest_hex: str, data: bytes) -> None: ...
+
+
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -62,6 +68,8 @@ class BlobStore:
         self._open: dict[str, _Open] = {}
         self._corrupt: dict[str, tuple[int, int, int]] = {}  # name -> stamp found corrupt
         self._reported: set[str] = set()
+        #: where gateways sharing a database share blobs (``SharedBlobs``); None: files only
+        self.shared: SharedBlobs | None = None
 
     def path(self, digest_hex: str) -> Path:
         if not valid_digest_hex(digest_hex):
@@ -75,7 +83,27 @@ class BlobStore:
         try:
             return self.path(digest_hex).stat().st_size
         except FileNotFoundError:
+            if self._fetch(digest_hex):
+                return self.path(digest_hex).stat().st_size
             return None
+
+    def _fetch(self, digest_hex: str) -> bool:
+        """Copy a blob another gateway stored into the shared database into this directory,
+        if it is there and hashes to its name. True when the file is now here."""
+        if self.shared is None:
+            return False
+        data = self.shared.get(digest_hex)
+        if data is None or hashlib.sha256(data).hexdigest() != digest_hex:
+            return False
+        temp, fd = self.new_temp(digest_hex)
+        try:
+            os.write(fd, data)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        self.commit_temp(temp, fd, digest_hex, share=False)
+        return True
 
     def new_temp(self, digest_hex: str) -> tuple[Path, int]:
         """Open a fresh temp file for an upload; returns (path, fd)."""
@@ -84,12 +112,15 @@ class BlobStore:
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         return p, fd
 
-    def commit_temp(self, temp: Path, fd: int, digest_hex: str) -> None:
-        """fsync the temp file, rename it to its digest name and fsync the directory."""
+    def commit_temp(self, temp: Path, fd: int, digest_hex: str, share: bool = True) -> None:
+        """fsync the temp file, rename it to its digest name and fsync the directory; with a
+        shared database, store it there too (before the upload is answered)."""
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if share and self.shared is not None:
+            self.shared.put(digest_hex, temp.read_bytes())
         os.rename(temp, self.path(digest_hex))
         fsync_dir(self.root)
         self.forget(digest_hex)
@@ -133,7 +164,12 @@ class BlobStore:
         if o is not None and now - o.checked < RESTAT_SECONDS:
             return o.fd, o.size
         p = self.path(digest_hex)
-        st = os.stat(p)
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            if not self._fetch(digest_hex):
+                raise
+            st = os.stat(p)
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if o is not None and o.stamp == stamp:
             o.checked = now

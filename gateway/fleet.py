@@ -40,10 +40,6 @@ UINT_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
 DEFAULT_AUTO_REGISTER = 10_000  # self-registered (never enrolled) devices at once
 DEFAULT_AUTO_EXPIRY = 30 * 86400.0  # seconds before a silent self-registered device is deleted
 AUTO_SWEEP_SECONDS = 60.0  # how often that is checked (a scan of the devices table)
-# the devices a flood of made-up ids could fill the table with: self-registered, never
-# enrolled, no key, no tags, no job (anything the operator did to a device keeps it)
-_UNCLAIMED = ("enrolled=0 AND key IS NULL AND tags='[]' "
-              "AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.device=devices.id)")
 
 
 class Refused(Exception):
@@ -135,8 +131,11 @@ def _names(state: int, result: int) -> str:
 class Fleet:
     def __init__(self, store: Store, blobs: BlobStore, *, enrolled_only: bool = False,
                  max_downloads: int | None = None, auto_register: int = DEFAULT_AUTO_REGISTER,
-                 auto_expiry: float = DEFAULT_AUTO_EXPIRY) -> None:
+                 auto_expiry: float = DEFAULT_AUTO_EXPIRY, clock: Callable[[], float] = time.time,
+                 rand: random.Random | None = None) -> None:
         self.store = store
+        self.clock = clock  # wall-clock seconds (deadlines, windows, event times)
+        self.rand = rand or random.Random()  # jitter at window openings
         self.blobs = blobs
         self.enrolled_only = enrolled_only
         self.auto_register = 0 if enrolled_only else auto_register
@@ -154,7 +153,7 @@ class Fleet:
     def report(self, r: Report, address: str) -> dict[int, Any] | None:
         """Apply a report durably; return the command for the response (None: nothing)."""
         s = self.store
-        now = time.time()
+        now = self.clock()
         with s.transaction():
             dev = s.device(r.id)
             if dev is None:
@@ -200,8 +199,7 @@ class Fleet:
         progress = r.progress if r.progress is not None else job["progress"]
         if event is None:
             if progress != job["progress"]:
-                s.db.execute("UPDATE jobs SET progress=?, updated=? WHERE id=?",
-                             (progress, now, job["id"]))
+                s.set_job_progress(job["id"], progress, now)
             return
         if self._stopped(job, image) and event != jobs.SUCCESS:
             return  # told to stop (its blob is unusable): it waits in the queue for a resume
@@ -219,12 +217,14 @@ class Fleet:
     def _set_job(self, job: Any, event: str, result: int | None, progress: int, now: float,
                  why: str, not_before: float | None = None) -> None:
         """The one writer of a job's state: the next state is ``jobs.step``'s."""
+        s = self.store
+        fresh = s.locked_job(job["id"])
+        if fresh is None or fresh["state"] != job["state"]:
+            return  # changed meanwhile (another gateway on the same database): that change wins
         state = jobs.step(job["state"], event)
         if state is None:
             return  # the table says: nothing changes
-        s = self.store
-        s.db.execute("UPDATE jobs SET state=?, result=?, progress=?, updated=?, not_before=? "
-                     "WHERE id=?", (state, result, progress, now, not_before, job["id"]))
+        s.set_job(job["id"], state, result, progress, now, not_before)
         if state != job["state"] or result != job["result"]:
             detail = f"job {job['id']}: {job['state']} -> {state}"
             if result is not None and result != Result.SUCCESS:
@@ -264,8 +264,7 @@ class Fleet:
 
     def _set_campaign_state(self, camp: Any, new: str, reason: str | None = None) -> None:
         n = camp["id"]
-        self.store.db.execute("UPDATE campaigns SET state=?, reason=? WHERE id=?",
-                              (new, reason, n))
+        self.store.set_campaign_state(n, new, reason)
         why = f": {reason}" if reason else ""
         self.store.event("campaign", f"campaign {n}: {camp['state']} -> {new}{why}", campaign=n)
 
@@ -273,6 +272,7 @@ class Fleet:
         """After any job change: done when nothing is active; else let the policy release the
         next phases or pause the campaign."""
         s = self.store
+        s.lock_campaign(n)  # gateways sharing a database release a phase once
         camp = s.campaign(n)
         if camp["state"] == CampaignState.CANCELLED:
             return
@@ -296,15 +296,12 @@ class Fleet:
     def _release(self, camp: Any, released: int, phases: list[int], policy: rollout.Policy,
                  stats: list[rollout.PhaseStats]) -> None:
         n = camp["id"]
-        self.store.db.execute("UPDATE campaigns SET released=? WHERE id=?", (released, n))
+        self.store.set_released(n, released)
         for k in phases:
             self.store.event("campaign", f"campaign {n}: {rollout.phase_name(k, policy)} "
                              f"released ({stats[k].total} device(s))", campaign=n)
-        rows = self.store.db.execute(
-            f"SELECT device FROM jobs WHERE campaign=? AND phase IN ({_qs(tuple(phases))})",
-            (n, *phases)).fetchall()
-        for r in rows:
-            self.on_command_change(r[0])
+        for device_id in self.store.devices_in_phases(n, phases):
+            self.on_command_change(device_id)
 
     def pause_campaign(self, n: int) -> dict[str, Any]:
         with self.store.transaction():
@@ -318,7 +315,7 @@ class Fleet:
         """Go on: the failures so far are acknowledged (only new ones count towards the
         threshold) and a phase that stalled below its success rate is passed over."""
         s = self.store
-        with s.transaction() as db:
+        with s.transaction():
             camp = self._campaign(n)
             if camp["state"] != CampaignState.PAUSED:
                 raise Refused("conflict", f"campaign {n} is {camp['state']}, not paused")
@@ -326,8 +323,7 @@ class Fleet:
             policy = self.policy(camp)
             stats = self.phase_stats(n)
             released = rollout.on_resume(policy, stats, camp["released"])
-            db.execute("UPDATE campaigns SET acknowledged=? WHERE id=?",
-                       (rollout.failures(stats, released), n))
+            s.set_acknowledged(n, rollout.failures(stats, released))
             self._set_campaign_state(camp, CampaignState.RUNNING, None)
             if released != camp["released"]:
                 self._release(camp, released, [released], policy, stats)
@@ -338,8 +334,8 @@ class Fleet:
         """Failed and timed-out jobs start over as new jobs (new ids: a late report about the
         old attempt cannot touch the new one), in their phase; the campaign runs again."""
         s = self.store
-        now = time.time()
-        with s.transaction() as db:
+        now = self.clock()
+        with s.transaction():
             camp = self._campaign(n)
             if camp["state"] == CampaignState.CANCELLED:
                 raise Refused("conflict", f"campaign {n} is cancelled")
@@ -352,19 +348,16 @@ class Fleet:
                 if self._active_job(job["device"]) is not None:
                     skipped += 1  # in another campaign meanwhile
                     continue
-                db.execute("DELETE FROM jobs WHERE id=?", (job["id"],))
-                cur = db.execute("INSERT INTO jobs(campaign, device, state, size, updated, phase) "
-                                 "VALUES (?,?,?,?,?,?)", (n, job["device"], JobState.QUEUED,
-                                                          job["size"], now, job["phase"]))
-                s.event("job", f"job {job['id']}: {job['state']} -> retried as job "
-                        f"{cur.lastrowid}", device=job["device"], campaign=n)
+                s.delete_job(job["id"])
+                new = s.add_job(n, job["device"], JobState.QUEUED, job["size"], now, job["phase"])
+                s.event("job", f"job {job['id']}: {job['state']} -> retried as job {new}",
+                        device=job["device"], campaign=n)
                 retried += 1
             if not retried:
                 raise Refused("conflict", f"campaign {n} has no failed job to retry"
                               + (f" ({skipped} device(s) busy elsewhere)" if skipped else ""))
             stats = self.phase_stats(n)
-            db.execute("UPDATE campaigns SET acknowledged=? WHERE id=?",
-                       (rollout.failures(stats, camp["released"]), n))
+            s.set_acknowledged(n, rollout.failures(stats, camp["released"]))
             camp = s.campaign(n)
             if camp["state"] == CampaignState.PAUSED:
                 self._set_campaign_state(camp, CampaignState.RUNNING, None)
@@ -413,6 +406,8 @@ class Fleet:
         if job["not_before"] is not None and job["not_before"] > now:
             return {CmdKey.OP: Op.DEFER, CmdKey.WAIT: math.ceil(job["not_before"] - now)}
         policy = self.policy(camp)
+        if policy.max_downloads is not None or self.max_downloads is not None:
+            self.store.lock_downloads()  # exact caps over every gateway on the database
         mine = (self.store.count_jobs(DOWNLOADING, camp["id"])
                 if policy.max_downloads is not None else 0)
         everyone = (self.store.count_jobs(DOWNLOADING)
@@ -422,13 +417,11 @@ class Fleet:
             return None
         seconds, why = wait
         if policy.window is not None and why == rollout.OUTSIDE_WINDOW:  # no stampede at opening
-            seconds += random.randint(0, min(300, policy.window.duration // 4))
+            seconds += self.rand.randint(0, min(300, policy.window.duration // 4))
         return {CmdKey.OP: Op.DEFER, CmdKey.WAIT: seconds}
 
-    def _active_job(self, device_id: str) -> Any:
-        return self.store.db.execute(
-            f"SELECT * FROM jobs WHERE device=? AND state IN ({_qs(JobState.ACTIVE)}) "
-            "ORDER BY id DESC LIMIT 1", (device_id, *JobState.ACTIVE)).fetchone()
+    def _active_job(self, device_id: str, lock: bool = False) -> Any:
+        return self.store.active_job(device_id, JobState.ACTIVE, lock=lock)
 
     def _command_for(self, r: Report, now: float) -> dict[int, Any] | None:
         s = self.store
@@ -484,14 +477,13 @@ class Fleet:
             if self._stopped(job, image) and dev["state"] in (State.DOWNLOADING, State.DOWNLOADED):
                 return {CmdKey.OP: Op.CANCEL, CmdKey.JOB: job["id"]}
             if job["state"] == JobState.QUEUED:
-                gate = self._gate(job, camp, time.time())
+                gate = self._gate(job, camp, self.clock())
                 if gate is not None:
                     return gate or None
             if dev["seq"] < image["seq"]:
                 return self._update(job, image, device_id)
             return None
-        last = self.store.db.execute("SELECT * FROM jobs WHERE device=? ORDER BY id DESC LIMIT 1",
-                                     (device_id,)).fetchone()
+        last = self.store.last_job(device_id)
         if last is not None and last["state"] == JobState.CANCELLED and dev["state"] != State.IDLE:
             return {CmdKey.OP: Op.CANCEL, CmdKey.JOB: last["id"]}
         return None
@@ -525,7 +517,7 @@ class Fleet:
             raise Refused("bad_request", f"manifest size {size} but the blob has {stored} bytes")
         image_id = uris.image_id(digest)
         label, notes = _image_text(body)
-        with self.store.transaction() as db:
+        with self.store.transaction():
             old = self.store.image(image_id)
             if old is not None:
                 if old["manifest"] == signed:
@@ -536,11 +528,8 @@ class Fleet:
                                   f"--to {image_id}` or `cc firmware add … --supersede`")
                 self._supersede(old, signed, seq, cls, vendor, label, notes)
                 return self.image_view(self.store.image(image_id))
-            db.execute(
-                "INSERT INTO images(id, digest, size, seq, class, vendor, uri, manifest, created, "
-                "label, notes) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (image_id, digest.hex(), size, seq, cls, vendor, uri, signed, time.time(),
-                 label, notes))
+            self.store.add_image(image_id, digest.hex(), size, seq, cls, vendor, uri, signed,
+                                 self.clock(), label, notes)
             self.store.event("image", f"image {image_id} registered: class {cls}, seq {seq}, "
                              f"{size} bytes{', encrypted' if mf.encrypted(m) else ''}"
                              + (f", label {label}" if label else ""))
@@ -559,15 +548,11 @@ class Fleet:
         if seq <= old["seq"]:
             raise Refused("conflict", f"image {n} is at seq {old['seq']}: a superseding "
                           f"manifest needs a higher seq, not {seq}")
-        busy = self.store.db.execute(
-            "SELECT id FROM campaigns WHERE image=? AND state IN (?,?)",
-            (n, CampaignState.RUNNING, CampaignState.PAUSED)).fetchall()
+        busy = self.store.campaigns_of_image(n, (CampaignState.RUNNING, CampaignState.PAUSED))
         if busy:
             raise Refused("conflict", f"image {n} is used by campaign(s) "
-                          f"{', '.join(str(r[0]) for r in busy)}; cancel them first")
-        self.store.db.execute(
-            "UPDATE images SET manifest=?, seq=?, label=COALESCE(?, label), "
-            "notes=COALESCE(?, notes) WHERE id=?", (signed, seq, label, notes, n))
+                          f"{', '.join(str(r['id']) for r in busy)}; cancel them first")
+        self.store.resign_image(n, signed, seq, label, notes)
         self.store.event("image", f"image {n} re-signed: seq {old['seq']} -> {seq} "
                          "(the same bytes: a fleet rollback)")
 
@@ -610,7 +595,7 @@ class Fleet:
         """Decommission: the device, its report key and its finished jobs go; its events stay
         (the record of what happened). Refused while it has an unfinished job."""
         s = self.store
-        with s.transaction() as db:
+        with s.transaction():
             if s.device(device_id) is None:
                 raise Refused("not_found", "unknown device")
             job = self._active_job(device_id)
@@ -618,10 +603,7 @@ class Fleet:
                 raise Refused("conflict", f"device {device_id} has job {job['id']} "
                               f"({job['state']}) in campaign {job['campaign']}; cancel that "
                               "campaign first")
-            jobs_removed = db.execute("DELETE FROM jobs WHERE device=?",
-                                      (device_id,)).rowcount
-            db.execute("DELETE FROM wrapped_keys WHERE recipient=?", (device_id,))
-            db.execute("DELETE FROM devices WHERE id=?", (device_id,))
+            jobs_removed = s.remove_device(device_id)
             s.event("removed", f"decommissioned: device, report key and {jobs_removed} "
                     "finished job(s) removed; its events are kept", device=device_id)
         return {"id": device_id, "jobs_removed": jobs_removed}
@@ -630,25 +612,20 @@ class Fleet:
         """Delete an image no running or paused campaign uses, with its finished campaigns and
         their jobs (their events stay); its blob is deleted once no image refers to it."""
         s = self.store
-        with s.transaction() as db:
+        with s.transaction():
             image = s.image(image_id)
             if image is None:
                 raise Refused("not_found", "unknown image")
-            camps = db.execute("SELECT id, state FROM campaigns WHERE image=?",
-                               (image_id,)).fetchall()
-            busy = [str(c[0]) for c in camps
-                    if c[1] in (CampaignState.RUNNING, CampaignState.PAUSED)]
+            camps = s.campaigns_of_image(image_id, (CampaignState.RUNNING, CampaignState.PAUSED,
+                                                    CampaignState.DONE, CampaignState.CANCELLED))
+            busy = [str(c["id"]) for c in camps
+                    if c["state"] in (CampaignState.RUNNING, CampaignState.PAUSED)]
             if busy:
                 raise Refused("conflict", f"image {image_id} is used by campaign(s) "
                               f"{', '.join(busy)}; cancel them first")
-            done = [c[0] for c in camps]
-            if done:
-                db.execute(f"DELETE FROM jobs WHERE campaign IN ({_qs(tuple(done))})", done)
-                db.execute(f"DELETE FROM campaigns WHERE id IN ({_qs(tuple(done))})", done)
-            db.execute("DELETE FROM wrapped_keys WHERE image=?", (image_id,))
-            db.execute("DELETE FROM images WHERE id=?", (image_id,))
-            shared = db.execute("SELECT COUNT(*) FROM images WHERE digest=?",
-                                (image["digest"],)).fetchone()[0]
+            done = [c["id"] for c in camps]
+            s.remove_image(image_id, done)
+            shared = s.count_images_with_digest(image["digest"])
             s.event("image", f"image {image_id} removed (seq {image['seq']}, class "
                     f"{image['class']})" + (f" with its finished campaign(s) "
                                             f"{', '.join(map(str, done))}" if done else ""))
@@ -664,16 +641,14 @@ class Fleet:
         every campaign using them with that reason and stop their downloads (the jobs go back
         to the queue; their devices get CANCEL on their next report or notification)."""
         s = self.store
-        now = time.time()
-        with s.transaction() as db:
-            for image in db.execute("SELECT * FROM images WHERE digest=?",
-                                    (digest_hex,)).fetchall():
+        now = self.clock()
+        with s.transaction():
+            for image in s.images_with_digest(digest_hex):
                 reason = f"image {image['id']} cannot be served: {why}"
-                db.execute("UPDATE images SET problem=? WHERE id=?", (why, image["id"]))
+                s.set_image_problem(image["id"], why)
                 s.event("image", reason)
-                for camp in db.execute(
-                        "SELECT * FROM campaigns WHERE image=? AND state IN (?,?)",
-                        (image["id"], CampaignState.RUNNING, CampaignState.PAUSED)).fetchall():
+                for camp in s.campaigns_of_image(image["id"], (CampaignState.RUNNING,
+                                                               CampaignState.PAUSED)):
                     self._set_campaign_state(camp, CampaignState.PAUSED, reason)
                     for job in s.jobs_of_campaign(camp["id"]):
                         if job["state"] in DOWNLOADING:
@@ -691,7 +666,7 @@ class Fleet:
             raise Refused("conflict", f"image {image['id']} cannot be served "
                           f"({image['problem']}): upload it again with `cc firmware add` "
                           "first") from None
-        self.store.db.execute("UPDATE images SET problem=NULL WHERE id=?", (image["id"],))
+        self.store.set_image_problem(image["id"], None)
         self.store.event("image", f"image {image['id']}: blob good again")
 
     def _stopped(self, job: Any, image: Any) -> bool:
@@ -710,15 +685,13 @@ class Fleet:
         tags = body.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise Refused("bad_request", "tags must be a list of text strings")
-        with self.store.transaction() as db:
+        with self.store.transaction():
             old = self.store.device(device_id)
             if old is None:
-                db.execute("INSERT INTO devices(id, class, enrolled, tags) VALUES (?,?,1,?)",
-                           (device_id, cls, tags_json(tags)))
+                self.store.add_enrolled_device(device_id, cls, tags_json(tags))
                 self.store.event("enrolled", f"class {cls}", device=device_id)
             else:
-                db.execute("UPDATE devices SET class=?, enrolled=1, tags=? WHERE id=?",
-                           (cls, tags_json(tags), device_id))
+                self.store.enrol_device(device_id, cls, tags_json(tags))
                 if not old["enrolled"] or old["class"] != cls:
                     self.store.event("enrolled", f"class {cls} (was seen as {old['class']})",
                                      device=device_id)
@@ -734,11 +707,8 @@ class Fleet:
 
     def device_views(self) -> list[dict[str, Any]]:
         """Every device; one held up by a paused campaign carries that in "note"."""
-        held = {r[0]: f"campaign {r[1]} paused: {r[2]}" for r in self.store.db.execute(
-            f"SELECT jobs.device, campaigns.id, campaigns.reason FROM jobs "
-            f"JOIN campaigns ON campaigns.id = jobs.campaign WHERE campaigns.state=? "
-            f"AND jobs.state IN ({_qs(JobState.ACTIVE)})",
-            (CampaignState.PAUSED, *JobState.ACTIVE)).fetchall()}
+        held = {r["device"]: f"campaign {r['campaign']} paused: {r['reason']}"
+                for r in self.store.held_devices(JobState.ACTIVE, CampaignState.PAUSED)}
         return [{**self.device_view(r), "note": held.get(r["id"])} for r in self.store.devices()]
 
     def set_tags(self, device_id: str, body: Any) -> dict[str, Any]:
@@ -747,7 +717,7 @@ class Fleet:
             raise Refused("bad_request", "body must be a map with add and/or remove tag lists")
         add = _check_tags(body.get("add", []), "add")
         remove = set(_check_tags(body.get("remove", []), "remove"))
-        with self.store.transaction() as db:
+        with self.store.transaction():
             row = self.store.device(device_id)
             if row is None:
                 raise Refused("not_found", "unknown device")
@@ -757,7 +727,7 @@ class Fleet:
             if len(new) > MAX_TAGS:
                 raise Refused("bad_request", f"a device has at most {MAX_TAGS} tags")
             if new != old:
-                db.execute("UPDATE devices SET tags=? WHERE id=?", (tags_json(new), device_id))
+                self.store.set_device_tags(device_id, tags_json(new))
                 self.store.event("tags", f"tags {', '.join(old) or '-'} -> "
                                  f"{', '.join(new) or '-'}", device=device_id)
         return self.device_view(self.store.device(device_id))
@@ -828,21 +798,16 @@ class Fleet:
         if busy:
             raise Refused("bad_request", f"device(s) {', '.join(busy[:5])} already in a running "
                           "campaign; cancel it first")
-        now = time.time()
+        now = self.clock()
         self._check_window(policy, now, now + timeout)
         self._check_blob(image)
         sizes = rollout.phase_sizes(policy, len(targets))
         phases = [k for k, size in enumerate(sizes) for _ in range(size)]
-        with s.transaction() as db:
-            cur = db.execute("INSERT INTO campaigns(image, state, created, deadline, policy) "
-                             "VALUES (?,?,?,?,?)", (image["id"], CampaignState.RUNNING, now,
-                                                    now + timeout, json.dumps(policy.to_json())))
-            n = cur.lastrowid
-            db.executemany("INSERT INTO jobs(campaign, device, state, size, updated, phase) "
-                           "VALUES (?,?,?,?,?,?)",
-                           [(n, t["id"], JobState.SKIPPED if t["id"] in ahead
-                             else JobState.QUEUED, image["size"], now, k)
-                            for t, k in zip(targets, phases)])
+        with s.transaction():
+            n = s.add_campaign(image["id"], CampaignState.RUNNING, now, now + timeout,
+                               json.dumps(policy.to_json()))
+            s.add_jobs((n, t["id"], JobState.SKIPPED if t["id"] in ahead else JobState.QUEUED,
+                        image["size"], now, k) for t, k in zip(targets, phases))
             plan = "" if len(sizes) == 1 else f" in phases of {'+'.join(map(str, sizes))}"
             s.event("campaign", f"campaign {n}: image {image['id']} (seq {image['seq']}) to "
                     f"{len(targets)} device(s){plan}, timeout {timeout} s", campaign=n)
@@ -856,13 +821,13 @@ class Fleet:
 
     def cancel_campaign(self, n: int) -> dict[str, Any]:
         s = self.store
-        now = time.time()
-        with s.transaction() as db:
+        now = self.clock()
+        with s.transaction():
             camp = s.campaign(n)
             if camp is None:
                 raise Refused("not_found", "unknown campaign")
             if camp["state"] != CampaignState.CANCELLED:
-                db.execute("UPDATE campaigns SET state=? WHERE id=?", (CampaignState.CANCELLED, n))
+                s.set_campaign_state(n, CampaignState.CANCELLED, camp["reason"])
                 s.event("campaign", f"campaign {n}: {camp['state']} -> cancelled", campaign=n)
                 for job in s.jobs_of_campaign(n):
                     # downloaded or updating: the agent installs without asking again; such a
@@ -875,11 +840,8 @@ class Fleet:
     def expire(self, now: float | None = None) -> int:
         """Mark active jobs past their campaign deadline as timed out; returns how many."""
         s = self.store
-        now = time.time() if now is None else now
-        rows = s.db.execute(
-            f"SELECT jobs.* FROM jobs JOIN campaigns ON campaigns.id = jobs.campaign "
-            f"WHERE jobs.state IN ({_qs(JobState.ACTIVE)}) AND campaigns.deadline < ?",
-            (*JobState.ACTIVE, now)).fetchall()
+        now = self.clock() if now is None else now
+        rows = s.jobs_past_deadline(JobState.ACTIVE, now)
         if rows:
             with s.transaction():
                 for job in rows:
@@ -888,8 +850,7 @@ class Fleet:
         return len(rows) + self._expire_offers(now) + self._expire_self_registered(now)
 
     def _count_self_registered(self) -> int:
-        return self.store.db.execute(
-            "SELECT COUNT(*) FROM devices WHERE enrolled=0").fetchone()[0]
+        return self.store.count_self_registered()
 
     def _expire_self_registered(self, now: float) -> int:
         """Delete self-registered devices nobody claimed and not heard from for auto_expiry
@@ -898,13 +859,11 @@ class Fleet:
             return 0
         self._next_auto_sweep = now + AUTO_SWEEP_SECONDS
         s = self.store
-        gone = [r["id"] for r in s.db.execute(
-            f"SELECT id FROM devices WHERE {_UNCLAIMED} AND COALESCE(last_seen, 0) < ? "
-            "LIMIT 1000", (now - self.auto_expiry,))]
+        gone = s.unclaimed_devices(now - self.auto_expiry, 1000)
         if gone:
-            with s.transaction() as db:
+            with s.transaction():
                 for device_id in gone:
-                    db.execute("DELETE FROM devices WHERE id=?", (device_id,))
+                    s.delete_device(device_id)
                     s.event("expired", "self-registered, never enrolled, not heard from for "
                             f"{self.auto_expiry:g} s: forgotten", device=device_id)
         self._self_registered = self._count_self_registered()
@@ -914,8 +873,7 @@ class Fleet:
         """Offers whose download never started go back to the queue (their slot frees)."""
         s = self.store
         stale = []
-        for job in s.db.execute("SELECT * FROM jobs WHERE state=? AND updated < ?",
-                                (JobState.OFFERED, now - 1)).fetchall():
+        for job in s.jobs_in_state_since(JobState.OFFERED, now - 1):
             timeout = self.policy(s.campaign(job["campaign"])).offer_timeout
             if now - job["updated"] >= timeout:
                 stale.append((job, timeout))
@@ -942,7 +900,7 @@ class Fleet:
                 "total": sum(counts.values()), "policy": policy.to_json(),
                 "phases": phases, "reason": row["reason"]}
         if policy.window is not None:
-            now = time.time()
+            now = self.clock()
             view["window_open"] = policy.window.is_open(now)
             view["window_next"] = policy.window.next_open(now)
         if with_jobs:
@@ -980,6 +938,3 @@ def _image_text(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
 def _host(address: str | None) -> str | None:
     return None if address is None else address.rpartition(":")[0]
 
-
-def _qs(values: tuple[str, ...]) -> str:
-    return ",".join("?" * len(values))

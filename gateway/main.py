@@ -38,6 +38,9 @@ def run(
                                      help="HOST:PORT for the control API (loopback unless "
                                           "--oscore)."),
     data: Path = typer.Option(Path("./fota-data"), help="Directory for the database and blobs."),
+    store: str = typer.Option("", "--store", metavar="URL",
+                              help="The database: sqlite:///PATH (default: a file under --data) "
+                                   "or postgresql://… (several gateways may share it)."),
     log_json: bool = typer.Option(False, "--log-json", help="Log JSON lines instead of text."),
     enrolled_only: bool = typer.Option(False, "--enrolled-only",
                                        help="Refuse reports from devices not enrolled by cc."),
@@ -115,7 +118,7 @@ def run(
     try:
         cfg = Config(bind=parse_hostport(bind, "--bind"),
                      control_bind=parse_hostport(control_bind, "--control-bind"),
-                     data=data, enrolled_only=enrolled_only,
+                     data=data, store=store or None, enrolled_only=enrolled_only,
                      max_downloads=max_downloads or None,
                      budgets=ratelimit.Budgets(rate_limit, rate_burst, rate_limit_net,
                                                rate_limit_total),

@@ -12,7 +12,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import datadir, logs, metrics, observe, oscore_creds, replies, sources, uploads
+import psycopg
+
+from . import datadir, logs, metrics, observe, oscore_creds, replies, sources, storage, uploads
 from .blobs import BlobStore
 from .control_api import ControlSite
 from .device_api import DeviceApi
@@ -20,7 +22,7 @@ from .endpoint import DeviceEndpoint
 from .eventbus import EventBus
 from .fleet import DEFAULT_AUTO_EXPIRY, DEFAULT_AUTO_REGISTER, Fleet
 from .ratelimit import Budgets, RateLimiter
-from .store import Store
+from .store import Store, StoreBlobs
 
 log = logs.log
 SWEEP_SECONDS = 1.0
@@ -52,6 +54,7 @@ class Config:
     auto_register: int = DEFAULT_AUTO_REGISTER  # self-registered devices at once
     auto_expiry: float = DEFAULT_AUTO_EXPIRY  # never-enrolled silent ones deleted
     oscore: bool = False  # control API only through OSCORE (gateway/oscore_creds.py)
+    store: str | None = None  # store URL (None: the SQLite file under data)
     http: tuple[str, int] | None = None  # dashboard, /metrics, /healthz (gateway/web/)
     webhooks: tuple[str, ...] = ()  # URLs for campaign/rollback events (gateway/webhooks.py)
 
@@ -132,10 +135,17 @@ async def run(cfg: Config) -> None:
     try:
         datadir.secure(cfg.data)
         bus = EventBus(logs.event, metrics.on_event)
-        store = Store(cfg.data / "gateway.sqlite3", on_event=bus)
         blobs = BlobStore(cfg.data / "blobs")
-    except (OSError, sqlite3.DatabaseError, RuntimeError, datadir.Unsafe) as e:
+    except (OSError, RuntimeError, datadir.Unsafe) as e:
         raise ConfigError(f"cannot use data directory {cfg.data}: {e}") from None
+    url = cfg.store or storage.default_url(cfg.data)
+    try:
+        store = Store(url, on_event=bus)
+    except (OSError, sqlite3.DatabaseError, RuntimeError, ValueError, psycopg.Error) as e:
+        where = f"data directory {cfg.data}" if cfg.store is None else "the store"
+        raise ConfigError(f"cannot use {where}: {str(e).strip().splitlines()[0]}") from None
+    if store.dialect == "postgresql":  # other gateways may serve what this one stored
+        blobs.shared = StoreBlobs(store)
     fleet = Fleet(store, blobs, enrolled_only=cfg.enrolled_only,
                   max_downloads=cfg.max_downloads, auto_register=cfg.auto_register,
                   auto_expiry=cfg.auto_expiry)
@@ -201,7 +211,8 @@ async def run(cfg: Config) -> None:
                  extra={"fields": {"event": "ready"}})
         while not stop.is_set():
             try:
-                fleet.expire()
+                if store.take_sweeper():  # one sweeper among gateways sharing a database
+                    fleet.expire()
                 endpoint.expire()
                 control.uploads.expire()
             except Exception as e:  # a full disk must not stop the gateway; retry next tick

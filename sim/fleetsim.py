@@ -17,7 +17,8 @@ request with the Echo value.
         --until-seq 2 --duration 600
 
 A few UDP sockets carry every device (token -> device); CON requests are retransmitted
-(RFC 7252 4.2, ACK_TIMEOUT ``--ack-timeout``, 4 retransmits); at most ``--concurrency`` devices
+(RFC 7252 4.2, ACK_TIMEOUT ``--ack-timeout``, ``--retransmits``; then the next gateway is
+asked); at most ``--concurrency`` devices
 are awake at once. Every loop is bounded by ``--duration``. Prints one progress line per
 ``--every`` seconds and a final summary (JSON with ``--json``).
 """
@@ -51,6 +52,7 @@ SZX = 6  # 1024-byte blocks
 MAX_RETRANSMIT = 4
 CBOR_FORMAT = [(coap.CONTENT_FORMAT, coap.uint(coap.CBOR))]
 UNAUTHORIZED = coap.code(4, 1)
+SHUN_SECONDS = 30.0  # a device avoids a gateway that did not answer it for this long
 
 
 @dataclass(slots=True)
@@ -63,6 +65,8 @@ class Dev:
     image: dict[int, Any] | None = None  # the manifest of the job in hand
     blocks: list[bytes] = field(default_factory=list)
     gw: int = 0  # index of the gateway it talks to next
+    shun: int = -1  # a gateway that did not answer it: avoided until shun_until
+    shun_until: float = 0.0
     will_fail: bool = False
     will_reboot: bool = False
 
@@ -88,9 +92,10 @@ class Wire:
     """UDP sockets shared by every device; requests matched to responses by token."""
 
     def __init__(self, sockets: int, ack_timeout: float, stats: Stats,
-                 rand: random.Random) -> None:
+                 rand: random.Random, retransmits: int = MAX_RETRANSMIT) -> None:
         self.n = sockets
         self.ack_timeout = ack_timeout
+        self.retransmits = retransmits
         self.stats = stats
         self.rand = rand
         self.transports: list[asyncio.DatagramTransport] = []
@@ -121,7 +126,7 @@ class Wire:
 
     async def request(self, slot: int, addr: Any, code: int, path: str, payload: bytes = b"",
                       options: list[tuple[int, bytes]] | None = None) -> coap.Message | None:
-        """One CON exchange; the response, or None after MAX_RETRANSMIT timeouts."""
+        """One CON exchange; the response, or None after ``retransmits`` timeouts."""
         self._token = (self._token + 1) & 0xFFFFFFFF
         token = self._token.to_bytes(4, "big")
         self._mid = (self._mid + 1) & 0xFFFF
@@ -132,7 +137,7 @@ class Wire:
         timeout = self.ack_timeout * (1 + self.rand.random() * 0.5)
         t0 = time.monotonic()
         try:
-            for attempt in range(MAX_RETRANSMIT + 1):
+            for attempt in range(self.retransmits + 1):
                 if attempt:
                     self.stats.retransmits += 1
                 waiter: asyncio.Future[coap.Message | None] = loop.create_future()
@@ -196,7 +201,10 @@ class Fleet:
 
     # ---- wire helpers ---------------------------------------------------------------------
     def _addr(self, d: Dev) -> Any:
-        a = self.addrs[d.gw % len(self.addrs)]
+        n = len(self.addrs)
+        if n > 1 and d.gw % n == d.shun and self.clock() < d.shun_until:
+            d.gw += 1
+        a = self.addrs[d.gw % n]
         if self.args.alternate:
             d.gw += 1
         return a
@@ -205,6 +213,12 @@ class Fleet:
                    options: list[tuple[int, bytes]] | None = None) -> coap.Message | None:
         addr = self._addr(d)
         msg = await self.wire.request(k, addr, code, path, payload, options)
+        if msg is None and len(self.addrs) > 1:  # that gateway is gone: ask the next one,
+            d.shun = self.addrs.index(addr)  # and avoid it for a while
+            d.shun_until = self.clock() + SHUN_SECONDS
+            d.gw = d.shun + 1
+            addr = self._addr(d)
+            msg = await self.wire.request(k, addr, code, path, payload, options)
         if msg is not None and msg.code == UNAUTHORIZED:
             echo = msg.opt(OPT_ECHO)
             if echo is not None:  # a gateway that has not seen this source yet
@@ -246,6 +260,8 @@ class Fleet:
             d.state, d.result = State.IDLE, Result.SUCCESS
         if d.state == State.DOWNLOADING and d.image is not None:
             return await self.download(k, d)
+        if d.state == State.DOWNLOADED and d.image is not None:  # its report went unanswered
+            return await self.install(k, d)
         confirming = d.state == State.IDLE and d.image is not None
         cmd = await self.report(k, d)
         if cmd is None:
@@ -313,6 +329,11 @@ class Fleet:
             await self.report(k, d)
             return a.wake
         d.state = State.DOWNLOADED
+        return await self.install(k, d)
+
+    async def install(self, k: int, d: Dev) -> float:
+        """Report the image complete, then install it and "reboot"."""
+        a = self.args
         if await self.report(k, d) is None:
             return a.wake
         d.state = State.UPDATING
@@ -369,7 +390,7 @@ async def run(args: argparse.Namespace, on_progress: Callable[[Fleet, float], No
         info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         addrs.append(info[4])
     family = socket.AF_INET6 if ":" in addrs[0][0] else socket.AF_INET
-    wire = Wire(args.sockets, args.ack_timeout, stats, rand)
+    wire = Wire(args.sockets, args.ack_timeout, stats, rand, args.retransmits)
     await wire.open(family)
     fleet = Fleet(args, wire, addrs)
     start = time.monotonic()
@@ -422,6 +443,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=256, help="devices awake at once")
     p.add_argument("--sockets", type=int, default=16)
     p.add_argument("--ack-timeout", type=float, default=2.0)
+    p.add_argument("--retransmits", type=int, default=MAX_RETRANSMIT,
+                   help="CON retransmissions before a request fails over to the next gateway")
     p.add_argument("--duration", type=float, default=60.0, help="stop after S s in any case")
     p.add_argument("--every", type=float, default=5.0, help="progress line every S s")
     p.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(4), "big"))

@@ -37,7 +37,7 @@ class Backend(Protocol):
     dialect: str
     retryable: tuple[type[BaseException], ...]
 
-    def connect(self) -> Any: ...
+    def connect(self, read_only: bool = False) -> Any: ...
     def begin(self, db: Any) -> None: ...
     def begin_read(self, db: Any) -> None: ...
     def commit(self, db: Any) -> None: ...
@@ -70,7 +70,7 @@ class _Worker(threading.Thread):
     def run(self) -> None:
         e = self.engine
         try:
-            db = e.backend.connect()
+            db = e.backend.connect(read_only=not self.writer)
             if self.writer:
                 e.backend.migrate(db)
         except BaseException as exc:
@@ -229,7 +229,7 @@ class Engine:
         return await asyncio.wrap_future(self.submit(fn))
 
     async def read(self, fn: Callable[[Repo], T]) -> T:
-        """Run ``fn`` on a consistent snapshot; writes in it are rolled back."""
+        """Run ``fn`` on a consistent snapshot; a write in it raises."""
         return await asyncio.wrap_future(self.submit(fn, read=True))
 
     def write_sync(self, fn: Callable[[Repo], T]) -> T:

@@ -1,7 +1,7 @@
 """PostgreSQL: one database shared by several gateways (psycopg 3).
 
-Each engine thread holds one connection; a transaction starts with its first statement
-(psycopg's default) and ends with the engine's commit. Several gateways write the same rows:
+A connection is in autocommit mode and transactions are explicit (``BEGIN`` … ``COMMIT``, as on
+SQLite): a read outside a transaction holds nothing. Several gateways write the same rows:
 a unit that loses a deadlock or a serialization check is run again with its whole batch
 (``retryable``). Migrations take an advisory lock so two gateways starting together migrate
 once.
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from .schema import MIGRATIONS, SchemaTooNew, statements
@@ -31,26 +32,30 @@ class PostgresBackend:
     def __str__(self) -> str:
         return self.url
 
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url, row_factory=dict_row, autocommit=False)
+    def connect(self, read_only: bool = False) -> psycopg.Connection[Any]:
+        """``read_only``: its transactions are (``begin_read``) READ ONLY anyway."""
+        return psycopg.connect(self.url, row_factory=dict_row, autocommit=True)
 
     @staticmethod
     def begin(db: psycopg.Connection[Any]) -> None:
-        """Nothing to send: psycopg opens the transaction with the first statement."""
+        db.execute("BEGIN")
 
-    begin_read = begin
+    @staticmethod
+    def begin_read(db: psycopg.Connection[Any]) -> None:
+        db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot
 
     @staticmethod
     def commit(db: psycopg.Connection[Any]) -> None:
-        db.commit()
+        db.execute("COMMIT")
 
     @staticmethod
     def rollback(db: psycopg.Connection[Any]) -> None:
-        if not db.closed:
-            db.rollback()
+        if not db.closed and db.info.transaction_status != TransactionStatus.IDLE:
+            db.execute("ROLLBACK")
 
     def migrate(self, db: psycopg.Connection[Any]) -> None:
         try:
+            self.begin(db)
             db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             db.execute("CREATE TABLE IF NOT EXISTS fota_schema (version BIGINT NOT NULL)")
             row = db.execute("SELECT version FROM fota_schema").fetchone()
@@ -63,7 +68,7 @@ class PostgresBackend:
                 for stmt in statements(MIGRATIONS[n], DIALECT):
                     db.execute(stmt)  # type: ignore[arg-type]  # our own DDL, no parameters
                 db.execute("UPDATE fota_schema SET version=%s", (n + 1,))
-            db.commit()
+            self.commit(db)
         except BaseException:
             self.rollback(db)
             raise

@@ -158,7 +158,7 @@ class Repo:
             (n,))]
 
     def count_jobs(self, states: tuple[str, ...], campaign: int | None = None) -> int:
-        marks = ",".join("?" * len(states))
+        marks = _qs(states)
         if campaign is None:
             return self._scalar(f"SELECT COUNT(*) FROM jobs WHERE state IN ({marks})", states)
         return self._scalar(f"SELECT COUNT(*) FROM jobs WHERE campaign=? AND state IN ({marks})",
@@ -168,6 +168,187 @@ class Repo:
         return {r["state"]: r["n"] for r in self._all(
             "SELECT state, COUNT(*) AS n FROM jobs WHERE campaign=? GROUP BY state", (n,))}
 
+
+    # ---- fleet: devices ------------------------------------------------------------------
+    def add_enrolled_device(self, device_id: str, cls: str, tags: str) -> None:
+        self._exec("INSERT INTO devices(id, class, enrolled, tags) VALUES (?,?,1,?)",
+                   (device_id, cls, tags))
+
+    def enrol_device(self, device_id: str, cls: str, tags: str) -> None:
+        self._exec("UPDATE devices SET class=?, enrolled=1, tags=? WHERE id=?",
+                   (cls, tags, device_id))
+
+    def set_device_tags(self, device_id: str, tags: str) -> None:
+        self._exec("UPDATE devices SET tags=? WHERE id=?", (tags, device_id))
+
+    def delete_device(self, device_id: str) -> None:
+        self._exec("DELETE FROM devices WHERE id=?", (device_id,))
+
+    def count_self_registered(self) -> int:
+        return self._scalar("SELECT COUNT(*) FROM devices WHERE enrolled=0")
+
+    def unclaimed_devices(self, silent_since: float, limit: int) -> list[str]:
+        """Self-registered devices nobody claimed (never enrolled, no key, no tags, no job)
+        and not heard from since ``silent_since``."""
+        return [r["id"] for r in self._all(
+            "SELECT id FROM devices WHERE enrolled=0 AND key IS NULL AND tags='[]' "
+            "AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.device=devices.id) "
+            "AND COALESCE(last_seen, 0) < ? LIMIT ?", (silent_since, limit))]
+
+    def held_devices(self, active: tuple[str, ...], paused: str) -> list[Row]:
+        """(device, campaign, reason) of active jobs in paused campaigns."""
+        return self._all(
+            f"SELECT jobs.device AS device, campaigns.id AS campaign, campaigns.reason AS reason "
+            f"FROM jobs JOIN campaigns ON campaigns.id = jobs.campaign WHERE campaigns.state=? "
+            f"AND jobs.state IN ({_qs(active)})", (paused, *active))
+
+    # ---- shared blobs (several gateways on one database) -----------------------------------
+    def put_blob(self, digest: str, data: bytes) -> None:
+        """Keep a blob in the database (a second put of the same digest changes nothing)."""
+        self._exec("INSERT INTO blobs(digest, size, data) VALUES (?,?,?) "
+                   "ON CONFLICT (digest) DO NOTHING", (digest, len(data), data))
+
+    def blob(self, digest: str) -> bytes | None:
+        got = self._scalar("SELECT data FROM blobs WHERE digest=?", (digest,))
+        return None if got is None else bytes(got)
+
+    # ---- fleet: images --------------------------------------------------------------------
+    def add_image(self, image_id: str, digest: str, size: int, seq: int, cls: str, vendor: str,
+                  uri: str, manifest: bytes, now: float, label: str | None = None,
+                  notes: str | None = None) -> None:
+        self._exec("INSERT INTO images(id, digest, size, seq, class, vendor, uri, manifest, "
+                   "created, label, notes) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                   (image_id, digest, size, seq, cls, vendor, uri, manifest, now, label, notes))
+
+    def resign_image(self, image_id: str, manifest: bytes, seq: int, label: str | None,
+                     notes: str | None) -> None:
+        """A new manifest (higher seq) for the same bytes; label and notes kept unless given."""
+        self._exec("UPDATE images SET manifest=?, seq=?, label=COALESCE(?, label), "
+                   "notes=COALESCE(?, notes) WHERE id=?", (manifest, seq, label, notes, image_id))
+
+    def remove_device(self, device_id: str) -> int:
+        """The device, its wrapped keys and its jobs; returns how many jobs went."""
+        n = self._exec("DELETE FROM jobs WHERE device=?", (device_id,)).rowcount
+        self._exec("DELETE FROM wrapped_keys WHERE recipient=?", (device_id,))
+        self._exec("DELETE FROM devices WHERE id=?", (device_id,))
+        return n
+
+    def remove_image(self, image_id: str, campaigns: list[int]) -> None:
+        """The image, its wrapped keys, and ``campaigns`` (its finished ones) with their jobs."""
+        if campaigns:
+            marks = _qs(tuple(campaigns))
+            self._exec(f"DELETE FROM jobs WHERE campaign IN ({marks})", campaigns)
+            self._exec(f"DELETE FROM campaigns WHERE id IN ({marks})", campaigns)
+        self._exec("DELETE FROM wrapped_keys WHERE image=?", (image_id,))
+        self._exec("DELETE FROM images WHERE id=?", (image_id,))
+
+    def count_images_with_digest(self, digest: str) -> int:
+        return self._scalar("SELECT COUNT(*) FROM images WHERE digest=?", (digest,))
+
+    def images_with_digest(self, digest: str) -> list[Row]:
+        return self._all("SELECT * FROM images WHERE digest=?", (digest,))
+
+    def set_image_problem(self, image_id: str, problem: str | None) -> None:
+        self._exec("UPDATE images SET problem=? WHERE id=?", (problem, image_id))
+
+    # ---- fleet: campaigns -------------------------------------------------------------------
+    def add_campaign(self, image: str, state: str, now: float, deadline: float,
+                     policy: str) -> int:
+        return self._scalar("INSERT INTO campaigns(image, state, created, deadline, policy) "
+                            "VALUES (?,?,?,?,?) RETURNING id", (image, state, now, deadline,
+                                                                 policy))
+
+    def campaigns_of_image(self, image_id: str, states: tuple[str, ...]) -> list[Row]:
+        return self._all(f"SELECT * FROM campaigns WHERE image=? AND state IN ({_qs(states)}) "
+                         "ORDER BY id", (image_id, *states))
+
+    def set_campaign_state(self, n: int, state: str, reason: str | None) -> None:
+        self._exec("UPDATE campaigns SET state=?, reason=? WHERE id=?", (state, reason, n))
+
+    def set_released(self, n: int, released: int) -> None:
+        self._exec("UPDATE campaigns SET released=? WHERE id=?", (released, n))
+
+    def set_acknowledged(self, n: int, acknowledged: int) -> None:
+        self._exec("UPDATE campaigns SET acknowledged=? WHERE id=?", (acknowledged, n))
+
+    def lock_campaign(self, n: int) -> None:
+        """Serialise changes to campaign ``n`` across gateways (a no-op on SQLite, whose
+        write transactions are serial anyway)."""
+        if self.dialect == "postgresql":
+            self._exec("SELECT id FROM campaigns WHERE id=? FOR UPDATE", (n,))
+
+    def lock_downloads(self) -> None:
+        """Serialise download-slot counting across gateways until the transaction ends (caps
+        stay exact when two gateways offer at once)."""
+        if self.dialect == "postgresql":
+            self._exec("SELECT pg_advisory_xact_lock(?)", (DOWNLOADS_LOCK,))
+
+    # ---- fleet: jobs ----------------------------------------------------------------------
+    def add_jobs(self, rows: Iterable[tuple[int, str, str, int, float, int]]) -> None:
+        """(campaign, device, state, size, updated, phase) rows."""
+        self._many("INSERT INTO jobs(campaign, device, state, size, updated, phase) "
+                   "VALUES (?,?,?,?,?,?)", rows)
+
+    def add_job(self, campaign: int, device: str, state: str, size: int, now: float,
+                phase: int) -> int:
+        return self._scalar("INSERT INTO jobs(campaign, device, state, size, updated, phase) "
+                            "VALUES (?,?,?,?,?,?) RETURNING id",
+                            (campaign, device, state, size, now, phase))
+
+    def delete_job(self, job_id: int) -> None:
+        self._exec("DELETE FROM jobs WHERE id=?", (job_id,))
+
+    def locked_job(self, job_id: int) -> Row | None:
+        """The job, its row locked until the transaction ends (PostgreSQL: another gateway's
+        change to it waits; SQLite: write transactions are serial)."""
+        return self._one("SELECT * FROM jobs WHERE id=?" + self._for_update, (job_id,))
+
+    def set_job(self, job_id: int, state: str, result: int | None, progress: int, now: float,
+                not_before: float | None) -> None:
+        self._exec("UPDATE jobs SET state=?, result=?, progress=?, updated=?, not_before=? "
+                   "WHERE id=?", (state, result, progress, now, not_before, job_id))
+
+    def set_job_progress(self, job_id: int, progress: int, now: float) -> None:
+        self._exec("UPDATE jobs SET progress=?, updated=? WHERE id=?", (progress, now, job_id))
+
+    def active_job(self, device_id: str, active: tuple[str, ...], *,
+                   lock: bool = False) -> Row | None:
+        """The device's newest job in one of the ``active`` states (``lock``: as
+        ``locked_job``)."""
+        return self._one(f"SELECT * FROM jobs WHERE device=? AND state IN ({_qs(active)}) "
+                         "ORDER BY id DESC LIMIT 1" + (self._for_update if lock else ""),
+                         (device_id, *active))
+
+    def last_job(self, device_id: str) -> Row | None:
+        return self._one("SELECT * FROM jobs WHERE device=? ORDER BY id DESC LIMIT 1",
+                         (device_id,))
+
+    def devices_in_phases(self, n: int, phases: list[int]) -> list[str]:
+        return [r["device"] for r in self._all(
+            f"SELECT device FROM jobs WHERE campaign=? AND phase IN ({_qs(tuple(phases))})",
+            (n, *phases))]
+
+    def jobs_past_deadline(self, active: tuple[str, ...], now: float) -> list[Row]:
+        return self._all(f"SELECT jobs.* FROM jobs JOIN campaigns ON campaigns.id = jobs.campaign "
+                         f"WHERE jobs.state IN ({_qs(active)}) AND campaigns.deadline < ? "
+                         "ORDER BY jobs.id", (*active, now))
+
+    def jobs_in_state_since(self, state: str, before: float) -> list[Row]:
+        """Jobs in ``state`` not changed since ``before``."""
+        return self._all("SELECT * FROM jobs WHERE state=? AND updated < ? ORDER BY id",
+                         (state, before))
+
+    def take_sweeper(self) -> bool:
+        """True when this connection is (now) the one that runs the sweeper: a session
+        advisory lock on PostgreSQL, released when its gateway's connection ends (a gateway
+        killed hands the sweeping to another within a sweep); always on SQLite."""
+        if self.dialect != "postgresql":
+            return True
+        return bool(self._scalar("SELECT pg_try_advisory_lock(?)", (SWEEPER_LOCK,)))
+
+    @property
+    def _for_update(self) -> str:
+        return " FOR UPDATE" if self.dialect == "postgresql" else ""
 
     # ---- whole tables (``fota-gateway migrate``) -----------------------------------------
     def table_rows(self, table: str, batch: int = 2000) -> Iterator[list[Row]]:
@@ -201,6 +382,14 @@ class Repo:
             self._exec(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                        f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")
         # SQLite's AUTOINCREMENT keeps sqlite_sequence up to date on every insert
+
+
+DOWNLOADS_LOCK = 0x666F7461_0002  # pg_advisory_xact_lock key: "fota", 2
+SWEEPER_LOCK = 0x666F7461_0003  # pg_try_advisory_lock key: "fota", 3
+
+
+def _qs(values: tuple[Any, ...]) -> str:
+    return ",".join("?" * len(values))
 
 
 #: Every table, parents before children (foreign keys).

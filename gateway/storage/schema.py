@@ -100,6 +100,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (image, recipient)
     );
     """,
+    # 6: firmware blobs in the database, for gateways that share it (PostgreSQL): each keeps
+    # a local copy under --data, re-verified by digest (gateway/blobs.py); SQLite leaves it empty
+    """
+    CREATE TABLE blobs (
+        digest TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    """,
 ]
 
 # SQLite's types are affinities; PostgreSQL needs 64-bit integers (seq, counters), 8-byte

@@ -28,8 +28,10 @@ class SqliteBackend:
     def __str__(self) -> str:
         return f"sqlite:///{self.path.resolve()}"
 
-    def connect(self) -> sqlite3.Connection:
+    def connect(self, read_only: bool = False) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if read_only:
+            db.execute("PRAGMA query_only=ON")  # a write in a read unit is an error
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
