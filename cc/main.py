@@ -389,12 +389,37 @@ def firmware_list(ctx: typer.Context, as_json: bool = JSON_OPT):
 # ---- devices --------------------------------------------------------------------------------
 @devices_app.callback()
 @fails_cleanly
-def devices_main(ctx: typer.Context, as_json: bool = JSON_OPT):
-    """List devices when called without a subcommand."""
+def devices_main(
+    ctx: typer.Context, as_json: bool = JSON_OPT,
+    state: str = typer.Option("", "--state", help="Only devices in this state (idle, "
+                              "downloading, downloaded, updating)."),
+    device_class: str = typer.Option("", "--class", help="Only devices of this class."),
+    tag: str = typer.Option("", "--tag", help="Only devices with this tag."),
+    campaign_id: int = typer.Option(0, "--campaign", min=0, help="Only devices in campaign N."),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip the first N (by id)."),
+    limit: int = typer.Option(0, "--limit", min=0, help="At most N (the gateway sends 1000 "
+                              "at most; --offset for the next page)."),
+    summary: bool = typer.Option(False, "--summary", help="Counts by state and class instead "
+                                 "of rows (what a fleet of 100,000 wants)."),
+):
+    """List devices when called without a subcommand (a page of 1000 at most)."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = run(_get(settings(ctx), uris.DEV))
-    render.print_json(rows) if as_json else render.show(render.devices(rows))
+    from urllib.parse import quote
+
+    query = [f"{k}={quote(str(v), safe='')}" for k, v in (
+        ("state", state), ("class", device_class), ("tag", tag), ("campaign", campaign_id),
+        ("offset", offset), ("limit", limit)) if v] + (["summary"] if summary else [])
+    got = run(_get(settings(ctx), uris.DEV + ("?" + "&".join(query) if query else "")))
+    if as_json:
+        render.print_json(got)
+    elif summary:
+        render.out.print(f"{got.get('total', 0)} device(s)")
+        for what in ("by_state", "by_class"):
+            for k, n in sorted((got.get(what) or {}).items(), key=lambda kv: -kv[1]):
+                render.out.print(f"  {what[3:]:5} {render.esc(k)}: {n}")
+    else:
+        render.show(render.devices(got))
 
 
 @devices_app.command("add")

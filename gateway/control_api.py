@@ -66,7 +66,7 @@ class ControlSite(Resource, PathCapable):
             return self.with_body(request, lambda b: cbor_response(
                 Code.CHANGED, self.fleet.put_wrapped_keys(path[1], b)))
         if route == (uris.DEV, 1, "GET"):
-            return cbor_response(Code.CONTENT, self.fleet.device_views())
+            return cbor_response(Code.CONTENT, self.fleet.device_views(request.opt.uri_query))
         if route == (uris.DEV, 1, "POST"):
             return self.with_body(request, lambda b: cbor_response(Code.CREATED,
                                                                    self.enrol(b)))

@@ -33,7 +33,7 @@ from proto import uris
 from .blockwire import ACK as ACK_TYPE
 from .blockwire import CON as CON_TYPE
 from .blockwire import parse_block_get
-from .coapx import error
+from .coapx import error, unavailable
 from .device_api import DeviceApi
 from .observe import Observations
 from .ratelimit import RateLimiter, host_key, is_loopback, prefixes
@@ -109,6 +109,12 @@ class DeviceEndpoint:
         sock = self.sock
         if sock is None:
             return
+        # group commit: the reports of one burst share one transaction (one fsync); each is
+        # answered once it is durable (store.after_commit)
+        with self.api.fleet.store.batch():
+            self._read_burst(sock)
+
+    def _read_burst(self, sock: socket.socket) -> None:
         until = time.monotonic() + WAKE_BUDGET
         for _ in range(READS_PER_WAKE):
             if time.monotonic() > until:
@@ -247,15 +253,23 @@ class DeviceEndpoint:
             if again is not None:
                 self._send(again, anc, addr)
                 return
-        response = self.api.report(msg, address_text(addr))
+        with self.api.fleet.store.group():  # shares the burst's commit (see _readable)
+            response = self.api.report(msg, address_text(addr))
         if (not response.code.is_successful() and not self._trusted(key)
                 and not self.sources.verified(key)):
             response.payload = b""  # no diagnostic text to a source that may be spoofed
         out = self._encode(msg, response)
-        if device_id is not None and response.code is Code.CHANGED:
-            self.replies.put(device_id, addr, msg.mid, msg.payload, out)
-            self.sources.verify(key)
-        self._send(out, anc, addr)
+
+        def answer(durable: bool) -> None:
+            if not durable:
+                self._reply(msg, unavailable("store unavailable, retry later"), anc, addr)
+                return
+            if device_id is not None and response.code is Code.CHANGED:
+                self.replies.put(device_id, addr, msg.mid, msg.payload, out)
+                self.sources.verify(key)
+            self._send(out, anc, addr)
+
+        self.api.fleet.store.after_commit(answer)
 
     def command(self, msg: Message, key: bytes, anc: list, addr: Any) -> None:
         response = self.api.command(msg)

@@ -31,6 +31,8 @@ from .cborcheck import Unacceptable, check_plain
 from .store import Store, tags_json
 
 MAX_ID = 64
+DEVICES_PAGE = 1000  # devices in one GET dev answer at most (offset= for the next page)
+JOBS_IN_VIEW = 1000  # jobs in one campaign view at most (those not succeeded first)
 MAX_TAGS = 32
 #: job states holding a download slot (from the offer until the image is all there)
 DOWNLOADING = (JobState.OFFERED, JobState.DOWNLOADING)
@@ -705,11 +707,20 @@ class Fleet:
                 "address": row["address"], "enrolled": bool(row["enrolled"]),
                 "tags": json.loads(row["tags"])}
 
-    def device_views(self) -> list[dict[str, Any]]:
-        """Every device; one held up by a paused campaign carries that in "note"."""
+    def device_views(self, query: tuple[str, ...] = ()) -> list[dict[str, Any]] | dict[str, Any]:
+        """A page of devices (``offset``, ``limit`` ≤ DEVICES_PAGE, filters ``state``, ``class``,
+        ``tag``, ``campaign``), or with ``summary`` how many match by state and class. One held
+        up by a paused campaign carries that in "note"."""
+        f, summary, offset, limit = _device_query(query)
+        if summary:
+            got = self.store.device_summary(f)
+            got["by_state"] = {state_name(k): v for k, v in got["by_state"].items()}
+            return got
+        rows = self.store.devices_page(f, offset, limit)
         held = {r["device"]: f"campaign {r['campaign']} paused: {r['reason']}"
-                for r in self.store.held_devices(JobState.ACTIVE, CampaignState.PAUSED)}
-        return [{**self.device_view(r), "note": held.get(r["id"])} for r in self.store.devices()]
+                for r in self.store.held_devices(JobState.ACTIVE, CampaignState.PAUSED)} \
+            if rows else {}
+        return [{**self.device_view(r), "note": held.get(r["id"])} for r in rows]
 
     def set_tags(self, device_id: str, body: Any) -> dict[str, Any]:
         """Add and/or remove tags of a device (``{"add": [...], "remove": [...]}``)."""
@@ -903,8 +914,9 @@ class Fleet:
             now = self.clock()
             view["window_open"] = policy.window.is_open(now)
             view["window_next"] = policy.window.next_open(now)
-        if with_jobs:
-            view["jobs"] = [self.job_view(j) for j in self.store.jobs_of_campaign(row["id"])]
+        if with_jobs:  # bounded: those that did not succeed first ("total" counts them all)
+            view["jobs"] = [self.job_view(j) for j in self.store.campaign_jobs(
+                row["id"], JOBS_IN_VIEW, JobState.SUCCEEDED)]
         return view
 
     @staticmethod
@@ -916,6 +928,36 @@ class Fleet:
 
     def events(self, since: float) -> list[dict[str, Any]]:
         return self.store.events_since(since, EVENTS_PAGE)
+
+
+def _device_query(query: tuple[str, ...]) -> tuple[dict[str, Any], bool, int, int]:
+    """(filters, summary, offset, limit) from ``GET dev`` query options."""
+    f: dict[str, Any] = {}
+    summary, offset, limit = False, 0, DEVICES_PAGE
+    for q in query:
+        k, _, v = q.partition("=")
+        if k == "summary":
+            summary = True
+        elif k == "state":
+            states = {state_name(s): int(s) for s in State}
+            if v not in states:
+                raise Refused("bad_request", f"state must be one of {', '.join(states)}")
+            f["state"] = states[v]
+        elif k in ("class", "tag"):
+            f[k] = _check_id(v, k)
+        elif k in ("campaign", "offset", "limit"):
+            if not v.isdigit() or len(v) > 18:
+                raise Refused("bad_request", f"{k} must be an unsigned integer")
+            if k == "campaign":
+                f[k] = int(v)
+            elif k == "offset":
+                offset = int(v)
+            else:
+                limit = min(int(v), DEVICES_PAGE)
+        else:
+            raise Refused("bad_request", f"unknown option {k!r} (state, class, tag, campaign, "
+                          "offset, limit, summary)")
+    return f, summary, offset, limit
 
 
 def _check_tags(value: Any, what: str) -> list[str]:

@@ -190,7 +190,7 @@ def migrate(
         src, dst = backend_for(source or default_url(data)), backend_for(to)
         if not source and not (data / SQLITE_FILE).exists():
             raise MigrateError(f"no gateway database under {data}")
-        counts = copy(src, dst)
+        counts = copy(src, dst, blobs=data / "blobs")
     except (BadStoreUrl, MigrateError, SchemaTooNew) as e:
         typer.echo(f"fota-gateway migrate: {e}", err=True)
         raise typer.Exit(2) from None

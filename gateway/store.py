@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import metrics
 from .storage import backend_for
+from .storage.engine import log
 from .storage.repo import Repo, Row, tags_json
 from .storage.schema import MIGRATIONS
 from .storage.sqlite import SqliteBackend
@@ -40,31 +42,131 @@ class Store(Repo):
         self.on_event = on_event  # called for each event once its transaction is committed
         self._depth = 0
         self._sweeper = False
+        self._batch: list[Callable[[bool], None]] | None = None  # group commit: see batch()
+        self._grouping = False
+        self._batch_open = False  # the open transaction is the batch's
+        self.commits = 0  # transactions committed (fsyncs on SQLite)
+        self._began = 0.0  # perf_counter at BEGIN (fota_store_transaction_seconds)
 
     def close(self) -> None:
         self.db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """One atomic, durable unit: committed (and fsynced) on exit, rolled back on error."""
+        """One atomic, durable unit: committed (and fsynced) on exit, rolled back on error.
+        Inside ``group()`` it is a savepoint of the batch's transaction instead."""
+        if self._grouping and self._depth <= 1:
+            yield from self._unit_of_batch()
+            return
+        if self._batch_open and self._depth == 1:
+            self._flush()  # anything else commits on its own: the batch goes first
         if self._depth:  # nested: the outer one commits
             yield self.db
             return
+        self._began = time.perf_counter()
         self.backend.begin(self.db)
         self._depth = 1
         try:
             yield self.db
-            self.backend.commit(self.db)
+            self._commit()
         except BaseException:
             self.backend.rollback(self.db)
             self.pending_events.clear()
             raise
         finally:
             self._depth = 0
+        self._announce()
+
+    def _commit(self) -> None:
+        self.backend.commit(self.db)
+        self.commits += 1
+        metrics.STORE_SECONDS.observe(time.perf_counter() - self._began)
+
+    def _announce(self) -> None:
         done, self.pending_events = self.pending_events, []
         if self.on_event is not None:
             for ev in done:
                 self.on_event(ev)
+
+    def _unit_of_batch(self) -> Iterator[Any]:
+        if self._depth == 0:  # the batch's transaction starts with its first unit
+            self._began = time.perf_counter()
+            self.backend.begin(self.db)
+            self._depth = 1
+            self._batch_open = True
+        mark = len(self.pending_events)
+        self.db.execute("SAVEPOINT unit")
+        self._depth = 2
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK TO SAVEPOINT unit")
+            self.db.execute("RELEASE SAVEPOINT unit")
+            del self.pending_events[mark:]
+            raise
+        else:
+            self.db.execute("RELEASE SAVEPOINT unit")
+        finally:
+            self._depth = 1
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: the transactions made inside ``group()`` while the batch is open share
+        one commit (one fsync), each in its own savepoint (one that fails is rolled back
+        alone). What must wait for durability (the answer to a report) goes to
+        ``after_commit`` and runs once the batch committed, with True; with False when the
+        commit failed (nothing of the batch is kept). Any other transaction meanwhile commits
+        the batch first."""
+        if self._batch is not None or self._depth:
+            yield
+            return
+        self._batch = []
+        try:
+            yield
+        finally:
+            self._flush()
+            self._batch = None
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Transactions in here join the open batch (without one: they commit as usual)."""
+        if self._batch is None or self._grouping:
+            yield
+            return
+        self._grouping = True
+        try:
+            yield
+        finally:
+            self._grouping = False
+
+    def _flush(self) -> None:
+        waiting, self._batch = self._batch or [], []
+        ok = True
+        if self._batch_open:
+            self._batch_open = False
+            try:
+                self._commit()
+            except Exception as e:  # full disk, database gone: answer that, keep serving
+                ok = False
+                log.error("store: a batch of %d answers failed to commit: %s", len(waiting), e)
+                try:
+                    self.backend.rollback(self.db)
+                except Exception:
+                    pass
+                self.pending_events.clear()
+            finally:
+                self._depth = 0
+        if ok:
+            self._announce()
+        for answer in waiting:
+            answer(ok)
+
+    def after_commit(self, answer: Callable[[bool], None]) -> None:
+        """Run ``answer(True)`` once what was done so far is durable (now, outside a batch)."""
+        if not self._batch_open:
+            answer(True)
+        else:
+            self._batch.append(answer)
 
     def event(self, kind: str, detail: str, *, device: str | None = None,
               campaign: int | None = None) -> dict[str, Any]:

@@ -20,7 +20,10 @@ DELETE fw/<id>           -> 2.02 {"id", "campaigns_removed": [n], "blob_deleted"
                          image with its finished campaigns and their jobs (events stay), its
                          blob once no image refers to it; 4.09 while a running or paused
                          campaign uses it; 4.04 unknown
-GET  dev                 -> 2.05 [DEVICE, ...]
+GET  dev?<options>       -> 2.05 [DEVICE, ...] ordered by id, at most 1000 (DEVICES_PAGE);
+                         options: offset=n, limit=n, state=<name>, class=<c>, tag=<t>,
+                         campaign=<n> (filters combine); with "summary": {"total",
+                         "by_state": {name: n}, "by_class": {class: n}} instead; 4.00 bad option
 POST dev                 {"id": str, "class": str, "tags"?: [str]} -> 2.01 DEVICE (enrol)
 DELETE dev/<id>          -> 2.02 {"id", "jobs_removed"}: decommission (the device, its report key
                          and finished jobs; its events stay); 4.09 while it has an unfinished
@@ -44,7 +47,8 @@ POST camp                {"image": id, targets: "devices": [id] | "class": str a
                          / a window that cannot open before the deadline; 4.09 no target can
                          take the image (all already run its seq or newer) / its blob is bad
 GET  camp                -> 2.05 [CAMPAIGN, ...] (without jobs)
-GET  camp/<n>            -> 2.05 CAMPAIGN with "jobs"; 4.04 unknown
+GET  camp/<n>            -> 2.05 CAMPAIGN with "jobs": at most 1000, those not succeeded first
+                         ("total" and "counts" count them all); 4.04 unknown
 POST camp/<n>/cancel     -> 2.04 CAMPAIGN
 POST camp/<n>/pause      -> 2.04 CAMPAIGN; 4.09 not running (no new offers; downloads go on)
 POST camp/<n>/resume     -> 2.04 CAMPAIGN; 4.09 not paused, or its image's blob is still bad

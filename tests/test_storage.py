@@ -142,3 +142,41 @@ def test_times_keep_their_precision(url):
         assert e.read_sync(lambda r: r.events_since(t, 1))[0]["time"] == t
     finally:
         e.close()
+
+
+def test_store_batch_group_commit(url):
+    """The gateway's synchronous store: transactions inside batch() share one commit, a
+    failing one is rolled back alone, answers wait for the commit."""
+    from gateway.store import Store
+
+    logged, answered = [], []
+    s = Store(url, on_event=logged.append)
+    try:
+        before = s.commits
+        with s.batch():
+            with s.group():
+                with s.transaction():
+                    s.event("test", "a")
+            s.after_commit(lambda ok: answered.append(("a", ok, len(logged))))
+            with pytest.raises(ValueError), s.group():
+                with s.transaction():
+                    s.event("test", "lost")
+                    raise ValueError("refused")
+            with s.group():
+                s.event("test", "c")
+            s.after_commit(lambda ok: answered.append(("c", ok, len(logged))))
+            assert answered == [] and logged == []  # nothing is answered before the commit
+        assert s.commits == before + 1
+        with s.batch():  # a transaction outside group() commits the batch first
+            with s.group():
+                s.event("test", "d")
+            s.after_commit(lambda ok: answered.append(("d", ok, len(logged))))
+            s.event("test", "e")
+            assert answered[-1] == ("d", True, 3) and len(logged) == 4
+        assert s.commits == before + 3
+        assert answered[:2] == [("a", True, 2), ("c", True, 2)]  # after the events were announced
+        assert [e["detail"] for e in s.events_since(0, 10)] == ["a", "c", "d", "e"]
+        s.after_commit(lambda ok: answered.append(("now", ok, 0)))  # outside a batch: at once
+        assert answered[-1] == ("now", True, 0)
+    finally:
+        s.close()

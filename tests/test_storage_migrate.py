@@ -82,10 +82,13 @@ def test_sqlite_to_postgresql(tmp_path, pg_url):
     p = migrate("--data", str(data), "--to", pg_url)
     assert p.returncode == 0, p.stderr
     assert "copied 6 devices, 1 images, 1 campaigns, 3 jobs" in p.stdout
+    assert "1 blob files" in p.stdout  # the firmware, for every gateway on the database
     assert dump(pg_url) == before  # every row, every column, ids included
 
     e = open_engine(pg_url)  # new rows get ids above the copied ones
     try:
+        digest = before["images"][0]["digest"]
+        assert e.read_sync(lambda r: r.blob(digest)) == (data / "blobs" / digest).read_bytes()
         ev = e.write_sync(lambda r: r.event("test", "after the move"))
         assert ev["id"] == max(x["id"] for x in before["events"]) + 1
     finally:

@@ -5,12 +5,15 @@ way. Both stores are brought to the current schema first; the target must be emp
 their ids (jobs are named by id on devices in the field), in foreign-key order, in one
 transaction on the target: a failed copy leaves it empty. The source is read in one snapshot;
 stop the gateways that write it first, or what they write afterwards is not copied.
-Blobs are files under ``--data``, not in the store: copy the directory as it is.
+Firmware blobs (files under ``DATA/blobs``) go into the target's ``blobs`` table when the
+target is PostgreSQL, where every gateway sharing it finds them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .repo import TABLES, Repo
@@ -20,9 +23,10 @@ class MigrateError(Exception):
     pass
 
 
-def copy(src: Any, dst: Any, *, batch: int = 2000,
+def copy(src: Any, dst: Any, *, batch: int = 2000, blobs: Path | None = None,
          progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
-    """Copy every table from backend ``src`` to backend ``dst``; returns rows per table."""
+    """Copy every table from backend ``src`` to backend ``dst``, and the blob files under
+    ``blobs`` into a PostgreSQL target; returns rows per table (and "blob files")."""
     sdb, ddb = src.connect(), dst.connect()
     try:
         src.migrate(sdb)
@@ -44,6 +48,8 @@ def copy(src: Any, dst: Any, *, batch: int = 2000,
                     progress(table, n)
             target.restart_ids(table)
             copied[table] = n
+        if blobs is not None and dst.dialect == "postgresql":
+            copied["blob files"] = _copy_blobs(blobs, target)
         dst.commit(ddb)
         return copied
     except BaseException:
@@ -53,3 +59,15 @@ def copy(src: Any, dst: Any, *, batch: int = 2000,
         src.rollback(sdb)
         sdb.close()
         ddb.close()
+
+
+def _copy_blobs(root: Path, target: Repo) -> int:
+    n = 0
+    for f in sorted(root.glob("[0-9a-f]" * 64)):
+        data = f.read_bytes()
+        if hashlib.sha256(data).hexdigest() != f.name:
+            raise MigrateError(f"blob {f.name[:16]}… does not hash to its name: not copied "
+                               "(restore it, or remove its image, first)")
+        target.put_blob(f.name, data)
+        n += 1
+    return n

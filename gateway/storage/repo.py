@@ -195,6 +195,44 @@ class Repo:
             "AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.device=devices.id) "
             "AND COALESCE(last_seen, 0) < ? LIMIT ?", (silent_since, limit))]
 
+    def _device_filter(self, f: dict[str, Any]) -> tuple[str, list[Any]]:
+        """WHERE clause of a device listing: state (int), class, tag, campaign (keys of ``f``)."""
+        where, args = [], []
+        if "state" in f:
+            where.append("state=?")
+            args.append(f["state"])
+        if "class" in f:
+            where.append("class=?")
+            args.append(f["class"])
+        if "tag" in f:  # tags is a JSON list of text: the tag in quotes is one whole element
+            where.append("tags LIKE ? ESCAPE '!'")
+            tag = json.dumps(f["tag"])
+            args.append("%" + tag.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
+        if "campaign" in f:
+            where.append("EXISTS (SELECT 1 FROM jobs WHERE jobs.device=devices.id "
+                         "AND jobs.campaign=?)")
+            args.append(f["campaign"])
+        return (" WHERE " + " AND ".join(where)) if where else "", args
+
+    def devices_page(self, f: dict[str, Any], offset: int, limit: int) -> list[Row]:
+        where, args = self._device_filter(f)
+        return self._all(f"SELECT * FROM devices{where} ORDER BY id LIMIT ? OFFSET ?",
+                         (*args, limit, offset))
+
+    def device_summary(self, f: dict[str, Any]) -> dict[str, Any]:
+        """How many devices match, by state and by class (indexes, not rows)."""
+        where, args = self._device_filter(f)
+        by_state = {r["state"]: r["n"] for r in self._all(
+            f"SELECT state, COUNT(*) AS n FROM devices{where} GROUP BY state", args)}
+        by_class = {r["class"]: r["n"] for r in self._all(
+            f"SELECT class, COUNT(*) AS n FROM devices{where} GROUP BY class", args)}
+        return {"total": sum(by_state.values()), "by_state": by_state, "by_class": by_class}
+
+    def campaign_jobs(self, n: int, limit: int, last: str) -> list[Row]:
+        """Up to ``limit`` jobs of campaign ``n``: those not in state ``last`` first."""
+        return self._all("SELECT * FROM jobs WHERE campaign=? ORDER BY "
+                         "CASE WHEN state=? THEN 1 ELSE 0 END, id LIMIT ?", (n, last, limit))
+
     def held_devices(self, active: tuple[str, ...], paused: str) -> list[Row]:
         """(device, campaign, reason) of active jobs in paused campaigns."""
         return self._all(

@@ -1,0 +1,100 @@
+"""The fleet's logic in-process, on both engines, with a fake clock: device listings page and
+filter (what `cc devices` asks at 100,000 devices), campaign views stay bounded, and deadlines
+and offer timeouts follow the injected clock, not the wall clock."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway import fleet as fleet_mod
+from gateway.blobs import BlobStore
+from gateway.fleet import Fleet, Refused, parse_report
+from gateway.store import Store
+from proto import manifest, uris
+from proto.codes import Result, State
+from proto.keys import ReportKey
+
+KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"in-process fleet").digest())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_790_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fleet(request, tmp_path):
+    url = (f"sqlite:///{tmp_path / 'gw.sqlite3'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    clock = Clock()
+    store = Store(url, clock=clock)
+    blobs = BlobStore(tmp_path / "blobs")
+    f = Fleet(store, blobs, clock=clock)
+    yield f
+    store.close()
+    blobs.close()
+
+
+def report(f: Fleet, device: str, state=State.IDLE, result=Result.INITIAL, job=None, seq=1):
+    m = {ReportKey.ID: device, ReportKey.CLASS: "m", ReportKey.SEQ: seq,
+         ReportKey.STATE: state, ReportKey.RESULT: result}
+    if job is not None:
+        m[ReportKey.JOB] = job
+    return f.report(parse_report(cbor2.dumps(m)), "127.0.0.1:5000")
+
+
+def image(f: Fleet) -> dict:
+    data = os.urandom(1500)
+    digest = hashlib.sha256(data).digest()
+    temp, fd = f.blobs.new_temp(digest.hex())
+    os.write(fd, data)
+    f.blobs.commit_temp(temp, fd, digest.hex())
+    signed = manifest.sign(manifest.build(seq=2, vendor=manifest.DEFAULT_VENDOR,
+                                          device_class="m", digest=digest, size=len(data),
+                                          uri=uris.image_path(digest)), KEY)
+    return f.register_image({"manifest": signed, "class": "m", "vendor": manifest.DEFAULT_VENDOR})
+
+
+def test_device_listing_pages_filters_and_summarises(fleet):
+    for k in range(7):
+        report(fleet, f"d{k}", State.DOWNLOADING if k < 2 else State.IDLE)
+    fleet.enrol({"id": "d5", "class": "m", "tags": ["lab", "50%_x"]})
+    assert [d["id"] for d in fleet.device_views(("offset=2", "limit=3"))] == ["d2", "d3", "d4"]
+    assert [d["id"] for d in fleet.device_views(("state=downloading",))] == ["d0", "d1"]
+    assert [d["id"] for d in fleet.device_views(("tag=50%_x",))] == ["d5"]
+    assert fleet.device_views(("tag=50%",)) == []  # whole tags only, LIKE characters escaped
+    assert fleet.device_views(("summary", "class=m")) == {
+        "total": 7, "by_state": {"downloading": 2, "idle": 5}, "by_class": {"m": 7}}
+    for bad in (("state=busy",), ("limit=x",), ("colour=red",)):
+        with pytest.raises(Refused):
+            fleet.device_views(bad)
+
+
+def test_deadlines_and_offer_timeouts_follow_the_injected_clock(fleet, monkeypatch):
+    img = image(fleet)
+    for k in range(5):
+        report(fleet, f"d{k}")
+    camp = fleet.create_campaign({"image": img["id"], "class": "m", "timeout": 600,
+                                  "offer_timeout": 60})
+    cmd = report(fleet, "d0")  # offered
+    assert cmd is not None and fleet.store.job(cmd[2])["state"] == "offered"
+    fleet.clock.t += 59
+    assert fleet.expire() == 0
+    fleet.clock.t += 2  # the offer's minute is over: back in the queue, its slot free
+    assert fleet.expire() == 1 and fleet.store.job(cmd[2])["state"] == "queued"
+    report(fleet, "d1", State.DOWNLOADING, job=None)
+    monkeypatch.setattr(fleet_mod, "JOBS_IN_VIEW", 2)
+    view = fleet.campaign_view(fleet.store.campaign(camp["id"]), with_jobs=True)
+    assert view["total"] == 5 and len(view["jobs"]) == 2  # bounded, counts still whole
+    fleet.clock.t += 600  # past the deadline: every active job times out, the campaign ends
+    assert fleet.expire() == 5
+    view = fleet.campaign_view(fleet.store.campaign(camp["id"]))
+    assert view["counts"] == {"timed_out": 5} and view["state"] == "done"
