@@ -22,6 +22,7 @@ from .endpoint import DeviceEndpoint
 from .eventbus import EventBus
 from .fleet import DEFAULT_AUTO_EXPIRY, DEFAULT_AUTO_REGISTER, Fleet
 from .ratelimit import Budgets, RateLimiter
+from .storage import notify as storage_notify
 from .store import Store, StoreBlobs
 
 log = logs.log
@@ -205,6 +206,22 @@ async def run(cfg: Config) -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if store.dialect == "postgresql":  # Observe across the gateways on this database
+            local = fleet.on_command_change
+
+            def changed(device_id: str) -> None:
+                local(device_id)
+                store.announce_command(device_id)
+
+            fleet.on_command_change = changed
+            listener = asyncio.ensure_future(storage_notify.listen(
+                url, lambda: store.db.info.backend_pid, endpoint.notify, stop))
+
+            async def stop_listening() -> None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+
+            closers.append(stop_listening)
         log.info("listening devices=%s control=%s%s data=%s",
                  _fmt(cfg.bind[0], device_port),
                  _fmt(cfg.control_bind[0], _port_of(control_ctx)), http, cfg.data,

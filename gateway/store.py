@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics
-from .storage import backend_for
+from .storage import backend_for, notify
 from .storage.engine import log
 from .storage.repo import Repo, Row, tags_json
 from .storage.schema import MIGRATIONS
@@ -45,6 +45,7 @@ class Store(Repo):
         self._batch: list[Callable[[bool], None]] | None = None  # group commit: see batch()
         self._grouping = False
         self._batch_open = False  # the open transaction is the batch's
+        self._to_announce: list[str] = []  # device ids for the other gateways, at commit
         self.commits = 0  # transactions committed (fsyncs on SQLite)
         self._began = 0.0  # perf_counter at BEGIN (fota_store_transaction_seconds)
 
@@ -72,12 +73,30 @@ class Store(Repo):
         except BaseException:
             self.backend.rollback(self.db)
             self.pending_events.clear()
+            self._to_announce.clear()
             raise
         finally:
             self._depth = 0
         self._announce()
 
+    def announce_command(self, device_id: str) -> None:
+        """Tell the other gateways on this database that ``device_id``'s command may have
+        changed (storage/notify.py), when what changed it commits (at once outside a
+        transaction)."""
+        if self.dialect != "postgresql":
+            return
+        self._to_announce.append(device_id)
+        if not self._depth:
+            self._send_announcements()
+
+    def _send_announcements(self) -> None:
+        ids, self._to_announce = self._to_announce, []
+        for payload in notify.chunks(ids):
+            self.db.execute("SELECT pg_notify(%s, %s)", (notify.CHANNEL, payload))
+
     def _commit(self) -> None:
+        if self._to_announce:
+            self._send_announcements()  # delivered with the commit, not before
         self.backend.commit(self.db)
         self.commits += 1
         metrics.STORE_SECONDS.observe(time.perf_counter() - self._began)
@@ -94,7 +113,7 @@ class Store(Repo):
             self.backend.begin(self.db)
             self._depth = 1
             self._batch_open = True
-        mark = len(self.pending_events)
+        mark, announced = len(self.pending_events), len(self._to_announce)
         self.db.execute("SAVEPOINT unit")
         self._depth = 2
         try:
@@ -103,6 +122,7 @@ class Store(Repo):
             self.db.execute("ROLLBACK TO SAVEPOINT unit")
             self.db.execute("RELEASE SAVEPOINT unit")
             del self.pending_events[mark:]
+            del self._to_announce[announced:]
             raise
         else:
             self.db.execute("RELEASE SAVEPOINT unit")
@@ -154,6 +174,7 @@ class Store(Repo):
                 except Exception:
                     pass
                 self.pending_events.clear()
+                self._to_announce.clear()
             finally:
                 self._depth = 0
         if ok:

@@ -2,7 +2,8 @@
 requests (mid-download) and still succeed; a --max-downloads cap holds over both gateways
 (checked from the event log); SIGKILL of one gateway mid-campaign loses nothing, the other
 finishes it. Also the firmware uploaded through one gateway is served by the other (shared
-through the database, re-verified by digest)."""
+through the database, re-verified by digest), and an observer on one gateway hears of a change
+made on the other (LISTEN/NOTIFY)."""
 
 from __future__ import annotations
 
@@ -91,3 +92,38 @@ async def test_two_gateways_share_one_database(pg_url, tmp_path, coap_client):
         for gw in (a, b):
             if gw.alive():
                 gw.stop()
+
+
+async def test_observe_hears_changes_made_on_another_gateway(pg_url, tmp_path, coap_client):
+    """A device observes its command on gateway b; the campaign is started on gateway a: b
+    learns it through the database (LISTEN/NOTIFY) and notifies the device."""
+    import cbor2
+    from aiocoap import GET, POST, Message
+
+    from proto.codes import Op
+    from proto.keys import CmdKey, ReportKey
+
+    a = GatewayProc(tmp_path / "a", ("--store", pg_url)).start()
+    b = GatewayProc(tmp_path / "b", ("--store", pg_url)).start()
+    try:
+        img = await publish_image(coap_client, a, os.urandom(1500), KEY, seq=2,
+                                  device_class="pg")
+        report = {ReportKey.ID: "mains-1", ReportKey.CLASS: "pg", ReportKey.SEQ: 1,
+                  ReportKey.STATE: 0, ReportKey.RESULT: 0}
+        resp = await coap_client.request(Message(code=POST, uri=f"{b.device_uri}/r",
+                                                 payload=cbor2.dumps(report))).response
+        assert resp.code.dotted == "2.04"
+        req = coap_client.request(Message(code=GET, uri=f"{b.device_uri}/c/mains-1",
+                                          observe=0))
+        first = await req.response
+        assert first.code.dotted == "2.05" and first.payload == b""  # nothing to do yet
+        code, body = await control(coap_client, a, "POST", "camp",
+                                   {"image": img["id"], "devices": ["mains-1"]})
+        assert code == "2.01", body
+        note = await asyncio.wait_for(req.observation.__aiter__().__anext__(), 10)
+        cmd = cbor2.loads(note.payload)
+        assert cmd[CmdKey.OP] == Op.UPDATE and cmd[CmdKey.JOB] == 1  # the campaign's one job
+        req.observation.cancel()
+    finally:
+        for gw in (a, b):
+            gw.stop()
