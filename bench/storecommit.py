@@ -82,8 +82,8 @@ async def main(args: argparse.Namespace) -> None:
         stores = {"SQLite": f"sqlite:///{work / 'bench.sqlite3'}",
                   "PostgreSQL": cluster.create_database("bench")}
         print(f"{args.clients} clients, {args.seconds:g} s per cell, data in {work}")
-        print(f"| engine | mode | reports | reports/s | commits | reports/commit "
-              f"| p50 ms | p99 ms |\n|---|---|---|---|---|---|---|---|")
+        print("| engine | mode | reports | reports/s | commits | reports/commit "
+              "| p50 ms | p99 ms |\n|---|---|---|---|---|---|---|---|")
         for name, url in stores.items():
             rows = {}
             for mode, batch in (("one fsync per report", 1), ("group commit", 256)):

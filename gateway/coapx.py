@@ -13,7 +13,7 @@ import cbor2
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
-from .fleet import Refused
+from .requests import Refused
 
 log = logging.getLogger("fota.gateway")
 

@@ -17,7 +17,8 @@ from .blobs import BlobStore, valid_digest_hex
 from .coapx import RETRY_AFTER, address_of, answer, cbor_response, error, short_of, shortage
 from . import oscore_creds
 from .devauth import DeviceAuth
-from .fleet import Fleet, Refused, loads_exact
+from .fleet import Fleet
+from .requests import Refused, loads_exact
 from .uploads import Block1Receiver, Busy, FileSink, Incomplete, MemorySink, TooLarge
 
 log = logging.getLogger("fota.gateway")

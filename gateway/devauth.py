@@ -34,7 +34,7 @@ import cbor2
 
 from proto.keys import CmdKey, ReportKey
 
-from .fleet import Refused
+from .requests import Refused
 from .store import Store
 
 KEY_BYTES = 32

@@ -25,7 +25,8 @@ from .blobs import BlobStore, CorruptBlob
 from .blockwire import encode_block_response
 from .coapx import CBOR_FORMAT, answer, error
 from .devauth import DeviceAuth
-from .fleet import Fleet, Refused, loads_exact, parse_report
+from .fleet import Fleet
+from .requests import Refused, loads_exact, parse_report
 
 log = logging.getLogger("fota.gateway")
 

@@ -1,4 +1,6 @@
 """Fleet operations on the store: reports, images, devices, campaigns. No CoAP in here.
+Requests are parsed in ``requests.py``, job states move by ``jobs.py``'s table, every SQL
+statement is ``storage/repo.py``'s; the clock and randomness are injected.
 
 Every method runs one durable transaction and writes an event for every state change it makes
 (invariant 7); the API layers answer only after the method returned. Refusals are ``Refused``
@@ -7,123 +9,33 @@ with a kind the API layers map to a CoAP code and a one-line diagnostic.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
-
-import cbor2
 
 from proto import manifest as mf
 from proto import uris
 from proto.codes import (CampaignState, JobState, Op, Result, State, phase_name, result_name,
                          state_name)
 from proto.control import DEFAULT_TIMEOUT, EVENTS_PAGE, MAX_LABEL, MAX_NOTES
-from proto.keys import CmdKey, ManifestKey, ReportKey
+from proto.keys import CmdKey, ManifestKey
 
 from . import jobs, rollout, wrapped
 from .blobs import BlobError, BlobStore
-from .cborcheck import Unacceptable, check_plain
+from .requests import MAX_TAGS, Refused, Report, check_id, check_tags, device_query
 from .store import Store, tags_json
 
-MAX_ID = 64
-DEVICES_PAGE = 1000  # devices in one GET dev answer at most (offset= for the next page)
 JOBS_IN_VIEW = 1000  # jobs in one campaign view at most (those not succeeded first)
-MAX_TAGS = 32
 #: job states holding a download slot (from the offer until the image is all there)
 DOWNLOADING = (JobState.OFFERED, JobState.DOWNLOADING)
 #: job states a cancel stops (later ones are installing: they finish and report)
 CANCELLABLE = (JobState.QUEUED, JobState.OFFERED, JobState.DOWNLOADING)
-UINT_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
 DEFAULT_AUTO_REGISTER = 10_000  # self-registered (never enrolled) devices at once
 DEFAULT_AUTO_EXPIRY = 30 * 86400.0  # seconds before a silent self-registered device is deleted
 AUTO_SWEEP_SECONDS = 60.0  # how often that is checked (a scan of the devices table)
-
-
-class Refused(Exception):
-    """A request the gateway will not carry out; ``kind`` picks the CoAP code."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind  # bad_request | not_found | forbidden | conflict
-
-
-@dataclass(frozen=True)
-class Report:
-    id: str
-    cls: str
-    seq: int
-    state: int
-    result: int
-    progress: int | None
-    job: int | None
-    size: int | None
-    target: int | None
-    phase: int | None = None
-
-
-def _check_id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID:
-        raise Refused("bad_request", f"{what} must be a text string of 1-{MAX_ID} characters")
-    if not value.isprintable() or "/" in value or value.strip() != value:
-        raise Refused("bad_request", f"{what} must be printable, without '/' or edge spaces")
-    return value
-
-
-def _check_uint(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= UINT_MAX:
-        raise Refused("bad_request", f"{what} must be an unsigned integer")
-    return value
-
-
-def loads_exact(payload: bytes, what: str) -> Any:
-    """One CBOR item and nothing after it (cbor2.loads ignores trailing bytes)."""
-    fp = io.BytesIO(payload)
-    try:
-        obj = cbor2.CBORDecoder(fp).decode()
-    except Exception as e:  # cbor2 raises several types for malformed input
-        raise Refused("bad_request", f"{what} is not CBOR: {type(e).__name__}") from None
-    if fp.read(1):
-        raise Refused("bad_request", f"{what} has bytes after its CBOR item")
-    try:
-        check_plain(obj)
-    except Unacceptable as e:
-        raise Refused("bad_request", f"{what}: {e}") from None
-    return obj
-
-
-def parse_report(payload: bytes) -> Report:
-    """Decode and type-check a report payload (CBOR map with ``ReportKey`` ints)."""
-    m = loads_exact(payload, "report")
-    if not isinstance(m, Mapping):
-        raise Refused("bad_request", "report must be a CBOR map")
-    for k in (ReportKey.ID, ReportKey.CLASS, ReportKey.SEQ, ReportKey.STATE, ReportKey.RESULT):
-        if int(k) not in m:
-            raise Refused("bad_request", f"report lacks {k.name.lower()} (key {int(k)})")
-    state = _check_uint(m[ReportKey.STATE], "state")
-    if state not in State._value2member_map_:
-        raise Refused("bad_request", f"unknown state {state}")
-
-    def opt(k: ReportKey) -> int | None:
-        v = m.get(int(k))
-        return None if v is None else _check_uint(v, k.name.lower())
-
-    return Report(
-        id=_check_id(m[ReportKey.ID], "id"),
-        cls=_check_id(m[ReportKey.CLASS], "class"),
-        seq=_check_uint(m[ReportKey.SEQ], "seq"),
-        state=state,
-        result=_check_uint(m[ReportKey.RESULT], "result"),
-        progress=opt(ReportKey.PROGRESS),
-        job=opt(ReportKey.JOB),
-        size=opt(ReportKey.SIZE),
-        target=opt(ReportKey.TARGET),
-        phase=opt(ReportKey.PHASE),
-    )
 
 
 def _names(state: int, result: int) -> str:
@@ -497,7 +409,7 @@ class Fleet:
         signed, cls, vendor = body.get("manifest"), body.get("class"), body.get("vendor")
         if not isinstance(signed, bytes):
             raise Refused("bad_request", "manifest must be a byte string (COSE_Sign1)")
-        cls = _check_id(cls, "class")
+        cls = check_id(cls, "class")
         if not isinstance(vendor, str) or not vendor:
             raise Refused("bad_request", "vendor must be a non-empty text string")
         try:
@@ -682,8 +594,8 @@ class Fleet:
     def enrol(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, Mapping):
             raise Refused("bad_request", "body must be a CBOR map")
-        device_id = _check_id(body.get("id"), "id")
-        cls = _check_id(body.get("class"), "class")
+        device_id = check_id(body.get("id"), "id")
+        cls = check_id(body.get("class"), "class")
         tags = body.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise Refused("bad_request", "tags must be a list of text strings")
@@ -711,7 +623,7 @@ class Fleet:
         """A page of devices (``offset``, ``limit`` ≤ DEVICES_PAGE, filters ``state``, ``class``,
         ``tag``, ``campaign``), or with ``summary`` how many match by state and class. One held
         up by a paused campaign carries that in "note"."""
-        f, summary, offset, limit = _device_query(query)
+        f, summary, offset, limit = device_query(query)
         if summary:
             got = self.store.device_summary(f)
             got["by_state"] = {state_name(k): v for k, v in got["by_state"].items()}
@@ -726,8 +638,8 @@ class Fleet:
         """Add and/or remove tags of a device (``{"add": [...], "remove": [...]}``)."""
         if not isinstance(body, Mapping) or not set(body) <= {"add", "remove"} or not body:
             raise Refused("bad_request", "body must be a map with add and/or remove tag lists")
-        add = _check_tags(body.get("add", []), "add")
-        remove = set(_check_tags(body.get("remove", []), "remove"))
+        add = check_tags(body.get("add", []), "add")
+        remove = set(check_tags(body.get("remove", []), "remove"))
         with self.store.transaction():
             row = self.store.device(device_id)
             if row is None:
@@ -783,10 +695,10 @@ class Fleet:
                 if all(t["id"] != d for t in targets):
                     targets.append(row)
         elif "class" in picks or "tags" in picks:
-            targets = (s.devices_of_class(_check_id(body["class"], "class"))
+            targets = (s.devices_of_class(check_id(body["class"], "class"))
                        if "class" in picks else s.devices())
             if "tags" in picks:
-                wanted = set(_check_tags(body["tags"], "tags"))
+                wanted = set(check_tags(body["tags"], "tags"))
                 if not wanted:
                     raise Refused("bad_request", "tags must not be empty")
                 targets = [t for t in targets if wanted <= set(json.loads(t["tags"]))]
@@ -928,42 +840,6 @@ class Fleet:
 
     def events(self, since: float) -> list[dict[str, Any]]:
         return self.store.events_since(since, EVENTS_PAGE)
-
-
-def _device_query(query: tuple[str, ...]) -> tuple[dict[str, Any], bool, int, int]:
-    """(filters, summary, offset, limit) from ``GET dev`` query options."""
-    f: dict[str, Any] = {}
-    summary, offset, limit = False, 0, DEVICES_PAGE
-    for q in query:
-        k, _, v = q.partition("=")
-        if k == "summary":
-            summary = True
-        elif k == "state":
-            states = {state_name(s): int(s) for s in State}
-            if v not in states:
-                raise Refused("bad_request", f"state must be one of {', '.join(states)}")
-            f["state"] = states[v]
-        elif k in ("class", "tag"):
-            f[k] = _check_id(v, k)
-        elif k in ("campaign", "offset", "limit"):
-            if not v.isdigit() or len(v) > 18:
-                raise Refused("bad_request", f"{k} must be an unsigned integer")
-            if k == "campaign":
-                f[k] = int(v)
-            elif k == "offset":
-                offset = int(v)
-            else:
-                limit = min(int(v), DEVICES_PAGE)
-        else:
-            raise Refused("bad_request", f"unknown option {k!r} (state, class, tag, campaign, "
-                          "offset, limit, summary)")
-    return f, summary, offset, limit
-
-
-def _check_tags(value: Any, what: str) -> list[str]:
-    if not isinstance(value, list) or len(value) > MAX_TAGS:
-        raise Refused("bad_request", f"{what} must be a list of at most {MAX_TAGS} tags")
-    return [_check_id(t, "tag") for t in value]
 
 
 def _image_text(body: Mapping[str, Any]) -> tuple[str | None, str | None]:

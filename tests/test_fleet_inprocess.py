@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway import fleet as fleet_mod
 from gateway.blobs import BlobStore
-from gateway.fleet import Fleet, Refused, parse_report
+from gateway.fleet import Fleet
+from gateway.requests import Refused, parse_report
 from gateway.store import Store
 from proto import manifest, uris
 from proto.codes import Result, State

@@ -20,7 +20,8 @@ from harness import GatewayProc, control
 
 from gateway import datadir
 from gateway.blobs import BlobStore
-from gateway.fleet import Fleet, Refused, parse_report
+from gateway.fleet import Fleet
+from gateway.requests import Refused, parse_report
 from gateway.store import Store
 from gateway.uploads import Block1Receiver, Busy, MemorySink
 from proto.keys import ReportKey

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import REPO
 
 from gateway.blobs import BlobStore
-from gateway.fleet import Fleet, parse_report
+from gateway.fleet import Fleet
+from gateway.requests import parse_report
 from gateway.storage import open_engine
 from gateway.storage.repo import TABLES
 from gateway.store import Store
