@@ -9,7 +9,8 @@ processes (real UDP), and prints:
   confirm): binary search on ``-X heapsize`` in 1 KiB steps; each probe is a fresh device;
 - the idle agent's live heap (after a collection, the agent constructed, no wake yet);
 - where a short heap runs out (the phase the agent reports; the anchor crashes instead);
-- one Ed25519 verify: time (mean of 20; noisy under load), total allocation (collector off)
+- one Ed25519 verify: time (mean of 20; noisy under load), instructions (callgrind, when
+  valgrind is installed: the figure load does not blur), total allocation (collector off)
   and the smallest extra heap it runs in above its imports (binary search);
 - the ``.mpy`` size of the agent.
 
@@ -27,6 +28,7 @@ import argparse
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -85,6 +87,9 @@ if %(mode)r == "alloc":
     a = gc.mem_alloc()
     assert ed25519.verify(pub, msg, sig)
     print("ALLOC", gc.mem_alloc() - a)
+elif %(mode)r in ("count", "base"):
+    for _ in range(5 if %(mode)r == "count" else 0):
+        assert ed25519.verify(pub, msg, sig)
 elif %(mode)r == "time":
     t = time.ticks_us()
     for _ in range(20):
@@ -100,7 +105,7 @@ else:
 def source_of(rev: str, into: Path) -> Path:
     """``device/`` at git revision ``rev`` (the working tree for "now")."""
     if rev == "now":
-        import shutil
+
 
         shutil.copytree(REPO / "device", into / "device")  # a snapshot: edits during a run
         return into / "device"
@@ -200,6 +205,15 @@ def verify_figures(source: Path, tmp: Path) -> dict[str, int]:
         return p.returncode, p.stdout
 
     r: dict[str, int] = {}
+    if shutil.which("valgrind"):  # instructions: the time figure that load does not blur
+        counts = []
+        for mode in ("count", "base"):
+            (out / "v.py").write_text(VERIFY % {**args, "mode": mode})
+            p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                                MICROPYTHON, "-X", "heapsize=1m", "v.py"], cwd=out,
+                               capture_output=True, text=True, timeout=600)
+            counts.append(int(p.stderr.split("Collected :")[1].split()[0]))
+        r["instr"] = (counts[0] - counts[1]) // 5
     _, o = go("alloc", "16m")
     r["alloc"] = int(o.split()[-1])
     _, o = go("time", "1m")
@@ -247,6 +261,8 @@ def main() -> None:
                     "short heaps (KiB: what ran out)": "; ".join(
                         f"{h // 1024}: {', '.join(sorted(set(p))) or 'done'}" for h, p in short),
                     "Ed25519 verify, time (noisy)": f"{v['us'] / 1000:.1f} ms",
+                    "Ed25519 verify, instructions (callgrind)":
+                        f"{v['instr'] / 1e6:.0f} M" if "instr" in v else "no valgrind",
                     "Ed25519 verify, allocated": f"{v['alloc'] / 1024:.0f} KiB",
                     "Ed25519 verify, peak above imports": f"{v['peak'] / 1024:.1f} KiB",
                     ".mpy size (agent)": f"{mpy_size(src, tmp / f'm-{label[:6]}') / 1024:.1f} KiB",
