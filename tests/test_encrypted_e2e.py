@@ -5,7 +5,8 @@ An encrypted campaign reaches the keyed devices; a device handed another device'
 and a device with no firmware key refuse before downloading (result key_unavailable, in `cc
 status`); neither the blob on the gateway's disk nor any datagram holds a 64-byte run of the
 plaintext; power cuts mid-download resume; a ciphertext tampered with on the gateway's disk
-ends as an integrity failure with the running image untouched.
+ends as an integrity failure with the running image untouched; a rotated firmware key needs
+only a re-wrap (`cc firmware wrap`); class-key mode.
 """
 
 from __future__ import annotations
@@ -230,6 +231,19 @@ async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
     data3 = plaintext(40 * 1024)[::-1]
     image3, _ = await add_encrypted(ops, data3, 3)
     blob = gateway.data / "blobs" / image3["digest"]
+    # Key rotation first: the device's keys are replaced (--rekey), the image's content key is
+    # wrapped again for it; the image, its id and its blob stay as they are (no re-encryption).
+    old_fw = config["fw_key"]
+    rc, _, err = await ops.cc("devices", "add", "enc-cut", "--class", CLASS, "--rekey")
+    assert rc == 0, err
+    load_keys([sp], home / "device-keys", None)
+    assert sp.extra["fw_key"] != old_fw
+    config.update(key=sp.extra["key"], fw_key=sp.extra["fw_key"])
+    before = blob.read_bytes()
+    rc, out, err = await ops.cc("firmware", "wrap", image3["id"], "--device", "enc-cut",
+                                "--json")
+    assert rc == 0 and json.loads(out)["id"] == image3["id"], err
+    assert blob.read_bytes() == before
     link = await AioLink.open("127.0.0.1", gateway.device_port, ack_timeout=1.0)
     try:  # one block fetched: the gateway verifies and opens the blob
         resp = await link.request(coap.Request(coap.GET, image3["uri"], block2=(0, 6)))
@@ -247,7 +261,8 @@ async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
     assert rc == 0, err
     agent, _ = await power_on_until(lambda a: a.state == 0 and a.s["job"] is None
                                     and a.s["result"] != 1, [])
-    assert agent.s["result"] == 5 and agent.seq == 2  # integrity failure, still on seq 2
+    # integrity failure, still on seq 2 (the rotated key unwrapped: no key_unavailable)
+    assert agent.s["result"] == 5 and agent.seq == 2
     assert (root / "slots" / "b.bin").read_bytes() == data  # the running slot: untouched
     camp = await ops.json("status")
     assert job_of(await ops.json("status", str(camp[-1]["id"])), "enc-cut")["result"] == \
