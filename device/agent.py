@@ -444,7 +444,6 @@ class Agent:
             # the manifest code is dropped: the two never share the heap)
             wrapped = cmd.get(const.C_CEK)
             got = self._content_key(wrapped)
-            _drop("cipher")  # imported again for the download
             if isinstance(got, int):
                 return self._refuse(job, got)
         self._drop_fetch()
@@ -464,38 +463,42 @@ class Agent:
     def _content_key(self, wrapped):
         """(aes, content key) unwrapped with this device's firmware key (or its class key), or
         the result to report: unsupported image (no AES on this port) or key unavailable."""
-        from . import cipher
-
         aes = self.cfg.get("aes")
         if aes is None:
             try:
                 from cryptolib import aes
             except ImportError:
                 return const.RES_UNSUPPORTED_IMAGE
-        if isinstance(wrapped, bytes):
-            for name in ("fw_key", "class_key"):
-                kek = self.cfg.get(name)
-                if kek:
-                    try:
-                        return aes, cipher.unwrap(aes, _unhex(kek) if isinstance(kek, str)
-                                                  else kek, wrapped)
-                    except ValueError:  # wrapped under another key
-                        pass
-        return const.RES_KEY_UNAVAILABLE
+        from . import keywrap
+
+        try:
+            if isinstance(wrapped, bytes):
+                for name in ("fw_key", "class_key"):
+                    kek = self.cfg.get(name)
+                    if kek:
+                        try:
+                            return aes, keywrap.unwrap(aes, _unhex(kek) if isinstance(kek, str)
+                                                       else kek, wrapped)
+                        except ValueError:  # wrapped under another key
+                            pass
+            return const.RES_KEY_UNAVAILABLE
+        finally:
+            keywrap = None
+            _drop("keywrap")
+            import gc
+
+            gc.collect()  # the unwrap's garbage goes before anything long-lived is placed
 
     def _stage(self, img):
         """The decrypting stage of an encrypted download (None for a plain one; a result code
         if the key no longer unwraps), rebuilt on every resume: CTR needs only the offset."""
         if not img.get("wk"):
             return None
-        from . import cipher
-
         got = self._content_key(_unhex(img["wk"]))
         if isinstance(got, int):
             return got
-        import gc
+        from . import cipher
 
-        gc.collect()  # the unwrap's garbage goes before the long-lived cipher state is placed
         return cipher.ctr(got[0], got[1], _unhex(img["iv"]))
 
     def _refuse(self, job, result):

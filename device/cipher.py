@@ -1,4 +1,4 @@
-"""Firmware decryption: AES-CTR and AES Key Wrap unwrap, built on the AES-ECB MicroPython has.
+"""Firmware decryption: AES-CTR built on the AES-ECB MicroPython has.
 
 MicroPython's ``cryptolib.aes`` has ECB and CBC; CTR is compiled out of most builds, and no
 port has an AEAD. So the content cipher is AES-256-CTR (RFC 9459 "A256CTR", as in the SUIT
@@ -14,17 +14,16 @@ beyond a few small buffers lives in RAM. The counter block of AES block ``j`` is
 2**128`` (big-endian, the whole block counts, as RFC 9459 and ``cryptography``'s CTR do).
 
 The content-encryption key (CEK) reaches the device wrapped with AES Key Wrap (RFC 3394,
-"A256KW" recipient) under a key-encryption key only the control center and the device hold;
-``unwrap`` checks RFC 3394's integrity value, so a key wrapped for another device is refused
-before anything is downloaded.
+"A256KW" recipient): device/keywrap.py, a module of its own so that its code is gone from the
+heap while this one decrypts.
 
-Heap: the code is what costs (about 2-3 KiB loaded from .mpy, nothing when frozen); a running
-``ctr`` keeps its AES object and 64 bytes of keystream, and each 64-byte step leaves a few
-small integers behind for the next GC (measured: bench/encryption.py).
+Heap: the code is what costs (about 1 KiB loaded from .mpy, nothing when frozen); a running
+``ctr`` keeps its AES object and 128 bytes of keystream and counters, and each 64-byte step
+leaves a few small integers behind for the next GC (measured: bench/encryption.py).
 
 ``aes`` is the ``cryptolib.aes`` constructor (``aes(key, 1)``: ECB, one object encrypts or
 decrypts, never both); hosts without ``cryptolib`` (CPython, the simulator) inject one with the
-same two calls (``sim/hostaes.py``).
+same calls (``sim/hostaes.py``).
 """
 
 try:
@@ -39,30 +38,6 @@ _ECB = const(1)
 _CHUNK = const(64)  # bytes of keystream per ECB call: bounds the transient heap of one XOR
 _BLOCKS = const(4)  # _CHUNK // 16
 _M128 = const(0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF)
-_KW_IV = const(0xA6A6A6A6A6A6A6A6)  # RFC 3394 section 2.2.3.1 default initial value
-
-
-def unwrap(aes, kek, wrapped):
-    """RFC 3394 key unwrap (index-based form, section 2.2.2) of ``wrapped`` under ``kek``;
-    ValueError if the lengths are wrong or it does not unwrap under ``kek`` (another KEK)."""
-    if len(kek) not in (16, 24, 32) or len(wrapped) % 8 or not 24 <= len(wrapped) <= 520:
-        raise ValueError("bad key or wrapped-key length")
-    n = len(wrapped) // 8 - 1
-    d = aes(bytes(kek), _ECB).decrypt
-    a = int.from_bytes(wrapped[:8], "big")
-    r = bytearray(wrapped[8:])
-    b = bytearray(16)
-    for j in range(5, -1, -1):
-        for i in range(n, 0, -1):
-            o = 8 * (i - 1)
-            b[:8] = (a ^ (n * j + i)).to_bytes(8, "big")
-            b[8:] = r[o:o + 8]
-            d(b, b)
-            a = int.from_bytes(b[:8], "big")
-            r[o:o + 8] = b[8:]
-    if a != _KW_IV:
-        raise ValueError("wrapped key does not unwrap under this key")
-    return bytes(r)
 
 
 def ctr(aes, key, iv):
