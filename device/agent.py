@@ -28,7 +28,7 @@ device/auth.py) with ``counter_file`` (where its counter lives, default "fota_co
 battery: it reports result deferred and the gateway offers the job again later),
 ``fw_key`` / ``class_key`` (64 hex characters: the firmware key from ``cc devices add --key``,
 the class key from ``cc firmware add --encrypt --class-key``; they unwrap the content key of
-encrypted images, device/cipher.py; without one that fits: result key unavailable, before any
+encrypted images, device/keywrap.py; without one that fits: result key unavailable, before any
 download), ``aes`` (the ``cryptolib.aes`` constructor, for hosts without cryptolib).
 """
 
