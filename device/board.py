@@ -25,9 +25,8 @@ STATE = "fota_state.json"
 
 
 def make_link(config):
-    """The gateway link. ``ack_timeout_ms``: RFC 7252's ACK_TIMEOUT (2 s) suits unknown links;
-    on a link with a known short round trip a smaller one makes updates under loss several times
-    faster (bench/lossy.py)."""
+    """The gateway link. ``ack_timeout_ms``: the first guess of the timeout (RFC 7252's 2 s); the
+    link measures every exchange and adapts (``rtt.Rtt``)."""
     return udp.UdpLink(config["gateway"], config.get("port", 5683),
                        config.get("ack_timeout_ms", 2000) / 2000)
 

@@ -37,7 +37,7 @@ until ``done``: all blocks in, ``verdict`` set (an error), the side exchange ove
 from . import coap
 from .fetch import CONTENT, CORRUPT, GONE, RESTART
 
-INCREASE = 2  # blocks added to the window per round after slow start
+INCREASE = 4  # blocks added to the window per round after slow start
 MIN_WINDOW = 2
 MARGIN = 13  # /256: a round losing 5 points more than the usual rate is congestion
 

@@ -217,8 +217,8 @@ def test_aimd_takes_random_loss_as_the_link_and_a_rate_limit_as_congestion() -> 
     w, _, r = started(size=size, step=1 << 30)
     limited = simulate(w, r, size, Bucket())
     tail = limited[len(limited) // 2:]
-    assert sum(tail) / len(tail) < 2 * 8  # drops that grow with the rate: near the limit
-    assert w.rerequests < 0.5 * (size // 16)  # and no storm of re-requests
+    assert sum(tail) / len(tail) < 24  # drops that grow with the rate shrink it (max 32)
+    assert w.rerequests < size // 16  # no storm: less than one re-request per block
 
 
 def test_tail_probe_then_timer_with_bounded_backoff() -> None:

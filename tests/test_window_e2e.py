@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,19 @@ class PowerCut(Exception):
 
 class LossySlots(FileSlots):
     """Writes reach the file only at ``sync`` (or a read, which syncs); ``cut()`` loses the
-    rest. Armed, the first block written out of order (a gap behind it: mid-window) cuts."""
+    rest. Armed, the first block written out of order (a gap behind it: mid-window) once an
+    offset has been persisted cuts."""
 
     armed = False
     cut_gaps = 0
+    state = Path()
+
+    @classmethod
+    def persisted(cls) -> int:
+        try:
+            return int(json.loads(cls.state.read_text()).get("offset", 0))
+        except (OSError, ValueError):
+            return 0
 
     def open(self, size: int, offset: int = 0) -> None:
         super().open(size, offset)
@@ -79,7 +89,7 @@ class LossySlots(FileSlots):
         self._end = offset
 
     def write_at(self, offset: int, data: bytes) -> None:
-        if LossySlots.armed and offset != self._end:
+        if LossySlots.armed and offset != self._end and LossySlots.persisted():
             LossySlots.armed = False
             LossySlots.cut_gaps += 1
             raise PowerCut
@@ -117,6 +127,7 @@ async def test_power_cut_mid_window_resumes_byte_identical(gateway, coap_client,
     root.mkdir()
     f = Faults(loss=0.2, reorder=0.2, reorder_hold=0.02, delay=0.002)
     LossySlots.armed = False
+    LossySlots.state = root / "state.json"
     async with Relay((LO, 0), (LO, gw.device_port), up=f, down=f, seed=2, duration=60) as relay:
         relay.on_bytes(DOWN, size // 2, lambda: setattr(LossySlots, "armed", True))
         job: dict[str, Any] = {}
