@@ -21,7 +21,7 @@ takes a quarter off, and a second timeout in a row, four SRTT after the last ans
 (every timeout backs the shared timeout off, until an answer). A radio link's steady random
 loss is thus not read as congestion (TCP's rule would hold the window near 2 blocks at 30 %
 loss each way), while drops that grow with the sending rate (a full queue, a rate limit, many
-devices in one cell) are. ``max_tries`` timeouts in a row without an answer: ``FAILED``.
+devices in one cell) are; and above half of a round lost (``LOSS_CAP``) loss always counts. ``max_tries`` timeouts in a row without an answer: ``FAILED``.
 
 One token per block, ``salt + block number`` (no table of tokens), kept across re-requests so
 a late answer to an earlier try still counts; message ids come from the link. The ETag must be
@@ -40,6 +40,7 @@ from .fetch import CONTENT, CORRUPT, GONE, RESTART
 INCREASE = 4  # blocks added to the window per round after slow start
 MIN_WINDOW = 2
 MARGIN = 13  # /256: a round losing 5 points more than the usual rate is congestion
+LOSS_CAP = 128  # /256: no link is taken to lose more than half its blocks as a rule
 
 FREE = 0  # ring slot states
 ASKED = 1
@@ -50,7 +51,7 @@ FAILED = 6  # verdict: no answer for max_tries timeouts in a row (the fetch verd
 
 class Window:
     def __init__(self, path, size, szx, sink, offset=0, etag=None, max_window=32,
-                 init_window=8, max_tries=8, step=16384, salt=0):
+                 init_window=16, max_tries=8, step=16384, salt=0):
         if size <= 0 or not 0 <= szx <= 6 or max_window < 1:
             raise ValueError("bad size, szx or window")
         bs = 1 << (szx + 4)
@@ -80,6 +81,8 @@ class Window:
         self.silent = 0  # timeouts since the last answer
         self.probed = False  # a tail loss probe went out since the last answer
         self.last_ms = 0  # when the last request went out
+        self.first_ms = None  # when the first went out, and when the last block came
+        self.done_ms = None
         self.answer_ms = 0  # when the last block came
         self.loss_avg = 0  # the link's usual loss rate per round, /256
         self._round_end = 0  # send sequence that closes the current round once answered
@@ -144,6 +147,8 @@ class Window:
     def _send(self, num, now_ms):
         i = num % self.span
         self.last_ms = now_ms
+        if self.first_ms is None:
+            self.first_ms = now_ms
         self.sent += 1
         self._seq[i] = self.sent
         self._ms[i] = now_ms
@@ -181,12 +186,14 @@ class Window:
                 # the first loss ends slow start: the window just doubled, so half of it is
                 # what the link took; this round's loss is the first guess of the usual rate
                 self._shrink(self.cwnd // 2)
-                self.loss_avg = frac
+                self.loss_avg = min(LOSS_CAP, frac)
+            elif self._round_lost and not self.loss_avg:
+                self.loss_avg = min(LOSS_CAP, frac)  # the first lossy round: the usual
             elif self._round_lost and frac > self.loss_avg + MARGIN:
                 self._shrink(self.cwnd - max(1, self.cwnd // 4))
             elif self.cwnd >= self.ssthresh and frac <= self.loss_avg:
                 self.cwnd = min(self.cwnd + INCREASE, self.max_window)
-            self.loss_avg = (3 * self.loss_avg + frac) >> 2
+            self.loss_avg = min(LOSS_CAP, (3 * self.loss_avg + frac) >> 2)
         self._round_got = self._round_lost = 0
         self._round_end = self.sent
 
@@ -372,6 +379,8 @@ class Window:
             moved = True
         if moved:
             self.sink.advance(self.offset)
+            if self.complete:
+                self.done_ms = now_ms
         if seq > self.hi:
             self.hi = seq
         self._recover(now_ms)

@@ -305,7 +305,7 @@ def test_a_report_rides_along_and_ends_the_run() -> None:
     w.start(0, r, Mids())
     sent = take(w)
     report = coap.decode(sent[0])
-    assert report.mtype == coap.CON and report.code == coap.POST and len(sent) == 1 + 8
+    assert report.mtype == coap.CON and report.code == coap.POST and len(sent) == 1 + 16
     w.on_datagram(answer(sent[1], 64 * 16, 0), 3)
     assert not w.done
     w.on_datagram(coap.encode(coap.ACK, 0x44, report.mid, report.token, [], b"cmd"), 4)
