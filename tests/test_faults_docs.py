@@ -21,6 +21,6 @@ def test_every_fota_relay_line_in_the_guide_parses():
         if (word.startswith("--") and word[2:3].isalpha()
                 and not word.startswith(("--up-X", "--down-X", "--X"))):
             others = {"--timeout", "--wait", "--watch",  # cc
-                      "--ack-timeout",  # fota-sim
+                      "--ack-timeout", "--seq",  # fota-sim
                       "--device"}  # bench/lossy.py
             assert word.rstrip(",.)") in options | others, word
