@@ -13,7 +13,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from proto import manifest, uris
+from proto import manifest, packing, uris
+from proto.codes import Compression
 from proto.control import MAX_IMAGE, MAX_LABEL, MAX_NOTES
 
 from .client import ControlClient
@@ -128,3 +129,57 @@ async def add(client: ControlClient, key: Ed25519PrivateKey, file: Path, *, seq:
     if not isinstance(image, dict):
         raise CcError(f"gateway sent an unexpected answer to {uris.FW}: {image!r}")
     return image
+
+
+# -- compression and deltas (issue 12) -------------------------------------------------------
+#: a compressed variant is registered only when it saves at least this share of the bytes
+COMPRESS_PAYS = 0.9
+
+
+def variant_manifest(key: Ed25519PrivateKey, image: dict[str, Any], *, vendor: str,
+                     device_class: str, digest: bytes, size: int, sent: bytes, sent_size: int,
+                     base: bytes | None = None) -> bytes:
+    """Sign a variant: the image digest and size hashed here, plus what is sent instead."""
+    try:
+        return manifest.sign(manifest.build(
+            seq=int(image["seq"]), vendor=vendor, device_class=device_class, digest=digest,
+            size=size, uri=uris.image_path(sent), compression=int(Compression.DEFLATE),
+            delta_base=base, sent_digest=sent, sent_size=sent_size), key)
+    except manifest.ManifestError as e:
+        raise CcError(f"cannot build the manifest: {e}") from None
+
+
+async def add_compressed(client: ControlClient, key: Ed25519PrivateKey, file: Path,
+                         image: dict[str, Any], *, vendor: str, device_class: str, digest: bytes,
+                         size: int, tmp: Path) -> dict[str, Any] | None:
+    """Deflate the image (proto/packing.py), and where that pays upload it and sign it."""
+    packed = packing.compress_image(file.read_bytes())
+    if len(packed) >= COMPRESS_PAYS * size:
+        return None
+    sent = hashlib.sha256(packed).digest()
+    tmp.write_bytes(packed)
+    await upload(client, tmp, sent.hex(), len(packed))
+    signed = variant_manifest(key, image, vendor=vendor, device_class=device_class,
+                              digest=digest, size=size, sent=sent, sent_size=len(packed))
+    return await client.post(f"{uris.FW}/{image['id']}/variants", {"manifest": signed})
+
+
+async def add_deltas(client: ControlClient, key: Ed25519PrivateKey, image: dict[str, Any], *,
+                     vendor: str, device_class: str, digest: bytes,
+                     size: int) -> list[dict[str, Any]]:
+    """Have the gateway build deltas from earlier images of the class, and sign each.
+
+    The gateway made the delta bytes, so their digest is its word; what a device installs is
+    still checked against the image digest hashed here, which a bad delta cannot match."""
+    built = await client.post(f"{uris.FW}/{image['id']}/deltas", {})
+    if not isinstance(built, list):
+        raise CcError(f"gateway sent an unexpected answer to deltas: {built!r}")
+    out = []
+    for v in built:
+        if v.get("kind") != "delta" or v.get("signed"):
+            continue
+        signed = variant_manifest(key, image, vendor=vendor, device_class=device_class,
+                                  digest=digest, size=size, sent=bytes.fromhex(v["sent"]),
+                                  sent_size=int(v["sent_size"]), base=bytes.fromhex(v["base"]))
+        out.append(await client.post(f"{uris.FW}/{image['id']}/variants", {"manifest": signed}))
+    return out

@@ -332,12 +332,23 @@ def campaign_detail(camp: dict[str, Any]) -> list[Any]:
 
 def job_table(rows: list[dict[str, Any]], *, title: str, by: str) -> Listing:
     """Jobs of a campaign (keyed by device) or of a device (keyed by campaign)."""
-    t = Listing(title, [by, "state", "result", "progress", "size", "updated"],
-                right=("progress", "size"), optional=("size", "updated"))
+    t = Listing(title, [by, "state", "result", "progress", "size", "sent", "updated"],
+                right=("progress", "size"), optional=("size", "sent", "updated"))
     for j in rows:
         t.add(j.get(by, j.get("id", "-")), state_cell(j.get("state")), j.get("result") or "-",
               percent(j.get("progress"), j.get("size")), size(j.get("size")),
-              when(j.get("updated")))
+              j.get("sent") or "-", when(j.get("updated")))
+    return t
+
+
+def variants(rows: list[dict[str, Any]]) -> Listing:
+    """Compressed images and deltas (``cc firmware deltas``)."""
+    t = Listing("compressed images and deltas",
+                ["id", "image", "kind", "base", "sent", "signed", "created"],
+                right=("sent",), optional=("created",))
+    for r in rows:
+        t.add(r.get("id"), r.get("image"), r.get("kind"), str(r.get("base") or "-")[:8],
+              size(r.get("sent_size")), "yes" if r.get("signed") else "no", when(r.get("created")))
     return t
 
 

@@ -29,7 +29,8 @@ battery: it reports result deferred and the gateway offers the job again later),
 ``fw_key`` / ``class_key`` (64 hex characters: the firmware key from ``cc devices add --key``,
 the class key from ``cc firmware add --encrypt --class-key``; they unwrap the content key of
 encrypted images, device/keywrap.py; without one that fits: result key unavailable, before any
-download), ``aes`` (the ``cryptolib.aes`` constructor, for hosts without cryptolib).
+download), ``aes`` (the ``cryptolib.aes`` constructor, for hosts without cryptolib),
+``caps`` (``const.CAP_*`` bits to announce; default: deflate when the port has it, and deltas).
 """
 
 import binascii
@@ -111,6 +112,13 @@ def _default_self_test(slots):
     return True
 
 
+def default_caps():
+    """What this agent can decode: deltas always, deflate where the port has a decoder."""
+    from . import inflate  # small; the decoder itself is allocated only while downloading
+
+    return const.CAP_DELTA | (const.CAP_DEFLATE if inflate.deflate is not None else 0)
+
+
 class Agent:
     def __init__(self, config, slots, store, clock=None):
         self.cfg = config
@@ -131,6 +139,7 @@ class Agent:
         self.confirm_s = config.get("confirm_s", 300)
         self.wake_s = config.get("wake_s", 60)
         self.self_test = config.get("self_test") or _default_self_test
+        self.caps = config["caps"] if "caps" in config else default_caps()
         self.slots = slots
         self.store = store
         self.clock = clock or time.time
@@ -179,6 +188,7 @@ class Agent:
         self._go(event, result)
         self.s["img"] = None
         self.s["offset"] = 0
+        self.s["cp"] = None
         self.s["unsent"] = True
         self._save()
 
@@ -302,6 +312,7 @@ class Agent:
         self._save()
         self.slots.confirm()
         s["seq"] = s["img"]["seq"]
+        s["digest"] = s["img"]["digest"]  # the running image: the base a delta must name
         s.pop("confirming", None)
         s.pop("boots", None)
         s.pop("since", None)
@@ -321,6 +332,8 @@ class Agent:
         s = self.s
         m = {const.R_ID: self.id, const.R_CLASS: self.cls, const.R_SEQ: s["seq"],
              const.R_STATE: s["state"], const.R_RESULT: s["result"]}
+        if self.caps:
+            m[const.R_CAPS] = self.caps
         if s["job"] is not None:
             m[const.R_JOB] = s["job"]
         if self.oom is not None:
@@ -330,11 +343,11 @@ class Agent:
                 m[const.R_JOB] = self.oom[1]
         img = s["img"]
         if img is not None:
+            m[const.R_SIZE] = img.get("sent", img["size"])  # progress counts bytes sent
             if s["state"] == DOWNLOADING:
                 m[const.R_PROGRESS] = self._fetch.offset if self._fetch else s["offset"]
             else:
-                m[const.R_PROGRESS] = img["size"]
-            m[const.R_SIZE] = img["size"]
+                m[const.R_PROGRESS] = m[const.R_SIZE]
             m[const.R_TARGET] = img["seq"]
         return m
 
@@ -425,7 +438,17 @@ class Agent:
         try:
             if not isinstance(signed, bytes):
                 raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "no manifest")
-            m = manifest.check(signed, self.trusted, self.vendor_id, self.class_id, s["seq"])
+            m = manifest.check(signed, self.trusted, self.vendor_id, self.class_id, s["seq"],
+                               self.caps)
+            base = m.get(const.M_DELTA_BASE)
+            if base is not None and s.get("digest") not in (None, _hex(base)):
+                raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "delta for another base")
+            wrapped = None
+            if const.M_ENC_ALG in m:  # before any download: refuse if no key of ours fits
+                wrapped = cmd.get(const.C_CEK)
+                got = self._content_key(wrapped)
+                if isinstance(got, int):
+                    raise manifest.Refused(got, "cannot unwrap the content key")
             uri = m[const.M_URI]
             size = m[const.M_SIZE]
             if not uri.startswith("/"):
@@ -455,6 +478,11 @@ class Agent:
         if wrapped is not None:  # kept wrapped: the content key itself never reaches flash
             s["img"]["wk"] = _hex(wrapped)
             s["img"]["iv"] = _hex(m[const.M_ENC_IV])
+        if const.M_SENT_SIZE in m:  # compressed or a delta: decoded on the way (device/pipe.py)
+            s["img"]["sent"] = m[const.M_SENT_SIZE]
+            s["img"]["comp"] = m.get(const.M_COMPRESSION, const.COMP_NONE)
+            s["img"]["base"] = base is not None
+        s["cp"] = None
         s["offset"] = 0
         s["fresh"] = True  # report the start of this download
         self._save()
@@ -521,15 +549,15 @@ class Agent:
                 if isinstance(stage, int):  # the key changed under a download in flight
                     self._finish(lifecycle.FAIL, stage)
                     return None
-                f = Fetch(self.slots, img["uri"], img["size"], _unhex(img["digest"]),
-                          self.block_size, stage)
+                f = self._new_fetch(img, stage)
                 try:
                     f.start(s["offset"], _unhex(img["etag"]) if img["etag"] else None)
-                except (OSError, SlotError):
+                except (OSError, SlotError, ValueError):
                     self._finish(lifecycle.FAIL, const.RES_NO_SPACE)
                     return None
                 self._fetch = f
-            if self.transfer == STOP_AND_WAIT:
+            # a pipe decodes in order: no windows, whose blocks come in any order
+            if self.transfer == STOP_AND_WAIT or f.pipe is not None:
                 done = yield from self._stop_and_wait(f, img)
             else:
                 done = yield from self._windowed(f, img)
@@ -551,12 +579,28 @@ class Agent:
         return step, (f.offset // step + 1) * step
 
     def _persist(self, f, img):
+        """Every PERSIST_EVERY bytes: sync the slot, then save where a restart would resume.
+
+        Through a pipe the restart point is its latest checkpoint (transfer offset, output
+        offset and applier state, taken together), persisted once it is PERSIST_EVERY bytes
+        of transfer or of output past the saved one."""
         s = self.s
-        if f.offset - s["offset"] >= PERSIST_EVERY:
-            self.slots.sync()
-            s["offset"] = f.offset
-            img["etag"] = _hex(f.etag) if f.etag else None
-            self._save()
+        if f.pipe is None:
+            if f.offset - s["offset"] < PERSIST_EVERY:
+                return
+            offset = f.offset
+        else:
+            cp = f.pipe.checkpoint()
+            last = s.get("cp") or {"t": 0, "o": 0}
+            if cp is None or (cp["t"] - last["t"] < PERSIST_EVERY
+                              and cp["o"] - last["o"] < PERSIST_EVERY):
+                return
+            s["cp"] = cp
+            offset = cp["t"]
+        self.slots.sync()
+        s["offset"] = offset
+        img["etag"] = _hex(f.etag) if f.etag else None
+        self._save()
 
     def _window(self, f, img):
         from .burst import Window
@@ -591,6 +635,7 @@ class Agent:
         f.restart()
         img["etag"] = None
         self.s["offset"] = 0
+        self.s["cp"] = None
         self._save()
         return True
 
@@ -675,6 +720,18 @@ class Agent:
             self._persist(f, img)
             if self._exhausted():
                 return False
+
+    def _new_fetch(self, img, stage):
+        from .fetch import Fetch
+
+        digest = _unhex(img["digest"])
+        if "sent" not in img:
+            return Fetch(self.slots, img["uri"], img["size"], digest, self.block_size, stage)
+        from .pipe import Pipe  # compressed or a delta: decoded after any decryption
+
+        p = Pipe(self.slots, img["size"], digest, img["comp"], img["base"], self.s.get("cp"))
+        return Fetch(self.slots, img["uri"], img["sent"], None, self.block_size, stage, p)
+
 
     def _install(self):
         """DOWNLOADED: mark the slot to boot next, tell the gateway, reboot into it."""

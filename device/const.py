@@ -4,6 +4,7 @@ Naming: enum members get a prefix naming their enum, plain constants keep proto'
   R_*   proto.keys.ReportKey      C_*   proto.keys.CmdKey      M_*   proto.keys.ManifestKey
   ST_*  proto.codes.State         RES_* proto.codes.Result      OP_*  proto.codes.Op
   PH_*  proto.codes.Phase
+  COMP_* proto.codes.Compression  CAP_* proto.codes.Cap
   REPORT, COMMAND, FIRMWARE, ETAG_BYTES, IMAGE_ID_HEX, DEFAULT_DEVICE_PORT  (proto.uris)
   MANIFEST_VERSION (proto.keys); MAX_REPORT (proto.control); COSE_*, PROTECTED, KID_BYTES,
   MAX_MANIFEST (proto.manifest).
@@ -21,6 +22,7 @@ R_SIZE = 8
 R_TARGET = 9
 R_AUTH = 10
 R_PHASE = 11
+R_CAPS = 12
 
 C_OP = 1
 C_JOB = 2
@@ -41,6 +43,7 @@ M_DELTA_BASE = 9
 M_ENC_ALG = 16  # encryption block (proto.keys)
 M_ENC_IV = 17
 M_SENT_DIGEST = 18
+M_SENT_SIZE = 19  # compression and deltas (proto.keys)
 MANIFEST_VERSION = 1
 
 ST_IDLE = 0
@@ -71,6 +74,11 @@ PH_REPORT = 2
 PH_VERIFY = 3
 PH_DOWNLOAD = 4
 PH_INSTALL = 5
+
+COMP_NONE = 0
+COMP_DEFLATE = 1
+CAP_DEFLATE = 1
+CAP_DELTA = 2
 
 OP_NONE = 0
 OP_UPDATE = 1

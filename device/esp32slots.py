@@ -110,10 +110,16 @@ class Esp32Partitions:
         self.sync()
         self._part = None
 
+    def read_running(self, offset, buf):
+        """The running partition (the base of a delta)."""
+        return self._read(self._running(), offset, buf)
+
     def readinto(self, offset, buf):
-        part = self._next()
+        return self._read(self._next(), offset, buf)
+
+    def _read(self, part, offset, buf):
         size = part.info()[3]
-        n = min(len(buf), size - offset)
+        n = max(0, min(len(buf), size - offset))
         mv = memoryview(buf)[:n]
         block, off = offset // SECTOR, offset % SECTOR
         # readblocks with an offset may cross sector ends on the real API; do it per sector

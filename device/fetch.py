@@ -13,6 +13,10 @@ fills. Measured under the real MicroPython (docs/performance.md), holding early 
 would cost a window's worth of heap; reading back costs one buffer, allocated here, once. The
 same buffer re-hashes the slot on resume, because a SHA-256 state cannot be saved on
 MicroPython.
+
+With ``pipe`` (device/pipe.py: the manifest says the bytes sent are compressed or a delta) the
+payload goes to ``pipe.write`` instead, which decodes it into the slot and hashes the image as
+installed; the pipe also decides where a resumed download restarts. Bad data there is CORRUPT.
 """
 
 import hashlib
@@ -39,7 +43,7 @@ def szx_for(block_size):
 
 
 class Fetch:
-    def __init__(self, slots, uri, size, digest, block_size=1024, stage=None):
+    def __init__(self, slots, uri, size, digest, block_size=1024, stage=None, pipe=None):
         self.slots = slots
         self.stage = stage  # (offset, bytes as sent, out buffer) -> bytes to install, e.g.
         # cipher.ctr(): it writes into the block buffer below, so it needs none of its own
@@ -51,11 +55,16 @@ class Fetch:
         self.etag = None
         self.echo = None  # RFC 9175 Echo from a 4.01: the next requests carry it
         self.fetched = 0  # bytes received over the air by this object (re-fetch accounting)
-        self._buf = bytearray(16 << self.szx)
+        self.pipe = pipe
+        self._buf = bytearray(16 << self.szx) if pipe is None or stage else None
         self._h = None
 
     def start(self, offset=0, etag=None):
         """Open the slot at ``offset`` (0: from scratch) and rebuild the hash of what is there."""
+        if self.pipe is not None:  # it knows its own restart point
+            self.offset = self.pipe.start(16 << self.szx)
+            self.etag = etag if self.offset else None
+            return
         self._h = hashlib.sha256()
         self.offset = 0
         self.advance(offset)
@@ -133,20 +142,31 @@ class Fetch:
         self.szx = szx
         if self.stage is not None:
             data = self.stage(self.offset, data, self._buf)
-        self.slots.write(data)
-        self._ordered(data)
+        if self.pipe is not None:
+            try:
+                self.pipe.write(data)
+            except ValueError:  # pipe, inflate or patch: the data does not decode
+                return CORRUPT
+            self.offset += len(data)
+        else:
+            self.slots.write(data)
+            self._ordered(data)
         self.fetched += len(data)
         if more:
             return OK
         return DONE
 
     def restart(self):
+        if self.pipe is not None:
+            self.pipe.cp = None
         self.start(0)
 
     def verified(self):
         """All bytes in, and they hash to the manifest's digest (call once, after DONE)."""
         if self.offset != self.size:
             return False
+        if self.pipe is not None:
+            return self.pipe.verified()
         self.slots.sync()
         return self._h.digest() == self.digest
 

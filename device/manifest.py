@@ -3,6 +3,8 @@
 Order matters: structure, then signature, and only then the signed fields, so nothing
 unauthenticated decides anything beyond "refused". ``check`` returns the manifest map (int keys,
 ``const.M_*``) or raises ``Refused(result, reason)`` with the LwM2M-style result to report.
+``caps`` (``const.CAP_*`` bits) says what the agent can decode: a manifest asking for more, or
+carrying a key this agent does not know, is refused with result 6 before anything is fetched.
 The unprotected header must be exactly ``{4: kid}``, as proto.manifest requires: it is not
 signed, so anything else in it is refused and every flipped bit of a manifest is fatal.
 """
@@ -63,7 +65,34 @@ _REQUIRED = ((const.M_VERSION, int), (const.M_SEQ, int), (const.M_VENDOR, bytes)
              (const.M_URI, str))
 
 
-def check(signed, trusted, vendor_id, class_id, installed_seq):
+# Keys this agent understands; any other signed key is a field it cannot honour (result 6).
+_KNOWN = (const.M_VERSION, const.M_SEQ, const.M_VENDOR, const.M_CLASS, const.M_DIGEST,
+          const.M_SIZE, const.M_URI,
+          const.M_ENC_ALG, const.M_ENC_IV, const.M_SENT_DIGEST,  # encryption (issue 16)
+          # -- compression and deltas (issue 12) --
+          const.M_COMPRESSION, const.M_DELTA_BASE, const.M_SENT_SIZE)
+
+
+def _sent(m, caps):
+    """Refuse, before any download, a transfer this device cannot decode (issue 12)."""
+    comp = m.get(const.M_COMPRESSION, const.COMP_NONE)
+    base = m.get(const.M_DELTA_BASE)
+    if comp == const.COMP_NONE and base is None:
+        return
+    if comp == const.COMP_DEFLATE:
+        if not caps & const.CAP_DEFLATE:
+            raise _bad("this device cannot decompress")
+    elif comp != const.COMP_NONE:
+        raise _bad("unknown compression")
+    if base is not None and (not caps & const.CAP_DELTA or not isinstance(base, bytes)
+                             or len(base) != 32):
+        raise _bad("this device cannot apply this delta")
+    d, n = m.get(const.M_SENT_DIGEST), m.get(const.M_SENT_SIZE)
+    if not isinstance(d, bytes) or len(d) != 32 or not isinstance(n, int) or n <= 0:
+        raise _bad("sent digest or size missing")
+
+
+def check(signed, trusted, vendor_id, class_id, installed_seq, caps=0):
     protected, kid, payload, signature = _unwrap(signed)
     message = sig_structure(protected, payload)
     for pub in trusted:
@@ -83,6 +112,10 @@ def check(signed, trusted, vendor_id, class_id, installed_seq):
         x = m.get(k)
         if not isinstance(x, t) or isinstance(x, bool):
             raise _bad("manifest field %d missing or of the wrong type" % k)
+    for k in m:
+        if k not in _KNOWN:
+            raise _bad("manifest field %r is unknown to this device" % (k,))
+    _sent(m, caps)
     if m[const.M_VERSION] != const.MANIFEST_VERSION:
         raise _bad("unsupported manifest version %d" % m[const.M_VERSION])
     if len(m[const.M_DIGEST]) != 32 or m[const.M_SIZE] < 0:

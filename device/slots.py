@@ -20,7 +20,8 @@ Interface: ``boot() running() inactive() next_boot() capacity() open(size, offse
 write_at(offset, data) sync() readinto(offset, buf) set_pending() confirm() rollback()``.
 ``write`` appends at the position ``open`` set; ``write_at`` writes anywhere at or after it (a
 windowed download takes blocks in any order, each once); ``sync`` makes everything written so
-far durable (the agent persists an offset only after a ``sync``).
+far durable (the agent persists an offset only after a ``sync``). For deltas:
+``read_running(offset, buf)`` and ``running_size()`` (the bytes the running slot holds).
 """
 
 import os
@@ -58,6 +59,7 @@ class FileSlots:
         self._capacity = capacity
         self.bundles = bundles
         self._f = None
+        self._rf = None  # the running slot, open while a delta reads it
         self._pos = 0
         self._boot_path = root + "/boot.json"
         try:
@@ -168,6 +170,9 @@ class FileSlots:
         if self._f is not None:
             self._f.close()
             self._f = None
+        if self._rf is not None:
+            self._rf.close()
+            self._rf = None
 
     def readinto(self, offset, buf):
         """Read the inactive slot (re-hash on resume, verify); return the bytes read."""
@@ -178,3 +183,17 @@ class FileSlots:
             return f.readinto(buf)
         finally:
             f.close()
+
+    # -- reading the running slot (the base of a delta) ---------------------------------------
+    def running_size(self):
+        try:
+            return os.stat(self.path(self.running()))[6]
+        except OSError:
+            return 0
+
+    def read_running(self, offset, buf):
+        if self._rf is None:
+            self._rf = open(self.path(self.running()), "rb")
+        self._rf.seek(offset)
+        return self._rf.readinto(buf) or 0
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -15,7 +16,7 @@ from proto.control import MAX_BODY, MAX_IMAGE
 
 from .blobs import BlobStore, valid_digest_hex
 from .coapx import RETRY_AFTER, address_of, answer, cbor_response, error, short_of, shortage
-from . import oscore_creds
+from . import deltas, oscore_creds
 from .devauth import DeviceAuth
 from .fleet import Fleet
 from .requests import Refused, loads_exact
@@ -47,7 +48,25 @@ class ControlSite(Resource, PathCapable):
         if self.require_oscore and not oscore_creds.authenticated(request.remote):
             return error(Code.UNAUTHORIZED, "this gateway takes control requests only through "
                          "OSCORE: get credentials (fota-gateway credentials add) and `cc login`")
+        path = request.opt.uri_path
+        if path[:1] == (uris.FW,) and path[2:] == ("deltas",) and request.code is Code.POST:
+            return await self.build_deltas(path[1])  # seconds of CPU: in a worker thread
         return answer(lambda: self._render(request), "control")
+
+    async def build_deltas(self, image_id: str) -> Message:
+        store = self.fleet.store
+        image = store.image(image_id)
+        if image is None:
+            return error(Code.NOT_FOUND, "no such image")
+        pairs = [(b["digest"], image["digest"])
+                 for b in store.delta_bases(image, deltas.MAX_BASES)]
+        try:
+            built = await asyncio.to_thread(deltas.build_blobs, self.blobs, pairs)
+        except (OSError, deltas.DeltaError) as e:
+            log.error("building deltas to %s failed: %s", image_id, e)
+            return error(Code.INTERNAL_SERVER_ERROR, f"building deltas failed: {e}")
+        deltas.record_built(store, image, built)
+        return cbor_response(Code.CHANGED, deltas.variants(store, image_id))
 
     def _render(self, request: Message) -> Message:
         path, code = request.opt.uri_path, request.code
@@ -66,6 +85,13 @@ class ControlSite(Resource, PathCapable):
         if route == (uris.FW, 3, "POST") and path[2] == "keys":
             return self.with_body(request, lambda b: cbor_response(
                 Code.CHANGED, self.fleet.put_wrapped_keys(path[1], b)))
+        if head == uris.FW and len(path) == 3 and path[2] == "deltas" and code is Code.GET:
+            return cbor_response(Code.CONTENT, deltas.variants(
+                self.fleet.store, None if path[1] == "-" else path[1]))
+        if head == uris.FW and len(path) == 3 and path[2] == "variants" and code is Code.POST:
+            return self.with_body(request, lambda b: cbor_response(Code.CREATED, deltas.register(
+                self.fleet.store, self.blobs, path[1],
+                b.get("manifest") if isinstance(b, dict) else None)))
         if route == (uris.DEV, 1, "GET"):
             return cbor_response(Code.CONTENT, self.fleet.device_views(request.opt.uri_query))
         if route == (uris.DEV, 1, "POST"):

@@ -20,7 +20,7 @@ from aiocoap.optiontypes import BlockOption
 from proto import uris
 from proto.control import MAX_REPORT
 
-from . import metrics
+from . import deltas, metrics
 from .blobs import BlobStore, CorruptBlob
 from .blockwire import encode_block_response
 from .coapx import CBOR_FORMAT, answer, error
@@ -65,13 +65,13 @@ class DeviceApi:
     def _image(self, image_id: str) -> tuple[str, bytes] | None:
         got = self._images.get(image_id)
         if got is None:
-            row = self.fleet.store.image(image_id)
-            if row is None:
+            digest = deltas.blob_of(self.fleet.store, image_id)  # an image or a variant of one
+            if digest is None:
                 return None
-            etag = bytes.fromhex(row["digest"])[:uris.ETAG_BYTES]
+            etag = bytes.fromhex(digest)[:uris.ETAG_BYTES]
             if len(self._images) >= 4096:  # images are few; ids that miss are not cached
                 self._images.clear()
-            got = self._images[image_id] = (row["digest"], etag)
+            got = self._images[image_id] = (digest, etag)
         return got
 
     def block(self, request: Message) -> Message:

@@ -23,7 +23,7 @@ from proto.codes import (CampaignState, JobState, Op, Result, State, phase_name,
 from proto.control import DEFAULT_TIMEOUT, EVENTS_PAGE, MAX_LABEL, MAX_NOTES
 from proto.keys import CmdKey, ManifestKey
 
-from . import jobs, rollout, wrapped
+from . import deltas, jobs, rollout, wrapped
 from .blobs import BlobError, BlobStore
 from .requests import MAX_TAGS, Refused, Report, check_id, check_tags, device_query
 from .store import Store, tags_json
@@ -97,6 +97,8 @@ class Fleet:
                 if _host(dev["address"]) != _host(address):  # a new source port per wake is
                     s.event("address", f"address {dev['address']} -> {address}",  # normal
                             device=r.id)
+            if dev is None or dev["caps"] != (r.caps or 0):
+                s.set_device_caps(r.id, r.caps or 0)
             if r.job is not None:
                 self._apply_to_job(r, now)
             command = self._command_for(r, now)
@@ -123,7 +125,9 @@ class Fleet:
         # deferred: offered again after the campaign's defer time
         not_before = now + self.policy(camp).defer if event == jobs.DEFER else None
         if event == jobs.SUCCESS:
-            progress = image["size"]
+            progress = job["sent_size"] or image["size"]
+        if event == jobs.FAIL and deltas.failed(s, job, r.result):
+            event = jobs.FALLBACK  # the delta did not apply: full image next (deltas.py)
         self._set_job(job, event, r.result if event == jobs.FAIL else jobs.RESULTS.get(event),
                       progress, now, ("late report: " if late else "") + _names(r.state, r.result),
                       not_before=not_before)
@@ -395,7 +399,7 @@ class Fleet:
                 if gate is not None:
                     return gate or None
             if dev["seq"] < image["seq"]:
-                return self._update(job, image, device_id)
+                return self._update(job, image, device_id, record=False)
             return None
         last = self.store.last_job(device_id)
         if last is not None and last["state"] == JobState.CANCELLED and dev["state"] != State.IDLE:
@@ -496,8 +500,9 @@ class Fleet:
             raise Refused("bad_request", str(e)) from None
         return self.image_view(self.store.image(image_id))
 
-    def _update(self, job: Any, image: Any, device_id: str) -> dict[int, Any]:
-        cmd = {CmdKey.OP: Op.UPDATE, CmdKey.JOB: job["id"], CmdKey.MANIFEST: image["manifest"]}
+    def _update(self, job: Any, image: Any, device_id: str, record: bool = True) -> dict[int, Any]:
+        cmd = {CmdKey.OP: Op.UPDATE, CmdKey.JOB: job["id"],
+               CmdKey.MANIFEST: deltas.offer(self.store, job, image, record)}  # or a variant
         cek = wrapped.for_device(self.store, image["id"], device_id)
         if cek is not None:  # none: an encrypted image's device refuses (result key unavailable)
             cmd[CmdKey.CEK] = cek
@@ -836,7 +841,8 @@ class Fleet:
         return {"id": row["id"], "campaign": row["campaign"], "device": row["device"],
                 "phase": row["phase"], "state": row["state"],
                 "result": None if row["result"] is None else result_name(row["result"]),
-                "progress": row["progress"], "size": row["size"], "updated": row["updated"]}
+                "progress": row["progress"], "size": row["sent_size"] or row["size"],
+                "updated": row["updated"], "sent": deltas.kind(row["variant"])}
 
     def events(self, since: float) -> list[dict[str, Any]]:
         return self.store.events_since(since, EVENTS_PAGE)

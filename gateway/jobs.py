@@ -30,6 +30,7 @@ DEADLINE = "deadline"  # the campaign's deadline passed (sweeper)
 OFFER_EXPIRED = "offer_expired"  # no download within the campaign's offer_timeout (sweeper)
 SKIP = "skip"  # the device already runs a newer seq (or the image's, before its offer)
 STOP = "stop"  # the image's blob cannot be served: the download stops, the job waits
+FALLBACK = "fallback"  # a delta failed on the device: offer it the full image (deltas.py)
 
 #: (state, event) -> next state; None: the job keeps its state and record (ignored).
 TABLE: dict[tuple[str, str], str | None] = {}
@@ -46,6 +47,7 @@ for _s in JobState.ACTIVE:
         (_s, DEFER): None if _s == JobState.QUEUED else JobState.QUEUED,
         (_s, DEADLINE): JobState.TIMED_OUT,
     })
+    TABLE[(_s, FALLBACK)] = None if _s == JobState.QUEUED else JobState.QUEUED
 TABLE[(JobState.OFFERED, OFFER)] = None  # handed out again: the offer's clock keeps running
 for _s in (JobState.QUEUED, JobState.OFFERED, JobState.DOWNLOADING):
     # later states are installing: the agent finishes without asking and the job records it
@@ -60,7 +62,7 @@ TABLE.update({(JobState.OFFERED, STOP): JobState.QUEUED,
 # would have the sweeper time it out again. A cancelled job only follows a device that
 # installed the image anyway (it had all of it before it heard of the cancel).
 for _s, _fail in ((JobState.TIMED_OUT, JobState.FAILED), (JobState.CANCELLED, None)):
-    TABLE.update({(_s, SUCCESS): JobState.SUCCEEDED, (_s, FAIL): _fail})
+    TABLE.update({(_s, SUCCESS): JobState.SUCCEEDED, (_s, FAIL): _fail, (_s, FALLBACK): _fail})
     TABLE.update({(_s, e): None for e in (DOWNLOADING, DOWNLOADED, UPDATING, DEFER)})
 del _s, _fail
 

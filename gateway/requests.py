@@ -42,6 +42,7 @@ class Report:
     size: int | None
     target: int | None
     phase: int | None = None
+    caps: int | None = None  # proto.codes.Cap: what it can decode (absent: full images only)
 
 
 def check_id(value: Any, what: str) -> str:
@@ -101,6 +102,7 @@ def parse_report(payload: bytes) -> Report:
         size=opt(ReportKey.SIZE),
         target=opt(ReportKey.TARGET),
         phase=opt(ReportKey.PHASE),
+        caps=opt(ReportKey.CAPS),
     )
 
 

@@ -4,7 +4,7 @@ States and results keep the LwM2M Firmware Update object (5) numbering so that a
 knows LwM2M reads ours at a glance; results 20 and up are ours (SUIT-style refusals, rollback).
 """
 
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 
 
 class State(IntEnum):
@@ -56,6 +56,20 @@ class Op(IntEnum):
     UPDATE = 1
     CANCEL = 2
     DEFER = 3  # come back after CmdKey.WAIT seconds (windows, concurrency caps)
+
+
+class Compression(IntEnum):
+    """Manifest COMPRESSION: how the bytes sent are packed (before any delta is applied)."""
+
+    NONE = 0
+    DEFLATE = 1  # raw deflate segments, window <= 4 KiB (wbits 12), one per 32 KiB of output
+
+
+class Cap(IntFlag):
+    """Report CAPS: what a device can decode; the gateway offers nothing else."""
+
+    DEFLATE = 1  # Compression.DEFLATE
+    DELTA = 2  # DELTA_BASE: patches in the format of device/patch.py
 
 
 class JobState:

@@ -20,6 +20,12 @@ DELETE fw/<id>           -> 2.02 {"id", "campaigns_removed": [n], "blob_deleted"
                          image with its finished campaigns and their jobs (events stay), its
                          blob once no image refers to it; 4.09 while a running or paused
                          campaign uses it; 4.04 unknown
+POST fw/<id>/deltas      {} -> 2.04 [VARIANT, ...]: builds the deltas to image <id> from the
+                         newest earlier images of its class (gateway/deltas.py) and lists them
+GET  fw/<id>/deltas      -> 2.05 [VARIANT, ...] (GET fw/-/deltas: of every image)
+POST fw/<id>/variants    {"manifest": bstr}: cc's signed manifest of a compressed image (its
+                         blob uploaded) or of a built delta -> 2.01 VARIANT; 4.00 fields that
+                         do not match the image or the stored blob
 GET  dev?<options>       -> 2.05 [DEVICE, ...] ordered by id, at most 1000 (DEVICES_PAGE);
                          options: offset=n, limit=n, state=<name>, class=<c>, tag=<t>,
                          campaign=<n> (filters combine); with "summary": {"total",
@@ -69,9 +75,12 @@ CAMPAIGN {"id", "image", "state", "created", "deadline", "counts": {job state: n
           "phases": [{"name", "total", "counts", "released" (bool)}],
           "window_open"?, "window_next"? (with a window), "jobs"?: [JOB]}
 JOB      {"id", "campaign", "device", "phase", "state" (codes.JobState; "skipped": the device
-          already ran the image's seq or a newer one), "result" (name or
-          null), "progress", "size", "updated"}
+          already ran the image's seq or a newer one), "result" (name or null), "progress",
+          "size" (bytes to send), "updated", "sent" ("full" | "deflate" | "delta" | null:
+          what it was offered)}
 EVENT    {"id", "time", "device" or null, "campaign" or null, "kind", "detail"}
+VARIANT  {"id" (its uri id), "image", "kind" ("deflate" | "delta"), "base" (hex or null),
+          "compression", "sent" (hex digest), "sent_size", "signed" (bool), "created"}
 """
 
 MAX_IMAGE = 8 * 1024 * 1024  # bytes: a 4 MiB flash holds two slots of at most ~1.9 MiB

@@ -17,6 +17,8 @@ class ReportKey(IntEnum):
     TARGET = 9  # uint, sequence number being installed
     AUTH = 10  # [counter, bstr(16) MAC]: report authentication (gateway/devauth.py)
     PHASE = 11  # uint, codes.Phase: where the wake ran out of RAM (with result out_of_memory)
+    # -- compression and deltas (issue 12) --
+    CAPS = 12  # uint, codes.Cap bits: what the device can decode (absent: nothing, full images)
 
 
 class CmdKey(IntEnum):
@@ -40,14 +42,19 @@ class ManifestKey(IntEnum):
     DIGEST = 5  # bstr(32), SHA-256 of the image
     SIZE = 6  # uint, image size in bytes
     URI = 7  # tstr, URI-reference of the image ("/f/<id>": relative to the gateway)
-    COMPRESSION = 8  # reserved: uint, 0 none, 1 deflate
-    DELTA_BASE = 9  # reserved: bstr(32), digest of the image a delta applies to
+    # -- compression and deltas (issue 12; device/pipe.py): DIGEST and SIZE stay those of the
+    # image as installed; the URI serves the bytes sent, named by SENT_DIGEST and SENT_SIZE.
+    COMPRESSION = 8  # uint, how the bytes sent are packed: codes.Compression (absent: NONE)
+    DELTA_BASE = 9  # bstr(32), SHA-256 of the image the delta applies to (the running one)
     # -- encryption (issue 16; SUIT firmware-encryption draft, RFC 9459): present together or
     # not at all. The URI then serves ciphertext; DIGEST and SIZE stay those of the image as
     # installed, and the CEK reaches each device wrapped, in the command (CmdKey.CEK).
     ENC_ALG = 16  # int, COSE alg of the content cipher: -65532 A256CTR (device/cipher.py)
     ENC_IV = 17  # bstr(16), the initial counter block
-    SENT_DIGEST = 18  # bstr(32), SHA-256 of the bytes the URI serves (the ciphertext as sent)
+    SENT_DIGEST = 18  # bstr(32), SHA-256 of the bytes the URI serves (ciphertext, compressed
+    # image or delta as sent; their ETag is its first 8 bytes): encryption and issue 12 share it
+    # -- compression and deltas, continued (issue 12) --
+    SENT_SIZE = 19  # uint, size of the bytes the URI serves (Size2), with COMPRESSION/DELTA_BASE
 
 
 MANIFEST_VERSION = 1

@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from .codes import Compression
 from .keys import MANIFEST_VERSION, ManifestKey
 
 COSE_SIGN1_TAG = 18
@@ -74,6 +75,8 @@ def build(
     compression: int | None = None,
     delta_base: bytes | None = None,
     encryption: tuple[bytes, bytes] | None = None,
+    sent_digest: bytes | None = None,
+    sent_size: int | None = None,
 ) -> dict[int, Any]:
     """The manifest map. ``encryption`` = (IV, SHA-256 of the ciphertext): the URI serves the
     image encrypted with A256CTR; ``digest`` and ``size`` stay those of the image installed."""
@@ -90,6 +93,7 @@ def build(
         ManifestKey.SIZE: size,
         ManifestKey.URI: uri,
     }
+    # -- compression and deltas (issue 12): what is sent differs from the image installed
     if compression is not None:
         m[ManifestKey.COMPRESSION] = compression
     if delta_base is not None:
@@ -101,7 +105,39 @@ def build(
         m[ManifestKey.ENC_ALG] = A256CTR
         m[ManifestKey.ENC_IV] = iv
         m[ManifestKey.SENT_DIGEST] = sent
-    return {int(k): v for k, v in m.items()}
+    # -- compression and deltas (issue 12): what is sent differs from the image installed
+    if sent_digest is not None:
+        if m.setdefault(ManifestKey.SENT_DIGEST, sent_digest) != sent_digest:
+            raise ManifestError("encryption and sent_digest name different bytes sent")
+    if sent_size is not None:
+        m[ManifestKey.SENT_SIZE] = sent_size
+    out = {int(k): v for k, v in m.items()}
+    _check_sent(out)
+    return out
+
+
+def _check_sent(m: Mapping[int, Any]) -> None:
+    """The issue-12 keys: typed, and a transfer that is not the image names its own digest/size."""
+    c = m.get(ManifestKey.COMPRESSION)
+    if c is not None and (isinstance(c, bool) or c not in Compression._value2member_map_):
+        raise ManifestError(f"unknown compression {c!r}")
+    base = m.get(ManifestKey.DELTA_BASE)
+    if base is not None and not (isinstance(base, bytes) and len(base) == 32):
+        raise ManifestError("delta base must be 32 bytes (SHA-256)")
+    d, n = m.get(ManifestKey.SENT_DIGEST), m.get(ManifestKey.SENT_SIZE)
+    if n is not None and d is None:
+        raise ManifestError("a sent size needs the sent digest")
+    if d is not None and not (isinstance(d, bytes) and len(d) == 32):
+        raise ManifestError("sent digest must be 32 bytes (SHA-256)")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
+        raise ManifestError("sent size must be a positive integer")
+    if (c or base is not None) and (d is None or n is None):
+        raise ManifestError("a compressed or delta transfer needs sent digest and size")
+
+
+def is_full(m: Mapping[int, Any]) -> bool:
+    """True when the bytes sent are the image itself (no compression, no delta)."""
+    return not m.get(ManifestKey.COMPRESSION) and m.get(ManifestKey.DELTA_BASE) is None
 
 
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
@@ -172,6 +208,7 @@ def decode_payload(payload: bytes) -> dict[int, Any]:
     if len(m[ManifestKey.DIGEST]) != 32:
         raise ManifestError("digest must be 32 bytes")
     _check_encryption(m)
+    _check_sent(m)
     return m
 
 
@@ -180,7 +217,7 @@ _ENC_KEYS = (ManifestKey.ENC_ALG, ManifestKey.ENC_IV, ManifestKey.SENT_DIGEST)
 
 def _check_encryption(m: dict[int, Any]) -> None:
     present = [k for k in _ENC_KEYS if int(k) in m]
-    if not present:
+    if not present or present == [ManifestKey.SENT_DIGEST]:  # a SENT_DIGEST alone: issue 12's
         return
     if len(present) != len(_ENC_KEYS):
         raise ManifestError("encryption fields must come together (alg, iv, sent digest)")

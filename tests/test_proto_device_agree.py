@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import device.const as const
 from proto import control, manifest, uris
-from proto.codes import Op, Phase, Result, State
+from proto.codes import Cap, Compression, Op, Phase, Result, State
 from proto.keys import MANIFEST_VERSION, CmdKey, ManifestKey, ReportKey
 
 ENUMS = [(ReportKey, "R_"), (CmdKey, "C_"), (ManifestKey, "M_"), (State, "ST_"),
-         (Result, "RES_"), (Op, "OP_"), (Phase, "PH_")]
+         (Result, "RES_"), (Op, "OP_"), (Phase, "PH_"),
+         (Compression, "COMP_"), (Cap, "CAP_")]
 
 
 def test_every_enum_member_is_copied_with_its_value() -> None:

@@ -388,6 +388,55 @@ class Repo:
     def _for_update(self) -> str:
         return " FOR UPDATE" if self.dialect == "postgresql" else ""
 
+    # ---- compression and deltas (gateway/deltas.py) --------------------------------------
+    def set_device_caps(self, device_id: str, caps: int) -> None:
+        self._exec("UPDATE devices SET caps=? WHERE id=?", (caps, device_id))
+
+    def set_no_delta(self, device_id: str, base: str) -> None:
+        self._exec("UPDATE devices SET no_delta=? WHERE id=?", (base, device_id))
+
+    def image_digest_at(self, device_class: str, seq: int) -> str | None:
+        """The digest of the image of ``device_class`` with ``seq`` (what such a device runs)."""
+        return self._scalar("SELECT digest FROM images WHERE class=? AND seq=? "
+                            "ORDER BY created DESC LIMIT 1", (device_class, seq))
+
+    def has_image_digest(self, digest: str, device_class: str) -> bool:
+        return self._one("SELECT id FROM images WHERE digest=? AND class=?",
+                         (digest, device_class)) is not None
+
+    def delta_bases(self, image: Row, limit: int) -> list[Row]:
+        """The newest ``limit`` earlier images of the class with no delta to ``image`` yet."""
+        return self._all("SELECT * FROM images WHERE class=? AND seq<? AND digest NOT IN "
+                         "(SELECT base FROM variants WHERE image=?) ORDER BY seq DESC LIMIT ?",
+                         (image["class"], image["seq"], image["id"], limit))
+
+    def variant(self, variant_id: str) -> Row | None:
+        return self._one("SELECT * FROM variants WHERE id=?", (variant_id,))
+
+    def variant_like(self, image_id: str, base: str, compression: int) -> Row | None:
+        return self._one("SELECT * FROM variants WHERE image=? AND base=? AND compression=?",
+                         (image_id, base, compression))
+
+    def variants_of(self, image_id: str | None, signed_only: bool = False) -> list[Row]:
+        where = " AND manifest IS NOT NULL" if signed_only else ""
+        if image_id is None:
+            return self._all(f"SELECT * FROM variants WHERE 1=1{where} ORDER BY created, id")
+        return self._all(f"SELECT * FROM variants WHERE image=?{where} ORDER BY created, id",
+                         (image_id,))
+
+    def add_variant(self, variant_id: str, image_id: str, base: str, compression: int,
+                    sent: str, sent_size: int, manifest: bytes | None, now: float) -> None:
+        self._exec("INSERT INTO variants(id, image, base, compression, sent, sent_size, "
+                   "manifest, created) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                   (variant_id, image_id, base, compression, sent, sent_size, manifest, now))
+
+    def sign_variant(self, variant_id: str, manifest: bytes) -> None:
+        self._exec("UPDATE variants SET manifest=? WHERE id=?", (manifest, variant_id))
+
+    def set_job_variant(self, job_id: int, variant: str, sent_size: int) -> None:
+        self._exec("UPDATE jobs SET variant=?, sent_size=? WHERE id=?",
+                   (variant, sent_size, job_id))
+
     # ---- whole tables (``fota-gateway migrate``) -----------------------------------------
     def table_rows(self, table: str, batch: int = 2000) -> Iterator[list[Row]]:
         """Every row of ``table`` (one of ``TABLES``) in primary key order, ``batch`` at a
@@ -431,7 +480,7 @@ def _qs(values: tuple[Any, ...]) -> str:
 
 
 #: Every table, parents before children (foreign keys).
-TABLES = ("devices", "images", "campaigns", "jobs", "events")
+TABLES = ("devices", "images", "campaigns", "jobs", "events", "variants")
 #: Tables whose ids the database hands out.
 SERIAL_TABLES = ("campaigns", "jobs", "events")
 

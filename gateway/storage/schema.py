@@ -109,6 +109,26 @@ MIGRATIONS: list[str] = [
         data BLOB NOT NULL
     );
     """,
+    # 7: compression and deltas (gateway/deltas.py): what a device can decode (report CAPS) and
+    # the base its delta failed on; variants of an image (what is sent, its signed manifest:
+    # NULL while a built delta waits for cc to sign it); the variant a job was offered
+    """
+    ALTER TABLE devices ADD COLUMN caps INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN no_delta TEXT;
+    CREATE TABLE variants (
+        id TEXT PRIMARY KEY,
+        image TEXT NOT NULL REFERENCES images(id),
+        base TEXT NOT NULL,
+        compression INTEGER NOT NULL,
+        sent TEXT NOT NULL,
+        sent_size INTEGER NOT NULL,
+        manifest BLOB,
+        created REAL NOT NULL,
+        UNIQUE (image, base, compression)
+    );
+    ALTER TABLE jobs ADD COLUMN variant TEXT;
+    ALTER TABLE jobs ADD COLUMN sent_size INTEGER;
+    """,
 ]
 
 # SQLite's types are affinities; PostgreSQL needs 64-bit integers (seq, counters), 8-byte

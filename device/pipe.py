@@ -1,0 +1,131 @@
+"""The decoding pipeline of one download: bytes as sent -> decompress -> patch -> slot + SHA-256.
+
+Used when the manifest says the bytes sent are not the image itself (COMPRESSION, DELTA_BASE).
+``Pipe(slots, size, digest, compression, delta, cp)``; ``start(block)`` opens the slot where
+the checkpoint ``cp`` left it, re-hashing what is already there (a SHA-256 state cannot be
+saved on MicroPython), and returns the block-aligned transfer offset to download from;
+``write(data)`` takes transfer bytes in order; ``verified()`` ends the transfer and compares
+the SHA-256 of what reached the slot with the signed digest, exactly as for a full image.
+
+Restart points: with compression, a deflate segment end (device/inflate.py); without, any
+point. ``checkpoint()`` returns the newest one as ``{"t": transfer offset, "o": output offset,
+"p": applier state or None}``: the three are taken together, the caller syncs the slot and then
+persists the dict, and ``Pipe(..., cp=that)`` continues from it after a power cut. Errors in the
+data raise ``ValueError`` subclasses (``PipeError``, ``InflateError``, ``PatchError``).
+"""
+
+import hashlib
+
+NONE = 0  # proto.keys: COMPRESSION values
+DEFLATE = 1
+
+
+class PipeError(ValueError):
+    pass
+
+
+class _Sink:
+    """The last stage: append to the slot and hash, never past the image size."""
+
+    def __init__(self, slots, size, pos, h):
+        self.slots = slots
+        self.size = size
+        self.pos = pos
+        self.h = h
+
+    def write(self, mv):
+        if self.pos + len(mv) > self.size:
+            raise PipeError("more bytes than the image size")
+        self.slots.write(mv)
+        self.h.update(mv)
+        self.pos += len(mv)
+
+
+class Pipe:
+    def __init__(self, slots, size, digest, compression=NONE, delta=False, cp=None, buf=128):
+        if compression not in (NONE, DEFLATE):
+            raise PipeError("unknown compression %r" % compression)
+        self.slots = slots
+        self.size = size
+        self.digest = digest
+        self.compression = compression
+        self.delta = delta
+        self.cp = cp
+        self.fresh = None  # newest restart point not yet handed out by checkpoint()
+        self.bufsize = buf
+        self.t = 0  # transfer bytes consumed (counted here only without compression)
+        self.sink = None
+        self.patch = None
+        self.inflate = None
+        self.head = None
+
+    def start(self, block):
+        cp = self.cp or {"t": 0, "o": 0, "p": None}
+        t, o = cp["t"], cp["o"]
+        if not (0 <= o <= self.size and t >= 0):
+            raise PipeError("bad checkpoint")
+        h = hashlib.sha256()
+        if o:
+            buf = bytearray(self.bufsize)
+            mv = memoryview(buf)
+            done = 0
+            while done < o:
+                n = self.slots.readinto(done, mv[:min(len(buf), o - done)])
+                if not n:
+                    raise PipeError("slot shorter than the checkpoint")
+                h.update(mv[:n])
+                done += n
+            buf = mv = None
+        self.slots.open(self.size, o)
+        self.sink = _Sink(self.slots, self.size, o, h)
+        head = self.sink
+        if self.delta:
+            from .patch import Patch
+
+            self.patch = Patch(head, self.slots.read_running, self.slots.running_size(),
+                               self.size, cp["p"], self.bufsize)
+            head = self.patch
+        aligned = t - t % block
+        if self.compression == DEFLATE:
+            from .inflate import Inflate
+
+            self.inflate = Inflate(head, t, t - aligned, self._mark)
+            head = self.inflate
+        self.t = aligned
+        self.skip = t - aligned
+        self.head = head
+        return aligned
+
+    def _mark(self, t):
+        self.fresh = {"t": t, "o": self.sink.pos,
+                      "p": self.patch.state() if self.patch is not None else None}
+
+    def write(self, data):
+        if self.inflate is None and self.skip:  # resumed inside a block
+            k = min(self.skip, len(data))
+            self.skip -= k
+            self.t += k
+            data = memoryview(data)[k:]
+        self.head.write(data)
+        if self.inflate is None:
+            self.t += len(data)
+            self._mark(self.t)
+
+    def checkpoint(self):
+        """The newest restart point since the last call, or None."""
+        cp = self.fresh
+        self.fresh = None
+        return cp
+
+    def verified(self):
+        try:
+            if self.inflate is not None:
+                self.inflate.finish()
+            if self.patch is not None and not self.patch.done():
+                raise PipeError("the patch did not end")
+        except ValueError:
+            return False
+        if self.sink.pos != self.size:
+            return False
+        self.slots.sync()
+        return self.sink.h.digest() == self.digest
