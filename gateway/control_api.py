@@ -58,8 +58,11 @@ class ControlSite(Resource, PathCapable):
         image = store.image(image_id)
         if image is None:
             return error(Code.NOT_FOUND, "no such image")
+        if not deltas.plain(image):
+            return error(Code.BAD_REQUEST, "an encrypted image gets no deltas: they would be "
+                         "plaintext")
         pairs = [(b["digest"], image["digest"])
-                 for b in store.delta_bases(image, deltas.MAX_BASES)]
+                 for b in store.delta_bases(image, deltas.MAX_BASES) if deltas.plain(b)]
         try:
             built = await asyncio.to_thread(deltas.build_blobs, self.blobs, pairs)
         except (OSError, deltas.DeltaError) as e:

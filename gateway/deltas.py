@@ -121,6 +121,12 @@ def choose(variants: Sequence[Mapping[str, Any]], caps: int, running: str | None
 
 # -- the gateway's records (called by fleet.py and control_api.py on the event loop thread) --
 
+def plain(image: Row) -> bool:
+    """Not encrypted: its blob is the image itself (a delta from or to ciphertext is useless,
+    and a deflated copy of a plaintext would undo the encryption)."""
+    return not mf.encrypted(mf.parse(bytes(image["manifest"])))
+
+
 def kind(variant: str | None) -> str | None:
     """What a job sent: 'full' (the plain image), 'deflate' or 'delta'; None before an offer."""
     return variant.split("/")[0] if variant else None
@@ -244,8 +250,8 @@ def register(store: Store, blobs: BlobStore, image_id: str, signed: Any) -> dict
         m = mf.parse(signed)
     except mf.ManifestError as e:
         raise Refused("bad_request", f"bad manifest: {e}") from None
-    if mf.is_full(m):
-        raise Refused("bad_request", "a variant is compressed or a delta")
+    if mf.is_full(m) or mf.encrypted(m) or not plain(image):
+        raise Refused("bad_request", "a variant is a compressed copy or a delta of a plain image")
     same = (m[ManifestKey.DIGEST].hex() == image["digest"] and m[ManifestKey.SIZE] == image["size"]
             and m[ManifestKey.SEQ] == image["seq"]
             and m[ManifestKey.CLASS] == mf.class_id(image["vendor"], image["class"])
