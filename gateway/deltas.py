@@ -183,12 +183,18 @@ def blob_of(store: Store, uri_id: str) -> str | None:
     row = store.image(uri_id)
     if row is not None:
         return row["digest"]
-    row = store.variant(uri_id)
-    return row["sent"] if row is not None and row["manifest"] is not None else None
+    return store.variant_sent(uri_id)
+
+
+def variant_id(image_id: str, base: str) -> str:
+    """One variant per (image, base): several may send the same blob (a delta v1 -> v2 can
+    equal v2 -> v3 byte for byte), so the id is not the blob's."""
+    return f"{image_id}.{base[:16] or 'full'}"
 
 
 def view(row: Row) -> dict[str, Any]:
-    return {"id": row["id"], "image": row["image"], "kind": "delta" if row["base"] else "deflate",
+    return {"id": row["id"], "uri": row["uri"], "image": row["image"],
+            "kind": "delta" if row["base"] else "deflate",
             "base": row["base"] or None, "compression": row["compression"],
             "sent": row["sent"], "sent_size": row["sent_size"],
             "signed": row["manifest"] is not None, "created": row["created"]}
@@ -230,8 +236,8 @@ def record_built(store: Store, image: Row, built: list[tuple[str, str, int]]) ->
     now = time.time()
     with store.transaction():
         for base, sent, size in built:
-            store.add_variant(uris.image_id(bytes.fromhex(sent)), image["id"], base,
-                              int(Compression.DEFLATE), sent, size, None, now)
+            store.add_variant(variant_id(image["id"], base), uris.image_id(bytes.fromhex(sent)),
+                              image["id"], base, int(Compression.DEFLATE), sent, size, None, now)
             store.event("delta", f"delta {base[:8]} -> {image['id']} built: {size} bytes "
                         f"({100 * size / image['size']:.1f} % of the image)")
 
@@ -269,17 +275,17 @@ def register(store: Store, blobs: BlobStore, image_id: str, signed: Any) -> dict
     comp = int(m.get(ManifestKey.COMPRESSION, Compression.NONE))
     if base is not None and not store.has_image_digest(base_hex, image["class"]):
         raise Refused("bad_request", "the delta base is no image of this class")
-    vid = uris.image_id(sent)
+    vid = variant_id(image_id, base_hex)
     with store.transaction():
         row = store.variant_like(image_id, base_hex, comp)
         if row is not None and row["sent"] != sent.hex():
             raise Refused("conflict", "this image already has that variant with other bytes")
         if row is None:
-            store.add_variant(vid, image_id, base_hex, comp, sent.hex(), m[ManifestKey.SENT_SIZE],
-                              signed, time.time())
+            store.add_variant(vid, uris.image_id(sent), image_id, base_hex, comp, sent.hex(),
+                              m[ManifestKey.SENT_SIZE], signed, time.time())
         else:
             store.sign_variant(row["id"], signed)
         what = f"delta from {base_hex[:8]}" if base is not None else "deflate"
         store.event("image", f"image {image_id}: {what} variant signed, "
                     f"{m[ManifestKey.SENT_SIZE]} bytes sent")
-    return view(store.variant(vid))
+    return view(store.variant(row["id"] if row is not None else vid))

@@ -79,7 +79,7 @@ JOB      {"id", "campaign", "device", "phase", "state" (codes.JobState; "skipped
           "size" (bytes to send), "updated", "sent" ("full" | "deflate" | "delta" | null:
           what it was offered)}
 EVENT    {"id", "time", "device" or null, "campaign" or null, "kind", "detail"}
-VARIANT  {"id" (its uri id), "image", "kind" ("deflate" | "delta"), "base" (hex or null),
+VARIANT  {"id" ("<image>.<base or full>"), "uri" (id of the blob under f/), "image", "kind" ("deflate" | "delta"), "base" (hex or null),
           "compression", "sent" (hex digest), "sent_size", "signed" (bool), "created"}
 """
 

@@ -15,11 +15,12 @@ from upy import CC, Board
 def test_a_board_takes_a_chain_of_deltas(gateway, tmp_path: Path) -> None:
     cc = CC(gateway, tmp_path)
     trust = cc.keys()
-    apps = [new_app(tmp_path, v, size=30_000) for v in (1, 2, 3)]
+    apps = [new_app(tmp_path, v, size=12_000) for v in (1, 2, 3)]
     for v in (2, 3):  # one module changed per release, the data file kept
-        (apps[v - 1] / "data" / "blob.bin").write_bytes((apps[0] / "data" / "blob.bin").read_bytes())
+        blob = (apps[0] / "data" / "blob.bin").read_bytes()
+        (apps[v - 1] / "data" / "blob.bin").write_bytes(blob)
     cc.firmware(bundle.pack(apps[0]), seq=1, device_class=CLASS)
-    board = Board.provision(tmp_path / "board", gateway, "upy-d", CLASS, trust, heap="96k",
+    board = Board.provision(tmp_path / "board", gateway, "upy-d", CLASS, trust, heap="128k",
                             app=apps[0])
     r = board.power_on(wakes=1)
     assert not r.crashed and "app: version 1" in r.out, r

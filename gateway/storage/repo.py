@@ -413,6 +413,11 @@ class Repo:
     def variant(self, variant_id: str) -> Row | None:
         return self._one("SELECT * FROM variants WHERE id=?", (variant_id,))
 
+    def variant_sent(self, uri_id: str) -> str | None:
+        """Digest of the blob a signed variant serves under ``f/<uri_id>``."""
+        return self._scalar("SELECT sent FROM variants WHERE uri=? AND manifest IS NOT NULL "
+                            "LIMIT 1", (uri_id,))
+
     def variant_like(self, image_id: str, base: str, compression: int) -> Row | None:
         return self._one("SELECT * FROM variants WHERE image=? AND base=? AND compression=?",
                          (image_id, base, compression))
@@ -424,11 +429,13 @@ class Repo:
         return self._all(f"SELECT * FROM variants WHERE image=?{where} ORDER BY created, id",
                          (image_id,))
 
-    def add_variant(self, variant_id: str, image_id: str, base: str, compression: int,
-                    sent: str, sent_size: int, manifest: bytes | None, now: float) -> None:
-        self._exec("INSERT INTO variants(id, image, base, compression, sent, sent_size, "
-                   "manifest, created) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                   (variant_id, image_id, base, compression, sent, sent_size, manifest, now))
+    def add_variant(self, variant_id: str, uri_id: str, image_id: str, base: str,
+                    compression: int, sent: str, sent_size: int, manifest: bytes | None,
+                    now: float) -> None:
+        self._exec("INSERT INTO variants(id, uri, image, base, compression, sent, sent_size, "
+                   "manifest, created) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                   (variant_id, uri_id, image_id, base, compression, sent, sent_size, manifest,
+                    now))
 
     def sign_variant(self, variant_id: str, manifest: bytes) -> None:
         self._exec("UPDATE variants SET manifest=? WHERE id=?", (manifest, variant_id))

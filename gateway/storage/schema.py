@@ -110,13 +110,15 @@ MIGRATIONS: list[str] = [
     );
     """,
     # 7: compression and deltas (gateway/deltas.py): what a device can decode (report CAPS) and
-    # the base its delta failed on; variants of an image (what is sent, its signed manifest:
+    # the base its delta failed on; variants of an image (id: "<image>.<base digest or full>",
+    # uri: the id under f/ of the blob sent, which variants may share; its signed manifest:
     # NULL while a built delta waits for cc to sign it); the variant a job was offered
     """
     ALTER TABLE devices ADD COLUMN caps INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE devices ADD COLUMN no_delta TEXT;
     CREATE TABLE variants (
         id TEXT PRIMARY KEY,
+        uri TEXT NOT NULL,
         image TEXT NOT NULL REFERENCES images(id),
         base TEXT NOT NULL,
         compression INTEGER NOT NULL,
@@ -126,6 +128,7 @@ MIGRATIONS: list[str] = [
         created REAL NOT NULL,
         UNIQUE (image, base, compression)
     );
+    CREATE INDEX variants_uri ON variants(uri);
     ALTER TABLE jobs ADD COLUMN variant TEXT;
     ALTER TABLE jobs ADD COLUMN sent_size INTEGER;
     """,
