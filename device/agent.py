@@ -30,7 +30,8 @@ battery: it reports result deferred and the gateway offers the job again later),
 the class key from ``cc firmware add --encrypt --class-key``; they unwrap the content key of
 encrypted images, device/keywrap.py; without one that fits: result key unavailable, before any
 download), ``aes`` (the ``cryptolib.aes`` constructor, for hosts without cryptolib),
-``caps`` (``const.CAP_*`` bits to announce; default: deflate when the port has it, and deltas).
+``caps`` (``const.CAP_*`` bits to announce; default: deflate when the port has it, and deltas),
+``deflate`` (MicroPython's ``deflate`` module, for hosts without it: sim/hostdeflate.py).
 """
 
 import binascii
@@ -112,11 +113,14 @@ def _default_self_test(slots):
     return True
 
 
-def default_caps():
+def default_caps(lib=None):
     """What this agent can decode: deltas always, deflate where the port has a decoder."""
-    from . import inflate  # small; the decoder itself is allocated only while downloading
-
-    return const.CAP_DELTA | (const.CAP_DEFLATE if inflate.deflate is not None else 0)
+    if lib is None:
+        try:
+            import deflate as lib  # built in: importing it costs no heap
+        except ImportError:
+            lib = None
+    return const.CAP_DELTA | (const.CAP_DEFLATE if lib is not None else 0)
 
 
 class Agent:
@@ -139,7 +143,8 @@ class Agent:
         self.confirm_s = config.get("confirm_s", 300)
         self.wake_s = config.get("wake_s", 60)
         self.self_test = config.get("self_test") or _default_self_test
-        self.caps = config["caps"] if "caps" in config else default_caps()
+        self.deflate = config.get("deflate")  # the module, where the port has none (CPython)
+        self.caps = config["caps"] if "caps" in config else default_caps(self.deflate)
         self.slots = slots
         self.store = store
         self.clock = clock or time.time
@@ -729,7 +734,8 @@ class Agent:
             return Fetch(self.slots, img["uri"], img["size"], digest, self.block_size, stage)
         from .pipe import Pipe  # compressed or a delta: decoded after any decryption
 
-        p = Pipe(self.slots, img["size"], digest, img["comp"], img["base"], self.s.get("cp"))
+        p = Pipe(self.slots, img["size"], digest, img["comp"], img["base"], self.s.get("cp"),
+                 lib=self.deflate)
         return Fetch(self.slots, img["uri"], img["sent"], None, self.block_size, stage, p)
 
 

@@ -28,44 +28,10 @@ STEP = 64
 CHUNK = 128  # input taken per step: the input buffer is RESERVE + CHUNK bytes
 
 
-class _ZlibDeflate:
-    """CPython (the simulator, tests) has no ``deflate``: the same contract from ``zlib`` (one
-    input byte at a time, ``EOFError`` when the stream runs dry, ``OSError`` on bad data)."""
-
-    RAW = -1
-
-    class DeflateIO:
-        def __init__(self, stream, fmt, wbits):
-            self.s = stream
-            self.d = zlib.decompressobj(-wbits)
-            self.pend = b""
-            self.one = bytearray(1)
-
-        def readinto(self, buf):
-            while not self.pend:
-                if self.d.eof:
-                    return 0
-                if not self.s.readinto(self.one):
-                    raise EOFError
-                try:
-                    self.pend = self.d.decompress(bytes(self.one))
-                except zlib.error:
-                    raise OSError(22)
-            n = min(len(buf), len(self.pend))
-            buf[:n] = self.pend[:n]
-            self.pend = self.pend[n:]
-            return n
-
-
 try:
-    import deflate
-except ImportError:
-    try:
-        import zlib
-
-        deflate = _ZlibDeflate
-    except ImportError:  # a port built without either: the agent announces no compression
-        deflate = None
+    import deflate as _builtin
+except ImportError:  # CPython (the simulator, tests): sim/hostdeflate.py, passed as ``lib``
+    _builtin = None
 
 
 class InflateError(ValueError):
@@ -110,9 +76,10 @@ class Inflate:
     the block holding that offset).
     """
 
-    def __init__(self, out, offset=0, skip=0, on_segment=None):
-        if deflate is None:
-            raise InflateError("this port has no deflate module")
+    def __init__(self, out, offset=0, skip=0, on_segment=None, lib=None):
+        self.lib = lib or _builtin
+        if self.lib is None:
+            raise InflateError("no deflate")
         self.out = out
         self.feed = _Feed(RESERVE + CHUNK)
         self.base = offset  # transfer offset of feed.taken == 0
@@ -138,7 +105,7 @@ class Inflate:
         while self.dec is not None:  # all input taken: the decoder must still reach its end
             self._step()  # (output is bounded by the sink, a lack of input raises)
         if self.dec is not None or self.feed.end != self.feed.pos:
-            raise InflateError("transfer ends inside a deflate segment")
+            raise InflateError("truncated")
 
     def _drain(self, reserve):
         feed = self.feed
@@ -147,11 +114,11 @@ class Inflate:
 
     def _step(self):
         if self.dec is None:
-            self.dec = deflate.DeflateIO(self.feed, deflate.RAW, WBITS)
+            self.dec = self.lib.DeflateIO(self.feed, self.lib.RAW, WBITS)
         try:
             n = self.dec.readinto(self.obuf)
         except (OSError, EOFError, ValueError, IndexError):
-            raise InflateError("bad deflate data")
+            raise InflateError("bad data")
         if n:
             self.out.write(memoryview(self.obuf)[:n])
         else:

@@ -79,7 +79,7 @@ class Patch:
             i += 1
             if ph == _NUM:
                 if self.shift > MAX_SHIFT:
-                    raise PatchError("number too long")
+                    raise PatchError("long number")
                 self.acc |= (b & 0x7F) << self.shift
                 self.shift += 7
                 if not b & 0x80:
@@ -87,18 +87,18 @@ class Patch:
             elif ph == _TAG:
                 if b == END:
                     if self.pos != self.size:
-                        raise PatchError("patch ends before the image does")
+                        raise PatchError("short")
                     self.ph = _DONE
                 elif COPY <= b <= SEEK:
                     self._number(b)
                 else:
-                    raise PatchError("unknown op %d" % b)
+                    raise PatchError("op")
             elif ph == _MAGIC:
                 if b != MAGIC:
-                    raise PatchError("not a delta of this format")
+                    raise PatchError("magic")
                 self._number(_HEADER)
             else:
-                raise PatchError("bytes after the end of the patch")
+                raise PatchError("trailing")
 
     def _number(self, tag):
         self.tag = tag
@@ -111,18 +111,18 @@ class Patch:
         self.ph = _TAG
         if tag == _HEADER:
             if n != self.size:
-                raise PatchError("patch makes %d bytes, the manifest says %d" % (n, self.size))
+                raise PatchError("size")
             return
         if tag == SEEK:
             frm = self.frm + ((n >> 1) ^ -(n & 1))
             if not 0 <= frm <= self.base_size:
-                raise PatchError("seek outside the base image")
+                raise PatchError("seek")
             self.frm = frm
             return
         if self.pos + n > self.size:
-            raise PatchError("patch writes past the image size")
+            raise PatchError("long")
         if tag != INSERT and self.frm + n > self.base_size:
-            raise PatchError("patch reads past the base image")
+            raise PatchError("base")
         if tag == COPY:
             self._copy(n)
         elif n:
@@ -132,7 +132,7 @@ class Patch:
     def _base(self, k):
         mv = memoryview(self.buf)[:k]
         if self.read_base(self.frm, mv) != k:
-            raise PatchError("base image shorter than it said")
+            raise PatchError("base read")
         self.frm += k
         return mv
 

@@ -35,16 +35,17 @@ class _Sink:
 
     def write(self, mv):
         if self.pos + len(mv) > self.size:
-            raise PipeError("more bytes than the image size")
+            raise PipeError("long")
         self.slots.write(mv)
         self.h.update(mv)
         self.pos += len(mv)
 
 
 class Pipe:
-    def __init__(self, slots, size, digest, compression=NONE, delta=False, cp=None, buf=128):
+    def __init__(self, slots, size, digest, compression=NONE, delta=False, cp=None, buf=128,
+                 lib=None):
         if compression not in (NONE, DEFLATE):
-            raise PipeError("unknown compression %r" % compression)
+            raise PipeError("compression")
         self.slots = slots
         self.size = size
         self.digest = digest
@@ -53,6 +54,7 @@ class Pipe:
         self.cp = cp
         self.fresh = None  # newest restart point not yet handed out by checkpoint()
         self.bufsize = buf
+        self.lib = lib  # the deflate module, where the port has none built in (CPython)
         self.t = 0  # transfer bytes consumed (counted here only without compression)
         self.sink = None
         self.patch = None
@@ -63,7 +65,7 @@ class Pipe:
         cp = self.cp or {"t": 0, "o": 0, "p": None}
         t, o = cp["t"], cp["o"]
         if not (0 <= o <= self.size and t >= 0):
-            raise PipeError("bad checkpoint")
+            raise PipeError("checkpoint")
         h = hashlib.sha256()
         if o:
             buf = bytearray(self.bufsize)
@@ -72,7 +74,7 @@ class Pipe:
             while done < o:
                 n = self.slots.readinto(done, mv[:min(len(buf), o - done)])
                 if not n:
-                    raise PipeError("slot shorter than the checkpoint")
+                    raise PipeError("slot")
                 h.update(mv[:n])
                 done += n
             buf = mv = None
@@ -89,7 +91,7 @@ class Pipe:
         if self.compression == DEFLATE:
             from .inflate import Inflate
 
-            self.inflate = Inflate(head, t, t - aligned, self._mark)
+            self.inflate = Inflate(head, t, t - aligned, self._mark, self.lib)
             head = self.inflate
         self.t = aligned
         self.skip = t - aligned
@@ -122,7 +124,7 @@ class Pipe:
             if self.inflate is not None:
                 self.inflate.finish()
             if self.patch is not None and not self.patch.done():
-                raise PipeError("the patch did not end")
+                raise PipeError("patch end")
         except ValueError:
             return False
         if self.sink.pos != self.size:

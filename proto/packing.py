@@ -70,9 +70,10 @@ def check_streamable(sent: bytes, size: int) -> None:
     contract as MicroPython's) over ``sent`` in 1 KiB blocks: what it cannot decode within
     its input reserve is never offered."""
     from device.inflate import Inflate, InflateError
+    from sim import hostdeflate
 
     out = _Count()
-    dec = Inflate(out)
+    dec = Inflate(out, lib=hostdeflate)
     try:
         for i in range(0, len(sent), 1024):
             dec.write(sent[i:i + 1024])

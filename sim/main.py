@@ -29,7 +29,7 @@ from device.state import Store
 from proto.codes import result_name, state_name
 from proto.version import version_line
 
-from . import hostaes
+from . import hostaes, hostdeflate
 from .aio import AioLink, drive
 
 FACTORY_IMAGE = b"factory image\n"
@@ -77,7 +77,8 @@ class SimDevice:
         return {"id": sp.id, "class": sp.device_class, "trust": sp.trust, "version": sp.version,
                 "block_size": sp.block_size, "wake_s": sp.wake_s, "confirm_s": sp.confirm_s,
                 "self_test": (lambda slots: False) if sp.fail_boot else None,
-                "on_change": self._changed, "aes": hostaes.aes, **sp.extra}
+                "on_change": self._changed, "aes": hostaes.aes,
+                "deflate": hostdeflate, **sp.extra}
 
     def _changed(self, event: str, old: int, new: int) -> None:
         a = self.agent

@@ -19,6 +19,7 @@ from device.pipe import DEFLATE, Pipe
 from device.slots import FileSlots
 from gateway import deltas
 from proto import packing
+from sim import hostdeflate
 from upy import run_upy
 
 LIBCOAP = Path("/usr/lib/x86_64-linux-gnu")
@@ -52,7 +53,8 @@ def slots_with(tmp: Path, running: bytes) -> FileSlots:
 
 def apply(slots: FileSlots, sent: bytes, target: bytes, delta: bool = True,
           block: int = 1024) -> bool:
-    p = Pipe(slots, len(target), hashlib.sha256(target).digest(), DEFLATE, delta)
+    p = Pipe(slots, len(target), hashlib.sha256(target).digest(), DEFLATE, delta,
+             lib=hostdeflate)
     p.start(block)
     for i in range(0, len(sent), block):
         p.write(sent[i:i + block])
@@ -121,7 +123,7 @@ def test_any_patch_bytes_give_patch_errors_only_and_stay_in_bounds(data: bytes, 
 @given(st.binary(max_size=3000))
 def test_any_transfer_bytes_give_inflate_errors_only(data: bytes) -> None:
     out = Bounded(0, 1 << 30)
-    d = Inflate(out)
+    d = Inflate(out, lib=hostdeflate)
     try:
         d.write(data)
         d.finish()
