@@ -543,11 +543,14 @@ class Fleet:
                 raise Refused("conflict", f"image {image_id} is used by campaign(s) "
                               f"{', '.join(busy)}; cancel them first")
             done = [c["id"] for c in camps]
+            unused = s.delete_variants(image_id)  # its deflated copy and deltas (deltas.py)
             s.remove_image(image_id, done)
             shared = s.count_images_with_digest(image["digest"])
             s.event("image", f"image {image_id} removed (seq {image['seq']}, class "
                     f"{image['class']})" + (f" with its finished campaign(s) "
                                             f"{', '.join(map(str, done))}" if done else ""))
+        for digest in unused:
+            self.blobs.remove(digest)
         deleted = not shared and self.blobs.remove(image["digest"])
         if deleted:
             s.event("blob", f"blob {image['digest'][:16]}… deleted: no image refers to it")

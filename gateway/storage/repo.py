@@ -440,6 +440,15 @@ class Repo:
     def sign_variant(self, variant_id: str, manifest: bytes) -> None:
         self._exec("UPDATE variants SET manifest=? WHERE id=?", (manifest, variant_id))
 
+    def delete_variants(self, image_id: str) -> list[str]:
+        """Drop an image's variants; returns the blobs (digests) no image or variant uses now."""
+        sent = [r["sent"] for r in self._all("SELECT DISTINCT sent FROM variants WHERE image=?",
+                                             (image_id,))]
+        self._exec("DELETE FROM variants WHERE image=?", (image_id,))
+        return [d for d in sent
+                if self._one("SELECT 1 AS x FROM variants WHERE sent=? UNION ALL "
+                             "SELECT 1 AS x FROM images WHERE digest=?", (d, d)) is None]
+
     def set_job_variant(self, job_id: int, variant: str, sent_size: int) -> None:
         self._exec("UPDATE jobs SET variant=?, sent_size=? WHERE id=?",
                    (variant, sent_size, job_id))
