@@ -113,16 +113,6 @@ def _default_self_test(slots):
     return True
 
 
-def default_caps(lib=None):
-    """What this agent can decode: deltas always, deflate where the port has a decoder."""
-    if lib is None:
-        try:
-            import deflate as lib  # built in: importing it costs no heap
-        except ImportError:
-            lib = None
-    return const.CAP_DELTA | (const.CAP_DEFLATE if lib is not None else 0)
-
-
 class Agent:
     def __init__(self, config, slots, store, clock=None):
         self.cfg = config
@@ -143,8 +133,14 @@ class Agent:
         self.confirm_s = config.get("confirm_s", 300)
         self.wake_s = config.get("wake_s", 60)
         self.self_test = config.get("self_test") or _default_self_test
-        self.deflate = config.get("deflate")  # the module, where the port has none (CPython)
-        self.caps = config["caps"] if "caps" in config else default_caps(self.deflate)
+        self.deflate = lib = config.get("deflate")  # the module, where the port has none
+        if lib is None:
+            try:
+                import deflate as lib  # built in: importing it costs no heap
+            except ImportError:
+                pass
+        # deltas always, deflate where the port has a decoder
+        self.caps = config.get("caps", const.CAP_DELTA | (const.CAP_DEFLATE if lib else 0))
         self.slots = slots
         self.store = store
         self.clock = clock or time.time
@@ -193,7 +189,6 @@ class Agent:
         self._go(event, result)
         self.s["img"] = None
         self.s["offset"] = 0
-        self.s["cp"] = None
         self.s["unsent"] = True
         self._save()
 
@@ -348,7 +343,7 @@ class Agent:
                 m[const.R_JOB] = self.oom[1]
         img = s["img"]
         if img is not None:
-            m[const.R_SIZE] = img.get("sent", img["size"])  # progress counts bytes sent
+            m[const.R_SIZE] = img["sent"][0] if "sent" in img else img["size"]  # bytes sent
             if s["state"] == DOWNLOADING:
                 m[const.R_PROGRESS] = self._fetch.offset if self._fetch else s["offset"]
             else:
@@ -447,7 +442,7 @@ class Agent:
                                self.caps)
             base = m.get(const.M_DELTA_BASE)
             if base is not None and s.get("digest") not in (None, _hex(base)):
-                raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "delta for another base")
+                raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "base")
             wrapped = None
             if const.M_ENC_ALG in m:  # before any download: refuse if no key of ours fits
                 wrapped = cmd.get(const.C_CEK)
@@ -484,9 +479,8 @@ class Agent:
             s["img"]["wk"] = _hex(wrapped)
             s["img"]["iv"] = _hex(m[const.M_ENC_IV])
         if const.M_SENT_SIZE in m:  # compressed or a delta: decoded on the way (device/pipe.py)
-            s["img"]["sent"] = m[const.M_SENT_SIZE]
-            s["img"]["comp"] = m.get(const.M_COMPRESSION, const.COMP_NONE)
-            s["img"]["base"] = base is not None
+            s["img"]["sent"] = [m[const.M_SENT_SIZE], m.get(const.M_COMPRESSION, 0),
+                                base is not None]
         s["cp"] = None
         s["offset"] = 0
         s["fresh"] = True  # report the start of this download
@@ -595,10 +589,8 @@ class Agent:
                 return
             offset = f.offset
         else:
-            cp = f.pipe.checkpoint()
-            last = s.get("cp") or {"t": 0, "o": 0}
-            if cp is None or (cp["t"] - last["t"] < PERSIST_EVERY
-                              and cp["o"] - last["o"] < PERSIST_EVERY):
+            cp = f.pipe.due(s.get("cp"), PERSIST_EVERY)
+            if cp is None:
                 return
             s["cp"] = cp
             offset = cp["t"]
@@ -729,14 +721,12 @@ class Agent:
     def _new_fetch(self, img, stage):
         from .fetch import Fetch
 
-        digest = _unhex(img["digest"])
-        if "sent" not in img:
-            return Fetch(self.slots, img["uri"], img["size"], digest, self.block_size, stage)
-        from .pipe import Pipe  # compressed or a delta: decoded after any decryption
+        if "sent" in img:  # compressed or a delta: decoded after any decryption
+            from .pipe import fetch
 
-        p = Pipe(self.slots, img["size"], digest, img["comp"], img["base"], self.s.get("cp"),
-                 lib=self.deflate)
-        return Fetch(self.slots, img["uri"], img["sent"], None, self.block_size, stage, p)
+            return fetch(Fetch, self, img, stage)
+        return Fetch(self.slots, img["uri"], img["size"], _unhex(img["digest"]),
+                     self.block_size, stage)
 
 
     def _install(self):

@@ -14,6 +14,7 @@ persists the dict, and ``Pipe(..., cp=that)`` continues from it after a power cu
 data raise ``ValueError`` subclasses (``PipeError``, ``InflateError``, ``PatchError``).
 """
 
+import binascii
 import hashlib
 
 NONE = 0  # proto.keys: COMPRESSION values
@@ -22,6 +23,15 @@ DEFLATE = 1
 
 class PipeError(ValueError):
     pass
+
+
+def fetch(fetch_cls, agent, img, stage):
+    """The agent's Fetch for an image whose manifest named SENT_SIZE (``img["sent"]``:
+    [bytes sent, compression, delta?]), resuming from the persisted checkpoint."""
+    n, comp, delta = img["sent"]
+    p = Pipe(agent.slots, img["size"], binascii.unhexlify(img["digest"]), comp, delta,
+             agent.s.get("cp"), lib=agent.deflate)
+    return fetch_cls(agent.slots, img["uri"], n, None, agent.block_size, stage, p)
 
 
 class _Sink:
@@ -84,7 +94,8 @@ class Pipe:
         if self.delta:
             from .patch import Patch
 
-            self.patch = Patch(head, self.slots.read_running, self.slots.running_size(),
+            # reads are bounded by the slot size; past the image, read_running returns short
+            self.patch = Patch(head, self.slots.read_running, self.slots.capacity(),
                                self.size, cp["p"], self.bufsize)
             head = self.patch
         aligned = t - t % block
@@ -118,6 +129,15 @@ class Pipe:
         cp = self.fresh
         self.fresh = None
         return cp
+
+    def due(self, last, every):
+        """The newest restart point if it is ``every`` bytes (of transfer or of image) past
+        ``last`` (the persisted one, or None), else None: what the agent persists."""
+        cp = self.checkpoint()
+        if cp is not None and (last is None or cp["t"] - last["t"] >= every
+                               or cp["o"] - last["o"] >= every):
+            return cp
+        return None
 
     def verified(self):
         try:

@@ -21,7 +21,7 @@ write_at(offset, data) sync() readinto(offset, buf) set_pending() confirm() roll
 ``write`` appends at the position ``open`` set; ``write_at`` writes anywhere at or after it (a
 windowed download takes blocks in any order, each once); ``sync`` makes everything written so
 far durable (the agent persists an offset only after a ``sync``). For deltas:
-``read_running(offset, buf)`` and ``running_size()`` (the bytes the running slot holds).
+``read_running(offset, buf)`` (the bytes the running slot holds; fewer past its end).
 """
 
 import os
@@ -185,12 +185,6 @@ class FileSlots:
             f.close()
 
     # -- reading the running slot (the base of a delta) ---------------------------------------
-    def running_size(self):
-        try:
-            return os.stat(self.path(self.running()))[6]
-        except OSError:
-            return 0
-
     def read_running(self, offset, buf):
         if self._rf is None:
             self._rf = open(self.path(self.running()), "rb")

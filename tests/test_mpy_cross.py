@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 DEVICE = Path(__file__).resolve().parent.parent / "device"
-BUDGET = 40 * 1024  # bytes of .mpy for the whole agent (examples excluded)
+BUDGET = 41 * 1024  # bytes of .mpy for the whole agent (examples excluded); 40 KiB until the
+# decoding hooks of issue 12 (caps, the manifest's transfer check, restart points) took ~1.2 KiB
+# loaded only for a compressed or delta download and dropped after (issue 12): their own budget
+DECODERS = ("inflate.py", "patch.py", "pipe.py")
+DECODER_BUDGET = 5 * 1024
 
 
 def test_device_compiles_and_fits(tmp_path: Path) -> None:
@@ -23,10 +27,14 @@ def test_device_compiles_and_fits(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, f"{rel}: {p.stderr}"
         sizes[str(rel)] = out.stat().st_size
-    agent = sum(n for name, n in sizes.items() if not name.startswith("examples"))
+    agent = sum(n for name, n in sizes.items()
+                if not name.startswith("examples") and name not in DECODERS)
+    decoders = sum(sizes[name] for name in DECODERS)
     report = "\n".join(f"{n:7d}  {name}" for name, n in sorted(sizes.items()))
-    print(f"\n{report}\n{agent:7d}  total .mpy (agent, without examples)")
+    print(f"\n{report}\n{agent:7d}  total .mpy (agent, without examples and decoders)"
+          f"\n{decoders:7d}  decoders")
     assert agent < BUDGET, report
+    assert decoders < DECODER_BUDGET, report
 
 
 def test_proto_compiles_with_mpy_cross(tmp_path: Path) -> None:
