@@ -548,7 +548,13 @@ class Agent:
                 if isinstance(stage, int):  # the key changed under a download in flight
                     self._finish(lifecycle.FAIL, stage)
                     return None
-                f = self._new_fetch(img, stage)
+                if "sent" in img:  # compressed or a delta: decoded after any decryption
+                    from .pipe import fetch
+
+                    f = fetch(Fetch, self, img, stage)
+                else:
+                    f = Fetch(self.slots, img["uri"], img["size"], _unhex(img["digest"]),
+                              self.block_size, stage)
                 try:
                     f.start(s["offset"], _unhex(img["etag"]) if img["etag"] else None)
                 except (OSError, SlotError, ValueError):
@@ -717,17 +723,6 @@ class Agent:
             self._persist(f, img)
             if self._exhausted():
                 return False
-
-    def _new_fetch(self, img, stage):
-        from .fetch import Fetch
-
-        if "sent" in img:  # compressed or a delta: decoded after any decryption
-            from .pipe import fetch
-
-            return fetch(Fetch, self, img, stage)
-        return Fetch(self.slots, img["uri"], img["size"], _unhex(img["digest"]),
-                     self.block_size, stage)
-
 
     def _install(self):
         """DOWNLOADED: mark the slot to boot next, tell the gateway, reboot into it."""
