@@ -63,8 +63,12 @@ class ControlSite(Resource, PathCapable):
                          "plaintext")
         pairs = [(b["digest"], image["digest"])
                  for b in store.delta_bases(image, deltas.MAX_BASES) if deltas.plain(b)]
+        pairs = [p for p in pairs if all(self.blobs.size(d) is not None for d in p)]  # here
         try:
             built = await asyncio.to_thread(deltas.build_blobs, self.blobs, pairs)
+            if self.blobs.shared is not None:  # other gateways on this database serve them too
+                for _, sent, _ in built:
+                    self.blobs.shared.put(sent, self.blobs.path(sent).read_bytes())
         except (OSError, deltas.DeltaError) as e:
             log.error("building deltas to %s failed: %s", image_id, e)
             return error(Code.INTERNAL_SERVER_ERROR, f"building deltas failed: {e}")
