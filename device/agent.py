@@ -139,8 +139,13 @@ class Agent:
                 import deflate as lib  # built in: importing it costs no heap
             except ImportError:
                 pass
-        # deltas always, deflate where the port has a decoder
-        self.caps = config.get("caps", const.CAP_DELTA | (const.CAP_DEFLATE if lib else 0))
+        import gc  # decoding takes ~16 KiB more than a plain download: a heap of under 100 KiB
+        # usable announces no decoders and gets plain images (tests/test_delta_upy.py: 104k
+        # decodes, 96k ran out)
+        big = not hasattr(gc, "mem_free") or gc.mem_free() + gc.mem_alloc() >= 102400
+        # deltas where the heap allows, deflate where the port also has a decoder
+        self.caps = config.get("caps", (const.CAP_DELTA | (const.CAP_DEFLATE if lib else 0))
+                               if big else 0)
         self.slots = slots
         self.store = store
         self.clock = clock or time.time
@@ -332,8 +337,7 @@ class Agent:
         s = self.s
         m = {const.R_ID: self.id, const.R_CLASS: self.cls, const.R_SEQ: s["seq"],
              const.R_STATE: s["state"], const.R_RESULT: s["result"]}
-        if self.caps:
-            m[const.R_CAPS] = self.caps
+        m[const.R_CAPS] = self.caps  # 0: plain images only, as from an agent without the key
         if s["job"] is not None:
             m[const.R_JOB] = s["job"]
         if self.oom is not None:
@@ -595,11 +599,9 @@ class Agent:
                 return
             offset = f.offset
         else:
-            cp = f.pipe.due(s.get("cp"), PERSIST_EVERY)
-            if cp is None:
+            offset = f.pipe.due(s, PERSIST_EVERY)  # puts the restart point in s["cp"]
+            if offset is None:
                 return
-            s["cp"] = cp
-            offset = cp["t"]
         self.slots.sync()
         s["offset"] = offset
         img["etag"] = _hex(f.etag) if f.etag else None

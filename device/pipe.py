@@ -130,13 +130,16 @@ class Pipe:
         self.fresh = None
         return cp
 
-    def due(self, last, every):
-        """The newest restart point if it is ``every`` bytes (of transfer or of image) past
-        ``last`` (the persisted one, or None), else None: what the agent persists."""
+    def due(self, state, every):
+        """If the newest restart point is ``every`` bytes (of transfer or of image) past the
+        persisted one (``state["cp"]``), put it there for the agent to persist and return its
+        transfer offset; else None."""
         cp = self.checkpoint()
+        last = state.get("cp")
         if cp is not None and (last is None or cp["t"] - last["t"] >= every
                                or cp["o"] - last["o"] >= every):
-            return cp
+            state["cp"] = cp
+            return cp["t"]
         return None
 
     def verified(self):

@@ -20,7 +20,7 @@ def test_a_board_takes_a_chain_of_deltas(gateway, tmp_path: Path) -> None:
         blob = (apps[0] / "data" / "blob.bin").read_bytes()
         (apps[v - 1] / "data" / "blob.bin").write_bytes(blob)
     cc.firmware(bundle.pack(apps[0]), seq=1, device_class=CLASS)
-    board = Board.provision(tmp_path / "board", gateway, "upy-d", CLASS, trust, heap="128k",
+    board = Board.provision(tmp_path / "board", gateway, "upy-d", CLASS, trust, heap="104k",
                             app=apps[0])
     r = board.power_on(wakes=1)
     assert not r.crashed and "app: version 1" in r.out, r
