@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 DEVICE = Path(__file__).resolve().parent.parent / "device"
-BUDGET = 41 * 1024  # bytes of .mpy for the whole agent (examples excluded); 40 KiB until the
+BUDGET = 42 * 1024  # bytes of .mpy for the whole agent (examples excluded); 40 KiB until the
 # decoding hooks of issue 12 (caps, the manifest's transfer check, restart points) took ~1.2 KiB
 # loaded only for a compressed or delta download and dropped after (issue 12): their own budget
 DECODERS = ("inflate.py", "patch.py", "pipe.py")
