@@ -24,6 +24,8 @@ from .storage.sqlite import SqliteBackend
 
 __all__ = ["MIGRATIONS", "Store", "tags_json"]
 
+WRITE_LOCK = 0x666F7461_0004  # pg_advisory_xact_lock key: "fota", 4
+
 
 class Store(Repo):
     def __init__(self, where: Path | str, on_event: Callable[[Row], None] | None = None,
@@ -65,7 +67,7 @@ class Store(Repo):
             yield self.db
             return
         self._began = time.perf_counter()
-        self.backend.begin(self.db)
+        self._begin()
         self._depth = 1
         try:
             yield self.db
@@ -94,6 +96,16 @@ class Store(Repo):
         for payload in notify.chunks(ids):
             self.db.execute("SELECT pg_notify(%s, %s)", (notify.CHANNEL, payload))
 
+    def _begin(self) -> None:
+        self.backend.begin(self.db)
+        if self.dialect == "postgresql":
+            # Gateways sharing the database write one transaction at a time: the row and
+            # advisory locks taken inside (repo.py) then never wait on each other in different
+            # orders, so no deadlock stalls a gateway's loop (its calls are synchronous).
+            # With group commit a transaction is a whole burst of reports, so the wait is one
+            # commit of the other gateway.
+            self.db.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+
     def _commit(self) -> None:
         if self._to_announce:
             self._send_announcements()  # delivered with the commit, not before
@@ -110,7 +122,7 @@ class Store(Repo):
     def _unit_of_batch(self) -> Iterator[Any]:
         if self._depth == 0:  # the batch's transaction starts with its first unit
             self._began = time.perf_counter()
-            self.backend.begin(self.db)
+            self._begin()
             self._depth = 1
             self._batch_open = True
         mark, announced = len(self.pending_events), len(self._to_announce)
