@@ -191,3 +191,38 @@ def test_harness_reports_failures() -> None:
     with pytest.raises(AssertionError, match="exit 4"):
         run_upy("import sys\nsys.exit(4)")
     assert run_upy("import sys\nprint(sys.implementation.name)").split() == ["micropython"]
+
+
+def test_out_of_ram_in_verify_and_cbor_is_memoryerror_not_a_verdict() -> None:
+    """With the heap nearly full, ``ed25519.verify`` and ``cbor.loads`` raise MemoryError: never
+    False (a "bad signature") nor CBORError (a "bad input")."""
+    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"oom").digest())
+    msg = bytes(range(100))
+    sig = key.sign(msg)
+    pub = pm.public_bytes(key.public_key())
+    data = cbor2.dumps([b"x" * 300, {i: "y" * 40 for i in range(20)}])
+    code = f"""
+import gc
+from device import ed25519, cbor
+pub, msg, sig = bytes.fromhex("{pub.hex()}"), bytes.fromhex("{msg.hex()}"), bytes.fromhex("{sig.hex()}")
+data = bytes.fromhex("{data.hex()}")
+assert ed25519.verify(pub, msg, sig) and cbor.loads(data)
+def starved(f):
+    ballast = []
+    try:
+        while True:
+            ballast.append(bytearray(256))
+    except MemoryError:
+        pass
+    del ballast[:4]  # room for a few small objects, not for the work
+    gc.collect()
+    try:
+        return repr(f())
+    except MemoryError:
+        return "MemoryError"
+    finally:
+        ballast = None
+print(starved(lambda: ed25519.verify(pub, msg, sig)))
+print(starved(lambda: cbor.loads(data)))
+"""
+    assert run_upy(code, heap="64k").split() == ["MemoryError", "MemoryError"]
