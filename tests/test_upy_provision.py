@@ -131,3 +131,16 @@ def test_a_bundle_that_climbs_out_is_refused_by_the_device(tmp_path: Path) -> No
         slots.set_pending()
     assert slots.next_boot() == "a" and not (tmp_path / "slots" / "escape.py").exists()
     assert State.IDLE == 0 and Result.UNSUPPORTED_IMAGE == 6
+
+
+def test_esp32_slots_put_the_compiled_app_beside_main(tmp_path: Path) -> None:
+    from cc.provision import write_board
+
+    app = make_app(tmp_path / "app", version=1, extra={"data/cfg.txt": b"k=v\n"})
+    cfg = write_board(tmp_path / "b", {"id": "e", "class": "c", "trust": ["00" * 32],
+                                       "gateway": "10.0.0.1", "port": 5683}, app=app, slots="esp32")
+    root = tmp_path / "b"
+    assert cfg["slots"] == "esp32" and "bundles" not in cfg and not (root / "slots").exists()
+    assert (root / "app.mpy").read_bytes()[:1] == b"M"  # compiled, as the agent is
+    assert (root / "applib" / "util.mpy").exists() and (root / "data" / "cfg.txt").read_text() == "k=v\n"
+    assert json.loads((root / "fota.json").read_text()) == cfg
