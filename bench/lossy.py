@@ -229,7 +229,8 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, rtt_ms: float) -
            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         out.append(f"| {r['loss']:.0%} | {r['mode']} | {r['seconds']:.1f} "
-                   f"| {r['seconds'] / ideal:.2f} | {r['radio_on']:.1f} | {r['download']:.1f} "
+                   f"| {r['seconds'] / ideal:.2f} | {r['radio_on']:.1f} "
+                   f"| {'–' if math.isnan(r['download']) else format(r['download'], '.1f')} "
                    f"| {r['sent']:.0f} "
                    f"| {r['received']:.0f} | {r['air']:.0f} | {r['air'] / args.size:.2f} "
                    f"| {r['gap']} | {r['timeouts']} |")
