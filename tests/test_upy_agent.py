@@ -1,6 +1,6 @@
 """The agent on the real MicroPython unix port (tests/upy.py): a board directory provisioned as
 ``cc devices provision`` writes it, run as ``micropython boot.py`` + ``micropython main.py``
-processes under ``-X heapsize=64k`` against the real gateway, upgraded by the real ``cc``.
+processes under ``-X heapsize=`` (``upy.HEAP_BUDGET``) against the real gateway, upgraded by the real ``cc``.
 Images are app bundles (cc/bundle.py): the agent unpacks them into the inactive slot directory
 and main.py imports the app from the running one."""
 

@@ -57,8 +57,9 @@ from cc.provision import write_board  # noqa: E402
 
 MICROPYTHON = str(Path(sys.executable).parent / "micropython")
 #: The heap a full update of the .mpy agent must fit in (64-bit unix port; test_upy_agent.py
-#: enforces it; bench/footprint.py measures the real minimum; docs/device.md has the table).
-HEAP_BUDGET = "88k"
+#: enforces it; bench/footprint.py measures the real minimum, 82-91 KiB: the windowed download's
+#: state depends on timing, so the enforced budget keeps a margin over it; docs/device.md).
+HEAP_BUDGET = "96k"
 REBOOT_EXIT = 75  # device.board.REBOOT_EXIT (a test checks they agree)
 
 
