@@ -102,6 +102,19 @@ def encrypt_file(src: Path, dst: Path) -> Encrypted:
     return Encrypted(dst, iv, h.digest(), cek)
 
 
+def iv_after(iv: bytes, size: int) -> bytes:
+    """The IV of a second ciphertext under the same CEK (the compressed copy of an image of
+    ``size`` bytes): its counter blocks start right after the full ciphertext's last one, so
+    the two keystreams never overlap (CTR must never reuse a counter block under one key)."""
+    n = (int.from_bytes(iv, "big") + (size + 15) // 16) % (1 << 128)
+    return n.to_bytes(16, "big")
+
+
+def encrypt_bytes(cek: bytes, iv: bytes, data: bytes) -> bytes:
+    enc = Cipher(algorithms.AES(cek), modes.CTR(iv)).encryptor()
+    return enc.update(data) + enc.finalize()
+
+
 def save_cek(home: Path, image_id: str, cek: bytes) -> Path:
     return write_secret(home / CONTENT_KEYS, image_id + ".key", cek.hex())
 

@@ -18,7 +18,7 @@ from proto.codes import Compression
 from proto.control import MAX_IMAGE, MAX_LABEL, MAX_NOTES
 
 from .client import ControlClient
-from .encryption import Encrypted
+from .encryption import Encrypted, encrypt_bytes, iv_after
 from .errors import CcError
 from .upload import upload
 
@@ -138,29 +138,38 @@ COMPRESS_PAYS = 0.9
 
 def variant_manifest(key: Ed25519PrivateKey, image: dict[str, Any], *, vendor: str,
                      device_class: str, digest: bytes, size: int, sent: bytes, sent_size: int,
-                     base: bytes | None = None) -> bytes:
-    """Sign a variant: the image digest and size hashed here, plus what is sent instead."""
+                     base: bytes | None = None, iv: bytes | None = None) -> bytes:
+    """Sign a variant: the image digest and size hashed here, plus what is sent instead
+    (``iv``: it is encrypted, A256CTR under the image's CEK, after compression)."""
     try:
         return manifest.sign(manifest.build(
             seq=int(image["seq"]), vendor=vendor, device_class=device_class, digest=digest,
             size=size, uri=uris.image_path(sent), compression=int(Compression.DEFLATE),
-            delta_base=base, sent_digest=sent, sent_size=sent_size), key)
+            delta_base=base, sent_digest=sent, sent_size=sent_size,
+            encryption=(iv, sent) if iv is not None else None), key)
     except manifest.ManifestError as e:
         raise CcError(f"cannot build the manifest: {e}") from None
 
 
 async def add_compressed(client: ControlClient, key: Ed25519PrivateKey, file: Path,
                          image: dict[str, Any], *, vendor: str, device_class: str, digest: bytes,
-                         size: int, tmp: Path) -> dict[str, Any] | None:
-    """Deflate the image (proto/packing.py), and where that pays upload it and sign it."""
+                         size: int, tmp: Path,
+                         encrypted: Encrypted | None = None) -> dict[str, Any] | None:
+    """Deflate the image (proto/packing.py), and where that pays upload it and sign it.
+    ``encrypted``: the deflated bytes are encrypted under the image's CEK (an IV of their own,
+    encryption.iv_after) before they leave, so the device decrypts, then decompresses."""
     packed = packing.compress_image(file.read_bytes())
     if len(packed) >= COMPRESS_PAYS * size:
         return None
+    iv = None
+    if encrypted is not None:
+        iv = iv_after(encrypted.iv, size)
+        packed = encrypt_bytes(encrypted.cek, iv, packed)
     sent = hashlib.sha256(packed).digest()
     tmp.write_bytes(packed)
     await upload(client, tmp, sent.hex(), len(packed))
     signed = variant_manifest(key, image, vendor=vendor, device_class=device_class,
-                              digest=digest, size=size, sent=sent, sent_size=len(packed))
+                              digest=digest, size=size, sent=sent, sent_size=len(packed), iv=iv)
     return await client.post(f"{uris.FW}/{image['id']}/variants", {"manifest": signed})
 
 

@@ -256,7 +256,7 @@ def firmware_add(
                                         "this higher SEQ (a fleet rollback)."),
     compress: bool = typer.Option(True, "--compress/--no-compress",
                                   help="Also offer it deflated where that saves 10 %+ "
-                                       "(plain images)."),
+                                       "(encrypted: deflated, then encrypted)."),
     deltas: bool = typer.Option(True, "--deltas/--no-deltas",
                                 help="Have the gateway build deltas from earlier images "
                                      "(plain images)."),
@@ -286,15 +286,16 @@ def firmware_add(
                     client, key, file, seq=version, device_class=device_class, vendor=vendor,
                     digest=digest, size=size, extra=extra,
                     progress=lambda done: bar.update(task, completed=done), encrypted=enc)
-            if enc is not None:
-                return await _wrap_keys(client, s.home, image, enc.cek, None, class_key)
-            # plain images only: a deflated copy or a delta of an encrypted one would be plaintext
+            if enc is not None:  # one CEK, wrapped once, for the image and its deflated copy
+                image = await _wrap_keys(client, s.home, image, enc.cek, None, class_key)
             same = dict(vendor=vendor, device_class=device_class, digest=digest, size=size)
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp:  # encrypted: deflated, then encrypted
                 packed = (await firmware.add_compressed(client, key, file, image, **same,
-                                                        tmp=Path(tmp) / "packed")
+                                                        tmp=Path(tmp) / "packed", encrypted=enc)
                           if compress else None)
-            built = await firmware.add_deltas(client, key, image, **same) if deltas else []
+            # no deltas of an encrypted image: the gateway cannot diff ciphertext
+            built = (await firmware.add_deltas(client, key, image, **same)
+                     if deltas and enc is None else [])
             return {**image, "compressed": packed, "deltas": built}
 
     if encrypt:

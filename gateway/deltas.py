@@ -122,8 +122,8 @@ def choose(variants: Sequence[Mapping[str, Any]], caps: int, running: str | None
 # -- the gateway's records (called by fleet.py and control_api.py on the event loop thread) --
 
 def plain(image: Row) -> bool:
-    """Not encrypted: its blob is the image itself (a delta from or to ciphertext is useless,
-    and a deflated copy of a plaintext would undo the encryption)."""
+    """Not encrypted: its blob is the image itself (a delta from or to ciphertext is useless;
+    an encrypted image's deflated copy is made and encrypted by cc, under the image's CEK)."""
     return not mf.encrypted(mf.parse(bytes(image["manifest"])))
 
 
@@ -256,9 +256,14 @@ def register(store: Store, blobs: BlobStore, image_id: str, signed: Any) -> dict
         m = mf.parse(signed)
     except mf.ManifestError as e:
         raise Refused("bad_request", f"bad manifest: {e}") from None
-    if mf.is_full(m) or mf.encrypted(m) or not plain(image):
-        raise Refused("bad_request", "a variant is a compressed copy or a delta of a plain image")
-    same = (m[ManifestKey.DIGEST].hex() == image["digest"] and m[ManifestKey.SIZE] == image["size"]
+    if mf.is_full(m) or mf.encrypted(m) == plain(image):
+        raise Refused("bad_request", "a variant is a compressed copy or a delta of the image, "
+                      "encrypted exactly when the image is")
+    if mf.encrypted(m) and ManifestKey.DELTA_BASE in m:
+        raise Refused("bad_request", "an encrypted image gets no deltas: the gateway cannot "
+                      "diff ciphertext")
+    installed = mf.parse(bytes(image["manifest"]))[ManifestKey.DIGEST]  # not the ciphertext's
+    same = (m[ManifestKey.DIGEST] == installed and m[ManifestKey.SIZE] == image["size"]
             and m[ManifestKey.SEQ] == image["seq"]
             and m[ManifestKey.CLASS] == mf.class_id(image["vendor"], image["class"])
             and m[ManifestKey.VENDOR] == mf.vendor_id(image["vendor"]))

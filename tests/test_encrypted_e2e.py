@@ -64,11 +64,11 @@ async def enrol(ops: Ops, *ids: str, key: bool = True) -> None:
         assert rc == 0, err
 
 
-async def add_encrypted(ops: Ops, data: bytes, seq: int) -> tuple[dict, str]:
+async def add_encrypted(ops: Ops, data: bytes, seq: int, *more: str) -> tuple[dict, str]:
     f = ops.tmp / f"enc-{seq}.bin"
     f.write_bytes(data)
     rc, out, err = await ops.cc("firmware", "add", str(f), "--version", str(seq), "--class",
-                                CLASS, "--encrypt", "--json")
+                                CLASS, "--encrypt", "--json", *more)
     assert rc == 0, err
     return json.loads(out), err
 
@@ -105,6 +105,12 @@ async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
 
     blob = (gateway.data / "blobs" / image["digest"]).read_bytes()
     assert len(blob) == len(data) and not holds_run(blob, data)
+    # compressible: also deflated, then encrypted (its own IV, the same CEK); no deltas
+    packed = image["compressed"]
+    assert packed["kind"] == "deflate" and packed["sent_size"] < len(data) // 2, packed
+    assert image["deltas"] == []
+    packed_blob = (gateway.data / "blobs" / packed["sent"]).read_bytes()
+    assert len(packed_blob) == packed["sent_size"] and not holds_run(packed_blob, data)
 
     specs = [spec(tmp_path, i, [trust], version=1)
              for i in ("enc-1", "enc-2", "enc-thief", "enc-nokey")]
@@ -128,7 +134,9 @@ async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
     assert running.devices[0].agent is not None and running.devices[0].agent.seq == 3
     assert rc == 1, camp  # two devices refused: the campaign did not fully succeed
     for ok in ("enc-1", "enc-2"):
-        assert (job_of(camp, ok)["state"], job_of(camp, ok)["result"]) == ("succeeded", "success")
+        job = job_of(camp, ok)
+        assert (job["state"], job["result"]) == ("succeeded", "success")
+        assert (job["sent"], job["size"]) == ("deflate", packed["sent_size"])  # decrypt, inflate
         slots_dir = tmp_path / "devices" / ok / "slots"
         assert (slots_dir / "b.bin").read_bytes() == data
     for refused in ("enc-thief", "enc-nokey"):
@@ -137,9 +145,9 @@ async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
         assert not (tmp_path / "devices" / refused / "slots" / "b.bin").exists()  # no download
     rc, status, _ = await ops.cc("status", str(camp["id"]))
     assert "key_unavailable" in status
-    assert len(seen) > 2 * len(data) // 1024  # the two downloads went through the relay
+    assert len(seen) > 2 * packed["sent_size"] // 1024  # the downloads went through the relay
     assert not holds_run(b"".join(seen), data)
-    # bytes on the air: Block2 payloads equal the image; the wrapped key adds 40 per command
+    # bytes on the air: Block2 payloads equal what is sent; the wrapped key adds 40 per command
     assert len(blob) <= len(data) * 1.01
 
     # Class-key mode, added to the existing image by re-wrapping (nothing re-encrypted): a
@@ -168,7 +176,7 @@ async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
     trust = await ops.keys()
     await enrol(ops, "enc-cut")
     data = plaintext(64 * 1024)
-    image, _ = await add_encrypted(ops, data, 2)
+    image, _ = await add_encrypted(ops, data, 2, "--no-compress")  # cuts counted in blocks
     root = tmp_path / "dev"
     root.mkdir()
     sp = spec(tmp_path, "enc-cut", [trust])
@@ -229,7 +237,7 @@ async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
     # Seq 3, tampered with on the gateway's disk after the gateway checked its digest (an
     # attacker on the gateway host): one flipped ciphertext bit, same size, inode and mtime.
     data3 = plaintext(40 * 1024)[::-1]
-    image3, _ = await add_encrypted(ops, data3, 3)
+    image3, _ = await add_encrypted(ops, data3, 3, "--no-compress")
     blob = gateway.data / "blobs" / image3["digest"]
     # Key rotation first: the device's keys are replaced (--rekey), the image's content key is
     # wrapped again for it; the image, its id and its blob stay as they are (no re-encryption).
