@@ -20,6 +20,8 @@ from pathlib import Path
 from aiocoap import Context
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
+from cc import firmware
+from cc import keys as cc_keys
 from device import agent as agent_mod
 from device import coap
 from device.agent import Agent
@@ -167,6 +169,32 @@ async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
         await running.stop()
     assert rc == 0, (out, err)
     assert (tmp_path / "devices" / "enc-class" / "slots" / "b.bin").read_bytes() == data
+
+
+async def test_the_gateway_takes_only_encrypted_deflate_variants_of_an_encrypted_image(
+        gateway, tmp_path: Path) -> None:
+    """A plaintext copy of an encrypted image, or a delta of one, is refused as a variant."""
+    ops = Ops(gateway, tmp_path)
+    await ops.keys()
+    data = plaintext(8 * 1024)
+    image, _ = await add_encrypted(ops, data, 2)
+    assert image["compressed"]["kind"] == "deflate"
+    key = cc_keys.load(tmp_path / "cc-home")
+    same = dict(vendor=image["vendor"], device_class=CLASS,
+                digest=bytes.fromhex(image["installed_digest"]), size=len(data),
+                sent=bytes.fromhex(image["compressed"]["sent"]), sent_size=100)
+    plain_copy = firmware.variant_manifest(key, image, **same)
+    delta = firmware.variant_manifest(key, image, **same, iv=bytes(16),
+                                      base=bytes.fromhex(image["digest"]))
+    ctx = await Context.create_client_context(transports=["udp6"])
+    try:
+        for signed, why in ((plain_copy, "encrypted exactly when"), (delta, "cannot diff")):
+            code, body = await control(ctx, gateway, "POST", f"fw/{image['id']}/variants",
+                                       {"manifest": signed})
+            assert code == "4.00" and why in str(body), body
+    finally:
+        await ctx.shutdown()
+    assert len(await ops.json("firmware", "deltas", image["id"])) == 1  # the one cc signed
 
 
 async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
