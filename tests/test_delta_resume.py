@@ -1,0 +1,160 @@
+"""Power cuts at seeded random points of a delta apply: the device still ends on the new image.
+
+The real gateway and the real ``cc``; the CPython agent (it announces CAPS deflate + delta)
+runs image seq 1 from its slot file and takes seq 2, a patch release the gateway sends as a
+delta. The power goes at seeded random points of the image as written: the slot write that
+would cross the point raises (a power cut runs no handler), the slot loses every write not
+yet ``sync``-ed, the agent object and its socket are dropped, and a new Agent starts on the
+same files, as a rebooted board would.
+
+Bound on what a resume fetches again, from the restart points (device/pipe.py): a delta is
+restartable only at a deflate segment end, each covering SEGMENT_OUT_DELTA (256 KiB) of image
+(proto/packing.py, so every one is PERSIST_EVERY past the last and is persisted). A segment end
+is seen once RESERVE more bytes have arrived (device/inflate.py) and persisted after its block;
+the resume starts at the block holding it. So per cut: the longest segment of the transfer +
+RESERVE + 2 blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import zlib
+from pathlib import Path
+
+from device import agent as agent_mod
+from device.agent import Agent
+from device.inflate import RESERVE
+from device.state import Store
+from proto import packing
+from sim import hostdeflate
+from sim.aio import AioLink
+from test_agent_e2e import CLASS, Ops
+from test_agent_resume import LossySlots
+from test_delta_e2e import firmware_like, release
+
+IMAGE_SIZE = 1024 * 1024  # four restart points of 256 KiB of image
+BLOCK = 1024
+CUTS = 6
+
+
+class PowerCut(BaseException):
+    """Not an Exception: no handler of the agent may see it, as none sees a power cut."""
+
+
+class CutSlots(LossySlots):
+    """LossySlots whose power goes when a write would cross the next offset of ``cuts``."""
+
+    def __init__(self, root: str, cuts: list[int]) -> None:
+        super().__init__(root)
+        self.cuts = cuts
+
+    def write(self, data: bytes) -> None:
+        if self.cuts and self._pos + len(data) > self.cuts[0]:
+            self.cuts.pop(0)
+            raise PowerCut
+        super().write(data)
+        self._pos += len(data)
+
+
+def segments(sent: bytes) -> list[tuple[int, int]]:
+    """(transfer bytes, op-stream bytes) of each deflate segment of ``sent``."""
+    out = []
+    rest = sent
+    while rest:
+        d = zlib.decompressobj(-packing.WBITS)
+        n = len(d.decompress(rest))
+        assert d.eof, "the transfer ends inside a segment"
+        out.append((len(rest) - len(d.unused_data), n))
+        rest = d.unused_data
+    return out
+
+
+async def test_power_cuts_at_random_points_of_a_delta_apply(gateway, tmp_path: Path) -> None:
+    ops = Ops(gateway, tmp_path)
+    trust = await ops.keys()
+    v1 = firmware_like(IMAGE_SIZE)
+    v2 = release(v1, 5, edits=3000)  # a delta of ~21 blocks, ~5 to each segment
+    await ops.image(v1, 1)
+    image = await ops.image(v2, 2)  # builds and signs the delta from seq 1
+    root = tmp_path / "dev"
+    root.mkdir()
+    slots_dir = root / "slots"
+    slots_dir.mkdir()
+    (slots_dir / "a.bin").write_bytes(v1)  # the running slot holds seq 1: the delta's base
+    config = {"id": "cut-delta", "class": CLASS, "trust": [trust], "version": 1,
+              "block_size": BLOCK, "wake_s": 0.05, "deflate": hostdeflate}
+    rng = random.Random(20261129)
+    cuts = sorted(rng.sample(range(1, len(v2)), CUTS))  # offsets in the image as written
+    pending = list(cuts)
+    high = 0  # end of the furthest transfer byte received before
+    sent = bytearray()
+    refetched: list[int] = []  # bytes fetched again in each boot after a cut
+    cut_count = boots = 0
+    campaign = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        slots = CutSlots(str(slots_dir), pending)
+        slots.boot()
+        boots += 1
+        resumed = cut_count > len(refetched)  # the first boot after a cut
+        again = 0
+        agent = Agent(config, slots, Store(str(root / "state.json")))
+        link = await AioLink.open("127.0.0.1", gateway.device_port, ack_timeout=1.0)
+        try:
+            wake = agent.wake()
+            try:
+                req = next(wake)
+                while True:
+                    resp = await link.request(req)
+                    if resp is not None and resp.block2 is not None:
+                        at = resp.block2[0] * BLOCK
+                        end = at + len(resp.payload)
+                        again += max(0, min(end, high) - at)
+                        if end > high:
+                            sent[at:end] = resp.payload
+                            high = end
+                    req = wake.send(resp)
+            except StopIteration as e:
+                action, _ = e.value
+            except PowerCut:
+                slots.cut()
+                cut_count += 1
+                continue
+        finally:
+            link.close()
+            if resumed:
+                refetched.append(again)
+        if campaign is None:  # registered by its first report (with its CAPS): upgrade now
+            rc, out, err = await ops.cc("upgrade", image["id"], "--all", "--json")
+            assert rc == 0, err
+            campaign = json.loads(out)
+            continue
+        if action == agent_mod.REBOOT:
+            continue
+        if agent.seq == 2 and agent.state == 0 and not agent.s["unsent"]:
+            break
+        await asyncio.sleep(0.05)
+    assert agent.seq == 2, agent.s
+    assert cut_count == CUTS, (cut_count, cuts)
+    assert Path(slots.path(slots.running())).read_bytes() == v2
+    camp = await ops.json("status", str(campaign["id"]))
+    (job,) = camp["jobs"]
+    assert (job["state"], job["result"]) == ("succeeded", "success"), job
+    assert (job["sent"], job["size"]) == ("delta", len(sent)), (job, len(sent))
+    assert len(sent) < 0.05 * len(v2), len(sent)
+    segs = segments(bytes(sent))
+    # every segment was ended by the image it covers, not by SEGMENT_IN: each end is a
+    # restart point SEGMENT_OUT_DELTA (>= PERSIST_EVERY) past the last, so each is persisted
+    assert len(segs) >= 3, segs
+    assert all(n < packing.SEGMENT_IN for _, n in segs), segs
+    assert agent_mod.PERSIST_EVERY <= packing.SEGMENT_OUT_DELTA
+    bound = max(t for t, _ in segs) + RESERVE + 2 * BLOCK
+    print(f"\n{CUTS} power cuts at image offsets {cuts}, {boots} boots: a delta of {len(sent)} "
+          f"bytes in {len(segs)} segments for a {len(v2)} byte image; fetched again per cut "
+          f"{refetched} (bound {bound})")
+    assert len(refetched) == CUTS
+    assert bound < len(sent) // 2  # restarting late cuts from the start would break it
+    assert all(0 < n <= bound for n in refetched), (refetched, bound)
