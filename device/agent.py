@@ -447,12 +447,6 @@ class Agent:
             base = m.get(const.M_DELTA_BASE)
             if base is not None and s.get("digest") not in (None, _hex(base)):
                 raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "base")
-            wrapped = None
-            if const.M_ENC_ALG in m:  # before any download: refuse if no key of ours fits
-                wrapped = cmd.get(const.C_CEK)
-                got = self._content_key(wrapped)
-                if isinstance(got, int):
-                    raise manifest.Refused(got, "cannot unwrap the content key")
             uri = m[const.M_URI]
             size = m[const.M_SIZE]
             if not uri.startswith("/"):
