@@ -30,6 +30,7 @@ Async helpers over the real control API (``ctx`` is an aiocoap client context, e
     # errors: (code, diagnostic text), e.g. ("4.04", "unknown campaign")
     img = await publish_image(ctx, gw, image_bytes, ed25519_private_key, seq=2,
                               device_class="esp32", vendor=None)    # IMAGE map: id, uri, ...
+    img = publish_image_sync(gw, image_bytes, key, seq=2, device_class="esp32")  # from sync code
 """
 
 from __future__ import annotations
@@ -203,3 +204,21 @@ async def publish_image(ctx, gw: GatewayProc, image: bytes, key, *, seq: int,  #
                                {"manifest": signed, "class": device_class, "vendor": vendor})
     assert code == "2.01", (code, body)
     return body
+
+
+def publish_image_sync(gw: GatewayProc, image: bytes, key, *, seq: int,  # type: ignore[no-untyped-def]
+                       device_class: str) -> dict:
+    """``publish_image`` from synchronous code (module-scoped fixtures), with a client context
+    of its own."""
+    import asyncio
+
+    from aiocoap import Context
+
+    async def publish() -> dict:
+        ctx = await Context.create_client_context(transports=["udp6"])
+        try:
+            return await publish_image(ctx, gw, image, key, seq=seq, device_class=device_class)
+        finally:
+            await ctx.shutdown()
+
+    return asyncio.run(publish())

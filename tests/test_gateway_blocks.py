@@ -9,10 +9,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from aiocoap import CON, GET, NON, Context, Message
+from aiocoap import CON, GET, NON, Message
 from aiocoap.optiontypes import BlockOption
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from harness import GatewayProc, publish_image
+from harness import GatewayProc, publish_image, publish_image_sync
 from test_gateway_flow import fetch
 
 from proto import uris
@@ -40,15 +40,8 @@ def served(tmp_path_factory):
     gw = GatewayProc(tmp_path_factory.mktemp("blocks") / "data").start()
     data = os.urandom(MIB)
 
-    async def publish():
-        ctx = await Context.create_client_context(transports=["udp6"])
-        try:
-            return await publish_image(ctx, gw, data, KEY, seq=5, device_class="esp32")
-        finally:
-            await ctx.shutdown()
-
     try:
-        yield gw, data, asyncio.run(publish())
+        yield gw, data, publish_image_sync(gw, data, KEY, seq=5, device_class="esp32")
     finally:
         gw.stop()
 

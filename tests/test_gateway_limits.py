@@ -16,7 +16,7 @@ import pytest
 from aiocoap import CON, GET, NON, POST, RST, Context, Message
 from aiocoap.optiontypes import BlockOption
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from harness import GatewayProc, publish_image
+from harness import GatewayProc, publish_image_sync
 
 from gateway.observe import Observations
 from gateway.ratelimit import Budgets, RateLimiter, host_key
@@ -171,15 +171,8 @@ def strict(tmp_path_factory):
                       "--observe-per-device", "2"]).start()
     data = os.urandom(5000)
 
-    async def publish():
-        ctx = await Context.create_client_context(transports=["udp6"])
-        try:
-            return await publish_image(ctx, gw, data, KEY, seq=5, device_class="esp32")
-        finally:
-            await ctx.shutdown()
-
     try:
-        yield gw, data, asyncio.run(publish())
+        yield gw, data, publish_image_sync(gw, data, KEY, seq=5, device_class="esp32")
     finally:
         gw.stop()
 
