@@ -128,11 +128,12 @@ def cli(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, prog_name="cc", standalone_mode=False)
     except USAGE_ERROR as e:
-        where = e.ctx.command_path + ": " if getattr(e, "ctx", None) else ""
-        hint = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) else ""
+        path = e.ctx.command_path if getattr(e, "ctx", None) else ""
+        sub = path.removeprefix("cc").strip()  # "firmware add", or "" for cc itself
+        where = f"{sub}: " if sub else ""
+        hint = f" (see `{path} --help`)" if path else ""
         message = " ".join(e.format_message().split())
-        print(f"cc: {where.removeprefix('cc ').removeprefix('cc')}{message}{hint}",
-              file=sys.stderr)
+        print(f"cc: {where}{message}{hint}", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         print("cc: interrupted", file=sys.stderr)

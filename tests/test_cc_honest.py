@@ -160,7 +160,8 @@ def test_firmware_add_prints_the_real_device_port_and_usage_errors_are_one_line(
     for argv, start, needle in (
             (["firmware", "add", str(f), "--version", "two", "--class", CLASS],
              "cc: firmware add: ", "'--version'"),
-            (["upgrade"], "cc: upgrade: ", "IMAGE")):
+            (["upgrade"], "cc: upgrade: ", "IMAGE"),
+            (["statu"], "cc: No such command 'statu'", "status")):
         with pytest.raises(SystemExit) as exit_:
             cli(["--gateway", gw.control_uri, "--home", str(home), *argv])
         err = capsys.readouterr().err
