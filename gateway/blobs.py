@@ -67,6 +67,7 @@ class BlobStore:
             leftover.unlink(missing_ok=True)
         self._open: dict[str, _Open] = {}
         self._corrupt: dict[str, tuple[int, int, int]] = {}  # name -> stamp found corrupt
+        self._unfetchable: dict[str, float] = {}  # name -> when the shared store lacked it
         self._reported: set[str] = set()
         #: where gateways sharing a database share blobs (``SharedBlobs``); None: files only
         self.shared: SharedBlobs | None = None
@@ -92,18 +93,31 @@ class BlobStore:
         if it is there and hashes to its name. True when the file is now here."""
         if self.shared is None:
             return False
+        now = time.monotonic()
+        if now - self._unfetchable.get(digest_hex, now - RESTAT_SECONDS) < RESTAT_SECONDS:
+            return False  # asked again within the second: not one query (and hash) per block
         data = self.shared.get(digest_hex)
         if data is None or hashlib.sha256(data).hexdigest() != digest_hex:
+            if len(self._unfetchable) >= 1024:  # a cap: names come from requests
+                self._unfetchable.clear()
+            self._unfetchable[digest_hex] = now
             return False
+        self._unfetchable.pop(digest_hex, None)
+        self.write_bytes(digest_hex, data, share=False)
+        return True
+
+    def write_bytes(self, digest_hex: str, data: bytes, share: bool = True) -> None:
+        """Store ``data`` (already known to hash to ``digest_hex``) atomically and durably."""
         temp, fd = self.new_temp(digest_hex)
         try:
-            os.write(fd, data)
+            rest = memoryview(data)
+            while rest:
+                rest = rest[os.write(fd, rest):]
         except BaseException:
             os.close(fd)
             temp.unlink(missing_ok=True)
             raise
-        self.commit_temp(temp, fd, digest_hex, share=False)
-        return True
+        self.commit_temp(temp, fd, digest_hex, share=share)
 
     def new_temp(self, digest_hex: str) -> tuple[Path, int]:
         """Open a fresh temp file for an upload; returns (path, fd)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -208,18 +207,8 @@ def store_blob(blobs: BlobStore, data: bytes) -> str:
     """Write ``data`` as a content-addressed blob (atomic, fsynced); returns its digest hex.
     Runs in a worker thread: files only, no database (the caller shares it afterwards)."""
     digest = hashlib.sha256(data).hexdigest()
-    if blobs.path(digest).is_file():
-        return digest
-    temp, fd = blobs.new_temp(digest)
-    try:
-        rest = memoryview(data)
-        while rest:
-            rest = rest[os.write(fd, rest):]
-    except BaseException:
-        os.close(fd)
-        temp.unlink(missing_ok=True)
-        raise
-    blobs.commit_temp(temp, fd, digest, share=False)
+    if not blobs.path(digest).is_file():
+        blobs.write_bytes(digest, data, share=False)
     return digest
 
 

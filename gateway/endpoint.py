@@ -288,9 +288,10 @@ class DeviceEndpoint:
     def notify(self, device_id: str) -> None:
         """The device's pending command may have changed: tell its observers (NON)."""
         now = self.clock()
+        response = None
         for obs in self.observations.of(device_id):
-            request = Message(code=Code.GET, uri_path=(_COMMAND, device_id))
-            response = self.api.command(request)
+            if response is None:  # one command for all observers of the device
+                response = self.api.command(Message(code=Code.GET, uri_path=(_COMMAND, device_id)))
             if response.code is not Code.CONTENT:  # e.g. a key was enrolled meanwhile
                 self.observations.deregister(obs.source, obs.remote, obs.token)
                 continue

@@ -347,7 +347,7 @@ class Fleet:
             reported = s.job(r.job)
             if (reported is not None and reported["device"] == r.id
                     and (reported["state"] == JobState.CANCELLED
-                         or self._stopped(reported, self._image_of_job(reported))
+                         or self._stopped(reported)
                          or (reported["state"] == JobState.TIMED_OUT
                              and r.state in (State.DOWNLOADING, State.DOWNLOADED)))):
                 # the job is over: a device still fetching for it stops now (one installing
@@ -591,9 +591,12 @@ class Fleet:
         self.store.set_image_problem(image["id"], None)
         self.store.event("image", f"image {image['id']}: blob good again")
 
-    def _stopped(self, job: Any, image: Any) -> bool:
-        """A queued job of an image that cannot be served: its device must not download."""
-        return job["state"] == JobState.QUEUED and image["problem"] is not None
+    def _stopped(self, job: Any, image: Any = None) -> bool:
+        """A queued job of an image that cannot be served: its device must not download.
+        The image is read only for a queued job (most reports come from other states)."""
+        if job["state"] != JobState.QUEUED:
+            return False
+        return (image if image is not None else self._image_of_job(job))["problem"] is not None
 
     def _image_of_job(self, job: Any) -> Any:
         return self.store.image(self.store.campaign(job["campaign"])["image"])
