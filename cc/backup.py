@@ -38,7 +38,9 @@ def backup(data: Path, out: Path) -> dict[str, int]:
                 dst = sqlite3.connect(snapshot)
                 with dst:
                     src.backup(dst)
-                digests = [r[0] for r in dst.execute("SELECT digest FROM images")]
+                # every blob a device may be sent: images and their variants (deflated, deltas)
+                digests = [r[0] for r in dst.execute(
+                    "SELECT digest FROM images UNION SELECT sent FROM variants")]
                 dst.close()
             finally:
                 src.close()
@@ -52,7 +54,7 @@ def backup(data: Path, out: Path) -> dict[str, int]:
                 for d in sorted(set(digests)):
                     blob = data / "blobs" / d
                     if not blob.is_file():
-                        raise CcError(f"the blob of image {d[:8]} vanished during the backup "
+                        raise CcError(f"blob {d[:8]} vanished during the backup "
                                       "(removed meanwhile?): run the backup again")
                     tar.add(blob, f"blobs/{d}")
                 others = 0

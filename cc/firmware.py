@@ -17,7 +17,7 @@ from proto import manifest, packing, uris
 from proto.codes import Compression
 from proto.control import MAX_IMAGE, MAX_LABEL, MAX_NOTES
 
-from .client import ControlClient
+from .client import ControlClient, segment
 from .encryption import Encrypted, encrypt_bytes, iv_after
 from .errors import CcError
 from .upload import upload
@@ -81,6 +81,17 @@ def describe(label: str | None, notes: Path | None) -> dict[str, Any]:
     return out
 
 
+async def class_devices(client: ControlClient, device_class: str) -> list[dict[str, Any]]:
+    """Every device of ``device_class`` (GET dev answers one page at a time)."""
+    out: list[dict[str, Any]] = []
+    for _ in range(10_000):  # bounded: 10 million devices
+        page = await client.get(f"{uris.DEV}?class={segment(device_class)}&offset={len(out)}")
+        if not page:
+            return out
+        out += page
+    raise CcError("too many devices to list")
+
+
 async def resign(client: ControlClient, key: Ed25519PrivateKey, image_id: str,
                  seq: int | None) -> dict[str, Any]:
     """Fleet rollback: register the gateway's image ``image_id`` again under a manifest with a
@@ -91,10 +102,9 @@ async def resign(client: ControlClient, key: Ed25519PrivateKey, image_id: str,
     if old is None:
         raise CcError(f"the gateway has no image {image_id!r} (see `cc firmware list`)")
     if seq is None:
-        devices = await client.get(uris.DEV)
+        devices = await class_devices(client, old["class"])
         seq = 1 + max([int(i["seq"]) for i in images if i.get("class") == old["class"]]
-                      + [int(d.get("seq") or 0) for d in devices
-                         if d.get("class") == old["class"]])
+                      + [int(d.get("seq") or 0) for d in devices])
     encryption, digest = None, bytes.fromhex(old["digest"])
     if old.get("encrypted"):  # same ciphertext, IV and wrapped keys; the digest signed is the
         # installed image's, the blob's is the ciphertext's

@@ -332,7 +332,7 @@ def firmware_deltas(ctx: typer.Context,
                                                 help="Image id (default: every image)."),
                     as_json: bool = JSON_OPT):
     """List the compressed images and deltas the gateway built or holds (variants)."""
-    rows = run(_get(settings(ctx), f"{uris.FW}/{image}/deltas"))
+    rows = run(_get(settings(ctx), f"{uris.FW}/{segment(image)}/deltas"))
     render.print_json(rows) if as_json else render.show(render.variants(rows))
 
 
@@ -374,7 +374,7 @@ async def _wrap_keys(client: ControlClient, home: Path, image: dict[str, Any], c
     knows) under their firmware keys, and the class key if asked; send the wrapped keys."""
     cls = str(image.get("class"))
     if devices is None:
-        devices = [d["id"] for d in await client.get(uris.DEV) if d.get("class") == cls]
+        devices = [d["id"] for d in await firmware.class_devices(client, cls)]
     wrapped, missing = encryption.wrap(home, cek, devices, cls if class_key else None)
     items = list(wrapped.items())
     for i in range(0, len(items), WRAP_BATCH):

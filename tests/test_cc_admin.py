@@ -138,6 +138,9 @@ async def test_backup_while_running_restores_and_serves(gw, home, tmp_path, coap
     restored.mkdir()
     with tarfile.open(archive) as tar:
         tar.extractall(restored, filter="data")
+        # every blob, the deflated variant of this compressible image included
+        blobs = {f"blobs/{b.name}" for b in (gw.data / "blobs").iterdir() if b.is_file()}
+        assert len(blobs) >= 2 and blobs <= set(tar.getnames()), (blobs, tar.getnames())
     g2 = GatewayProc(restored).start()
     try:
         listed = await run(cc_json, g2, home, "devices")
