@@ -61,5 +61,5 @@ async def start(fleet: Fleet, bus: EventBus, data: Path, bind: tuple[str, int],
         await runner.cleanup()
         raise ConfigError(f"cannot bind the dashboard port {_fmt(*bind)}: "
                           f"{e.strerror or e}") from None
-    collector = metrics.bind_store(lambda: queries.counts(fleet.store.db), dropped)
+    collector = metrics.bind_store(lambda: queries.counts(fleet.store), dropped)
     return Web(runner, broker, bus.subscribe(broker), collector)

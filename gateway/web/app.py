@@ -65,6 +65,7 @@ def _json(obj: Any, status: int = 200) -> web.Response:
 class Dashboard:
     def __init__(self, fleet: Fleet, auth: Auth, loopback: bool, broker: Broker) -> None:
         self.fleet = fleet
+        self.store = fleet.store  # the fleet's Repo: queries.py runs on either engine
         self.db = fleet.store.db
         self.auth = auth
         self.loopback = loopback  # reads open without sign-in
@@ -160,7 +161,7 @@ class Dashboard:
 
     # ---- views --------------------------------------------------------------------------
     async def overview(self, request: web.Request) -> web.Response:
-        out = queries.overview(self.db, time.time() - SEEN_RECENTLY)
+        out = queries.overview(self.store, time.time() - SEEN_RECENTLY)
         out["campaigns"] = [self._campaign_brief(r) for r in self.fleet.store.campaigns()[-20:]]
         return _json(out)
 
@@ -170,7 +171,7 @@ class Dashboard:
                                   "reason")}
 
     async def devices(self, request: web.Request) -> web.Response:
-        total, rows = queries.devices_page(self.db, request.query.get("q", "")[:64],
+        total, rows = queries.devices_page(self.store, request.query.get("q", "")[:64],
                                            _int(request, "offset", 0),
                                            _int(request, "limit", 50, 1, queries.MAX_PAGE))
         return _json({"total": total, "devices": [self.fleet.device_view(r) for r in rows]})
@@ -196,18 +197,19 @@ class Dashboard:
         row = self._campaign_row(request)
         view = self.fleet.campaign_view(row)
         state = request.query.get("state") or None
-        total, jobs = queries.jobs_page(self.db, row["id"], state, _int(request, "offset", 0),
+        total, jobs = queries.jobs_page(self.store, row["id"], state,
+                                        _int(request, "offset", 0),
                                         _int(request, "limit", 50, 1, queries.MAX_PAGE))
         view["jobs_page"] = {"total": total, "state": state,
                              "jobs": [self.fleet.job_view(j) for j in jobs]}
-        view["failures"] = queries.failure_reasons(self.db, row["id"])
+        view["failures"] = queries.failure_reasons(self.store, row["id"])
         return _json(view)
 
     async def campaign_charts(self, request: web.Request) -> web.Response:
         row = self._campaign_row(request)
         n = row["id"]
         edges = self._edges.pop(n, [])
-        edges += queries.job_edges(self.db, n, edges[-1][0] if edges else 0)
+        edges += queries.job_edges(self.store, n, edges[-1][0] if edges else 0)
         self._edges[n] = edges
         while len(self._edges) > CHART_CACHE:
             self._edges.popitem(last=False)
@@ -229,7 +231,7 @@ class Dashboard:
         return _json(view)
 
     async def images(self, request: web.Request) -> web.Response:
-        running = queries.image_devices(self.db)
+        running = queries.image_devices(self.store)
         out = []
         for r in self.fleet.store.images():
             v = self.fleet.image_view(r)
@@ -240,7 +242,8 @@ class Dashboard:
 
     async def events(self, request: web.Request) -> web.Response:
         before = request.query.get("before")
-        return _json(queries.events_page(self.db, _int(request, "before", 0) if before else None,
+        return _json(queries.events_page(self.store,
+                                         _int(request, "before", 0) if before else None,
                                          _int(request, "limit", 100, 1, queries.MAX_PAGE),
                                          request.query.get("device") or None))
 
