@@ -9,25 +9,21 @@ devices and the real cc.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiocoap import Context
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from dashboard_util import SyncOps, http_base, web_token
-from harness import REPO, GatewayProc, publish_image
+from harness import REPO, GatewayProc, publish_image_sync
 from test_agent_e2e import CLASS, image_bytes
 
 from proto import manifest
@@ -48,14 +44,6 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
-async def publish(gw: GatewayProc, image: bytes) -> dict[str, Any]:
-    ctx = await Context.create_client_context(transports=["udp6"])
-    try:
-        return await publish_image(ctx, gw, image, KEY, seq=2, device_class=CLASS)
-    finally:
-        await ctx.shutdown()
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("dash")
@@ -65,7 +53,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     try:
         ops = SyncOps(gw, tmp / "cc-home")
         with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
-            img = pool.submit(asyncio.run, publish(gw, image_bytes(12_000, 7))).result(60)
+            img = pool.submit(publish_image_sync, gw, image_bytes(12_000, 7), KEY, seq=2,
+                              device_class=CLASS).result(60)
         trust = manifest.public_bytes(KEY.public_key()).hex()
         log = open(tmp / "sim.log", "wb")
         sim = subprocess.Popen(

@@ -207,14 +207,20 @@ def test_unverified_block_get_gets_echo_not_the_block(strict) -> None:
         assert r.code.dotted == "2.05" and r.payload == data[2048:3072]
 
 
+def _report(device: str, mid: int, token: bytes) -> Message:
+    """A CON report of an idle device at seq 1."""
+    m = Message(code=POST, uri_path=("r",), payload=cbor2.dumps(
+        {ReportKey.ID: device, ReportKey.CLASS: "esp32", ReportKey.SEQ: 1,
+         ReportKey.STATE: 0, ReportKey.RESULT: 0}))
+    m.mtype, m.mid, m.token = CON, mid, token
+    return m
+
+
 def test_report_verifies_and_retransmission_gets_same_answer(strict) -> None:
     gw, data, img = strict
-    report = {ReportKey.ID: "lim-1", ReportKey.CLASS: "esp32", ReportKey.SEQ: 1,
-              ReportKey.STATE: 0, ReportKey.RESULT: 0}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.10", 0))
-        m = Message(code=POST, uri_path=("r",), payload=cbor2.dumps(report))
-        m.mtype, m.mid, m.token = CON, 0x1234, b"\x01\x02"
+        m = _report("lim-1", 0x1234, b"\x01\x02")
         first, r = _exchange(s, gw.device_port, m)
         assert r.code.dotted == "2.04"
         again, _ = _exchange(s, gw.device_port, m)
@@ -226,12 +232,9 @@ def test_report_verifies_and_retransmission_gets_same_answer(strict) -> None:
 
 async def test_observe_capped_and_ended_by_reset(strict) -> None:
     gw, data, img = strict
-    report = {ReportKey.ID: "obs-1", ReportKey.CLASS: "esp32", ReportKey.SEQ: 1,
-              ReportKey.STATE: 0, ReportKey.RESULT: 0}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.11", 0))
-        m = Message(code=POST, uri_path=("r",), payload=cbor2.dumps(report))
-        m.mtype, m.mid, m.token = CON, 1, b"\x01"
+        m = _report("obs-1", 1, b"\x01")
         assert _exchange(s, gw.device_port, m)[1].code.dotted == "2.04"
         got = []
         for n in range(3):  # --observe-per-device 2: the third is served but not observed
