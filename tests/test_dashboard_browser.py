@@ -83,7 +83,7 @@ def page(browser: Browser, fleet: dict[str, Any]) -> Iterator[Page]:
     assert not errors, errors  # no script error on any page, no failed request
 
 
-def test_overview_live_campaign_and_pause(page: Page, fleet: dict[str, Any]) -> None:
+def overview_live_campaign_and_pause(page: Page, fleet: dict[str, Any]) -> None:
     ops = fleet["ops"]
     page.goto(fleet["base"] + "/#/")
     # the sim's devices register while the page is open: the overview follows the stream
@@ -122,7 +122,7 @@ def test_overview_live_campaign_and_pause(page: Page, fleet: dict[str, Any]) -> 
     expect(page.locator("#campaign-state")).to_have_text("paused")
 
 
-def test_screenshot_is_not_blank(browser: Browser, page: Page, fleet: dict[str, Any]) -> None:
+def screenshot_is_not_blank(browser: Browser, page: Page, fleet: dict[str, Any]) -> None:
     shot = fleet["tmp"] / "campaign.png"
     png = page.screenshot(path=str(shot), full_page=False)
     # count the picture's colours in the browser itself: a blank page has one or two
@@ -147,7 +147,7 @@ def test_screenshot_is_not_blank(browser: Browser, page: Page, fleet: dict[str, 
     assert stats["colours"] > 50 and stats["ink"] > 0.03, stats
 
 
-def test_every_page_renders(page: Page, fleet: dict[str, Any]) -> None:
+def every_page_renders(page: Page, fleet: dict[str, Any]) -> None:
     base = fleet["base"]
     page.goto(base + "/#/images")
     row = page.locator("main table tr").nth(1)
@@ -163,3 +163,11 @@ def test_every_page_renders(page: Page, fleet: dict[str, Any]) -> None:
     page.screenshot(path=str(fleet["tmp"] / "overview.png"), full_page=True)  # for people
     page.click("#signout")
     expect(page.locator("#signin")).to_be_visible()
+
+
+def test_dashboard_in_a_browser(browser: Browser, page: Page, fleet: dict[str, Any]) -> None:
+    """One story on one page, in order (one test, so that xdist cannot split it): watch a
+    campaign live and pause it, the screenshot is not blank, every page renders."""
+    overview_live_campaign_and_pause(page, fleet)
+    screenshot_is_not_blank(browser, page, fleet)
+    every_page_renders(page, fleet)
