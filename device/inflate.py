@@ -49,8 +49,11 @@ class _Feed(io.IOBase):
 
     def readinto(self, b):
         n = min(len(b), self.end - self.pos)
-        if n:
+        if n == 1:  # DeflateIO reads one byte at a time: no slice object per byte
+            b[0] = self.buf[self.pos]
+        elif n:
             b[:n] = self.buf[self.pos:self.pos + n]
+        if n:
             self.pos += n
             self.taken += n
         return n

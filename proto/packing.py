@@ -84,22 +84,6 @@ def check_streamable(sent: bytes, size: int) -> None:
         raise PackingError(f"decodes to {out.n} bytes, not {size}")
 
 
-def inflate_segments(sent: bytes) -> bytes:
-    """Reference decoder: every segment must end cleanly, and nothing may follow the last."""
-    out = bytearray()
-    rest = sent
-    while rest:
-        d = zlib.decompressobj(-WBITS)
-        try:
-            out += d.decompress(rest)
-        except zlib.error as e:
-            raise PackingError(f"bad deflate segment: {e}") from None
-        if not d.eof:
-            raise PackingError("transfer ends inside a deflate segment")
-        rest = d.unused_data
-    return bytes(out)
-
-
 # -- the delta op stream --------------------------------------------------------------------
 
 def uvarint(n: int) -> bytes:
