@@ -24,6 +24,7 @@ import typer
 from rich.markup import escape
 
 from proto import manifest, uris
+from proto.cli import run_app
 from proto.version import version_line
 
 from . import backup, campaign, encryption, firmware, keys, render
@@ -119,26 +120,10 @@ def _silence_stdout() -> None:
         pass  # not a real file (CliRunner): nothing will flush it
 
 
-USAGE_ERROR = typer.BadParameter.__mro__[1]  # click's UsageError, as vendored by typer
-
-
 def cli(argv: list[str] | None = None) -> None:
     """The `cc` entry point: usage errors (a bad --version value, an unknown option) are one
     `cc:` line and exit 2 like every other error, not a framed help box."""
-    try:
-        code = app(args=argv, prog_name="cc", standalone_mode=False)
-    except USAGE_ERROR as e:
-        path = e.ctx.command_path if getattr(e, "ctx", None) else ""
-        sub = path.removeprefix("cc").strip()  # "firmware add", or "" for cc itself
-        where = f"{sub}: " if sub else ""
-        hint = f" (see `{path} --help`)" if path else ""
-        message = " ".join(e.format_message().split())
-        print(f"cc: {where}{message}{hint}", file=sys.stderr)
-        sys.exit(2)
-    except typer.Abort:
-        print("cc: interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    run_app(app, "cc", argv)
 
 
 def _version(value: bool) -> None:

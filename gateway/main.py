@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import typer
 
 from proto import uris
+from proto.cli import run_app
 from proto.version import version_line
 
 from . import datalock, fleet, logs, observe, oscore_creds, ratelimit, replies, sources, uploads
@@ -17,6 +18,11 @@ from .server import Config, ConfigError, parse_hostport, run as run_server
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="FOTA gateway: serves firmware to devices over CoAP, takes orders from cc.")
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """The ``fota-gateway`` entry point (usage errors are one line, exit 2)."""
+    run_app(app, "fota-gateway", argv)
 
 
 def _version(value: bool) -> None:

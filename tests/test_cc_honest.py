@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -167,6 +168,14 @@ def test_firmware_add_prints_the_real_device_port_and_usage_errors_are_one_line(
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
         assert err.startswith(start) and needle in err
+    from gateway.main import cli as gateway_cli  # fota-gateway's entry point: the same rule
+
+    for argv, start in ((["serve"], "fota-gateway: No such command 'serve'"),
+                        (["run", "--bindd", "x"], "fota-gateway: run: No such option: --bindd")):
+        with pytest.raises(SystemExit) as exit_:
+            gateway_cli(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(start), err
 
 
 def test_upgrade_wait_ctrl_c_says_the_campaign_goes_on(gw, home, tmp_path):
@@ -222,19 +231,17 @@ def test_relay_port_clash_exits_2_and_sim_names_a_silent_gateway(tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("fota-relay: "), err
     silent = free_udp_port()  # nobody listens there
-    t0 = time.monotonic()
     p = subprocess.Popen([sys.executable, "-m", "sim.main", "--gateway",
                           f"coap://127.0.0.1:{silent}", "--class", CLASS, "--trust", "00" * 32,
                           "--state", str(tmp_path / "sim")], cwd=REPO,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        line = p.stderr.readline()
-        took = time.monotonic() - t0
+    try:  # the sim runs on after the line: wait for it, bounded (it comes after about 3 s)
+        ready, _, _ = select.select([p.stderr], [], [], 30)
+        line = p.stderr.readline() if ready else ""
     finally:
         p.kill()
         p.wait()
-    assert "does not answer" in line and f"127.0.0.1:{silent}" in line
-    assert took < 10, took
+    assert "does not answer" in line and f"127.0.0.1:{silent}" in line, line
 
 
 def test_version_everywhere(capsys):
