@@ -87,7 +87,7 @@ class ControlSite(Resource, PathCapable):
             return self.with_body(request, lambda b: cbor_response(
                 Code.CREATED, {**self.fleet.register_image(b), "device_port": self.device_port}))
         if route == (uris.FW, 1, "GET"):
-            return cbor_response(Code.CONTENT, [self.fleet.image_view(r)
+            return cbor_response(Code.CONTENT, [self.fleet.views.image_view(r)
                                                 for r in self.fleet.store.images()])
         if route == (uris.FW, 3, "POST") and path[2] == "keys":
             return self.with_body(request, lambda b: cbor_response(
@@ -100,7 +100,7 @@ class ControlSite(Resource, PathCapable):
                 self.fleet.store, self.blobs, path[1],
                 b.get("manifest") if isinstance(b, dict) else None)))
         if route == (uris.DEV, 1, "GET"):
-            return cbor_response(Code.CONTENT, self.fleet.device_views(request.opt.uri_query))
+            return cbor_response(Code.CONTENT, self.fleet.views.device_views(request.opt.uri_query))
         if route == (uris.DEV, 1, "POST"):
             return self.with_body(request, lambda b: cbor_response(Code.CREATED,
                                                                    self.enrol(b)))
@@ -109,7 +109,7 @@ class ControlSite(Resource, PathCapable):
         if route == (uris.FW, 2, "DELETE"):
             return cbor_response(Code.DELETED, self.fleet.remove_image(path[1]))
         if route == (uris.DEV, 2, "GET"):
-            return cbor_response(Code.CONTENT, self.fleet.device_detail(path[1]))
+            return cbor_response(Code.CONTENT, self.fleet.views.device_detail(path[1]))
         if route == (uris.DEV, 3, "POST") and path[2] == "tags":
             return self.with_body(request, lambda b: cbor_response(
                 Code.CHANGED, self.fleet.set_tags(path[1], b)))
@@ -117,7 +117,7 @@ class ControlSite(Resource, PathCapable):
             return self.with_body(request, lambda b: cbor_response(
                 Code.CREATED, self.fleet.create_campaign(b)))
         if route == (uris.CAMP, 1, "GET"):
-            return cbor_response(Code.CONTENT, [self.fleet.campaign_view(r)
+            return cbor_response(Code.CONTENT, [self.fleet.views.campaign_view(r)
                                                 for r in self.fleet.store.campaigns()])
         if head == uris.CAMP and len(path) in (2, 3):
             n = _campaign_number(path[1])
@@ -125,12 +125,14 @@ class ControlSite(Resource, PathCapable):
                 row = self.fleet.store.campaign(n)
                 if row is None:
                     raise Refused("not_found", "unknown campaign")
-                return cbor_response(Code.CONTENT, self.fleet.campaign_view(row, with_jobs=True))
+                return cbor_response(Code.CONTENT,
+                                     self.fleet.views.campaign_view(row, with_jobs=True))
             if len(path) == 3 and code is Code.POST and path[2] in CAMPAIGN_ACTIONS:
                 action = getattr(self.fleet, f"{path[2]}_campaign")
                 return cbor_response(Code.CHANGED, action(n))
         if route == (uris.EVENTS, 1, "GET"):
-            return cbor_response(Code.CONTENT, self.fleet.events(_since(request.opt.uri_query)))
+            return cbor_response(Code.CONTENT,
+                                 self.fleet.views.events(_since(request.opt.uri_query)))
         known = {(uris.FW, 1), (uris.FW, 2), (uris.DEV, 1), (uris.DEV, 2), (uris.CAMP, 1),
                  (uris.CAMP, 2),
                  (uris.EVENTS, 1)}

@@ -1,6 +1,7 @@
 """Fleet operations on the store: reports, images, devices, campaigns. No CoAP in here.
 Requests are parsed in ``requests.py``, job states move by ``jobs.py``'s table, every SQL
-statement is ``storage/repo.py``'s; the clock and randomness are injected.
+statement is ``storage/repo.py``'s, what is shown is ``views.py``'s; the clock and randomness
+are injected.
 
 Every method runs one durable transaction and writes an event for every state change it makes
 (invariant 7); the API layers answer only after the method returned. Refusals are ``Refused``
@@ -20,15 +21,15 @@ from proto import manifest as mf
 from proto import uris
 from proto.codes import (CampaignState, JobState, Op, Result, State, phase_name, result_name,
                          state_name)
-from proto.control import DEFAULT_TIMEOUT, EVENTS_PAGE, MAX_LABEL, MAX_NOTES
+from proto.control import DEFAULT_TIMEOUT, MAX_LABEL, MAX_NOTES
 from proto.keys import CmdKey, ManifestKey
 
 from . import deltas, jobs, rollout, wrapped
 from .blobs import BlobError, BlobStore
-from .requests import MAX_TAGS, Refused, Report, check_id, check_tags, device_query
+from .requests import MAX_TAGS, Refused, Report, check_id, check_tags
 from .store import Store, tags_json
+from .views import Views
 
-JOBS_IN_VIEW = 1000  # jobs in one campaign view at most (those not succeeded first)
 #: job states holding a download slot (from the offer until the image is all there)
 DOWNLOADING = (JobState.OFFERED, JobState.DOWNLOADING)
 #: job states a cancel stops (later ones are installing: they finish and report)
@@ -58,6 +59,7 @@ class Fleet:
         self._next_auto_sweep = 0.0
         self.max_downloads = max_downloads  # concurrent downloads over all campaigns
         self._policies: dict[int, rollout.Policy] = {}
+        self.views = Views(store, self.policy, clock)  # the read side (views.py)
         #: called with a device id whenever that device's pending command may have changed
         self.on_command_change: Callable[[str], None] = lambda device_id: None
         #: called with an image id once it is deleted (caches of it must go)
@@ -227,7 +229,7 @@ class Fleet:
             if camp["state"] != CampaignState.RUNNING:
                 raise Refused("conflict", f"campaign {n} is {camp['state']}, not running")
             self._set_campaign_state(camp, CampaignState.PAUSED, "paused by the operator")
-        return self.campaign_view(self.store.campaign(n))
+        return self.views.campaign_view(self.store.campaign(n))
 
     def resume_campaign(self, n: int) -> dict[str, Any]:
         """Go on: the failures so far are acknowledged (only new ones count towards the
@@ -246,7 +248,7 @@ class Fleet:
             if released != camp["released"]:
                 self._release(camp, released, [released], policy, stats)
             self._refresh_campaign(n)
-        return self.campaign_view(s.campaign(n))
+        return self.views.campaign_view(s.campaign(n))
 
     def retry_campaign(self, n: int) -> dict[str, Any]:
         """Failed and timed-out jobs start over as new jobs (new ids: a late report about the
@@ -283,7 +285,7 @@ class Fleet:
         for job in s.jobs_of_campaign(n):
             if job["state"] == JobState.QUEUED:
                 self.on_command_change(job["device"])
-        return self.campaign_view(s.campaign(n))
+        return self.views.campaign_view(s.campaign(n))
 
     def _already_current(self, targets: list[Any], image: Any) -> dict[str, int]:
         """Targets that reported running the image's sequence number or a newer one (id ->
@@ -439,19 +441,19 @@ class Fleet:
             old = self.store.image(image_id)
             if old is not None:
                 if old["manifest"] == signed:
-                    return self.image_view(old)  # idempotent re-registration
+                    return self.views.image_view(old)  # idempotent re-registration
                 if body.get("supersede") is not True:
                     raise Refused("conflict", f"image {image_id} is already registered at seq "
                                   f"{old['seq']}; to re-sign it at a higher seq: `cc rollback "
                                   f"--to {image_id}` or `cc firmware add … --supersede`")
                 self._supersede(old, signed, seq, cls, vendor, label, notes)
-                return self.image_view(self.store.image(image_id))
+                return self.views.image_view(self.store.image(image_id))
             self.store.add_image(image_id, digest.hex(), size, seq, cls, vendor, uri, signed,
                                  self.clock(), label, notes)
             self.store.event("image", f"image {image_id} registered: class {cls}, seq {seq}, "
                              f"{size} bytes{', encrypted' if mf.encrypted(m) else ''}"
                              + (f", label {label}" if label else ""))
-        return self.image_view(self.store.image(image_id))
+        return self.views.image_view(self.store.image(image_id))
 
     def _supersede(self, old: Any, signed: bytes, seq: int, cls: str, vendor: str,
                    label: str | None, notes: str | None) -> None:
@@ -474,19 +476,6 @@ class Fleet:
         self.store.event("image", f"image {n} re-signed: seq {old['seq']} -> {seq} "
                          "(the same bytes: a fleet rollback)")
 
-    def image_view(self, row: Any) -> dict[str, Any]:
-        view = {"id": row["id"], "uri": row["uri"], "digest": row["digest"], "size": row["size"],
-                "seq": row["seq"], "class": row["class"], "vendor": row["vendor"],
-                "created": row["created"], "problem": row["problem"], "label": row["label"],
-                "notes": row["notes"]}
-        m = mf.parse(row["manifest"])
-        if mf.encrypted(m):  # "digest": of the ciphertext the URI serves
-            view["encrypted"] = True
-            view["recipients"] = wrapped.count(self.store, row["id"])
-            view["installed_digest"] = m[ManifestKey.DIGEST].hex()  # signed, not secret
-            view["iv"] = m[ManifestKey.ENC_IV].hex()
-        return view
-
     def put_wrapped_keys(self, image_id: str, body: Any) -> dict[str, Any]:
         """Store the content key of an encrypted image wrapped for recipients (gateway/wrapped)."""
         row = self.store.image(image_id)
@@ -498,7 +487,7 @@ class Fleet:
             wrapped.put(self.store, image_id, body)
         except wrapped.BadKeys as e:
             raise Refused("bad_request", str(e)) from None
-        return self.image_view(self.store.image(image_id))
+        return self.views.image_view(self.store.image(image_id))
 
     def _update(self, job: Any, image: Any, device_id: str, record: bool = True) -> dict[int, Any]:
         cmd = {CmdKey.OP: Op.UPDATE, CmdKey.JOB: job["id"],
@@ -620,30 +609,7 @@ class Fleet:
                 if not old["enrolled"] or old["class"] != cls:
                     self.store.event("enrolled", f"class {cls} (was seen as {old['class']})",
                                      device=device_id)
-        return self.device_view(self.store.device(device_id))
-
-    @staticmethod
-    def device_view(row: Any) -> dict[str, Any]:
-        return {"id": row["id"], "class": row["class"], "seq": row["seq"],
-                "state": state_name(row["state"]), "result": result_name(row["result"]),
-                "progress": row["progress"], "last_seen": row["last_seen"],
-                "address": row["address"], "enrolled": bool(row["enrolled"]),
-                "tags": json.loads(row["tags"])}
-
-    def device_views(self, query: tuple[str, ...] = ()) -> list[dict[str, Any]] | dict[str, Any]:
-        """A page of devices (``offset``, ``limit`` ≤ DEVICES_PAGE, filters ``state``, ``class``,
-        ``tag``, ``campaign``), or with ``summary`` how many match by state and class. One held
-        up by a paused campaign carries that in "note"."""
-        f, summary, offset, limit = device_query(query)
-        if summary:
-            got = self.store.device_summary(f)
-            got["by_state"] = {state_name(k): v for k, v in got["by_state"].items()}
-            return got
-        rows = self.store.devices_page(f, offset, limit)
-        held = {r["device"]: f"campaign {r['campaign']} paused: {r['reason']}"
-                for r in self.store.held_devices(JobState.ACTIVE, CampaignState.PAUSED)} \
-            if rows else {}
-        return [{**self.device_view(r), "note": held.get(r["id"])} for r in rows]
+        return self.views.device_view(self.store.device(device_id))
 
     def set_tags(self, device_id: str, body: Any) -> dict[str, Any]:
         """Add and/or remove tags of a device (``{"add": [...], "remove": [...]}``)."""
@@ -664,16 +630,7 @@ class Fleet:
                 self.store.set_device_tags(device_id, tags_json(new))
                 self.store.event("tags", f"tags {', '.join(old) or '-'} -> "
                                  f"{', '.join(new) or '-'}", device=device_id)
-        return self.device_view(self.store.device(device_id))
-
-    def device_detail(self, device_id: str) -> dict[str, Any]:
-        row = self.store.device(device_id)
-        if row is None:
-            raise Refused("not_found", "unknown device")
-        view = self.device_view(row)
-        view["jobs"] = [self.job_view(j) for j in self.store.jobs_of_device(device_id)]
-        view["events"] = self.store.device_events(device_id, EVENTS_PAGE)
-        return view
+        return self.views.device_view(self.store.device(device_id))
 
     # ---- campaigns ------------------------------------------------------------------------
     def create_campaign(self, body: Any) -> dict[str, Any]:
@@ -751,7 +708,7 @@ class Fleet:
         for t, k in zip(targets, phases):
             if k == 0 and t["id"] not in ahead:
                 self.on_command_change(t["id"])
-        return self.campaign_view(s.campaign(n))
+        return self.views.campaign_view(s.campaign(n))
 
     def cancel_campaign(self, n: int) -> dict[str, Any]:
         s = self.store
@@ -769,7 +726,7 @@ class Fleet:
                     if job["state"] in CANCELLABLE:
                         self._set_job(job, jobs.CANCEL, Result.CANCELLED, job["progress"],
                                       now, "campaign cancelled")
-        return self.campaign_view(s.campaign(n))
+        return self.views.campaign_view(s.campaign(n))
 
     def expire(self, now: float | None = None) -> int:
         """Mark active jobs past their campaign deadline as timed out; returns how many."""
@@ -817,42 +774,6 @@ class Fleet:
                     self._set_job(job, jobs.OFFER_EXPIRED, None, job["progress"], now,
                                   f"offer expired: no download within {timeout} s")
         return len(stale)
-
-    def campaign_view(self, row: Any, with_jobs: bool = False) -> dict[str, Any]:
-        counts = self.store.job_counts(row["id"])
-        policy = self.policy(row)
-        phases: list[dict[str, Any]] = []
-        for phase, state, count in self.store.phase_counts(row["id"]):
-            while len(phases) <= phase:
-                k = len(phases)
-                phases.append({"name": rollout.phase_name(k, policy), "total": 0, "counts": {},
-                               "released": k <= row["released"]})
-            phases[phase]["total"] += count
-            phases[phase]["counts"][state] = count
-        view = {"id": row["id"], "image": row["image"], "state": row["state"],
-                "created": row["created"], "deadline": row["deadline"], "counts": counts,
-                "total": sum(counts.values()), "policy": policy.to_json(),
-                "phases": phases, "reason": row["reason"]}
-        if policy.window is not None:
-            now = self.clock()
-            view["window_open"] = policy.window.is_open(now)
-            view["window_next"] = policy.window.next_open(now)
-        if with_jobs:  # bounded: those that did not succeed first ("total" counts them all)
-            view["jobs"] = [self.job_view(j) for j in self.store.campaign_jobs(
-                row["id"], JOBS_IN_VIEW, JobState.SUCCEEDED)]
-        return view
-
-    @staticmethod
-    def job_view(row: Any) -> dict[str, Any]:
-        return {"id": row["id"], "campaign": row["campaign"], "device": row["device"],
-                "phase": row["phase"], "state": row["state"],
-                "result": None if row["result"] is None else result_name(row["result"]),
-                "progress": row["progress"], "size": row["sent_size"] or row["size"],
-                "updated": row["updated"], "sent": deltas.kind(row["variant"])}
-
-    def events(self, since: float) -> list[dict[str, Any]]:
-        return self.store.events_since(since, EVENTS_PAGE)
-
 
 def _image_text(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """An image's human version label and release notes (optional text)."""

@@ -11,7 +11,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway import fleet as fleet_mod
+from gateway import views
 from gateway.blobs import BlobStore
 from gateway.fleet import Fleet
 from gateway.requests import Refused, parse_report
@@ -68,15 +68,16 @@ def test_device_listing_pages_filters_and_summarises(fleet):
     for k in range(7):
         report(fleet, f"d{k}", State.DOWNLOADING if k < 2 else State.IDLE)
     fleet.enrol({"id": "d5", "class": "m", "tags": ["lab", "50%_x"]})
-    assert [d["id"] for d in fleet.device_views(("offset=2", "limit=3"))] == ["d2", "d3", "d4"]
-    assert [d["id"] for d in fleet.device_views(("state=downloading",))] == ["d0", "d1"]
-    assert [d["id"] for d in fleet.device_views(("tag=50%_x",))] == ["d5"]
-    assert fleet.device_views(("tag=50%",)) == []  # whole tags only, LIKE characters escaped
-    assert fleet.device_views(("summary", "class=m")) == {
+    page = fleet.views.device_views(("offset=2", "limit=3"))
+    assert [d["id"] for d in page] == ["d2", "d3", "d4"]
+    assert [d["id"] for d in fleet.views.device_views(("state=downloading",))] == ["d0", "d1"]
+    assert [d["id"] for d in fleet.views.device_views(("tag=50%_x",))] == ["d5"]
+    assert fleet.views.device_views(("tag=50%",)) == []  # whole tags only, LIKE characters escaped
+    assert fleet.views.device_views(("summary", "class=m")) == {
         "total": 7, "by_state": {"downloading": 2, "idle": 5}, "by_class": {"m": 7}}
     for bad in (("state=busy",), ("limit=x",), ("colour=red",)):
         with pytest.raises(Refused):
-            fleet.device_views(bad)
+            fleet.views.device_views(bad)
 
 
 def test_deadlines_and_offer_timeouts_follow_the_injected_clock(fleet, monkeypatch):
@@ -92,10 +93,10 @@ def test_deadlines_and_offer_timeouts_follow_the_injected_clock(fleet, monkeypat
     fleet.clock.t += 2  # the offer's minute is over: back in the queue, its slot free
     assert fleet.expire() == 1 and fleet.store.job(cmd[2])["state"] == "queued"
     report(fleet, "d1", State.DOWNLOADING, job=None)
-    monkeypatch.setattr(fleet_mod, "JOBS_IN_VIEW", 2)
-    view = fleet.campaign_view(fleet.store.campaign(camp["id"]), with_jobs=True)
+    monkeypatch.setattr(views, "JOBS_IN_VIEW", 2)
+    view = fleet.views.campaign_view(fleet.store.campaign(camp["id"]), with_jobs=True)
     assert view["total"] == 5 and len(view["jobs"]) == 2  # bounded, counts still whole
     fleet.clock.t += 600  # past the deadline: every active job times out, the campaign ends
     assert fleet.expire() == 5
-    view = fleet.campaign_view(fleet.store.campaign(camp["id"]))
+    view = fleet.views.campaign_view(fleet.store.campaign(camp["id"]))
     assert view["counts"] == {"timed_out": 5} and view["state"] == "done"

@@ -84,7 +84,7 @@ def test_self_registration_quota_and_expiry(tmp_path: Path) -> None:
     assert store.device("self-0") is None and store.device("self-1") is not None
     assert store.device("claimed") is not None
     fleet.report(parse_report(_report("self-2")), "192.0.2.1:5683")  # a place is free again
-    assert any(e["kind"] == "expired" for e in fleet.events(0))
+    assert any(e["kind"] == "expired" for e in fleet.views.events(0))
     with pytest.raises(Refused, match="unknown device"):
         Fleet(store, fleet.blobs, enrolled_only=True).report(
             parse_report(_report("self-9")), "192.0.2.1:5683")

@@ -1,7 +1,8 @@
 """The dashboard's HTTP routes (aiohttp): JSON views, the live event stream, /metrics,
-/healthz, and the static front end. The JSON views are the fleet's own (``Fleet.device_view``,
-``campaign_view``, ``image_view``, ``device_detail``: what cc shows), plus the paging and
-aggregates of ``queries.py``; actions call the same ``Fleet`` methods as the control API."""
+/healthz, and the static front end. The JSON views are the fleet's own (``views.py``:
+``device_view``, ``campaign_view``, ``image_view``, ``device_detail``: what cc shows), plus the
+paging and aggregates of ``queries.py``; actions call the same ``Fleet`` methods as the control
+API."""
 
 from __future__ import annotations
 
@@ -166,7 +167,7 @@ class Dashboard:
         return _json(out)
 
     def _campaign_brief(self, row: Any) -> dict[str, Any]:
-        v = self.fleet.campaign_view(row)
+        v = self.fleet.views.campaign_view(row)
         return {k: v[k] for k in ("id", "image", "state", "created", "counts", "total",
                                   "reason")}
 
@@ -174,17 +175,17 @@ class Dashboard:
         total, rows = queries.devices_page(self.store, request.query.get("q", "")[:64],
                                            _int(request, "offset", 0),
                                            _int(request, "limit", 50, 1, queries.MAX_PAGE))
-        return _json({"total": total, "devices": [self.fleet.device_view(r) for r in rows]})
+        return _json({"total": total, "devices": [self.fleet.views.device_view(r) for r in rows]})
 
     async def device(self, request: web.Request) -> web.Response:
-        view = self.fleet.device_detail(request.match_info["id"])
+        view = self.fleet.views.device_detail(request.match_info["id"])
         active = [j for j in view["jobs"] if j["state"] in
                   ("queued", "offered", "downloading", "downloaded", "updating")]
         view["current_job"] = active[-1] if active else None
         return _json(view)
 
     async def campaigns(self, request: web.Request) -> web.Response:
-        return _json([self.fleet.campaign_view(r) for r in self.fleet.store.campaigns()])
+        return _json([self.fleet.views.campaign_view(r) for r in self.fleet.store.campaigns()])
 
     def _campaign_row(self, request: web.Request) -> Any:
         text = request.match_info["n"]
@@ -195,13 +196,13 @@ class Dashboard:
 
     async def campaign(self, request: web.Request) -> web.Response:
         row = self._campaign_row(request)
-        view = self.fleet.campaign_view(row)
+        view = self.fleet.views.campaign_view(row)
         state = request.query.get("state") or None
         total, jobs = queries.jobs_page(self.store, row["id"], state,
                                         _int(request, "offset", 0),
                                         _int(request, "limit", 50, 1, queries.MAX_PAGE))
         view["jobs_page"] = {"total": total, "state": state,
-                             "jobs": [self.fleet.job_view(j) for j in jobs]}
+                             "jobs": [self.fleet.views.job_view(j) for j in jobs]}
         view["failures"] = queries.failure_reasons(self.store, row["id"])
         return _json(view)
 
@@ -234,7 +235,7 @@ class Dashboard:
         running = queries.image_devices(self.store)
         out = []
         for r in self.fleet.store.images():
-            v = self.fleet.image_view(r)
+            v = self.fleet.views.image_view(r)
             v.setdefault("label", r["label"])  # schema 4's version label (cc shows it too)
             v["devices"] = running.get((r["class"], r["seq"]), 0)
             out.append(v)
