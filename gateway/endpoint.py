@@ -74,13 +74,21 @@ class DeviceEndpoint:
         self.sock: socket.socket | None = None
         self._mid = int.from_bytes(os.urandom(2), "big")
         self._keys: dict[str, tuple[bytes, bool]] = {}
-        self.served = 0  # block responses from the fast path
         self.challenged = 0  # 4.01 + Echo sent
         self.failed = 0  # datagrams whose handling raised (a bug)
         self._failure_logged = -60.0
         api.fleet.on_command_change = self.notify
 
     # ---- I/O ------------------------------------------------------------------------------
+    def counters(self) -> dict[str, dict[str, int]]:
+        """What the device port turned away or answered from memory, for ``/metrics``:
+        datagrams the rate limits dropped, by budget, and the other events by kind."""
+        return {"dropped": dict(self.limiter.dropped) if self.limiter is not None else {},
+                "events": {"echo_challenge": self.challenged,
+                           "report_replay": self.replies.replayed,
+                           "observe_refused": self.observations.refused,
+                           "handler_failure": self.failed}}
+
     def open(self, bind: tuple[str, int]) -> int:
         """Bind (OSError if the port is taken) and start reading; returns the port."""
         host, port = bind
@@ -183,7 +191,6 @@ class DeviceEndpoint:
                     out = None
                 if out is not None:
                     self._send(out, anc, addr)
-                    self.served += 1
                     return
         try:
             msg = Message.decode(data, addr)

@@ -74,13 +74,14 @@ def on_event(ev: dict[str, Any]) -> None:
 
 
 class StoreCollector(Collector):
-    """Read at scrape time: jobs per state, campaigns per state, devices, datagrams the rate
-    limiter dropped (it keeps its own counter, so its hot path has no hook)."""
+    """Read at scrape time: jobs per state, campaigns per state, devices, and the device
+    port's own counters (``DeviceEndpoint.counters``: plain integers, so its hot path has no
+    hook)."""
 
     def __init__(self, counts: Callable[[], dict[str, dict[str, int]]],
-                 dropped: Callable[[], dict[str, int]]) -> None:
+                 port: Callable[[], dict[str, dict[str, int]]]) -> None:
         self.counts = counts
-        self.dropped = dropped
+        self.port = port
 
     def collect(self) -> Iterator[Any]:
         c = self.counts()
@@ -99,14 +100,25 @@ class StoreCollector(Collector):
                                       "bind's rate limits dropped, by budget (host: one source "
                                       "address, net: its prefix, total: all sources).",
                                       labels=["budget"])
-        for budget, n in sorted(self.dropped().items()):
+        port = self.port()
+        for budget, n in sorted(port["dropped"].items()):
             dropped.add_metric([budget], n)
         yield dropped
+        events = CounterMetricFamily("fota_device_port_events", "Device-port answers that are "
+                                     "not served blocks or reports, by kind (echo_challenge: "
+                                     "4.01 + Echo to an unverified address; report_replay: a "
+                                     "retransmitted report answered from the reply cache; "
+                                     "observe_refused: an observation over a cap; "
+                                     "handler_failure: a datagram whose handling raised).",
+                                     labels=["kind"])
+        for kind, n in sorted(port["events"].items()):
+            events.add_metric([kind], n)
+        yield events
 
 
 def bind_store(counts: Callable[[], dict[str, dict[str, int]]],
-               dropped: Callable[[], dict[str, int]]) -> Collector:
+               port: Callable[[], dict[str, dict[str, int]]]) -> Collector:
     """Register the scrape-time collector (once per gateway run); returns it for unregister."""
-    collector = StoreCollector(counts, dropped)
+    collector = StoreCollector(counts, port)
     REGISTRY.register(collector)
     return collector

@@ -191,9 +191,8 @@ async def run(cfg: Config) -> None:
         if cfg.http is not None:
             from . import web  # aiohttp is loaded only when asked for
 
-            limiter = endpoint.limiter
             dash = await web.start(fleet, bus, cfg.data, cfg.http, is_loopback(cfg.http[0]),
-                                   lambda: limiter.dropped if limiter is not None else {})
+                                   endpoint.counters)
             closers.append(dash.close)
             http = f" http={_fmt(cfg.http[0], dash.port)}"
         if cfg.webhooks:

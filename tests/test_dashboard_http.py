@@ -80,12 +80,20 @@ async def test_non_loopback_bind_needs_tokens(tmp_path: Path) -> None:
             # the rate limiter's drops show in /metrics (it keeps its own counts): 200 at once
             # from one host, 20/s with a burst of 40 (harmless: an empty CON GET)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                # first a block GET from an address that never reported: 4.01 + Echo
+                s.sendto(b"\x40\x01\x00\x02\xb1f\x01x", ("127.0.0.1", gw.device_port))
+                s.settimeout(5)
+                assert s.recv(64)[1] == 0x81  # 4.01 Unauthorized
                 for _ in range(200):
                     s.sendto(b"\x40\x01\x00\x01", ("127.0.0.1", gw.device_port))
             await asyncio.sleep(0.3)
             async with http.get(base + "/metrics", headers=good) as r:
                 got = samples(await r.text())
             assert got[("fota_rate_limited_datagrams_total", (("budget", "host"),))] >= 100
+            events = {labels[0][1]: v for (name, labels), v in got.items()
+                      if name == "fota_device_port_events_total"}
+            assert events == {"echo_challenge": 1, "report_replay": 0, "observe_refused": 0,
+                              "handler_failure": 0}, events
             # a live stream open while the gateway stops: it ends, the exit is clean
             async with http.get(base + "/api/stream", headers=good) as r:
                 assert r.status == 200 and r.content_type == "text/event-stream"

@@ -40,7 +40,7 @@ class Web:
 
 
 async def start(fleet: Fleet, bus: EventBus, data: Path, bind: tuple[str, int],
-                loopback: bool, dropped: Callable[[], dict[str, int]]) -> Web:
+                loopback: bool, port: Callable[[], dict[str, dict[str, int]]]) -> Web:
     """Serve; raises ``ConfigError`` (exit 2) for a bind without credentials or a taken port."""
     from ..server import ConfigError, _fmt
 
@@ -61,5 +61,5 @@ async def start(fleet: Fleet, bus: EventBus, data: Path, bind: tuple[str, int],
         await runner.cleanup()
         raise ConfigError(f"cannot bind the dashboard port {_fmt(*bind)}: "
                           f"{e.strerror or e}") from None
-    collector = metrics.bind_store(lambda: queries.counts(fleet.store), dropped)
+    collector = metrics.bind_store(lambda: queries.counts(fleet.store), port)
     return Web(runner, broker, bus.subscribe(broker), collector)
