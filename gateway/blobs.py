@@ -88,6 +88,10 @@ class BlobStore:
                 return self.path(digest_hex).stat().st_size
             return None
 
+    def fetch(self, digest_hex: str) -> bool:
+        """``_fetch`` unless the file is here already (for the store's thread)."""
+        return self.exists(digest_hex) or self._fetch(digest_hex)
+
     def _fetch(self, digest_hex: str) -> bool:
         """Copy a blob another gateway stored into the shared database into this directory,
         if it is there and hashes to its name. True when the file is now here."""
@@ -168,11 +172,13 @@ class BlobStore:
         for name in list(self._open):
             self.forget(name)
 
-    def opened(self, digest_hex: str) -> tuple[int, int]:
+    def opened(self, digest_hex: str, fetch: bool = True) -> tuple[int, int]:
         """(fd, size) of a verified blob; verifies it when first opened or when it changed.
 
         Raises FileNotFoundError when absent and CorruptBlob when the content does not hash to
-        its name (the caller answers 5.00 and records an event)."""
+        its name (the caller answers 5.00 and records an event). ``fetch=False``: a blob not
+        here is not copied from the shared store (a database read: the event loop asks the
+        store's thread to ``fetch`` it instead)."""
         o = self._open.get(digest_hex)
         now = time.monotonic()
         if o is not None and now - o.checked < RESTAT_SECONDS:
@@ -181,7 +187,7 @@ class BlobStore:
         try:
             st = os.stat(p)
         except FileNotFoundError:
-            if not self._fetch(digest_hex):
+            if not fetch or not self._fetch(digest_hex):
                 raise
             st = os.stat(p)
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)

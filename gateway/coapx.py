@@ -10,10 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import cbor2
+import psycopg
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
 from .requests import Refused
+from .storage import StoreUnavailable
 
 log = logging.getLogger("fota.gateway")
 
@@ -61,6 +63,8 @@ def shortage(e: BaseException) -> str | None:
     if isinstance(e, MemoryError) or (isinstance(e, sqlite3.OperationalError)
                                       and "unable to open" in str(e)):
         return "out of memory" if isinstance(e, MemoryError) else "out of file descriptors"
+    if isinstance(e, (StoreUnavailable, sqlite3.OperationalError, psycopg.OperationalError)):
+        return "store unavailable"  # locked, gone, restarting: nothing of the request is kept
     return None
 
 
@@ -96,11 +100,16 @@ def answer(handle: Callable[[], Message], what: str) -> Message:
     anything else 5.00, logged."""
     try:
         return handle()
-    except Refused as e:
-        return refusal(e)
     except Exception as e:
-        what = shortage(e)
-        if what is not None:
-            return short_of(what, e)
-        log.exception("%s request failed: %s", what, e)
-        return error(Code.INTERNAL_SERVER_ERROR, "internal error")
+        return failure(e, what)
+
+
+def failure(e: Exception, what: str) -> Message:
+    """The answer to a request whose handler raised ``e`` (see ``answer``)."""
+    if isinstance(e, Refused):
+        return refusal(e)
+    short = shortage(e)
+    if short is not None:
+        return short_of(short, e)
+    log.error("%s request failed: %s", what, e, exc_info=e)
+    return error(Code.INTERNAL_SERVER_ERROR, "internal error")

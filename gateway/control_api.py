@@ -1,4 +1,8 @@
-"""The control bind (cc only, loopback): exactly the API of ``proto/control.py``."""
+"""The control bind (cc only, loopback): exactly the API of ``proto/control.py``.
+
+Every request is handled on the store's thread (``storage/worker.py``), uploads included (their
+state and file writes live there too): the event loop only hands it over and sends the answer.
+"""
 
 from __future__ import annotations
 
@@ -15,23 +19,26 @@ from proto import uris
 from proto.control import MAX_BODY, MAX_IMAGE
 
 from .blobs import BlobStore, valid_digest_hex
-from .coapx import RETRY_AFTER, address_of, answer, cbor_response, error, short_of, shortage
+from .coapx import (RETRY_AFTER, address_of, answer, cbor_response, error, failure, short_of,
+                    shortage)
 from . import deltas, oscore_creds
 from .devauth import DeviceAuth
 from .fleet import Fleet
 from .requests import Refused, loads_exact
+from .storage.worker import StoreWorker
 from .uploads import Block1Receiver, Busy, FileSink, Incomplete, MemorySink, TooLarge
 
 log = logging.getLogger("fota.gateway")
 
 
 class ControlSite(Resource, PathCapable):
-    def __init__(self, fleet: Fleet, blobs: BlobStore,
+    def __init__(self, fleet: Fleet, blobs: BlobStore, worker: StoreWorker,
                  uploads: Block1Receiver | None = None) -> None:
         super().__init__()
         self.fleet = fleet
         self.blobs = blobs
-        self.uploads = uploads or Block1Receiver()
+        self.worker = worker
+        self.uploads = uploads or Block1Receiver()  # used on the store's thread only
         self.auth = DeviceAuth(fleet.store)
         self.require_oscore = False  # set by server.run with --oscore
         self.device_port: int | None = None  # the device bind's real port (server.run)
@@ -51,29 +58,50 @@ class ControlSite(Resource, PathCapable):
         path = request.opt.uri_path
         if path[:1] == (uris.FW,) and path[2:] == ("deltas",) and request.code is Code.POST:
             return await self.build_deltas(path[1])  # seconds of CPU: in a worker thread
-        return answer(lambda: self._render(request), "control")
+        return await self._on_store(lambda: self._render(request))
+
+    async def _on_store(self, handle: Any) -> Message:
+        """``answer(handle)`` on the store's thread; its commit failing is a 5.03 too."""
+        try:
+            return await self.worker.call(lambda: answer(handle, "control"))
+        except Exception as e:
+            return failure(e, "control")
 
     async def build_deltas(self, image_id: str) -> Message:
         store = self.fleet.store
-        image = store.image(image_id)
-        if image is None:
-            return error(Code.NOT_FOUND, "no such image")
-        if not deltas.plain(image):
-            return error(Code.BAD_REQUEST, "an encrypted image gets no deltas: they would be "
-                         "plaintext")
-        pairs = [(b["digest"], image["digest"])
-                 for b in store.delta_bases(image, deltas.MAX_BASES) if deltas.plain(b)]
-        pairs = [p for p in pairs if all(self.blobs.size(d) is not None for d in p)]  # here
+        plan: list[Any] = []
+
+        def bases() -> Message:
+            image = store.image(image_id)
+            if image is None:
+                return error(Code.NOT_FOUND, "no such image")
+            if not deltas.plain(image):
+                return error(Code.BAD_REQUEST, "an encrypted image gets no deltas: they would "
+                             "be plaintext")
+            pairs = [(b["digest"], image["digest"])
+                     for b in store.delta_bases(image, deltas.MAX_BASES) if deltas.plain(b)]
+            plan[:] = [image, [p for p in pairs
+                               if all(self.blobs.size(d) is not None for d in p)]]  # here
+            return Message(code=Code.CONTINUE)
+
+        refused = await self._on_store(bases)
+        if not plan:
+            return refused
+        image, pairs = plan
         try:
             built = await asyncio.to_thread(deltas.build_blobs, self.blobs, pairs)
-            if self.blobs.shared is not None:  # other gateways on this database serve them too
-                for _, sent, _ in built:
-                    self.blobs.shared.put(sent, self.blobs.path(sent).read_bytes())
         except (OSError, deltas.DeltaError) as e:
             log.error("building deltas to %s failed: %s", image_id, e)
             return error(Code.INTERNAL_SERVER_ERROR, f"building deltas failed: {e}")
-        deltas.record_built(store, image, built)
-        return cbor_response(Code.CHANGED, deltas.variants(store, image_id))
+
+        def record() -> Message:
+            if self.blobs.shared is not None:  # other gateways on this database serve them too
+                for _, sent, _ in built:
+                    self.blobs.shared.put(sent, self.blobs.path(sent).read_bytes())
+            deltas.record_built(store, image, built)
+            return cbor_response(Code.CHANGED, deltas.variants(store, image_id))
+
+        return await self._on_store(record)
 
     def _render(self, request: Message) -> Message:
         path, code = request.opt.uri_path, request.code

@@ -2,6 +2,11 @@
 blocks (``GET f/<image id>``). CoAP messaging (types, message ids, duplicates, Observe, Echo,
 limits) is ``endpoint.py``'s; this module turns a request into a response.
 
+``report`` and ``command`` run on the store's thread (``StoreWorker``: the endpoint hands them
+over and answers when they are done); firmware blocks are served on the event loop from the
+blob files, asking the store's thread only for what is not cached (an image id's blob, a blob
+another gateway stored in the shared database).
+
 Firmware blocks have two levels: the common well-formed request is answered from the datagram
 bytes (``wire_block`` with ``blockwire``), anything unusual from an aiocoap ``Message``
 (``block``, which also makes every error answer and records blob problems).
@@ -23,10 +28,11 @@ from proto.control import MAX_REPORT
 from . import deltas, metrics
 from .blobs import BlobStore, CorruptBlob
 from .blockwire import encode_block_response
-from .coapx import CBOR_FORMAT, answer, error
+from .coapx import CBOR_FORMAT, answer, error, failure
 from .devauth import DeviceAuth
 from .fleet import Fleet
 from .requests import Refused, loads_exact, parse_report
+from .storage.worker import StoreWorker
 
 log = logging.getLogger("fota.gateway")
 
@@ -34,9 +40,10 @@ DEFAULT_SZX = 6  # 1024 bytes: a GET without Block2 gets the first block with th
 
 
 class DeviceApi:
-    def __init__(self, fleet: Fleet, blobs: BlobStore) -> None:
+    def __init__(self, fleet: Fleet, blobs: BlobStore, worker: StoreWorker) -> None:
         self.fleet = fleet
         self.blobs = blobs
+        self.worker = worker  # runs everything here that reads or writes the store
         self.auth = DeviceAuth(fleet.store)
         self._images: dict[str, tuple[str, bytes]] = {}  # image id -> (digest hex, etag)
         fleet.on_image_removed = lambda image_id: self._images.pop(image_id, None)
@@ -46,11 +53,11 @@ class DeviceApi:
                    szx: int) -> bytes | None:
         """Response bytes for a well-formed block GET (``mtype`` and ``mid`` already those of
         the response), or None to take the Message path."""
-        image = self._images.get(image_id) or self._image(image_id)
+        image = self._images.get(image_id)  # not cached: the Message path asks the store
         if image is None:
             return None
         try:
-            fd, size = self.blobs.opened(image[0])
+            fd, size = self.blobs.opened(image[0], fetch=False)
         except (OSError, CorruptBlob):
             return None
         bsize = 1 << (szx + 4)
@@ -63,6 +70,7 @@ class DeviceApi:
                                      offset + len(data) < size, szx, size, data)
 
     def _image(self, image_id: str) -> tuple[str, bytes] | None:
+        """(digest hex, etag) of an image id; on the store's thread."""
         got = self._images.get(image_id)
         if got is None:
             digest = deltas.blob_of(self.fleet.store, image_id)  # an image or a variant of one
@@ -74,27 +82,38 @@ class DeviceApi:
             got = self._images[image_id] = (digest, etag)
         return got
 
-    def block(self, request: Message) -> Message:
-        return answer(lambda: self._block(request), "firmware")
+    async def block(self, request: Message) -> Message:
+        try:
+            return await self._block(request)
+        except Exception as e:  # the store unavailable: 5.03, one log line a minute
+            return failure(e, "firmware")
 
-    def _block(self, request: Message) -> Message:
+    async def _block(self, request: Message) -> Message:
         if request.code is not Code.GET:
             return error(Code.METHOD_NOT_ALLOWED, "GET f/<image id>")
         path = request.opt.uri_path
         if len(path) != 2:
             return error(Code.NOT_FOUND, "no such image")
-        image = self._image(path[1])
+        image = self._images.get(path[1])
+        if image is None:
+            image = await self.worker.call(lambda: self._image(path[1]))
         if image is None:
             return error(Code.NOT_FOUND, "no such image")
         digest_hex, etag = image
         try:
-            fd, size = self.blobs.opened(digest_hex)
+            try:
+                fd, size = self.blobs.opened(digest_hex, fetch=False)
+            except FileNotFoundError:
+                if (self.blobs.shared is None
+                        or not await self.worker.call(lambda: self.blobs.fetch(digest_hex))):
+                    raise
+                fd, size = self.blobs.opened(digest_hex, fetch=False)
         except (FileNotFoundError, CorruptBlob) as e:
             missing = isinstance(e, FileNotFoundError)
             if self.blobs.newly_bad(digest_hex):  # one event per problem, not one per block
                 why = "blob file is missing" if missing else "blob does not hash to its name"
                 try:  # the event, and its campaigns pause with their downloads stopped
-                    self.fleet.blob_failed(digest_hex, why)
+                    await self.worker.call(lambda: self.fleet.blob_failed(digest_hex, why))
                 except Exception as e2:  # e.g. a full disk: still answer the device, log it
                     log.error("could not pause the campaigns of image %s (%s): %s",
                               path[1], why, e2)
@@ -129,6 +148,7 @@ class DeviceApi:
             return None
 
     def report(self, request: Message, address: str) -> Message:
+        """On the store's thread (a grouped unit: it shares the next commit)."""
         return answer(lambda: self._report(request, address), "device")
 
     def _report(self, request: Message, address: str) -> Message:
@@ -149,6 +169,7 @@ class DeviceApi:
                        content_format=CBOR_FORMAT)
 
     def command(self, request: Message) -> Message:
+        """On the store's thread."""
         return answer(lambda: self._command(request), "device")
 
     def _command(self, request: Message) -> Message:

@@ -9,6 +9,13 @@ cache for reports (``replies``), and observations of ``c/<id>`` (``observe``). E
 holds state with a cap and an expiry; nothing here grows with traffic. ``device_api`` makes the
 responses.
 
+Nothing here waits on the database: a report, a command GET, an uncached firmware block and a
+notification are handed to the store's thread (``StoreWorker``) and answered from the loop when
+it is done; meanwhile the loop serves other datagrams (pings, cached blocks). A report is
+answered only once it is durable; the reports of a burst share one commit there. A
+retransmission of a report still being applied is dropped (its answer is on the way), and when
+``StoreWorker.full`` the datagram gets 5.03 at once: the work waiting is bounded.
+
 The socket is IPv6 with IPv4-mapped addresses (one socket for both families, as aiocoap's
 ``udp6``), and replies leave from the address the request came to (IPV6_PKTINFO), which matters
 on a multi-homed host bound to ``[::]``.
@@ -21,7 +28,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any
 
 from aiocoap import ACK, CON, NON, RST, Message
@@ -33,7 +41,7 @@ from proto import uris
 from .blockwire import ACK as ACK_TYPE
 from .blockwire import CON as CON_TYPE
 from .blockwire import parse_block_get
-from .coapx import error, unavailable
+from .coapx import error, failure, unavailable
 from .device_api import DeviceApi
 from .observe import Observations
 from .ratelimit import RateLimiter, host_key, is_loopback, prefixes
@@ -43,8 +51,8 @@ from .sources import Sources
 log = logging.getLogger("fota.gateway")
 
 READS_PER_WAKE = 64  # datagrams read per readable event before yielding to the loop,
-WAKE_BUDGET = 0.002  # or fewer once this many seconds went by: a report costs an fsync, and
-# the control bind and timers must get their turn
+WAKE_BUDGET = 0.002  # or fewer once this many seconds went by: the control bind, the answers
+# from the store's thread and the timers must get their turn
 # the options a request on this bind may carry; any other critical (odd) one is 4.02
 _UNDERSTOOD = {3, 6, 7, 11, 12, 14, 17, 23, 27, 28, 60, 252}  # Uri-Host, Observe, Uri-Port,
 # Uri-Path, Content-Format, Max-Age, Accept, Block2, Block1, Size2, Size1, Echo
@@ -77,7 +85,11 @@ class DeviceEndpoint:
         self.challenged = 0  # 4.01 + Echo sent
         self.failed = 0  # datagrams whose handling raised (a bug)
         self._failure_logged = -60.0
-        api.fleet.on_command_change = self.notify
+        self.worker = api.worker
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight: set[tuple[Any, int]] = set()  # (source, message id) of reports applying
+        self._tasks: set[asyncio.Task[None]] = set()  # uncached block requests being answered
+        api.fleet.on_command_change = self.changed
 
     # ---- I/O ------------------------------------------------------------------------------
     def counters(self) -> dict[str, dict[str, int]]:
@@ -104,7 +116,8 @@ class DeviceEndpoint:
             sock.close()
             raise
         self.sock = sock
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
         return sock.getsockname()[1]
 
     def close(self) -> None:
@@ -117,10 +130,7 @@ class DeviceEndpoint:
         sock = self.sock
         if sock is None:
             return
-        # group commit: the reports of one burst share one transaction (one fsync); each is
-        # answered once it is durable (store.after_commit)
-        with self.api.fleet.store.batch():
-            self._read_burst(sock)
+        self._read_burst(sock)
 
     def _read_burst(self, sock: socket.socket) -> None:
         until = time.monotonic() + WAKE_BUDGET
@@ -137,12 +147,7 @@ class DeviceEndpoint:
             try:
                 self.datagram(data, anc, addr)
             except Exception as e:  # a bug must cost one datagram, never the gateway
-                self.failed += 1
-                now = self.clock()
-                if now - self._failure_logged >= 60.0:  # one line a minute, not one per datagram
-                    self._failure_logged = now
-                    log.error("device datagram from %s failed (%d so far): %s: %s",
-                              address_text(addr), self.failed, type(e).__name__, e)
+                self._failed(e, addr)
 
     def _send(self, data: bytes, anc: list, addr: Any) -> None:
         # ``anc`` is what recvmsg gave: only IPV6_PKTINFO was asked for, and it is what makes
@@ -151,6 +156,42 @@ class DeviceEndpoint:
             self.sock.sendmsg([data], anc, 0, addr)  # type: ignore[union-attr]
         except OSError as e:  # a full buffer, an unreachable net: the client retransmits
             log.debug("response to %s not sent: %s", address_text(addr), e)
+
+    # ---- the store's thread --------------------------------------------------------------
+    def busy(self) -> bool:
+        """Too much work waits for the store: shed this request (5.03) instead of queueing."""
+        return self.worker.full() or len(self._tasks) >= self.worker.max_pending
+
+    def _when_done(self, fut: Future[Any], then: Callable[[Future[Any]], None]) -> None:
+        """Run ``then(fut)`` on the loop once the store's thread finished ``fut``."""
+        loop = self._loop
+
+        def hop(f: Future[Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(then, f)  # type: ignore[union-attr]
+            except RuntimeError:  # the loop closed: shutting down, nobody to answer
+                pass
+
+        fut.add_done_callback(hop)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._failed(task.exception(), None)  # type: ignore[arg-type]
+
+    def _failed(self, e: BaseException, addr: Any) -> None:
+        self.failed += 1
+        now = self.clock()
+        if now - self._failure_logged >= 60.0:  # one line a minute, not one per datagram
+            self._failure_logged = now
+            log.error("device datagram from %s failed (%d so far): %s: %s",
+                      "?" if addr is None else address_text(addr), self.failed,
+                      type(e).__name__, e)
 
     def next_mid(self) -> int:
         self._mid = (self._mid + 1) & 0xFFFF
@@ -236,7 +277,10 @@ class DeviceEndpoint:
                                          echo=self.sources.echo_for(key)), anc, addr)
                 return
         if head == _FW:
-            self._reply(msg, self.api.block(msg), anc, addr)
+            if self.busy():
+                self._reply(msg, unavailable("gateway busy, retry later"), anc, addr)
+            else:
+                self._spawn(self._block(msg, anc, addr))
         elif head == _COMMAND:
             self.command(msg, key, anc, addr)
         else:
@@ -253,6 +297,9 @@ class DeviceEndpoint:
     def _reply(self, request: Message, response: Message, anc: list, addr: Any) -> None:
         self._send(self._encode(request, response), anc, addr)
 
+    async def _block(self, msg: Message, anc: list, addr: Any) -> None:
+        self._reply(msg, await self.api.block(msg), anc, addr)
+
     def report(self, msg: Message, key: bytes, anc: list, addr: Any) -> None:
         device_id = self.api.report_id(msg.payload)
         if device_id is not None:
@@ -260,54 +307,96 @@ class DeviceEndpoint:
             if again is not None:
                 self._send(again, anc, addr)
                 return
-        with self.api.fleet.store.group():  # shares the burst's commit (see _readable)
-            response = self.api.report(msg, address_text(addr))
-        if (not response.code.is_successful() and not self._trusted(key)
-                and not self.sources.verified(key)):
-            response.payload = b""  # no diagnostic text to a source that may be spoofed
-        out = self._encode(msg, response)
+        flight = (addr, msg.mid)
+        if flight in self._in_flight:
+            return  # a retransmission of a report being applied: its answer is on the way
+        if self.busy():
+            self._reply(msg, unavailable("gateway busy, retry later"), anc, addr)
+            return
+        self._in_flight.add(flight)
+        address = address_text(addr)
+        # grouped: the reports waiting share one commit; the answer comes once it is durable
+        fut = self.worker.submit(lambda: self.api.report(msg, address), grouped=True)
 
-        def answer(durable: bool) -> None:
-            if not durable:
-                self._reply(msg, unavailable("store unavailable, retry later"), anc, addr)
-                return
+        def answer(f: Future[Message]) -> None:
+            self._in_flight.discard(flight)
+            try:
+                response = f.result()
+            except Exception as e:  # the commit failed: 5.03 (nothing of the report is kept)
+                response = failure(e, "device")
+            if (not response.code.is_successful() and not self._trusted(key)
+                    and not self.sources.verified(key)):
+                response.payload = b""  # no diagnostic text to a source that may be spoofed
+            out = self._encode(msg, response)
             if device_id is not None and response.code is Code.CHANGED:
                 self.replies.put(device_id, addr, msg.mid, msg.payload, out)
                 self.sources.verify(key)
             self._send(out, anc, addr)
 
-        self.api.fleet.store.after_commit(answer)
+        self._when_done(fut, answer)
 
     def command(self, msg: Message, key: bytes, anc: list, addr: Any) -> None:
-        response = self.api.command(msg)
-        observe = msg.opt.observe
-        source = prefixes(key)[0]
-        if observe == 1:
-            self.observations.deregister(source, addr, msg.token)
-        elif observe == 0 and response.code is Code.CONTENT:
-            obs = self.observations.register(msg.opt.uri_path[1], source, addr, msg.token, anc)
-            if obs is not None:
-                obs.seq += 1
-                response.opt.observe = obs.seq
-                response.opt.max_age = int(self.observations.lifetime)
-        self._reply(msg, response, anc, addr)
+        if self.busy():
+            self._reply(msg, unavailable("gateway busy, retry later"), anc, addr)
+            return
+        fut = self.worker.submit(lambda: self.api.command(msg))
+
+        def answer(f: Future[Message]) -> None:
+            try:
+                response = f.result()
+            except Exception as e:
+                response = failure(e, "device")
+            observe = msg.opt.observe
+            source = prefixes(key)[0]
+            if observe == 1:
+                self.observations.deregister(source, addr, msg.token)
+            elif observe == 0 and response.code is Code.CONTENT:
+                obs = self.observations.register(msg.opt.uri_path[1], source, addr, msg.token,
+                                                 anc)
+                if obs is not None:
+                    obs.seq += 1
+                    response.opt.observe = obs.seq
+                    response.opt.max_age = int(self.observations.lifetime)
+            self._reply(msg, response, anc, addr)
+
+        self._when_done(fut, answer)
+
+    def changed(self, device_id: str) -> None:
+        """``Fleet.on_command_change``, called on the store's thread: ``notify`` on the loop."""
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self.notify, device_id)
+            except RuntimeError:  # the loop closed
+                pass
 
     def notify(self, device_id: str) -> None:
-        """The device's pending command may have changed: tell its observers (NON)."""
-        now = self.clock()
-        response = None
-        for obs in self.observations.of(device_id):
-            if response is None:  # one command for all observers of the device
-                response = self.api.command(Message(code=Code.GET, uri_path=(_COMMAND, device_id)))
-            if response.code is not Code.CONTENT:  # e.g. a key was enrolled meanwhile
-                self.observations.deregister(obs.source, obs.remote, obs.token)
-                continue
-            obs.seq = (obs.seq + 1) & 0xFFFFFF
-            response.opt.observe = obs.seq
-            response.opt.max_age = max(0, int(obs.expires - now))
-            response.token, response.mtype = obs.token, NON
-            response.mid = obs.mid = self.next_mid()
-            self._send(response.encode(), obs.ancdata, obs.remote)
+        """The device's pending command may have changed: tell its observers (NON), with the
+        command as the store's thread reads it (after the change committed)."""
+        if next(self.observations.of(device_id), None) is None or self.busy():
+            return  # nobody observes it (the common case), or too busy: its next wake asks
+        request = Message(code=Code.GET, uri_path=(_COMMAND, device_id))
+        fut = self.worker.submit(lambda: self.api.command(request))
+
+        def send(f: Future[Message]) -> None:
+            try:
+                response = f.result()
+            except Exception as e:
+                self._failed(e, None)
+                return
+            now = self.clock()
+            for obs in self.observations.of(device_id):
+                if response.code is not Code.CONTENT:  # e.g. a key was enrolled meanwhile
+                    self.observations.deregister(obs.source, obs.remote, obs.token)
+                    continue
+                obs.seq = (obs.seq + 1) & 0xFFFFFF
+                response.opt.observe = obs.seq
+                response.opt.max_age = max(0, int(obs.expires - now))
+                response.token, response.mtype = obs.token, NON
+                response.mid = obs.mid = self.next_mid()
+                self._send(response.encode(), obs.ancdata, obs.remote)
+
+        self._when_done(fut, send)
 
     def expire(self) -> None:
         self.sources.expire()

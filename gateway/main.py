@@ -15,6 +15,7 @@ from proto.version import version_line
 
 from . import datalock, fleet, logs, observe, oscore_creds, ratelimit, replies, sources, uploads
 from .server import Config, ConfigError, parse_hostport, run as run_server
+from .storage import worker
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="FOTA gateway: serves firmware to devices over CoAP, takes orders from cc.")
@@ -47,6 +48,13 @@ def run(
     store: str = typer.Option("", "--store", metavar="URL",
                               help="The database: sqlite:///PATH (default: a file under --data) "
                                    "or postgresql://… (several gateways may share it)."),
+    store_batch: int = typer.Option(worker.DEFAULT_MAX_BATCH, "--store-batch", min=1,
+                                    metavar="N",
+                                    help="At most N reports share one commit (group commit)."),
+    store_queue: int = typer.Option(worker.DEFAULT_MAX_PENDING, "--store-queue", min=1,
+                                    metavar="N",
+                                    help="At most N requests wait for the store; more are "
+                                         "answered 5.03 at once."),
     log_json: bool = typer.Option(False, "--log-json", help="Log JSON lines instead of text."),
     enrolled_only: bool = typer.Option(False, "--enrolled-only",
                                        help="Refuse reports from devices not enrolled by cc."),
@@ -124,7 +132,8 @@ def run(
     try:
         cfg = Config(bind=parse_hostport(bind, "--bind"),
                      control_bind=parse_hostport(control_bind, "--control-bind"),
-                     data=data, store=store or None, enrolled_only=enrolled_only,
+                     data=data, store=store or None, store_batch=store_batch,
+                     store_pending=store_queue, enrolled_only=enrolled_only,
                      max_downloads=max_downloads or None,
                      budgets=ratelimit.Budgets(rate_limit, rate_burst, rate_limit_net,
                                                rate_limit_total),

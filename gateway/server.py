@@ -1,4 +1,5 @@
-"""Assemble and run the gateway: store, two aiocoap server contexts, the timeout sweeper."""
+"""Assemble and run the gateway: store (on its own thread), the device endpoint, the control
+context, the timeout sweeper."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .eventbus import EventBus
 from .fleet import DEFAULT_AUTO_EXPIRY, DEFAULT_AUTO_REGISTER, Fleet
 from .ratelimit import Budgets, RateLimiter
 from .storage import notify as storage_notify
+from .storage.worker import DEFAULT_MAX_BATCH, DEFAULT_MAX_PENDING, StoreWorker
 from .store import Store, StoreBlobs
 
 log = logs.log
@@ -58,6 +60,8 @@ class Config:
     store: str | None = None  # store URL (None: the SQLite file under data)
     http: tuple[str, int] | None = None  # dashboard, /metrics, /healthz (gateway/web/)
     webhooks: tuple[str, ...] = ()  # URLs for campaign/rollback events (gateway/webhooks.py)
+    store_batch: int = DEFAULT_MAX_BATCH  # units of work per commit at most (storage/worker.py)
+    store_pending: int = DEFAULT_MAX_PENDING  # units waiting for the store before 5.03
 
 
 def parse_hostport(text: str, what: str) -> tuple[str, int]:
@@ -150,6 +154,9 @@ async def run(cfg: Config) -> None:
     fleet = Fleet(store, blobs, enrolled_only=cfg.enrolled_only,
                   max_downloads=cfg.max_downloads, auto_register=cfg.auto_register,
                   auto_expiry=cfg.auto_expiry)
+    own_pid = store.db.info.backend_pid if store.dialect == "postgresql" else 0
+    # from here on only the store's thread touches the database (storage/worker.py)
+    worker = StoreWorker(store, max_batch=cfg.store_batch, max_pending=cfg.store_pending)
     contexts = []
     releases: list = []
     closers: list = []  # async: the dashboard, the webhook senders
@@ -157,7 +164,7 @@ async def run(cfg: Config) -> None:
         loop = asyncio.get_running_loop()
         _quiet_decode_errors(loop)
         endpoint = DeviceEndpoint(
-            DeviceApi(fleet, blobs),
+            DeviceApi(fleet, blobs, worker),
             limiter=(RateLimiter(cfg.budgets, limit_loopback=cfg.limit_loopback)
                      if cfg.budgets.rate > 0 else None),
             sources=sources.Sources(cfg.verified_ttl, cfg.verified_max),
@@ -171,7 +178,7 @@ async def run(cfg: Config) -> None:
             raise ConfigError(f"cannot bind the device port {_fmt(*cfg.bind)}: "
                               f"{e.strerror or e}") from None
         releases.append(endpoint.close)
-        control = ControlSite(fleet, blobs, uploads.Block1Receiver(
+        control = ControlSite(fleet, blobs, worker, uploads.Block1Receiver(
             cfg.uploads_max, cfg.uploads_per_source, cfg.upload_idle))
         control.device_port = device_port  # for the image URIs cc prints
         site: object = control
@@ -191,14 +198,15 @@ async def run(cfg: Config) -> None:
         if cfg.http is not None:
             from . import web  # aiohttp is loaded only when asked for
 
-            dash = await web.start(fleet, bus, cfg.data, cfg.http, is_loopback(cfg.http[0]),
-                                   endpoint.counters)
+            dash = await web.start(fleet, worker, bus, cfg.data, cfg.http,
+                                   is_loopback(cfg.http[0]), endpoint.counters)
             closers.append(dash.close)
             http = f" http={_fmt(cfg.http[0], dash.port)}"
         if cfg.webhooks:
-            from .webhooks import Webhooks, load_secret
+            from .webhooks import Classifier, Webhooks, load_secret
 
-            hooks = Webhooks(list(cfg.webhooks), load_secret(cfg.data), store)
+            classify = await worker.call(lambda: Classifier(store))
+            hooks = Webhooks(list(cfg.webhooks), load_secret(cfg.data), classify)
             bus.subscribe(hooks)
             closers.append(hooks.close)
 
@@ -208,13 +216,13 @@ async def run(cfg: Config) -> None:
         if store.dialect == "postgresql":  # Observe across the gateways on this database
             local = fleet.on_command_change
 
-            def changed(device_id: str) -> None:
+            def changed(device_id: str) -> None:  # on the store's thread
                 local(device_id)
                 store.announce_command(device_id)
 
             fleet.on_command_change = changed
             listener = asyncio.ensure_future(storage_notify.listen(
-                url, lambda: store.db.info.backend_pid, endpoint.notify, stop))
+                url, lambda: own_pid, endpoint.notify, stop))
 
             async def stop_listening() -> None:
                 listener.cancel()
@@ -225,12 +233,19 @@ async def run(cfg: Config) -> None:
                  _fmt(cfg.bind[0], device_port),
                  _fmt(cfg.control_bind[0], _port_of(control_ctx)), http, cfg.data,
                  extra={"fields": {"event": "ready"}})
+
+        def sweep() -> None:  # on the store's thread (uploads live there too)
+            control.uploads.expire()
+            if store.take_sweeper():  # one sweeper among gateways sharing a database
+                fleet.expire()
+
         while not stop.is_set():
             try:
-                if store.take_sweeper():  # one sweeper among gateways sharing a database
-                    fleet.expire()
+                await worker.call(sweep)
+            except Exception as e:  # a full disk must not stop the gateway; retry next tick
+                log.error("timeout sweep failed: %s", e)
+            try:
                 endpoint.expire()
-                control.uploads.expire()
             except Exception as e:  # a full disk must not stop the gateway; retry next tick
                 log.error("timeout sweep failed: %s", e)
             try:
@@ -238,7 +253,7 @@ async def run(cfg: Config) -> None:
             except asyncio.TimeoutError:
                 pass
         log.info("shutting down", extra={"fields": {"event": "stop"}})
-        control.uploads.close()
+        await worker.call(control.uploads.close)
     finally:
         for close in reversed(closers):
             await close()
@@ -246,5 +261,6 @@ async def run(cfg: Config) -> None:
             await ctx.shutdown()
         for release in releases:
             release()
+        worker.close()
         blobs.close()
         store.close()

@@ -1,14 +1,17 @@
-"""The gateway's store as ``Fleet`` uses it today: synchronously, on the event loop.
+"""The gateway's store as ``Fleet`` uses it: synchronously, on the store's own thread.
 
 The SQL is ``storage.repo.Repo``'s, the connection, pragmas and migrations the engine
 backend's (``storage.sqlite``: a file, the default; ``storage.postgres``: a database several
 gateways share). This class adds the nestable ``transaction()`` the fleet's methods wrap their
-work in: one atomic, durable unit, committed before the caller answers. ``storage.Engine``
-runs the same ``Repo`` off the loop with group commit.
+work in: one atomic, durable unit, committed before the caller answers, and the group commit
+(``batch``/``group``) that ``storage.worker.StoreWorker`` drives from the thread that owns the
+store once the gateway serves (``bind_thread``: a call from any other thread, such as the event
+loop, raises instead of waiting on the database there).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,6 +53,24 @@ class Store(Repo):
         self._to_announce: list[str] = []  # device ids for the other gateways, at commit
         self.commits = 0  # transactions committed (fsyncs on SQLite)
         self._began = 0.0  # perf_counter at BEGIN (fota_store_transaction_seconds)
+        self._owner: int | None = None  # the only thread that may use the connection
+
+    def bind_thread(self, ident: int | None) -> None:
+        """From now on only thread ``ident`` may run statements (None: any thread)."""
+        self._owner = ident
+
+    def _check_thread(self) -> None:
+        if self._owner is not None and threading.get_ident() != self._owner:
+            raise RuntimeError("store used outside its thread (a database call on the event "
+                               "loop?): go through StoreWorker.call")
+
+    def _exec(self, sql: str, args: Any = ()) -> Any:
+        self._check_thread()
+        return super()._exec(sql, args)
+
+    def _many(self, sql: str, rows: Any) -> None:
+        self._check_thread()
+        super()._many(sql, rows)
 
     def close(self) -> None:
         self.db.close()
@@ -97,6 +118,7 @@ class Store(Repo):
             self.db.execute("SELECT pg_notify(%s, %s)", (notify.CHANNEL, payload))
 
     def _begin(self) -> None:
+        self._check_thread()
         self.backend.begin(self.db)
         if self.dialect == "postgresql":
             # Gateways sharing the database write one transaction at a time: the row and

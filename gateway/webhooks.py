@@ -82,6 +82,7 @@ class Classifier:
         self.campaign_state = {r["id"]: r["state"] for r in store.campaigns()}
 
     def __call__(self, ev: dict[str, Any]) -> dict[str, Any] | None:
+        """On the store's thread (made there too: the bus is called there), reads the store."""
         out = None
         if ev["kind"] == "campaign" and ev["campaign"] is not None:
             row = self.store.campaign(ev["campaign"])
@@ -165,16 +166,24 @@ class Webhooks:
     """The bus listener plus one ``Sender`` per URL; ``close()`` stops them (queued events are
     lost on shutdown: the event log keeps the facts)."""
 
-    def __init__(self, urls: list[str], secret: bytes, store: Store) -> None:
-        self.classify = Classifier(store)
+    def __init__(self, urls: list[str], secret: bytes, classify: Classifier) -> None:
+        self.classify = classify
         self.session = aiohttp.ClientSession()
         self.senders = [Sender(u, secret, self.session) for u in urls]
+        self.loop = asyncio.get_running_loop()
 
     def __call__(self, ev: dict[str, Any]) -> None:
+        """Classified on the store's thread, queued for sending on the loop."""
         payload = self.classify(ev)
         if payload is not None:
-            for s in self.senders:
-                s.offer(payload)
+            try:
+                self.loop.call_soon_threadsafe(self._offer, payload)
+            except RuntimeError:  # the loop closed: shutting down
+                pass
+
+    def _offer(self, payload: dict[str, Any]) -> None:
+        for s in self.senders:
+            s.offer(payload)
 
     async def close(self) -> None:
         for s in self.senders:

@@ -1,11 +1,12 @@
 """The dashboard, /metrics and /healthz on the opt-in ``--http`` bind: an aiohttp server on the
-gateway's own asyncio loop (no second process or thread: it reads the same SQLite connection
-as the CoAP handlers, between them). aiohttp rather than Starlette + uvicorn: it runs as an
+gateway's own asyncio loop (no second process; its routes read the store on the store's thread,
+as the CoAP handlers do). aiohttp rather than Starlette + uvicorn: it runs as an
 ``AppRunner`` on a loop someone else owns without taking over signal handling, and its HTTP
 client sends the webhooks, so one library serves both."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from aiohttp import web
 from .. import metrics
 from ..eventbus import EventBus
 from ..fleet import Fleet
+from ..storage.worker import StoreWorker
 from . import queries
 from .app import Dashboard, make_app
 from .auth import Auth, TokenError, load_tokens
@@ -39,7 +41,8 @@ class Web:
         metrics.REGISTRY.unregister(self._collector)  # type: ignore[arg-type]
 
 
-async def start(fleet: Fleet, bus: EventBus, data: Path, bind: tuple[str, int],
+async def start(fleet: Fleet, worker: StoreWorker, bus: EventBus, data: Path,
+                bind: tuple[str, int],
                 loopback: bool, port: Callable[[], dict[str, dict[str, int]]]) -> Web:
     """Serve; raises ``ConfigError`` (exit 2) for a bind without credentials or a taken port."""
     from ..server import ConfigError, _fmt
@@ -52,7 +55,7 @@ async def start(fleet: Fleet, bus: EventBus, data: Path, bind: tuple[str, int],
         raise ConfigError("the dashboard on a non-loopback --http bind needs operator tokens: "
                           f"run `fota-gateway web-token NAME --data {data}` first")
     broker = Broker()
-    dash = Dashboard(fleet, Auth(tokens), loopback, broker)
+    dash = Dashboard(fleet, worker, Auth(tokens), loopback, broker)
     runner = web.AppRunner(make_app(dash), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
@@ -61,5 +64,6 @@ async def start(fleet: Fleet, bus: EventBus, data: Path, bind: tuple[str, int],
         await runner.cleanup()
         raise ConfigError(f"cannot bind the dashboard port {_fmt(*bind)}: "
                           f"{e.strerror or e}") from None
-    collector = metrics.bind_store(lambda: queries.counts(fleet.store), port)
-    return Web(runner, broker, bus.subscribe(broker), collector)
+    collector = await worker.call(  # registering collects once: the store's gauges
+        lambda: metrics.bind_store(lambda: queries.counts(fleet.store), port))
+    return Web(runner, broker, bus.subscribe(broker, asyncio.get_running_loop()), collector)

@@ -2,7 +2,8 @@
 /healthz, and the static front end. The JSON views are the fleet's own (``views.py``:
 ``device_view``, ``campaign_view``, ``image_view``, ``device_detail``: what cc shows), plus the
 paging and aggregates of ``queries.py``; actions call the same ``Fleet`` methods as the control
-API."""
+API. A route that reads the store is a plain function run on the store's thread
+(``on_store``, ``storage/worker.py``): the loop never waits on the database."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import time
 from collections import OrderedDict
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import metrics
 from ..control_api import CAMPAIGN_ACTIONS
+from ..coapx import shortage
 from ..fleet import Fleet, Refused
+from ..storage.worker import StoreWorker
 from ..server import is_loopback
 from . import charts, queries
 from .auth import Auth
@@ -59,13 +63,28 @@ def _int(request: web.Request, name: str, default: int, lo: int = 0,
     return int(text)
 
 
+def on_store(route: Callable[[Any, web.Request], web.Response]) -> Any:
+    """A route run on the store's thread; the store unavailable is a 503 (one log line)."""
+    async def run(self: "Dashboard", request: web.Request) -> web.Response:
+        try:
+            return await self.worker.call(lambda: route(self, request))
+        except Exception as e:
+            if shortage(e) is None:
+                raise
+            raise web.HTTPServiceUnavailable(text=shortage(e), headers={"Retry-After": "60"})
+
+    return run
+
+
 def _json(obj: Any, status: int = 200) -> web.Response:
     return web.json_response(obj, status=status, dumps=lambda o: json.dumps(o, default=str))
 
 
 class Dashboard:
-    def __init__(self, fleet: Fleet, auth: Auth, loopback: bool, broker: Broker) -> None:
+    def __init__(self, fleet: Fleet, worker: StoreWorker, auth: Auth, loopback: bool,
+                 broker: Broker) -> None:
         self.fleet = fleet
+        self.worker = worker
         self.store = fleet.store  # the fleet's Repo: queries.py runs on either engine
         self.db = fleet.store.db
         self.auth = auth
@@ -151,17 +170,19 @@ class Dashboard:
     # ---- health and metrics -------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
         try:
-            self.db.execute("SELECT 1").fetchone()
+            await self.worker.call(lambda: self.db.execute("SELECT 1").fetchone())
         except Exception as e:
             return _json({"status": "fail", "error": str(e)}, 503)
         return _json({"status": "ok"})
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    @on_store  # the store's gauges are read at scrape time
+    def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.REGISTRY),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # ---- views --------------------------------------------------------------------------
-    async def overview(self, request: web.Request) -> web.Response:
+    @on_store
+    def overview(self, request: web.Request) -> web.Response:
         out = queries.overview(self.store, time.time() - SEEN_RECENTLY)
         out["campaigns"] = [self._campaign_brief(r) for r in self.fleet.store.campaigns()[-20:]]
         return _json(out)
@@ -171,20 +192,23 @@ class Dashboard:
         return {k: v[k] for k in ("id", "image", "state", "created", "counts", "total",
                                   "reason")}
 
-    async def devices(self, request: web.Request) -> web.Response:
+    @on_store
+    def devices(self, request: web.Request) -> web.Response:
         total, rows = queries.devices_page(self.store, request.query.get("q", "")[:64],
                                            _int(request, "offset", 0),
                                            _int(request, "limit", 50, 1, queries.MAX_PAGE))
         return _json({"total": total, "devices": [self.fleet.views.device_view(r) for r in rows]})
 
-    async def device(self, request: web.Request) -> web.Response:
+    @on_store
+    def device(self, request: web.Request) -> web.Response:
         view = self.fleet.views.device_detail(request.match_info["id"])
         active = [j for j in view["jobs"] if j["state"] in
                   ("queued", "offered", "downloading", "downloaded", "updating")]
         view["current_job"] = active[-1] if active else None
         return _json(view)
 
-    async def campaigns(self, request: web.Request) -> web.Response:
+    @on_store
+    def campaigns(self, request: web.Request) -> web.Response:
         return _json([self.fleet.views.campaign_view(r) for r in self.fleet.store.campaigns()])
 
     def _campaign_row(self, request: web.Request) -> Any:
@@ -194,7 +218,8 @@ class Dashboard:
             raise Refused("not_found", "unknown campaign")
         return row
 
-    async def campaign(self, request: web.Request) -> web.Response:
+    @on_store
+    def campaign(self, request: web.Request) -> web.Response:
         row = self._campaign_row(request)
         view = self.fleet.views.campaign_view(row)
         state = request.query.get("state") or None
@@ -206,7 +231,8 @@ class Dashboard:
         view["failures"] = queries.failure_reasons(self.store, row["id"])
         return _json(view)
 
-    async def campaign_charts(self, request: web.Request) -> web.Response:
+    @on_store
+    def campaign_charts(self, request: web.Request) -> web.Response:
         row = self._campaign_row(request)
         n = row["id"]
         edges = self._edges.pop(n, [])
@@ -221,7 +247,8 @@ class Dashboard:
             "download_seconds": charts.histogram(charts.download_times(edges)),
         })
 
-    async def campaign_action(self, request: web.Request) -> web.Response:
+    @on_store
+    def campaign_action(self, request: web.Request) -> web.Response:
         row = self._campaign_row(request)
         action = request.match_info["action"]
         if action not in CAMPAIGN_ACTIONS:
@@ -231,7 +258,8 @@ class Dashboard:
                                f"{request[OPERATOR]} (dashboard)", campaign=row["id"])
         return _json(view)
 
-    async def images(self, request: web.Request) -> web.Response:
+    @on_store
+    def images(self, request: web.Request) -> web.Response:
         running = queries.image_devices(self.store)
         out = []
         for r in self.fleet.store.images():
@@ -241,7 +269,8 @@ class Dashboard:
             out.append(v)
         return _json(out)
 
-    async def events(self, request: web.Request) -> web.Response:
+    @on_store
+    def events(self, request: web.Request) -> web.Response:
         before = request.query.get("before")
         return _json(queries.events_page(self.store,
                                          _int(request, "before", 0) if before else None,
