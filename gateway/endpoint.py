@@ -53,6 +53,9 @@ log = logging.getLogger("fota.gateway")
 READS_PER_WAKE = 64  # datagrams read per readable event before yielding to the loop,
 WAKE_BUDGET = 0.002  # or fewer once this many seconds went by: the control bind, the answers
 # from the store's thread and the timers must get their turn
+NOTIFY_BATCH = 32  # Observe notifications started per turn, then a pause of NOTIFY_GAP seconds:
+NOTIFY_GAP = 0.01  # a released wave of 25,000 devices is told over seconds, not in one burst
+# that overflows their socket buffers (and the store's queue)
 # the options a request on this bind may carry; any other critical (odd) one is 4.02
 _UNDERSTOOD = {3, 6, 7, 11, 12, 14, 17, 23, 27, 28, 60, 252}  # Uri-Host, Observe, Uri-Port,
 # Uri-Path, Content-Format, Max-Age, Accept, Block2, Block1, Size2, Size1, Echo
@@ -89,6 +92,9 @@ class DeviceEndpoint:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: set[tuple[Any, int]] = set()  # (source, message id) of reports applying
         self._tasks: set[asyncio.Task[None]] = set()  # uncached block requests being answered
+        #: devices whose observers are to be told (ordered, each once), drained by _notify_some
+        self._to_notify: dict[str, None] = {}
+        self._notifying: asyncio.Handle | None = None
         api.fleet.on_command_change = self.changed
 
     # ---- I/O ------------------------------------------------------------------------------
@@ -121,6 +127,9 @@ class DeviceEndpoint:
         return sock.getsockname()[1]
 
     def close(self) -> None:
+        if self._notifying is not None:
+            self._notifying.cancel()
+            self._notifying = None
         if self.sock is not None:
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
@@ -371,10 +380,30 @@ class DeviceEndpoint:
                 pass
 
     def notify(self, device_id: str) -> None:
-        """The device's pending command may have changed: tell its observers (NON), with the
-        command as the store's thread reads it (after the change committed)."""
-        if next(self.observations.of(device_id), None) is None or self.busy():
-            return  # nobody observes it (the common case), or too busy: its next wake asks
+        """The device's pending command may have changed: its observers are told (NON) soon,
+        a few at a time (``NOTIFY_BATCH``), each once however often it changed meanwhile."""
+        if not self.observations.watched(device_id) or device_id in self._to_notify:
+            return  # nobody observes it (the common case), or it is queued already
+        self._to_notify[device_id] = None
+        if self._notifying is None and self._loop is not None:
+            self._notifying = self._loop.call_soon(self._notify_some)
+
+    def _notify_some(self) -> None:
+        self._notifying = None
+        for _ in range(min(NOTIFY_BATCH, len(self._to_notify))):
+            if self.busy():
+                break  # the store is behind: the rest waits (nothing is dropped)
+            device_id = next(iter(self._to_notify))
+            del self._to_notify[device_id]
+            self._notify_now(device_id)
+        if self._to_notify and self._loop is not None and self.sock is not None:
+            self._notifying = self._loop.call_later(NOTIFY_GAP, self._notify_some)
+
+    def _notify_now(self, device_id: str) -> None:
+        """Tell the device's observers, with the command as the store's thread reads it (after
+        the change committed)."""
+        if next(self.observations.of(device_id), None) is None:
+            return  # expired meanwhile
         request = Message(code=Code.GET, uri_path=(_COMMAND, device_id))
         fut = self.worker.submit(lambda: self.api.command(request))
 

@@ -10,11 +10,12 @@ with a kind the API layers map to a CoAP code and a one-line diagnostic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from proto import manifest as mf
@@ -37,6 +38,13 @@ CANCELLABLE = (JobState.QUEUED, JobState.OFFERED, JobState.DOWNLOADING)
 DEFAULT_AUTO_REGISTER = 10_000  # self-registered (never enrolled) devices at once
 DEFAULT_AUTO_EXPIRY = 30 * 86400.0  # seconds before a silent self-registered device is deleted
 AUTO_SWEEP_SECONDS = 60.0  # how often that is checked (a scan of the devices table)
+#: A campaign's rollout decision is re-read from its job counts (a scan of its jobs). A job that
+#: finished triggers that at once while the campaign has at most REFRESH_SHARE jobs per change
+#: since the last one (always, below 1,000 jobs); a bigger campaign is refreshed after every
+#: total/REFRESH_SHARE changes and by the sweeper every REFRESH_SECONDS, so 100,000 jobs cost
+#: 100 scans, not 100,000 (a phase is released, or the campaign done, that much later).
+REFRESH_SHARE = 1000
+REFRESH_SECONDS = 2.0
 
 
 def _names(state: int, result: int) -> str:
@@ -59,6 +67,10 @@ class Fleet:
         self._next_auto_sweep = 0.0
         self.max_downloads = max_downloads  # concurrent downloads over all campaigns
         self._policies: dict[int, rollout.Policy] = {}
+        #: campaign -> (its jobs at the last refresh, job changes since): see REFRESH_SHARE
+        self._since_refresh: dict[int, tuple[int, int]] = {}
+        self._deferred: set[int] | None = None  # campaigns to refresh once, after a bulk change
+        self._next_refresh = 0.0
         self.views = Views(store, self.policy, clock)  # the read side (views.py)
         #: called with a device id whenever that device's pending command may have changed
         self.on_command_change: Callable[[str], None] = lambda device_id: None
@@ -151,7 +163,7 @@ class Fleet:
                 detail += f" ({result_name(result)})"
             s.event("late report" if why.startswith("late report") else "job",
                     f"{detail}; {why}", device=job["device"], campaign=job["campaign"])
-            self._refresh_campaign(job["campaign"])
+            self._job_moved(job["campaign"], job["state"], state)
             self.on_command_change(job["device"])
 
     # ---- rollout: phases, pause, release ---------------------------------------------------
@@ -188,8 +200,31 @@ class Fleet:
         why = f": {reason}" if reason else ""
         self.store.event("campaign", f"campaign {n}: {camp['state']} -> {new}{why}", campaign=n)
 
+    def _job_moved(self, n: int, old: str, new: str) -> None:
+        """A job of campaign ``n`` changed state: refresh the campaign now or soon."""
+        if old in JobState.ACTIVE and new in JobState.ACTIVE:
+            return  # no input of the rollout decision changed (finals and totals: rollout.py)
+        if self._deferred is not None:
+            self._deferred.add(n)
+            return
+        seen = self._since_refresh.get(n)
+        if seen is not None and (seen[1] + 1) * REFRESH_SHARE < seen[0]:
+            self._since_refresh[n] = (seen[0], seen[1] + 1)
+            return  # a big campaign: a later change or the sweeper refreshes it
+        self._refresh_campaign(n)
+
+    def _refresh_campaigns(self, running: list[int], now: float) -> None:
+        """The sweeper's pass: every running campaign, every REFRESH_SECONDS (a big one's last
+        changes, or those another gateway on the database made, are seen here)."""
+        if now < self._next_refresh:
+            return
+        self._next_refresh = now + REFRESH_SECONDS
+        for n in running:
+            with self.store.transaction():
+                self._refresh_campaign(n)
+
     def _refresh_campaign(self, n: int) -> None:
-        """After any job change: done when nothing is active; else let the policy release the
+        """After a job finished: done when nothing is active; else let the policy release the
         next phases or pause the campaign."""
         s = self.store
         s.lock_campaign(n)  # gateways sharing a database release a phase once
@@ -197,6 +232,7 @@ class Fleet:
         if camp["state"] == CampaignState.CANCELLED:
             return
         stats = self.phase_stats(n)
+        self._since_refresh[n] = (sum(p.total for p in stats), 0)
         if sum(p.active for p in stats) == 0:
             if camp["state"] != CampaignState.DONE:
                 self._set_campaign_state(camp, CampaignState.DONE)
@@ -720,25 +756,47 @@ class Fleet:
             if camp["state"] != CampaignState.CANCELLED:
                 s.set_campaign_state(n, CampaignState.CANCELLED, camp["reason"])
                 s.event("campaign", f"campaign {n}: {camp['state']} -> cancelled", campaign=n)
-                for job in s.jobs_of_campaign(n):
-                    # downloaded or updating: the agent installs without asking again; such a
-                    # job stays active and records its outcome (the image is left alone)
-                    if job["state"] in CANCELLABLE:
-                        self._set_job(job, jobs.CANCEL, Result.CANCELLED, job["progress"],
-                                      now, "campaign cancelled")
+                with self._refreshing_once():
+                    for job in s.jobs_of_campaign(n):
+                        # downloaded or updating: the agent installs without asking again; such
+                        # a job stays active and records its outcome (the image is left alone)
+                        if job["state"] in CANCELLABLE:
+                            self._set_job(job, jobs.CANCEL, Result.CANCELLED, job["progress"],
+                                          now, "campaign cancelled")
         return self.views.campaign_view(s.campaign(n))
 
     def expire(self, now: float | None = None) -> int:
         """Mark active jobs past their campaign deadline as timed out; returns how many."""
         s = self.store
         now = self.clock() if now is None else now
-        rows = s.jobs_past_deadline(JobState.ACTIVE, now)
+        camps = s.campaigns()
+        # the join walks every active job: only when a campaign that may have some is past its
+        # deadline (a done one has none), not every second of a 100,000-device campaign
+        due = any(c["deadline"] < now and c["state"] != CampaignState.DONE for c in camps)
+        rows = s.jobs_past_deadline(JobState.ACTIVE, now) if due else []
         if rows:
-            with s.transaction():
+            with s.transaction(), self._refreshing_once():
                 for job in rows:
                     self._set_job(job, jobs.DEADLINE, None, job["progress"], now,
                                   "campaign deadline passed")
-        return len(rows) + self._expire_offers(now) + self._expire_self_registered(now)
+        expired = len(rows) + self._expire_offers(now) + self._expire_self_registered(now)
+        self._refresh_campaigns([c["id"] for c in camps if c["state"] == CampaignState.RUNNING],
+                                now)
+        return expired
+
+    @contextlib.contextmanager
+    def _refreshing_once(self) -> Iterator[None]:
+        """Within: job changes refresh each campaign once, at the end (bulk changes)."""
+        if self._deferred is not None:
+            yield
+            return
+        self._deferred = set()
+        try:
+            yield
+            for n in sorted(self._deferred):
+                self._refresh_campaign(n)
+        finally:
+            self._deferred = None
 
     def _count_self_registered(self) -> int:
         return self.store.count_self_registered()

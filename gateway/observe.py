@@ -43,6 +43,9 @@ class Observations:
         self.clock = clock
         self._by_device: dict[str, dict[tuple[Any, bytes], Observation]] = {}
         self._by_source: dict[bytes, dict[tuple[Any, bytes], Observation]] = {}
+        #: every observation, oldest (re-)registration first: as they all live ``lifetime``,
+        #: that is expiry order, and expire() stops at the first one still alive
+        self._by_age: dict[tuple[Any, bytes], Observation] = {}
         self._count = 0
         self.refused = 0
 
@@ -61,6 +64,8 @@ class Observations:
         now = self.clock()
         if old is not None:
             old.expires = now + self.lifetime
+            del self._by_age[key]
+            self._by_age[key] = old  # the youngest now
             return old
         if (self._count >= self.total or len(mine) >= self.per_source
                 or len(self._by_device.get(device_id, ())) >= self.per_device):
@@ -69,6 +74,7 @@ class Observations:
         obs = Observation(device_id, source, remote, token, ancdata, now + self.lifetime)
         self._by_device.setdefault(device_id, {})[key] = obs
         self._by_source.setdefault(source, {})[key] = obs
+        self._by_age[key] = obs
         self._count += 1
         return obs
 
@@ -85,6 +91,10 @@ class Observations:
                 return True
         return False
 
+    def watched(self, device_id: str) -> bool:
+        """Whether the device may have an observer (expired ones included)."""
+        return device_id in self._by_device
+
     def of(self, device_id: str) -> Iterator[Observation]:
         """The live observations of a device (expired ones are dropped on the way)."""
         now = self.clock()
@@ -95,14 +105,17 @@ class Observations:
                 yield obs
 
     def expire(self) -> None:
+        """Drop the expired observations: only those (not a walk over all 100,000)."""
         now = self.clock()
-        for group in list(self._by_device.values()):
-            for obs in list(group.values()):
-                if obs.expires <= now:
-                    self._remove(obs)
+        while self._by_age:
+            obs = next(iter(self._by_age.values()))
+            if obs.expires > now:
+                return
+            self._remove(obs)
 
     def _remove(self, obs: Observation) -> None:
         key = (obs.remote, obs.token)
+        self._by_age.pop(key, None)
         for index, name in ((self._by_device, obs.device_id), (self._by_source, obs.source)):
             group = index.get(name)
             if group is not None and group.pop(key, None) is obs:

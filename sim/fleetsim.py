@@ -13,6 +13,13 @@ told, CANCEL goes back to idle. Devices use the gateways in turn, per request wi
 Echo challenge (a source not verified by that gateway yet) is answered by repeating the
 request with the Echo value.
 
+A real fleet wakes seldom (minutes to hours): ``--wake`` is the mean interval, each wake moved by
+up to ``--jitter`` of it either way. So that a campaign does not wait a whole interval per phase,
+``--observe`` has each device observe its command resource ``c/<id>`` (RFC 7641; one fixed
+token per device, re-registered at every wake) after a wake with nothing to do, as a device
+that keeps listening between reports would: a notification carrying a command wakes it at
+once (the gateway paces its notifications, caps and expires observations).
+
     python -m sim.fleetsim --gateway coap://127.0.0.1:5683 -n 100000 --class esp32 \\
         --until-seq 2 --duration 600
 
@@ -48,6 +55,7 @@ from proto.codes import Op, Result, State
 from proto.keys import CmdKey, ManifestKey, ReportKey
 
 OPT_ECHO = 252  # RFC 9175
+OBSERVE_TOKEN = b"\x0b"  # + the device's index (4 bytes): 5-byte tokens, requests use 4
 SZX = 6  # 1024-byte blocks
 MAX_RETRANSMIT = 4
 CBOR_FORMAT = [(coap.CONTENT_FORMAT, coap.uint(coap.CBOR))]
@@ -84,6 +92,9 @@ class Stats:
     failed: int = 0
     reboots: int = 0
     errors: int = 0  # 4.xx/5.xx answers
+    observing: int = 0  # observation registrations the gateway took
+    observe_refused: int = 0  # ... and refused (a cap: served as a plain GET)
+    notified: int = 0  # notifications with a command (each wakes its device)
     rtt_sum: float = 0.0
     rtt_n: int = 0
 
@@ -100,6 +111,8 @@ class Wire:
         self.rand = rand
         self.transports: list[asyncio.DatagramTransport] = []
         self.pending: dict[bytes, asyncio.Future[coap.Message | None]] = {}
+        #: called with the token of a message nobody waits for (Observe notifications)
+        self.on_unsolicited: Callable[[coap.Message], None] = lambda msg: None
         self._token = rand.getrandbits(32)
         self._mid = rand.getrandbits(16)
 
@@ -121,14 +134,19 @@ class Wire:
         except coap.CoapError:
             return
         fut = self.pending.get(msg.token)
-        if fut is not None and not fut.done() and msg.code != 0:
-            fut.set_result(msg)
+        if fut is not None:
+            if not fut.done() and msg.code != 0:
+                fut.set_result(msg)
+        elif msg.code != 0:
+            self.on_unsolicited(msg)
 
     async def request(self, slot: int, addr: Any, code: int, path: str, payload: bytes = b"",
-                      options: list[tuple[int, bytes]] | None = None) -> coap.Message | None:
+                      options: list[tuple[int, bytes]] | None = None,
+                      token: bytes | None = None) -> coap.Message | None:
         """One CON exchange; the response, or None after ``retransmits`` timeouts."""
-        self._token = (self._token + 1) & 0xFFFFFFFF
-        token = self._token.to_bytes(4, "big")
+        if token is None:
+            self._token = (self._token + 1) & 0xFFFFFFFF
+            token = self._token.to_bytes(4, "big")
         self._mid = (self._mid + 1) & 0xFFFF
         opts = [(coap.URI_PATH, s.encode()) for s in path.split("/") if s] + (options or [])
         data = coap.encode(coap.CON, code, self._mid, token, opts, payload)
@@ -192,10 +210,13 @@ class Fleet:
         self.devices = [Dev(f"{args.prefix}{k:06d}", args.seq, gw=k % len(addrs))
                         for k in range(args.devices)]
         start = clock()
-        # first wakes spread over --spread seconds; (due time, index) heap
-        self.due = [(start + self.rand.random() * args.spread, k)
-                    for k in range(len(self.devices))]
+        # first wakes spread over --spread seconds; (due time, index) heap; an entry whose time
+        # is not the device's due_at any more was superseded (a notification woke it earlier)
+        self.due_at = [start + self.rand.random() * args.spread for _ in self.devices]
+        self.due = [(t, k) for k, t in enumerate(self.due_at)]
         heapq.heapify(self.due)
+        self.awake = bytearray(len(self.devices))  # 1 while its wake runs
+        wire.on_unsolicited = self.notified
         self.done = 0  # devices that run --until-seq and said so
         self.failed: set[int] = set()  # devices whose last job failed (until offered again)
 
@@ -210,22 +231,50 @@ class Fleet:
         return a
 
     async def _ask(self, k: int, d: Dev, code: int, path: str, payload: bytes = b"",
-                   options: list[tuple[int, bytes]] | None = None) -> coap.Message | None:
+                   options: list[tuple[int, bytes]] | None = None,
+                   token: bytes | None = None) -> coap.Message | None:
         addr = self._addr(d)
-        msg = await self.wire.request(k, addr, code, path, payload, options)
+        msg = await self.wire.request(k, addr, code, path, payload, options, token)
         if msg is None and len(self.addrs) > 1:  # that gateway is gone: ask the next one,
             d.shun = self.addrs.index(addr)  # and avoid it for a while
             d.shun_until = self.clock() + SHUN_SECONDS
             d.gw = d.shun + 1
             addr = self._addr(d)
-            msg = await self.wire.request(k, addr, code, path, payload, options)
+            msg = await self.wire.request(k, addr, code, path, payload, options, token)
         if msg is not None and msg.code == UNAUTHORIZED:
             echo = msg.opt(OPT_ECHO)
             if echo is not None:  # a gateway that has not seen this source yet
                 self.stats.echoes += 1
                 msg = await self.wire.request(k, addr, code, path, payload,
-                                              (options or []) + [(OPT_ECHO, echo)])
+                                              (options or []) + [(OPT_ECHO, echo)], token)
         return msg
+
+    async def observe(self, k: int, d: Dev) -> bool:
+        """Register (or refresh) the observation of ``c/<id>``; True if its answer already
+        carries a command (the device goes on at once)."""
+        msg = await self._ask(k, d, coap.GET, f"c/{d.id}", options=[(coap.OBSERVE, b"")],
+                              token=OBSERVE_TOKEN + k.to_bytes(4, "big"))
+        if msg is None or msg.code != coap.code(2, 5):
+            return False
+        if msg.opt(coap.OBSERVE) is None:
+            self.stats.observe_refused += 1
+        else:
+            self.stats.observing += 1
+        return bool(msg.payload)
+
+    def notified(self, msg: coap.Message) -> None:
+        """An Observe notification: one that carries a command wakes its device now."""
+        t = msg.token
+        if len(t) != 5 or t[:1] != OBSERVE_TOKEN or not msg.payload:
+            return
+        k = int.from_bytes(t[1:], "big")
+        if k >= len(self.devices) or self.awake[k] or self.due_at[k] < 0:
+            return
+        self.stats.notified += 1
+        now = self.clock()
+        if self.due_at[k] > now:
+            self.due_at[k] = now
+            heapq.heappush(self.due, (now, k))
 
     async def report(self, k: int, d: Dev, progress: int | None = None) -> dict[int, Any] | None:
         m: dict[int, Any] = {ReportKey.ID: d.id, ReportKey.CLASS: self.args.cls,
@@ -250,6 +299,11 @@ class Fleet:
             d.job = None  # the outcome was delivered: the job is done
         return cbor2.loads(msg.payload) if msg.payload else {}
 
+    def _again(self, d: Dev) -> float:
+        """After an exchange that got no answer: a device with an update in hand tries again
+        after --retry seconds (as an agent backs off), an idle one at its next wake."""
+        return min(self.args.retry, self.args.wake) if d.image is not None else self.args.wake
+
     # ---- one wake ---------------------------------------------------------------------------
     async def wake(self, k: int) -> float:
         """Run device ``k``'s wake; returns seconds until its next one."""
@@ -265,7 +319,7 @@ class Fleet:
         confirming = d.state == State.IDLE and d.image is not None
         cmd = await self.report(k, d)
         if cmd is None:
-            return a.wake
+            return self._again(d)
         if confirming:  # the gateway has the outcome
             d.image = None
             self.stats.succeeded += 1
@@ -273,6 +327,10 @@ class Fleet:
                 self.done += 1
                 return -1.0  # finished: sleeps for the rest of the run
         op = cmd.get(CmdKey.OP)
+        if op is None and a.observe and d.state == State.IDLE:
+            if await self.observe(k, d):
+                return 0.0  # a command came meanwhile: fetch it by a report at once
+            return a.wake
         if op == Op.DEFER:
             self.stats.defers += 1
             return float(cmd.get(CmdKey.WAIT, a.wake))
@@ -294,7 +352,7 @@ class Fleet:
             d.will_fail = self.rand.random() < a.fail
             d.will_reboot = self.rand.random() < a.reboot
             if await self.report(k, d, progress=0) is None:
-                return a.wake
+                return self._again(d)
             return await self.download(k, d)
         return a.wake
 
@@ -316,7 +374,7 @@ class Fleet:
             if msg is None or msg.code != coap.code(2, 5):
                 if msg is not None:
                     self.stats.errors += 1
-                return a.wake  # resume next wake
+                return self._again(d)  # resumes from the blocks it holds
             self.stats.blocks += 1
             d.blocks.append(msg.payload)
         image = b"".join(d.blocks)
@@ -335,10 +393,10 @@ class Fleet:
         """Report the image complete, then install it and "reboot"."""
         a = self.args
         if await self.report(k, d) is None:
-            return a.wake
+            return self._again(d)
         d.state = State.UPDATING
         if await self.report(k, d) is None:
-            return a.wake
+            return self._again(d)
         return a.reboot_delay  # boots the new image, confirms on the next wake
 
     # ---- scheduler ------------------------------------------------------------------------
@@ -350,7 +408,10 @@ class Fleet:
             while self.clock() < stop_at and not self.finished():
                 now = self.clock()
                 while self.due and self.due[0][0] <= now and len(active) < limit:
-                    _, k = heapq.heappop(self.due)
+                    t, k = heapq.heappop(self.due)
+                    if t != self.due_at[k] or self.awake[k]:
+                        continue  # superseded by an earlier wake
+                    self.awake[k] = 1
                     task = asyncio.ensure_future(self._wake_and_requeue(k))
                     active.add(task)
                     task.add_done_callback(active.discard)
@@ -371,9 +432,13 @@ class Fleet:
             print(f"fleetsim: device {self.devices[k].id}: {type(e).__name__}: {e}",
                   file=sys.stderr)
             after = self.args.wake
+        self.awake[k] = 0
         if after >= 0:
-            jitter = after * 0.1 * self.rand.random()
-            heapq.heappush(self.due, (self.clock() + after + jitter, k))
+            at = self.clock() + after * (1 + self.args.jitter * (2 * self.rand.random() - 1))
+            self.due_at[k] = at
+            heapq.heappush(self.due, (at, k))
+        else:
+            self.due_at[k] = -1.0  # finished: no more wakes
 
     def finished(self) -> bool:
         """Every device runs --until-seq or has seen its job fail (the operator's turn)."""
@@ -415,6 +480,8 @@ def summary(fleet: Fleet, seconds: float) -> dict[str, Any]:
             "blocks": s.blocks, "updates": s.updates, "succeeded": s.succeeded,
             "failed": s.failed, "reboots": s.reboots, "defers": s.defers, "echoes": s.echoes,
             "retransmits": s.retransmits, "timeouts": s.timeouts, "errors": s.errors,
+            "observing": s.observing, "observe_refused": s.observe_refused,
+            "notified": s.notified,
             "mean_rtt_ms": round(1000 * s.rtt_sum / max(s.rtt_n, 1), 2),
             "done": fleet.done, "failed_devices": len(fleet.failed)}
 
@@ -432,7 +499,14 @@ def parser() -> argparse.ArgumentParser:
                         "(0: run for --duration)")
     p.add_argument("--trust", action="append", default=[],
                    help="hex public key: verify manifests (default: parse only)")
-    p.add_argument("--wake", type=float, default=30.0, help="seconds between wakes")
+    p.add_argument("--wake", type=float, default=30.0, help="mean seconds between wakes")
+    p.add_argument("--jitter", type=float, default=0.1,
+                   help="each wake moves by up to this fraction of --wake either way")
+    p.add_argument("--retry", type=float, default=30.0,
+                   help="seconds before a device with an update in hand retries a failed "
+                        "exchange (at most --wake)")
+    p.add_argument("--observe", action="store_true",
+                   help="observe c/<id> between wakes: a notified command wakes the device")
     p.add_argument("--spread", type=float, default=10.0, help="first wakes spread over S s")
     p.add_argument("--fail", type=float, default=0.0, help="fraction of downloads that fail")
     p.add_argument("--reboot", type=float, default=0.0,

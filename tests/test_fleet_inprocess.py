@@ -11,6 +11,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway import fleet as fleet_mod
 from gateway import views
 from gateway.blobs import BlobStore
 from gateway.fleet import Fleet
@@ -100,3 +101,19 @@ def test_deadlines_and_offer_timeouts_follow_the_injected_clock(fleet, monkeypat
     assert fleet.expire() == 5
     view = fleet.views.campaign_view(fleet.store.campaign(camp["id"]))
     assert view["counts"] == {"timed_out": 5} and view["state"] == "done"
+
+
+def test_a_big_campaign_is_refreshed_every_few_changes_and_by_the_sweeper(fleet, monkeypatch):
+    monkeypatch.setattr(fleet_mod, "REFRESH_SHARE", 2)  # 6 jobs: a scan every 3 changes
+    img = image(fleet)
+    for k in range(6):
+        report(fleet, f"d{k}")
+    camp = fleet.create_campaign({"image": img["id"], "class": "m"})
+    for k in range(6):
+        job = report(fleet, f"d{k}")[2]
+        report(fleet, f"d{k}", result=Result.SUCCESS, job=job, seq=2)
+    row = fleet.store.campaign(camp["id"])
+    assert fleet.views.campaign_view(row)["counts"] == {"succeeded": 6}
+    assert row["state"] == "running"  # the last two successes wait for the sweeper
+    assert fleet.expire() == 0
+    assert fleet.store.campaign(camp["id"])["state"] == "done"
