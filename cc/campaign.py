@@ -1,7 +1,9 @@
 """Following a campaign until every job is final, its deadline passes, or the gateway vanishes.
 
-Polling ``GET camp/<n>`` (not Observe): a poll survives a gateway restart, and a campaign map with
-its jobs can exceed the ~1 KiB an Observe notification may carry in aiocoap (issue #177).
+Polling ``GET camp/<n>?jobs=WATCH_JOBS`` (not Observe): a poll survives a gateway restart, and a
+campaign map with its jobs can exceed the ~1 KiB an Observe notification may carry in aiocoap
+(issue #177). Whether it is over is read from the counts (every job), never from the jobs the
+answer carries (a campaign of 100,000 sends the first few); the last answer is fetched whole.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .errors import CcError
 
 POLL_INTERVAL = 0.5  # seconds between polls of a small campaign: cheap, smooth bars
 POLL_PER_JOB = 0.002  # ...and more for big ones: 1000 jobs are ~100 kB (Block2) per poll
+WATCH_JOBS = 50  # jobs per poll: per-device bars of a small campaign, the first failures
 DEADLINE_GRACE = 3.0  # seconds past the deadline for the gateway to mark stragglers timed out
 OUTAGE_LIMIT = 30.0  # seconds without any answer before giving up (a gateway restart is shorter)
 
@@ -39,11 +42,17 @@ IN_FLIGHT = (JobState.OFFERED, JobState.DOWNLOADING, JobState.DOWNLOADED, JobSta
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def counts(camp: dict[str, Any]) -> dict[str, int]:
+    """Jobs per state, of all the campaign's jobs."""
+    return dict(camp.get("counts") or {})
+
+
 def finished(camp: dict[str, Any]) -> bool:
     """All jobs final, or paused with nothing in flight: only the operator moves it on."""
+    c = counts(camp)
     if camp.get("state") == CampaignState.PAUSED:
-        return not any(j.get("state") in IN_FLIGHT for j in jobs(camp))
-    return all(j.get("state") in JobState.FINAL for j in jobs(camp))
+        return not any(c.get(s) for s in IN_FLIGHT)
+    return all(s in JobState.FINAL for s, n in c.items() if n)
 
 
 #: job states that are fine: updated, or already running that image or a newer one
@@ -51,17 +60,22 @@ DONE_OK = (JobState.SUCCEEDED, JobState.SKIPPED)
 
 
 def updated(camp: dict[str, Any]) -> int:
-    return sum(j.get("state") == JobState.SUCCEEDED for j in jobs(camp))
+    return counts(camp).get(JobState.SUCCEEDED, 0)
 
 
 def skipped(camp: dict[str, Any]) -> int:
-    return sum(j.get("state") == JobState.SKIPPED for j in jobs(camp))
+    return counts(camp).get(JobState.SKIPPED, 0)
+
+
+def not_ok(camp: dict[str, Any]) -> int:
+    """How many jobs did not succeed (nor were skipped)."""
+    return sum(n for s, n in counts(camp).items() if s not in DONE_OK)
 
 
 def succeeded(camp: dict[str, Any]) -> bool:
     """Every job updated or skipped, and at least one device updated: a campaign that updated
     nothing is not a success."""
-    return all(j.get("state") in DONE_OK for j in jobs(camp)) and updated(camp) > 0
+    return not_ok(camp) == 0 and updated(camp) > 0
 
 
 def failures(camp: dict[str, Any]) -> list[dict[str, Any]]:
@@ -166,6 +180,10 @@ async def events(client: ControlClient, since: float) -> list[dict[str, Any]]:
     return sorted(seen.values(), key=lambda e: e["id"])
 
 
+def watched(n: int) -> str:
+    return f"{path(n)}?jobs={WATCH_JOBS}"
+
+
 def poll_interval(camp: dict[str, Any] | None) -> float:
     return POLL_INTERVAL + POLL_PER_JOB * (len(jobs(camp)) if camp else 0)
 
@@ -189,7 +207,7 @@ async def follow(client: ControlClient, n: int, on_update: Callable[[dict[str, A
     camp: dict[str, Any] | None = None
     while True:
         try:
-            camp = await client.get(path(n))
+            camp = await client.get(watched(n))
             last_answer = time.monotonic()
             on_update(camp)
         except Unreachable:
@@ -199,5 +217,8 @@ async def follow(client: ControlClient, n: int, on_update: Callable[[dict[str, A
             if limit is None:
                 limit = wait_limit(camp)
             if finished(camp) or time.monotonic() - start >= limit:
-                return camp
+                try:  # the outcome with as many jobs as an answer carries (for --json)
+                    return await client.get(path(n))
+                except Unreachable:
+                    return camp
         await asyncio.sleep(poll_interval(camp))

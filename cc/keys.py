@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
 from proto import manifest
 
 from .errors import CcError
+from .settings import oscore_dir  # cc looks there without loading this module
 
 KEY_FILE = "signing-key.pem"  # PKCS#8 PEM: readable by openssl and every crypto library
 NEXT_FILE = "signing-key.next.pem"  # made by `cc keys next`, promoted by `cc keys rotate`
@@ -118,13 +119,6 @@ def write_secret(folder: Path, name: str, text: str) -> Path:
         os.close(fd)
     os.rename(tmp, path)
     return path
-
-
-OSCORE = "oscore"
-
-
-def oscore_dir(home: Path) -> Path:
-    return home / OSCORE
 
 
 def store_oscore(home: Path, source: Path, *, force: bool = False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import inspect
 import typing
 import io
@@ -23,15 +24,32 @@ from typing import Any, NoReturn, Optional, TypeVar
 import typer
 from rich.markup import escape
 
-from proto import manifest, uris
+from proto import uris
 from proto.cli import run_app
+from proto.control import DEFAULT_VENDOR
 from proto.version import version_line
 
-from . import backup, campaign, encryption, firmware, keys, render
+from . import campaign, render
 from .client import ControlClient, segment
 from .errors import CcError, GatewayError
 from .settings import (DEFAULT_CONFIG, DEFAULT_GATEWAY, DEFAULT_HOME, Gateway, Profile,
-                       load_profile, parse_gateway)
+                       load_profile, oscore_dir, parse_gateway)
+
+
+def _lazy(name: str) -> Any:
+    """A module loaded on first use (importlib's LazyLoader): `cc status` never pays for
+    cryptography, tarfile or sqlite3, which only the key, firmware and backup commands need."""
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+backup, encryption, firmware, keys = (_lazy(f"cc.{m}") for m in (
+    "backup", "encryption", "firmware", "keys"))
 
 app = typer.Typer(help="fota control center: signing key, firmware, devices, upgrades.",
                   no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
@@ -50,6 +68,7 @@ app.add_typer(device_app, name="device")
 
 T = TypeVar("T")
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (the control API's keys).")
+STATUS_JOBS = 20  # jobs `cc status N` shows: the counts say the rest (a campaign of 100,000)
 
 
 @dataclass
@@ -76,7 +95,7 @@ class Settings:
 
     @property
     def oscore(self) -> Path:
-        return self.profile.oscore or keys.oscore_dir(self.home)
+        return self.profile.oscore or oscore_dir(self.home)
 
     def client(self) -> ControlClient:
         oscore = self.oscore
@@ -225,7 +244,7 @@ def firmware_add(
                                 help="Sequence number; devices install only newer ones."),
     device_class: str = typer.Option(..., "--class", metavar="CLASS",
                                      help="Device class (model) the image is for."),
-    vendor: str = typer.Option(manifest.DEFAULT_VENDOR, "--vendor",
+    vendor: str = typer.Option(DEFAULT_VENDOR, "--vendor",
                                help="Vendor name (its UUID5 goes in the manifest)."),
     encrypt: bool = typer.Option(False, "--encrypt", help="Encrypt under a fresh content key, "
                                  "wrapped for each device of the class with a firmware key."),
@@ -749,8 +768,12 @@ def status(
     campaign_id: Optional[int] = typer.Argument(None, metavar="[CAMPAIGN]"),
     watch: bool = typer.Option(False, "--watch", help="Follow the campaign until it is done."),
     as_json: bool = JSON_OPT,
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=0, max=1000, metavar="N",
+                                       help="Show at most N jobs, those not succeeded first "
+                                            f"(default {STATUS_JOBS}; with --json 1000)."),
 ):
-    """Without CAMPAIGN: list campaigns. With it: the campaign and its jobs."""
+    """Without CAMPAIGN: list campaigns. With it: the campaign's counts per state and phase,
+    and its first jobs (those not succeeded first)."""
     s = settings(ctx)
     if campaign_id is None:
         if watch:
@@ -769,7 +792,9 @@ def status(
             _stopped_watching(campaign_id)
         _final(camp, as_json)
         return
-    camp = run(_get(s, campaign.path(campaign_id)))
+    if jobs is None:
+        jobs = 1000 if as_json else STATUS_JOBS
+    camp = run(_get(s, f"{campaign.path(campaign_id)}?jobs={jobs}"))
     if as_json:
         render.print_json(camp)
         return
@@ -898,7 +923,7 @@ def _final(camp: dict[str, Any], as_json: bool) -> None:
     elif ok:
         render.out.print(f"campaign {n}: {updated} device(s) [green]updated[/], {skipped} "
                          "[cyan]skipped[/]: they already run this image's seq or a newer one")
-    elif skipped and skipped == len(campaign.jobs(camp)):
+    elif skipped and skipped == camp.get("total"):
         render.out.print(f"campaign {n}: [red]nothing updated[/]: all {skipped} device(s) "
                          "already run this image's seq or a newer one (skipped)")
     else:

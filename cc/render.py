@@ -6,31 +6,25 @@ Tables and JSON go to stdout; progress bars go to stderr so ``--json`` output st
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import rich.box
 
 from rich.console import Console
 from rich.filesize import decimal
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from proto.codes import JobState
+
+if TYPE_CHECKING:  # rich.progress is imported where bars are drawn (not by `cc status`)
+    from rich.progress import Progress, TaskID
 
 from . import campaign
 
@@ -156,7 +150,8 @@ def _plain(cell: str | Text) -> str:
 
 
 def show(*parts: object) -> None:
-    """Print listings and lines: rich on a terminal, plain text lines when piped."""
+    """Print listings and lines: rich on a terminal, plain text lines when piped (a listing's
+    caption, "… and 19,980 more", then goes to stderr: stdout stays one row per line)."""
     for part in parts:
         if isinstance(part, Listing):
             if out.is_terminal:
@@ -164,6 +159,8 @@ def show(*parts: object) -> None:
             else:
                 for line in part.lines():
                     print(line)
+                if part.caption:
+                    print(part.caption, file=sys.stderr)
         else:
             out.print(part)
 
@@ -326,14 +323,20 @@ def campaign_detail(camp: dict[str, Any]) -> list[Any]:
                                    f"closed, opens {in_zone(camp.get('window_next'), tz)}"))
     if len(camp.get("phases") or []) > 1:
         parts.append(phases(camp))
-    parts.append(job_table(campaign.jobs(camp), title="jobs", by="device"))
+    rows = campaign.jobs(camp)
+    more = (camp.get("total") or 0) - len(rows)
+    caption = (f"… and {more} more (succeeded ones last): `cc status {camp.get('id')} --jobs "
+               f"1000`, `cc devices --campaign {camp.get('id')} --state …`" if more > 0 else None)
+    parts.append(job_table(rows, title="jobs", by="device", caption=caption))
     return parts
 
 
-def job_table(rows: list[dict[str, Any]], *, title: str, by: str) -> Listing:
+def job_table(rows: list[dict[str, Any]], *, title: str, by: str,
+              caption: str | None = None) -> Listing:
     """Jobs of a campaign (keyed by device) or of a device (keyed by campaign)."""
     t = Listing(title, [by, "state", "result", "progress", "size", "sent", "updated"],
-                right=("progress", "size"), optional=("size", "sent", "updated"))
+                right=("progress", "size"), optional=("size", "sent", "updated"),
+                caption=caption)
     for j in rows:
         t.add(j.get(by, j.get("id", "-")), state_cell(j.get("state")), j.get("result") or "-",
               percent(j.get("progress"), j.get("size")), size(j.get("size")),
@@ -355,9 +358,11 @@ def variants(rows: list[dict[str, Any]]) -> Listing:
 def failures(camp: dict[str, Any]) -> Listing:
     """The jobs that did not succeed (the first MAX_FAILURE_ROWS: a terminal, not a report)."""
     rows = campaign.failures(camp)
+    total = campaign.not_ok(camp)  # of every job, not only those the answer carries
     if camp.get("state") == "paused":  # the unreleased queue is not a failure
         rows = [j for j in rows if j.get("state") != JobState.QUEUED]
-    more = len(rows) - MAX_FAILURE_ROWS
+        total -= campaign.counts(camp).get(JobState.QUEUED, 0)
+    more = max(total, len(rows)) - min(len(rows), MAX_FAILURE_ROWS)
     caption = (f"… and {more} more: cc status {camp.get('id')} --json" if more > 0 else None)
     names = [p.get("name") for p in camp.get("phases") or []]
     cols = ["device", "phase", "state", "reason", "progress"]
@@ -387,6 +392,9 @@ def events(rows: list[dict[str, Any]]) -> Listing:
 
 
 def upload_progress() -> Progress:
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
     return Progress(TextColumn("upload"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
 
@@ -395,6 +403,8 @@ class CampaignProgress:
     """Live bars for a campaign: one per device for a few devices, else one overall bar."""
 
     def __init__(self, console: Console = err) -> None:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
         # descriptions are device ids: never markup (the status column is ours, escaped)
         self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                                  TaskProgressColumn(), TextColumn("{task.fields[amount]}"),
@@ -413,7 +423,7 @@ class CampaignProgress:
         rows = campaign.jobs(camp)
         if len(camp.get("phases") or []) > 1:
             self._phase_bars(camp)
-        elif len(rows) <= PER_DEVICE_BARS:
+        elif (camp.get("total") or 0) <= PER_DEVICE_BARS:
             for j in rows:
                 self._device_bar(j)
         else:
@@ -457,9 +467,11 @@ class CampaignProgress:
                                  status=f"[yellow]{esc(camp['reason'])}[/]")
 
     def _overall_bar(self, camp: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        final = sum(1 for j in rows if j.get("state") in JobState.FINAL)
+        c = campaign.counts(camp)
+        final = sum(n for s, n in c.items() if s in JobState.FINAL)
+        total = max(int(camp.get("total") or 0), 1)
         if "all" not in self.tasks:
             self.tasks["all"] = self.progress.add_task(f"campaign {camp.get('id')}",
-                                                       total=len(rows), status="", amount="")
-        self.progress.update(self.tasks["all"], total=len(rows), completed=final,
-                             status=counts(camp), amount=f"{final}/{len(rows)} done")
+                                                       total=total, status="", amount="")
+        self.progress.update(self.tasks["all"], total=total, completed=final,
+                             status=counts(camp), amount=f"{final}/{total} done")

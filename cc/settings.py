@@ -26,6 +26,11 @@ from .errors import CcError
 DEFAULT_GATEWAY = f"coap://127.0.0.1:{uris.DEFAULT_CONTROL_PORT}"
 DEFAULT_HOME = Path("~/.config/fota")
 DEFAULT_CONFIG = DEFAULT_HOME / "cc.toml"
+
+
+def oscore_dir(home: Path) -> Path:
+    """Where `cc login` keeps the OSCORE credentials in a cc home."""
+    return home / "oscore"
 PROFILE_KEYS = ("gateway", "home", "oscore")
 
 

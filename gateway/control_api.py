@@ -26,6 +26,7 @@ from .devauth import DeviceAuth
 from .fleet import Fleet
 from .requests import Refused, loads_exact
 from .storage.worker import StoreWorker
+from .views import JOBS_IN_VIEW
 from .uploads import Block1Receiver, Busy, FileSink, Incomplete, MemorySink, TooLarge
 
 log = logging.getLogger("fota.gateway")
@@ -153,8 +154,8 @@ class ControlSite(Resource, PathCapable):
                 row = self.fleet.store.campaign(n)
                 if row is None:
                     raise Refused("not_found", "unknown campaign")
-                return cbor_response(Code.CONTENT,
-                                     self.fleet.views.campaign_view(row, with_jobs=True))
+                return cbor_response(Code.CONTENT, self.fleet.views.campaign_view(
+                    row, with_jobs=True, limit=_jobs(request.opt.uri_query)))
             if len(path) == 3 and code is Code.POST and path[2] in CAMPAIGN_ACTIONS:
                 action = getattr(self.fleet, f"{path[2]}_campaign")
                 return cbor_response(Code.CHANGED, action(n))
@@ -264,6 +265,18 @@ def _campaign_number(text: str) -> int:
     if not text.isdigit() or len(text) > 18:
         raise Refused("not_found", "unknown campaign")
     return int(text)
+
+
+def _jobs(query: tuple[str, ...]) -> int:
+    """``GET camp/<n>?jobs=K``: how many of its jobs the answer carries."""
+    for q in query:
+        k, _, v = q.partition("=")
+        if k != "jobs":
+            raise Refused("bad_request", f"unknown option {k!r} (jobs)")
+        if not v.isdigit() or len(v) > 18:
+            raise Refused("bad_request", "jobs must be an unsigned integer")
+        return int(v)
+    return JOBS_IN_VIEW
 
 
 def _since(query: tuple[str, ...]) -> float:

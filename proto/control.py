@@ -53,8 +53,9 @@ POST camp                {"image": id, targets: "devices": [id] | "class": str a
                          / a window that cannot open before the deadline; 4.09 no target can
                          take the image (all already run its seq or newer) / its blob is bad
 GET  camp                -> 2.05 [CAMPAIGN, ...] (without jobs)
-GET  camp/<n>            -> 2.05 CAMPAIGN with "jobs": at most 1000, those not succeeded first
-                         ("total" and "counts" count them all); 4.04 unknown
+GET  camp/<n>[?jobs=K]   -> 2.05 CAMPAIGN with "jobs": at most K (default and most 1000), those
+                         not succeeded first ("total", "counts" and "phases" count them all:
+                         what `cc status` shows of a campaign of 100,000); 4.04 unknown
 POST camp/<n>/cancel     -> 2.04 CAMPAIGN
 POST camp/<n>/pause      -> 2.04 CAMPAIGN; 4.09 not running (no new offers; downloads go on)
 POST camp/<n>/resume     -> 2.04 CAMPAIGN; 4.09 not paused, or its image's blob is still bad
@@ -86,6 +87,7 @@ VARIANT  {"id" ("<image>.<base or full>"), "uri" (id of the blob under f/), "ima
 MAX_IMAGE = 8 * 1024 * 1024  # bytes: a 4 MiB flash holds two slots of at most ~1.9 MiB
 MAX_BODY = 4096  # bytes: any other control request payload
 MAX_LABEL = 64  # characters of an image's human version label
+DEFAULT_VENDOR = "fota-micropython.example"  # POST fw "vendor" when the operator gives none
 MAX_NOTES = 2048  # characters of an image's release notes
 MAX_REPORT = 512  # bytes: a device report payload
 EVENTS_PAGE = 1000

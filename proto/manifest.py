@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .codes import Compression
+from .control import DEFAULT_VENDOR  # noqa: F401 (the vendor of manifests cc signs by default)
 from .keys import MANIFEST_VERSION, ManifestKey
 
 COSE_SIGN1_TAG = 18
@@ -36,7 +37,6 @@ COSE_HDR_KID = 4
 PROTECTED = cbor2.dumps({COSE_HDR_ALG: COSE_ALG_EDDSA})  # b"\xa1\x01\x27"
 KID_BYTES = 8
 MAX_MANIFEST = 1024  # bytes of COSE_Sign1; devices refuse larger
-DEFAULT_VENDOR = "fota-micropython.example"  # vendor name when the operator gives none
 A256CTR = -65532  # COSE alg (RFC 9459) of the content cipher of encrypted images (ENC_ALG)
 IV_BYTES = 16
 
