@@ -55,7 +55,7 @@ async def run(args: argparse.Namespace) -> None:
     spread = args.spread or max(60.0, args.n / 400)
     cap = str(args.n + 100)
     extra = ["--auto-register", cap, "--observe-per-source", cap, "--observe-max", cap,
-             "--observe-lifetime", str(int(wake * 1.5 + 60)), "--reply-cache", cap]
+             "--observe-lifetime", str(int(wake * 1.5 + 60))]
     if args.postgresql:
         cluster = PgCluster(work / "pg", fsync=True).start()
         extra += ["--store", cluster.create_database("fleet")]
