@@ -1,19 +1,20 @@
-"""Group commit against one fsync per report, on SQLite and on PostgreSQL, in one run.
+"""Group commit against one commit per report, on SQLite and on PostgreSQL, in one run.
 
 Each cell runs ``--clients`` concurrent reporters for ``--seconds``, each sending a device report
-to the store and waiting for its commit before the next (a closed loop, like devices waiting for
-their answer). A report is the store work of ``Fleet.report`` for a known device: read the
-device row, update it, write its state event. "one fsync per report" is the same engine with
-batches of one (``max_batch=1``: a transaction per report, as the gateway does today);
-"group commit" lets every report waiting share the next transaction. Both engines write to the
-same disk (SQLite file and PostgreSQL cluster in one temp dir; PostgreSQL with ``fsync=on`` and
-``synchronous_commit=on``, its defaults).
+and waiting for its answer before the next (a closed loop, like devices waiting for theirs).
+A report is the gateway's own: ``Fleet.report`` of a known device whose state changed (read
+the device, update it, write the state event, look for its active job), handed to the
+gateway's ``StoreWorker`` exactly as the device port does. "one commit per report" runs every
+report as its own transaction (what the gateway did on its event loop before group commit);
+"group commit" lets the reports waiting share one transaction (the gateway now). Both
+engines write to the same disk (SQLite file and PostgreSQL cluster in one temp dir;
+PostgreSQL with ``fsync=on`` and ``synchronous_commit=on``, its defaults).
 
     python bench/storecommit.py                  # 256 clients, 5 s a cell
     python bench/storecommit.py --clients 64 --seconds 10 --dir /var/tmp
 
 Timing numbers on a shared machine are noisy; the ratio of the two modes in one run, and the
-commits count (fsyncs), are what to read.
+commits count, are what to read.
 """
 
 from __future__ import annotations
@@ -30,34 +31,30 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from gateway.storage import Engine, backend_for  # noqa: E402
+from gateway.blobs import BlobStore  # noqa: E402
+from gateway.fleet import Fleet  # noqa: E402
+from gateway.requests import Report  # noqa: E402
+from gateway.storage.worker import StoreWorker  # noqa: E402
+from gateway.store import Store  # noqa: E402
 from pg import PgCluster  # noqa: E402
 
 
-def report(device_id: str, k: int):  # type: ignore[no-untyped-def]
-    def unit(repo):  # type: ignore[no-untyped-def]
-        now = time.time()
-        dev = repo.device(device_id)
-        state = k % 4
-        if dev is None:
-            repo.add_reported_device(device_id, "bench", 1, state, 0, 0, "127.0.0.1:1", now)
-            repo.event("registered", "class bench", device=device_id)
-        else:
-            repo.update_reported_device(device_id, "bench", 1, state, 0, 0, "127.0.0.1:1", now)
-            repo.event("state", f"{dev['state']} -> {state}", device=device_id)
-    return unit
-
-
-async def cell(url: str, max_batch: int, clients: int, seconds: float, tag: str) -> dict:
-    engine = Engine(backend_for(url), max_batch=max_batch)
+async def cell(url: str, blobs: BlobStore, grouped: bool, clients: int, seconds: float,
+               tag: str) -> dict:
+    store = Store(url)
+    fleet = Fleet(store, blobs, auto_register=10**9)
+    worker = StoreWorker(store)
     lat: list[float] = []
     stop = time.monotonic() + seconds
+    commits = store.commits
 
     async def client(c: int) -> None:
         k = 0
         while time.monotonic() < stop:
+            r = Report(id=f"{tag}-{c}", cls="bench", seq=1, state=k % 4, result=0, progress=0,
+                       job=None, size=None, target=None)
             t = time.monotonic()
-            await engine.write(report(f"{tag}-{c}", k))
+            await worker.call(lambda: fleet.report(r, "127.0.0.1:5683"), grouped=grouped)
             lat.append(time.monotonic() - t)
             k += 1
 
@@ -65,13 +62,13 @@ async def cell(url: str, max_batch: int, clients: int, seconds: float, tag: str)
     try:
         await asyncio.gather(*(client(c) for c in range(clients)))
     finally:
-        engine.close()
+        worker.close()
+        store.close()
     took = time.monotonic() - t0
     lat.sort()
-    st = engine.stats
-    return {"reports": st.units, "per_s": st.units / took, "commits": st.commits,
-            "batch": st.units / max(st.commits, 1), "p50": lat[len(lat) // 2] * 1000,
-            "p99": lat[int(len(lat) * 0.99)] * 1000}
+    n, commits = len(lat), store.commits - commits
+    return {"reports": n, "per_s": n / took, "commits": commits, "batch": n / max(commits, 1),
+            "p50": lat[n // 2] * 1000, "p99": lat[int(n * 0.99)] * 1000}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -84,14 +81,15 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{args.clients} clients, {args.seconds:g} s per cell, data in {work}")
         print("| engine | mode | reports | reports/s | commits | reports/commit "
               "| p50 ms | p99 ms |\n|---|---|---|---|---|---|---|---|")
+        blobs = BlobStore(work / "blobs")
         for name, url in stores.items():
             rows = {}
-            for mode, batch in (("one fsync per report", 1), ("group commit", 256)):
-                r = rows[mode] = await cell(url, batch, args.clients, args.seconds,
+            for mode, grouped in (("one commit per report", False), ("group commit", True)):
+                r = rows[mode] = await cell(url, blobs, grouped, args.clients, args.seconds,
                                             f"{mode[:3]}")
                 print(f"| {name} | {mode} | {r['reports']} | {r['per_s']:.0f} | {r['commits']} "
                       f"| {r['batch']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} |", flush=True)
-            ratio = rows["group commit"]["per_s"] / rows["one fsync per report"]["per_s"]
+            ratio = rows["group commit"]["per_s"] / rows["one commit per report"]["per_s"]
             print(f"| {name} | ratio | | {ratio:.1f}x | | | | |", flush=True)
     finally:
         cluster.stop()

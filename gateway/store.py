@@ -11,6 +11,7 @@ loop, raises instead of waiting on the database there).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,15 +19,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from . import metrics
 from .storage import backend_for, notify
-from .storage.engine import log
+from .storage.worker import StoreUnavailable
 from .storage.repo import Repo, Row, tags_json
 from .storage.schema import MIGRATIONS
 from .storage.sqlite import SqliteBackend
 
 __all__ = ["MIGRATIONS", "Store", "tags_json"]
 
+log = logging.getLogger("fota.gateway")
 WRITE_LOCK = 0x666F7461_0004  # pg_advisory_xact_lock key: "fota", 4
 
 
@@ -54,6 +58,9 @@ class Store(Repo):
         self.commits = 0  # transactions committed (fsyncs on SQLite)
         self._began = 0.0  # perf_counter at BEGIN (fota_store_transaction_seconds)
         self._owner: int | None = None  # the only thread that may use the connection
+        self._pipeline: Any = None  # PostgreSQL: the batch's pipeline (see _unit_of_batch)
+        self._ids_due: list[tuple[Row, Any]] = []  # events whose id comes with the sync
+        self._poisoned: Exception | None = None  # a database error in the open batch
 
     def bind_thread(self, ident: int | None) -> None:
         """From now on only thread ``ident`` may run statements (None: any thread)."""
@@ -132,6 +139,8 @@ class Store(Repo):
         if self._to_announce:
             self._send_announcements()  # delivered with the commit, not before
         self.backend.commit(self.db)
+        if self._pipeline is not None:
+            self._end_pipeline(failed=False)  # the COMMIT was queued: now it is done
         self.commits += 1
         metrics.STORE_SECONDS.observe(time.perf_counter() - self._began)
 
@@ -142,26 +151,66 @@ class Store(Repo):
                 self.on_event(ev)
 
     def _unit_of_batch(self) -> Iterator[Any]:
+        """A savepoint of the batch's transaction. On PostgreSQL the batch runs in pipeline
+        mode: a statement whose result nobody reads (BEGIN, SAVEPOINT, UPDATE, an event's
+        INSERT: its id is read at the commit) costs no round trip, only reads wait. A database
+        error there surfaces at some later read, maybe in another unit, so it fails the
+        whole batch (every unit of it is answered 5.03, nothing is kept); a unit that raises
+        anything else is rolled back alone."""
+        if self._poisoned is not None:
+            raise StoreUnavailable(f"store unavailable: {self._poisoned}")
         if self._depth == 0:  # the batch's transaction starts with its first unit
             self._began = time.perf_counter()
-            self._begin()
-            self._depth = 1
+            if self.dialect == "postgresql":
+                self._pipeline = self.db.pipeline()
+                self._pipeline.__enter__()
             self._batch_open = True
+            self._depth = 1
+            try:
+                self._begin()
+            except Exception as e:
+                self._poisoned = e
+                raise
         mark, announced = len(self.pending_events), len(self._to_announce)
-        self.db.execute("SAVEPOINT unit")
+        due = len(self._ids_due)
         self._depth = 2
         try:
+            self.db.execute("SAVEPOINT unit")
             yield self.db
-        except BaseException:
+        except BaseException as e:
+            if self._pipeline is not None and isinstance(e, psycopg.Error):
+                self._poisoned = e
+                raise
             self.db.execute("ROLLBACK TO SAVEPOINT unit")
             self.db.execute("RELEASE SAVEPOINT unit")
             del self.pending_events[mark:]
             del self._to_announce[announced:]
+            del self._ids_due[due:]
             raise
         else:
             self.db.execute("RELEASE SAVEPOINT unit")
         finally:
             self._depth = 1
+
+    def _event_id(self, ev: Row, cur: Any) -> None:
+        if self._pipeline is not None:
+            self._ids_due.append((ev, cur))  # no round trip now: read after the sync
+        else:
+            super()._event_id(ev, cur)
+
+    def _end_pipeline(self, failed: bool) -> None:
+        """Leave pipeline mode (a sync: every queued statement has run, or this raises) and
+        read the ids of the batch's events."""
+        pipeline, self._pipeline = self._pipeline, None
+        due, self._ids_due = self._ids_due, []
+        if pipeline is None:
+            return
+        if failed:
+            pipeline.__exit__(StoreUnavailable, StoreUnavailable("batch failed"), None)
+            return
+        pipeline.__exit__(None, None, None)
+        for ev, cur in due:
+            super()._event_id(ev, cur)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -199,10 +248,16 @@ class Store(Repo):
         if self._batch_open:
             self._batch_open = False
             try:
+                if self._poisoned is not None:
+                    raise self._poisoned
                 self._commit()
             except Exception as e:  # full disk, database gone: answer that, keep serving
                 ok = False
                 log.error("store: a batch of %d answers failed to commit: %s", len(waiting), e)
+                try:
+                    self._end_pipeline(failed=True)
+                except Exception:
+                    pass
                 try:
                     self.backend.rollback(self.db)
                 except Exception:
@@ -211,6 +266,7 @@ class Store(Repo):
                 self._to_announce.clear()
             finally:
                 self._depth = 0
+                self._poisoned = None
         if ok:
             self._announce()
         for answer in waiting:

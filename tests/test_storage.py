@@ -1,5 +1,7 @@
 """The storage interface's behaviour, the same suite on SQLite and on PostgreSQL: migrations,
-group commit, a failing unit rolled back alone, answers only after commit, report keys."""
+group commit on the store's thread (``StoreWorker``), a failing unit rolled back alone, a
+database error in a pipelined batch (PostgreSQL) failing the batch, answers only after commit,
+report keys."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import threading
 import psycopg
 import pytest
 
-from gateway.storage import MIGRATIONS, Repo, SchemaTooNew, open_engine
+from gateway.storage import MIGRATIONS, Repo, SchemaTooNew
+from gateway.storage.worker import StoreWorker
+from gateway.store import Store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -33,115 +37,177 @@ def add_device(repo: Repo, device_id: str) -> None:
     repo._exec("INSERT INTO devices(id, class) VALUES (?,?)", (device_id, "c"))
 
 
-def blocked(engine):
-    """Hold the writer in a unit until the returned event is set: what is submitted meanwhile
-    forms one batch."""
+def held(worker: StoreWorker):
+    """Hold the store's thread in a unit until the returned event is set: what is submitted
+    meanwhile forms one batch."""
     go, running = threading.Event(), threading.Event()
 
-    def hold(repo):
+    def hold():
         running.set()
         assert go.wait(10)
 
-    first = engine.submit(hold)
+    first = worker.submit(hold)
     assert running.wait(10)
     return go, first
 
 
+def details(store: Store) -> list[str]:
+    return [ev["detail"] for ev in store.events_since(0, 1000)]
+
+
 def test_migrations_run_once_and_a_newer_schema_is_refused(url):
-    e = open_engine(url)
-    e.write_sync(lambda r: r.event("test", "one"))
-    e.close()
-    e = open_engine(url)  # reopening runs no migration twice and keeps the data
-    assert [ev["detail"] for ev in e.read_sync(lambda r: r.events_since(0, 10))] == ["one"]
-    e.close()
+    s = Store(url)
+    s.event("test", "one")
+    s.close()
+    s = Store(url)  # reopening runs no migration twice and keeps the data
+    assert details(s) == ["one"]
+    s.close()
     set_schema_version(url, len(MIGRATIONS) + 1)
     with pytest.raises(SchemaTooNew, match="newer than this gateway"):
-        open_engine(url)
+        Store(url)
 
 
 async def test_group_commit_one_transaction_for_many_units(url):
     logged = []
-    e = open_engine(url, on_event=logged.append)
+    s = Store(url, on_event=logged.append)
+    w = StoreWorker(s)
     try:
-        go, first = blocked(e)
-        writes = [asyncio.ensure_future(e.write(lambda r, k=k: r.event("report", str(k))["id"]))
-                  for k in range(100)]
-        await asyncio.sleep(0)  # every write is queued behind the held unit
+        before = s.commits
+        go, first = held(w)
+
+        def unit(k):
+            with s.transaction():
+                return s.event("report", str(k))
+
+        calls = [asyncio.ensure_future(w.call(lambda k=k: unit(k), grouped=True))
+                 for k in range(100)]
+        await asyncio.sleep(0)  # every unit is queued behind the held one
         go.set()
-        ids = await asyncio.gather(*writes)
+        events = await asyncio.gather(*calls)
         first.result(10)
-        assert e.stats.units == 101 and e.stats.commits == 2
-        assert len(set(ids)) == 100
+        assert s.commits == before + 1 and w.batches == 2 and w.units == 101
+        assert len({ev["id"] for ev in events}) == 100  # ids read once the batch committed
         assert [ev["detail"] for ev in logged] == [str(k) for k in range(100)]
         # answered after the commit: another connection sees every row
-        other = open_engine(url)
-        assert len(other.read_sync(lambda r: r.events_since(0, 1000))) == 100
+        other = Store(url)
+        assert len(details(other)) == 100
         other.close()
     finally:
-        e.close()
+        w.close()
+        s.close()
 
 
 async def test_a_failing_unit_is_rolled_back_alone(url):
     logged = []
-    e = open_engine(url, on_event=logged.append)
+    s = Store(url, on_event=logged.append)
+    w = StoreWorker(s)
     try:
-        def bad(r):
-            r.event("test", "lost")
-            raise ValueError("refused")
+        def event(text):
+            with s.transaction():
+                s.event("test", text)
 
-        go, _ = blocked(e)
-        a = asyncio.ensure_future(e.write(lambda r: r.event("test", "a")))
-        b = asyncio.ensure_future(e.write(bad))
-        c = asyncio.ensure_future(e.write(lambda r: r.event("test", "c")))
+        def bad():
+            with s.transaction():
+                s.event("test", "lost")
+                raise ValueError("refused")
+
+        before = s.commits
+        go, _ = held(w)
+        a = asyncio.ensure_future(w.call(lambda: event("a"), grouped=True))
+        b = asyncio.ensure_future(w.call(bad, grouped=True))
+        c = asyncio.ensure_future(w.call(lambda: event("c"), grouped=True))
         await asyncio.sleep(0)
         go.set()
         await a
         with pytest.raises(ValueError, match="refused"):
             await b
         await c
-        assert e.stats.commits == 2  # a, b and c shared one
-        details = [ev["detail"] for ev in await e.read(lambda r: r.events_since(0, 10))]
-        assert details == ["a", "c"] and [ev["detail"] for ev in logged] == ["a", "c"]
+        assert s.commits == before + 1  # a and c shared one
+        assert await w.call(lambda: details(s)) == ["a", "c"]
+        assert [ev["detail"] for ev in logged] == ["a", "c"]
     finally:
-        e.close()
+        w.close()
+        s.close()
 
 
-async def test_a_read_cannot_write(url):
-    e = open_engine(url)
+async def test_a_database_error_in_a_batch(url):
+    """SQLite runs statement by statement: the failing unit alone is rolled back. PostgreSQL
+    runs a batch in pipeline mode, where an error surfaces at the commit: the whole batch
+    fails (every unit answered StoreUnavailable), nothing of it is kept, the next one works."""
+    s = Store(url)
+    w = StoreWorker(s)
     try:
-        await e.write(lambda r: add_device(r, "d1"))
-        with pytest.raises(Exception, match="(?i)read-only|readonly"):
-            await e.read(lambda r: r.set_device_key("d1", b"k" * 32))
-        assert (await e.read(lambda r: r.device_key("d1")))["key"] is None
+        def event(text):
+            with s.transaction():
+                s.event("test", text)
+
+        def duplicate():
+            with s.transaction():
+                add_device(s, "twice")
+                add_device(s, "twice")
+
+        go, _ = held(w)
+        calls = [asyncio.ensure_future(w.call(f, grouped=True))
+                 for f in (lambda: event("a"), duplicate, lambda: event("c"))]
+        await asyncio.sleep(0)
+        go.set()
+        outcomes = [type(r).__name__ if isinstance(r, Exception) else "ok"
+                    for r in await asyncio.gather(*calls, return_exceptions=True)]
+        kept = await w.call(lambda: details(s))
+        assert (outcomes, kept) == {
+            "sqlite": (["ok", "IntegrityError", "ok"], ["a", "c"]),
+            "postgresql": (["StoreUnavailable"] * 3, []),
+        }[s.dialect]
+        await w.call(lambda: event("after"), grouped=True)
+        assert await w.call(lambda: details(s)) == kept + ["after"]
     finally:
-        e.close()
+        w.close()
+        s.close()
 
 
-async def test_report_keys_and_counters(url):
-    e = open_engine(url)
+def test_report_keys_and_counters(url):
+    s = Store(url)
     try:
         key = bytes(range(32))
-        await e.write(lambda r: (add_device(r, "d1"), r.set_device_key("d1", key)))
-        assert await e.read(lambda r: r.device_key("d1")) == {"key": key, "counter": 0}
+        with s.transaction():
+            add_device(s, "d1")
+            s.set_device_key("d1", key)
+        assert s.device_key("d1") == {"key": key, "counter": 0}
         top = 2**63 - 1
         for counter in (5, 3, top, 7):  # only ever goes up, up to the largest signed 64 bits
-            await e.write(lambda r, c=counter: r.raise_counter("d1", c))
-        assert (await e.read(lambda r: r.device_key("d1")))["counter"] == top
-        await e.write(lambda r: r.set_device_key("d1", key[::-1]))  # a new key starts over
-        assert await e.read(lambda r: r.device_key("d1")) == {"key": key[::-1], "counter": 0}
-        assert await e.read(lambda r: r.device_key("nobody")) is None
+            with s.transaction():
+                s.raise_counter("d1", counter)
+        assert s.device_key("d1")["counter"] == top
+        with s.transaction():
+            s.set_device_key("d1", key[::-1])  # a new key starts over
+        assert s.device_key("d1") == {"key": key[::-1], "counter": 0}
+        assert s.device_key("nobody") is None
     finally:
-        e.close()
+        s.close()
 
 
 def test_times_keep_their_precision(url):
     t = 1_790_000_000.123456
-    e = open_engine(url, clock=lambda: t)
+    s = Store(url, clock=lambda: t)
     try:
-        e.write_sync(lambda r: r.event("test", "x"))
-        assert e.read_sync(lambda r: r.events_since(t, 1))[0]["time"] == t
+        s.event("test", "x")
+        assert s.events_since(t, 1)[0]["time"] == t
     finally:
-        e.close()
+        s.close()
+
+
+def test_the_store_refuses_other_threads_once_bound(url):
+    """Once the gateway serves, a database call from any thread but the store's (the event
+    loop's, say) raises instead of waiting there."""
+    s = Store(url)
+    w = StoreWorker(s)
+    try:
+        with pytest.raises(RuntimeError, match="outside its thread"):
+            s.device("d1")
+        assert w.call_sync(lambda: s.device("d1")) is None
+    finally:
+        w.close()
+        s.close()
 
 
 def test_store_batch_group_commit(url):

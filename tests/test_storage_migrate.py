@@ -15,7 +15,6 @@ from harness import REPO
 from gateway.blobs import BlobStore
 from gateway.fleet import Fleet
 from gateway.requests import parse_report
-from gateway.storage import open_engine
 from gateway.storage.repo import TABLES
 from gateway.store import Store
 from proto import manifest, uris
@@ -62,12 +61,11 @@ def make_gateway_state(data):
 
 
 def dump(url):
-    e = open_engine(url)
+    s = Store(url)
     try:
-        return e.read_sync(lambda r: {t: [row for rows in r.table_rows(t) for row in rows]
-                                      for t in TABLES})
+        return {t: [row for rows in s.table_rows(t) for row in rows] for t in TABLES}
     finally:
-        e.close()
+        s.close()
 
 
 def migrate(*args):
@@ -86,14 +84,14 @@ def test_sqlite_to_postgresql(tmp_path, pg_url):
     assert "1 blob files" in p.stdout  # the firmware, for every gateway on the database
     assert dump(pg_url) == before  # every row, every column, ids included
 
-    e = open_engine(pg_url)  # new rows get ids above the copied ones
+    s = Store(pg_url)  # new rows get ids above the copied ones
     try:
         digest = before["images"][0]["digest"]
-        assert e.read_sync(lambda r: r.blob(digest)) == (data / "blobs" / digest).read_bytes()
-        ev = e.write_sync(lambda r: r.event("test", "after the move"))
+        assert s.blob(digest) == (data / "blobs" / digest).read_bytes()
+        ev = s.event("test", "after the move")
         assert ev["id"] == max(x["id"] for x in before["events"]) + 1
     finally:
-        e.close()
+        s.close()
 
     p = migrate("--data", str(data), "--to", pg_url)  # again: the target is not empty
     assert p.returncode == 2 and "target store is not empty" in p.stderr

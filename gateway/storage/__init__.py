@@ -1,24 +1,23 @@
 """The gateway's durable state behind one interface, on SQLite or PostgreSQL.
 
-``open_engine(url)`` picks the engine from a store URL: ``sqlite:///path`` (the default, a file
+``backend_for(url)`` picks the engine from a store URL: ``sqlite:///path`` (the default, a file
 under ``--data``) or ``postgresql://…`` (several gateways on one database). All SQL is in
-``repo.py``; ``engine.py`` runs it off the event loop with group commit; ``schema.py`` holds
-the migrations of both.
+``repo.py``; ``gateway/store.py`` runs it in transactions and group commits; ``worker.py``
+gives it a thread of its own so the event loop never waits on it; ``schema.py`` holds the
+migrations of both.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .engine import Engine, StoreUnavailable
 from .repo import Repo, Row
 from .schema import MIGRATIONS, SchemaTooNew
+from .worker import StoreUnavailable
 
-__all__ = ["SQLITE_FILE", "BadStoreUrl", "Engine", "MIGRATIONS", "Repo", "Row", "SchemaTooNew",
-           "StoreUnavailable", "backend_for", "default_url", "open_engine"]
+__all__ = ["SQLITE_FILE", "BadStoreUrl", "MIGRATIONS", "Repo", "Row", "SchemaTooNew",
+           "StoreUnavailable", "backend_for", "default_url"]
 
 
 #: The SQLite file under ``--data`` (the default store).
@@ -48,7 +47,3 @@ def backend_for(url: str) -> Any:
         return PostgresBackend(url)
     raise BadStoreUrl(f"store URL must start with sqlite:/// or postgresql://, got {url[:40]!r}")
 
-
-def open_engine(url: str, *, on_event: Callable[[Row], None] | None = None,
-                clock: Callable[[], float] = time.time) -> Engine:
-    return Engine(backend_for(url), on_event=on_event, clock=clock)

@@ -1,7 +1,7 @@
 """Every SQL statement of the gateway, for both engines: ``Repo`` over one connection.
 
-A ``Repo`` method runs inside the caller's transaction (the engine's unit of work, or
-``gateway.store.Store.transaction``); it never commits. SQL is written once with ``?``
+A ``Repo`` method runs inside the caller's transaction (``gateway.store.Store.transaction``,
+or a ``fota-gateway migrate`` copy); it never commits. SQL is written once with ``?``
 placeholders (SQLite's); on PostgreSQL they become ``%s``. Rows come back as dicts.
 Events a unit writes wait in ``pending_events`` until its transaction commits, so nothing is
 announced that a rollback takes back.
@@ -54,12 +54,17 @@ class Repo:
     def event(self, kind: str, detail: str, *, device: str | None = None,
               campaign: int | None = None) -> Row:
         t = self.clock()
-        n = self._scalar("INSERT INTO events(time, device, campaign, kind, detail) "
+        cur = self._exec("INSERT INTO events(time, device, campaign, kind, detail) "
                          "VALUES (?,?,?,?,?) RETURNING id", (t, device, campaign, kind, detail))
-        ev = {"id": n, "time": t, "device": device, "campaign": campaign, "kind": kind,
+        ev = {"id": None, "time": t, "device": device, "campaign": campaign, "kind": kind,
               "detail": detail}
         self.pending_events.append(ev)
+        self._event_id(ev, cur)
         return ev
+
+    def _event_id(self, ev: Row, cur: Any) -> None:
+        """Fill in the id the database gave the event (``Store`` may wait for its commit)."""
+        ev["id"] = next(iter(dict(cur.fetchone()).values()))
 
     def events_since(self, since: float, limit: int) -> list[Row]:
         return self._all("SELECT * FROM events WHERE time >= ? ORDER BY id LIMIT ?",

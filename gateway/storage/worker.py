@@ -27,12 +27,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
-from .engine import StoreUnavailable
 
 T = TypeVar("T")
 DEFAULT_MAX_BATCH = 256  # units per commit at most
 DEFAULT_MAX_PENDING = 4096  # units waiting for the thread at most (``full`` beyond)
 _STOP = object()
+
+
+class StoreUnavailable(Exception):
+    """The transaction could not commit (disk full, database gone): nothing of it is kept."""
 
 
 class Batching(Protocol):
