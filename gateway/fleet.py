@@ -83,7 +83,8 @@ class Fleet:
         s = self.store
         now = self.clock()
         with s.transaction():
-            dev = s.device(r.id)
+            dev = s.report_device(r.id, r.cls, r.seq, r.state, r.result, r.progress or 0,
+                                  address, now, r.caps or 0, JobState.ACTIVE)
             if dev is None:
                 if self.enrolled_only:
                     raise Refused("forbidden", "unknown device")
@@ -92,12 +93,10 @@ class Fleet:
                                   "self-registered devices: enrol it with cc)")
                 self._self_registered += 1
                 s.add_reported_device(r.id, r.cls, r.seq, r.state, r.result, r.progress or 0,
-                                      address, now)
+                                      address, now, r.caps or 0)
                 s.event("registered", f"class {r.cls}, seq {r.seq}, {_names(r.state, r.result)}, "
                         f"from {address}", device=r.id)
             else:
-                s.update_reported_device(r.id, r.cls, r.seq, r.state, r.result, r.progress or 0,
-                                         address, now)
                 if dev["class"] != r.cls:
                     s.event("class", f"class {dev['class']} -> {r.cls}", device=r.id)
                 if dev["seq"] != r.seq:
@@ -111,10 +110,10 @@ class Fleet:
                 if _host(dev["address"]) != _host(address):  # a new source port per wake is
                     s.event("address", f"address {dev['address']} -> {address}",  # normal
                             device=r.id)
-            if dev is None or dev["caps"] != (r.caps or 0):
-                s.set_device_caps(r.id, r.caps or 0)
             if r.job is not None:
                 self._apply_to_job(r, now)
+            elif dev is None or dev["active_job"] is None:
+                return None  # no job reported, none active: no command (the common report)
             command = self._command_for(r, now)
         return command
 

@@ -85,18 +85,34 @@ class Repo:
         return self._all("SELECT * FROM devices WHERE class=? ORDER BY id", (device_class,))
 
     def add_reported_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
-                            progress: int, address: str, now: float) -> None:
+                            progress: int, address: str, now: float, caps: int) -> None:
         """A device's first report registers it (not enrolled)."""
         self._exec("INSERT INTO devices(id, class, seq, state, result, progress, last_seen, "
-                   "address) VALUES (?,?,?,?,?,?,?,?)",
-                   (device_id, cls, seq, state, result, progress, now, address))
+                   "address, caps) VALUES (?,?,?,?,?,?,?,?,?)",
+                   (device_id, cls, seq, state, result, progress, now, address, caps))
 
-    def update_reported_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
-                               progress: int, address: str, now: float) -> None:
-        """What a report says about its device, and when and where it was heard."""
-        self._exec("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, "
-                   "last_seen=?, address=? WHERE id=?",
-                   (cls, seq, state, result, progress, now, address, device_id))
+    def report_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
+                      progress: int, address: str, now: float, caps: int,
+                      active: tuple[str, ...]) -> Row | None:
+        """Write what a report says about its device, and when and where it was heard; return
+        the row as it was before, with ``active_job``: the id of its newest job in one of the
+        ``active`` states (None: none). None: an unknown device (nothing written). On
+        PostgreSQL one statement (one round trip per report in a batch); SQLite's RETURNING
+        cannot name the row as it was, so there a SELECT comes first (no round trip)."""
+        newest = (f"(SELECT id FROM jobs WHERE jobs.device = old.id AND jobs.state IN "
+                  f"({_qs(active)}) ORDER BY jobs.id DESC LIMIT 1) AS active_job")
+        new = (cls, seq, state, result, progress, now, address, caps)
+        if self.dialect == "postgresql":
+            return self._one("UPDATE devices AS d SET class=?, seq=?, state=?, result=?, "
+                             "progress=?, last_seen=?, address=?, caps=? FROM (SELECT * FROM "
+                             "devices WHERE id=? FOR UPDATE) AS old WHERE d.id = old.id "
+                             f"RETURNING old.*, {newest}", (*new, device_id, *active))
+        old = self._one(f"SELECT old.*, {newest} FROM devices AS old WHERE old.id=?",
+                        (*active, device_id))
+        if old is not None:
+            self._exec("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, "
+                       "last_seen=?, address=?, caps=? WHERE id=?", (*new, device_id))
+        return old
 
     # ---- report keys (gateway/devauth.py) -----------------------------------------------
     def device_key(self, device_id: str) -> Row | None:
@@ -394,9 +410,6 @@ class Repo:
         return " FOR UPDATE" if self.dialect == "postgresql" else ""
 
     # ---- compression and deltas (gateway/deltas.py) --------------------------------------
-    def set_device_caps(self, device_id: str, caps: int) -> None:
-        self._exec("UPDATE devices SET caps=? WHERE id=?", (caps, device_id))
-
     def set_no_delta(self, device_id: str, base: str) -> None:
         self._exec("UPDATE devices SET no_delta=? WHERE id=?", (base, device_id))
 
