@@ -111,5 +111,9 @@ def failure(e: Exception, what: str) -> Message:
     short = shortage(e)
     if short is not None:
         return short_of(short, e)
-    log.error("%s request failed: %s", what, e, exc_info=e)
+    now = time.monotonic()  # a bug: its traceback once a minute, not once per datagram
+    if now - _last_logged.get(what, -LOG_SHORTAGE_EVERY) >= LOG_SHORTAGE_EVERY:
+        _last_logged[what] = now
+        log.error("%s request failed (more are not logged for a minute): %s", what, e,
+                  exc_info=e)
     return error(Code.INTERNAL_SERVER_ERROR, "internal error")

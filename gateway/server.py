@@ -154,7 +154,6 @@ async def run(cfg: Config) -> None:
     fleet = Fleet(store, blobs, enrolled_only=cfg.enrolled_only,
                   max_downloads=cfg.max_downloads, auto_register=cfg.auto_register,
                   auto_expiry=cfg.auto_expiry)
-    own_pid = store.db.info.backend_pid if store.dialect == "postgresql" else 0
     # from here on only the store's thread touches the database (storage/worker.py)
     worker = StoreWorker(store, max_batch=cfg.store_batch, max_pending=cfg.store_pending)
     contexts = []
@@ -222,7 +221,7 @@ async def run(cfg: Config) -> None:
 
             fleet.on_command_change = changed
             listener = asyncio.ensure_future(storage_notify.listen(
-                url, lambda: own_pid, endpoint.notify, stop))
+                url, lambda: store.backend_pid, endpoint.notify, stop))
 
             async def stop_listening() -> None:
                 listener.cancel()

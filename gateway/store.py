@@ -31,6 +31,7 @@ from .storage.sqlite import SqliteBackend
 __all__ = ["MIGRATIONS", "Store", "tags_json"]
 
 log = logging.getLogger("fota.gateway")
+RECONNECT_SECONDS = 1.0  # between tries to replace a dropped PostgreSQL connection
 WRITE_LOCK = 0x666F7461_0004  # pg_advisory_xact_lock key: "fota", 4
 
 
@@ -61,6 +62,31 @@ class Store(Repo):
         self._pipeline: Any = None  # PostgreSQL: the batch's pipeline (see _unit_of_batch)
         self._ids_due: list[tuple[Row, Any]] = []  # events whose id comes with the sync
         self._poisoned: Exception | None = None  # a database error in the open batch
+        self._failure_logged = -60.0
+        self._reconnected = -RECONNECT_SECONDS
+        #: PostgreSQL: the server process of the connection (notifications it sent are ours)
+        self.backend_pid = db.info.backend_pid if self.dialect == "postgresql" else 0
+
+    def check_connection(self) -> None:
+        """PostgreSQL: replace a connection the database dropped (a restart, a failover, an
+        administrator) before the next unit of work, at most one try a second; until then
+        what uses the store is answered 5.03. A failed try raises (the caller logs it)."""
+        if self.dialect != "postgresql" or not (self.db.broken or self.db.closed):
+            return
+        now = time.monotonic()
+        if now - self._reconnected < RECONNECT_SECONDS:
+            return
+        self._reconnected = now
+        db = self.backend.connect()
+        old, self.db, self.conn = self.db, db, db
+        self.backend_pid = db.info.backend_pid
+        self._sweeper = False  # its session lock ended with the old connection
+        self._pipeline, self._ids_due, self._poisoned = None, [], None
+        try:
+            old.close()
+        except Exception:
+            pass
+        log.info("store: connected to the database again")
 
     def bind_thread(self, ident: int | None) -> None:
         """From now on only thread ``ident`` may run statements (None: any thread)."""
@@ -161,12 +187,13 @@ class Store(Repo):
             raise StoreUnavailable(f"store unavailable: {self._poisoned}")
         if self._depth == 0:  # the batch's transaction starts with its first unit
             self._began = time.perf_counter()
-            if self.dialect == "postgresql":
-                self._pipeline = self.db.pipeline()
-                self._pipeline.__enter__()
             self._batch_open = True
             self._depth = 1
             try:
+                if self.dialect == "postgresql":
+                    pipeline = self.db.pipeline()
+                    pipeline.__enter__()
+                    self._pipeline = pipeline
                 self._begin()
             except Exception as e:
                 self._poisoned = e
@@ -253,7 +280,12 @@ class Store(Repo):
                 self._commit()
             except Exception as e:  # full disk, database gone: answer that, keep serving
                 ok = False
-                log.error("store: a batch of %d answers failed to commit: %s", len(waiting), e)
+                now = time.monotonic()
+                if (self._poisoned is None  # else its unit was answered (and logged) already
+                        and now - self._failure_logged >= 60.0):  # one line a minute
+                    self._failure_logged = now
+                    log.error("store: a batch of %d answers failed to commit: %s (answered 5.03;"
+                              " more are not logged for a minute)", len(waiting), e)
                 try:
                     self._end_pipeline(failed=True)
                 except Exception:

@@ -89,3 +89,35 @@ def test_loop_serves_while_the_store_is_locked(engine, tmp_path, request):
         assert answered[100].code.dotted == "2.04"  # durable once the lock was released
     finally:
         gw.stop()
+
+
+def test_a_dropped_database_connection_is_replaced(pg_url, tmp_path):
+    """PostgreSQL drops the gateway's store connection (a restart, a failover, an operator):
+    reports meanwhile are answered 5.03 (at most one here: the next batch connects again), the
+    log says so in one line, and reports go through again on a new connection."""
+    gw = GatewayProc(tmp_path / "data", ("--store", pg_url)).start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            def report(mid: int) -> str:
+                body = cbor2.dumps({ReportKey.ID: "dropped", ReportKey.CLASS: "esp32",
+                                    ReportKey.SEQ: 1, ReportKey.STATE: mid % 2,
+                                    ReportKey.RESULT: 0})
+                send(s, gw, Message(code=POST, uri_path=("r",), payload=body), mid)
+                return receive(s, {mid})[mid].code.dotted
+
+            assert report(1) == "2.04"
+            with psycopg.connect(pg_url, autocommit=True) as db:
+                gone = db.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                    "datname = current_database() AND pid <> pg_backend_pid() AND "
+                    "query NOT LIKE 'LISTEN%'").fetchall()
+            assert gone == [(True,)]  # the store's connection (not the listener's)
+            codes = [report(2), report(3), report(4)]
+        assert codes[-1] == "2.04" and set(codes) <= {"2.04", "5.03"}
+        assert codes.count("5.03") <= 1
+        log = gw.log_text()
+        assert log.count("connected to the database again") == 1
+        assert log.count("store unavailable") == codes.count("5.03")  # one line, not a traceback
+        assert "Traceback" not in log
+    finally:
+        gw.stop()

@@ -21,6 +21,7 @@ device port (``full``), so a flood cannot grow the queue.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
 
+log = logging.getLogger("fota.gateway")
 T = TypeVar("T")
 DEFAULT_MAX_BATCH = 256  # units per commit at most
 DEFAULT_MAX_PENDING = 4096  # units waiting for the thread at most (``full`` beyond)
@@ -45,6 +47,7 @@ class Batching(Protocol):
     def group(self) -> Any: ...
     def after_commit(self, answer: Callable[[bool], None]) -> None: ...
     def bind_thread(self, ident: int | None) -> None: ...
+    def check_connection(self) -> None: ...
 
 
 class StoreWorker:
@@ -104,6 +107,10 @@ class StoreWorker:
                     break
                 batch.append(more)
             self.batches += 1
+            try:
+                self.store.check_connection()
+            except Exception as e:  # the units below fail with the store: 5.03
+                log.debug("store: cannot connect again yet: %s", e)
             with self.store.batch():
                 for fn, fut, grouped in batch:
                     self._unit(fn, fut, grouped)

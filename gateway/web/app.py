@@ -86,7 +86,6 @@ class Dashboard:
         self.fleet = fleet
         self.worker = worker
         self.store = fleet.store  # the fleet's Repo: queries.py runs on either engine
-        self.db = fleet.store.db
         self.auth = auth
         self.loopback = loopback  # reads open without sign-in
         self.broker = broker
@@ -170,7 +169,7 @@ class Dashboard:
     # ---- health and metrics -------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
         try:
-            await self.worker.call(lambda: self.db.execute("SELECT 1").fetchone())
+            await self.worker.call(lambda: self.fleet.store.db.execute("SELECT 1").fetchone())
         except Exception as e:
             return _json({"status": "fail", "error": str(e)}, 503)
         return _json({"status": "ok"})
