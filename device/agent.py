@@ -49,6 +49,15 @@ _PKG = __name__[:__name__.rfind(".")]
 _DROP = sys.implementation.name == "micropython"
 
 
+def _collect():
+    """A collection at a phase boundary: what the next phase keeps is placed in the holes the
+    last one left, so the heap stays in few pieces (a datagram needs 1280 bytes in one)."""
+    if _DROP:
+        import gc
+
+        gc.collect()
+
+
 def _drop(*names):
     """Forget modules of this package so the collector can take their code."""
     if not _DROP:
@@ -58,8 +67,6 @@ def _drop(*names):
         sys.modules.pop(_PKG + "." + n, None)
         if pkg is not None and n in pkg.__dict__:
             delattr(pkg, n)
-
-DEFAULT_VENDOR = "fota-micropython.example"  # proto.manifest.DEFAULT_VENDOR (a test checks)
 
 SLEEP = "sleep"
 REBOOT = "reboot"
@@ -82,25 +89,6 @@ DOWNLOADED = lifecycle.DOWNLOADED
 UPDATING = lifecycle.UPDATING
 
 
-def _uuid5(namespace, name):
-    if not hasattr(hashlib, "sha1"):
-        raise ValueError("this port has no hashlib.sha1: put vendor_id and class_id (hex) in the config")
-    h = hashlib.sha1(namespace + name.encode()).digest()
-    b = bytearray(h[:16])
-    b[6] = (b[6] & 0x0F) | 0x50
-    b[8] = (b[8] & 0x3F) | 0x80
-    return bytes(b)
-
-
-_NAMESPACE_DNS = binascii.unhexlify("6ba7b8109dad11d180b400c04fd430c8")
-
-
-def ids(vendor, device_class):
-    """SUIT vendor and class ids (UUID5, as proto.manifest makes them)."""
-    v = _uuid5(_NAMESPACE_DNS, vendor)
-    return v, _uuid5(v, device_class)
-
-
 def _hex(b):
     return binascii.hexlify(b).decode()
 
@@ -119,11 +107,8 @@ class Agent:
         self.id = config["id"]
         self.cls = config["class"]
         self.trusted = [k if isinstance(k, bytes) else _unhex(k) for k in config["trust"]]
-        if "class_id" in config:  # precomputed: ports without hashlib.sha1 (the WebAssembly one)
-            self.vendor_id = _unhex(config["vendor_id"])
-            self.class_id = _unhex(config["class_id"])
-        else:
-            self.vendor_id, self.class_id = ids(config.get("vendor", DEFAULT_VENDOR), self.cls)
+        if "class_id" not in config and not hasattr(hashlib, "sha1"):  # offer.ids needs it
+            raise ValueError("this port has no hashlib.sha1: put vendor_id and class_id (hex) in the config")
         self.block_size = config.get("block_size", 1024)
         self.transfer = config.get("transfer", "window")
         self.window = config.get("window", WINDOW)
@@ -276,61 +261,15 @@ class Agent:
 
     # -- boot check --------------------------------------------------------------------------
     def _boot_check(self):
-        s = self.s
-        img = s["img"]
-        slots = self.slots
-        if s["state"] == DOWNLOADED and img is not None:
-            if img["slot"] in (slots.running(), slots.next_boot()):
-                self._go(lifecycle.INSTALL)  # the power went between set_pending and saving
-                s["boots"] = 0
-                self._save()
-        if s["state"] != UPDATING:
-            return None
-        if slots.running() != img["slot"]:
-            if slots.next_boot() == img["slot"]:
-                return (REBOOT, 0)  # installed, the reset did not happen yet
-            # The bootloader went back: the new image crashed or ran twice unconfirmed.
-            self._finish(lifecycle.ROLLBACK)
-            return None
-        if s.get("confirming"):
-            return self._confirm()
-        if not self._booted:
-            self._booted = True
-            s["boots"] = s.get("boots", 0) + 1
-            if s["boots"] == 1:
-                s["since"] = self.clock()
-            self._save()
-        if s["boots"] > 1:
-            return self._rollback()
-        verdict = self.self_test(slots)
-        if verdict is True:
-            return self._confirm()
-        now = self.clock()
-        if verdict is False or now - s["since"] > self.confirm_s or now < s["since"]:
-            return self._rollback()
-        self._go(lifecycle.BOOT_WAIT)
-        return None
+        if self.s["state"] not in (DOWNLOADED, UPDATING):
+            return None  # nothing installed to confirm: bootcheck stays on flash
+        from . import bootcheck
 
-    def _confirm(self):
-        s = self.s
-        s["confirming"] = True  # confirm is two writes (slots, state): either order is safe now
-        self._save()
-        self.slots.confirm()
-        s["seq"] = s["img"]["seq"]
-        s["digest"] = s["img"]["digest"]  # the running image: the base a delta must name
-        s.pop("confirming", None)
-        s.pop("boots", None)
-        s.pop("since", None)
-        self._finish(lifecycle.CONFIRM)
-        return None
-
-    def _rollback(self):
-        self.slots.rollback()
-        s = self.s
-        s.pop("boots", None)
-        s.pop("since", None)
-        self._finish(lifecycle.ROLLBACK)
-        return (REBOOT, 0)
+        try:
+            return bootcheck.check(self)
+        finally:
+            bootcheck = None
+            _drop("bootcheck")
 
     # -- reports and commands ---------------------------------------------------------------
     def status(self):
@@ -385,7 +324,7 @@ class Agent:
             return None
         if self.auth is not None:
             try:
-                cmd = self.auth.open(resp.payload, counter)
+                cmd = self.auth.open(bytes(resp.payload), counter)
             except ValueError:  # auth.AuthError: not from the gateway that holds our key
                 self.failures += 1
                 return None
@@ -402,7 +341,7 @@ class Agent:
         if not resp.payload:
             return {}
         try:
-            cmd = cbor.loads(resp.payload)
+            cmd = cbor.loads(bytes(resp.payload))
         except cbor.CBORError:
             return {}
         return cmd if isinstance(cmd, dict) else {}
@@ -434,85 +373,25 @@ class Agent:
             s["job"] = job  # before the signature check: a deferred update costs no CPU
             self._finish(lifecycle.DEFER)
             return None
-        signed = cmd.get(const.C_MANIFEST)
-        self.phase = const.PH_VERIFY
-        self._offered = job
-        from . import manifest
+        from . import offer
 
         try:
-            if not isinstance(signed, bytes):
-                raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "no manifest")
-            m = manifest.check(signed, self.trusted, self.vendor_id, self.class_id, s["seq"],
-                               self.caps)
-            base = m.get(const.M_DELTA_BASE)
-            if base is not None and s.get("digest") not in (None, _hex(base)):
-                raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "base")
-            uri = m[const.M_URI]
-            size = m[const.M_SIZE]
-            if not uri.startswith("/"):
-                raise manifest.Refused(const.RES_INVALID_URI, "uri must be a path")
-            if size > self.slots.capacity():
-                raise manifest.Refused(const.RES_NO_SPACE, "image larger than a slot")
-        except manifest.Refused as e:
-            return self._refuse(job, e.result)
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError):
-            return self._refuse(job, const.RES_UNSUPPORTED_IMAGE)  # malformed beyond the check
+            return offer.take(self, cmd, job)
         finally:
-            manifest = None
-            _drop("manifest", "ed25519", "sha512")
-        wrapped = None
-        if const.M_ENC_ALG in m:  # before any download: refuse if no key of ours fits (after
-            # the manifest code is dropped: the two never share the heap)
-            wrapped = cmd.get(const.C_CEK)
-            got = self._content_key(wrapped)
-            if isinstance(got, int):
-                return self._refuse(job, got)
-        self._drop_fetch()
-        self._go(lifecycle.ACCEPT)
-        s["job"] = job
-        s["unsent"] = False
-        s["img"] = {"seq": m[const.M_SEQ], "digest": _hex(m[const.M_DIGEST]), "size": size,
-                    "uri": uri, "etag": None, "slot": self.slots.inactive()}
-        if wrapped is not None:  # kept wrapped: the content key itself never reaches flash
-            s["img"]["wk"] = _hex(wrapped)
-            s["img"]["iv"] = _hex(m[const.M_ENC_IV])
-        if const.M_SENT_SIZE in m:  # compressed or a delta: decoded on the way (device/pipe.py)
-            s["img"]["sent"] = [m[const.M_SENT_SIZE], m.get(const.M_COMPRESSION, 0),
-                                base is not None]
-        s["cp"] = None
-        s["offset"] = 0
-        s["fresh"] = True  # report the start of this download
-        self._save()
-        return None
+            offer = None
+            _drop("offer")
+            _collect()
 
     def _content_key(self, wrapped):
-        """(aes, content key) unwrapped with this device's firmware key (or its class key), or
-        the result to report: unsupported image (no AES on this port) or key unavailable."""
-        aes = self.cfg.get("aes")
-        if aes is None:
-            try:
-                from cryptolib import aes
-            except ImportError:
-                return const.RES_UNSUPPORTED_IMAGE
+        """(aes, content key) or the result to report (keywrap.content_key)."""
         from . import keywrap
 
         try:
-            if isinstance(wrapped, bytes):
-                for name in ("fw_key", "class_key"):
-                    kek = self.cfg.get(name)
-                    if kek:
-                        try:
-                            return aes, keywrap.unwrap(aes, _unhex(kek) if isinstance(kek, str)
-                                                       else kek, wrapped)
-                        except ValueError:  # wrapped under another key
-                            pass
-            return const.RES_KEY_UNAVAILABLE
+            return keywrap.content_key(self.cfg, wrapped)
         finally:
             keywrap = None
             _drop("keywrap")
-            import gc
-
-            gc.collect()  # the unwrap's garbage goes before anything long-lived is placed
+            _collect()  # the unwrap's garbage goes before anything long-lived is placed
 
     def _stage(self, img):
         """The decrypting stage of an encrypted download (None for a plain one; a result code
@@ -537,6 +416,7 @@ class Agent:
         s = self.s
         img = s["img"]
         self.phase = const.PH_DOWNLOAD
+        _collect()  # the window's long-lived objects go low, before the datagrams churn
         from .fetch import Fetch
 
         if s["state"] == DOWNLOADING:
@@ -574,6 +454,7 @@ class Agent:
             s["offset"] = img["size"]
             self._go(lifecycle.COMPLETE)
             self._save()
+        f = Fetch = None  # this frame lives on through the install: let fetch's code go
         return (yield from self._install())
 
     def _report_step(self, f, img):
@@ -724,7 +605,10 @@ class Agent:
         """DOWNLOADED: mark the slot to boot next, tell the gateway, reboot into it."""
         s = self.s
         self.phase = const.PH_INSTALL
+        if _DROP:
+            self.window_stats = None  # it holds burst's code and the Fetch (its buffer)
         _drop("fetch", "burst")
+        _collect()
         try:
             self.slots.set_pending()
         except ValueError:  # bundle.BundleError: signed, but no app can come out of it

@@ -127,7 +127,8 @@ def encode(mtype, code, mid, token, options, payload):
 
 
 def decode(data):
-    """Parse one datagram; anything malformed raises CoapError."""
+    """Parse one datagram; anything malformed raises CoapError. The payload is a memoryview
+    into the datagram (bytes(...) it to keep it, or to decode CBOR byte strings as bytes)."""
     d = bytes(data)
     n = len(d)
     if n < 4:
@@ -156,7 +157,7 @@ def decode(data):
         if b == 0xFF:
             if i == n:
                 raise CoapError("payload marker without payload")
-            payload = d[i:]
+            payload = memoryview(d)[i:]  # a view: a block is not copied out of its datagram
             break
         dn = b >> 4
         ln = b & 15
@@ -367,6 +368,7 @@ def run(gen, link):
                 err = None
             else:
                 req = gen.send(resp)
+            resp = None  # a driven window holds its sink and its code: not while req runs
             try:
                 resp = link.request(req) if isinstance(req, Request) else link.run(req)
             except MemoryError as e:

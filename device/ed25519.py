@@ -94,6 +94,10 @@ def _add(x, y, z, t, ym, yp, t2d, z2, neg, tn=True):
     return e * f, g * h, f * g, e * h if tn else 0  # t: only if an addition follows
 
 
+def _int(i):
+    return int.from_bytes(_BT[i:i + 32], "little")
+
+
 def _cached(x, y, z, t):
     return ((y - x) % P, (y + x) % P, t * D2 % P, 2 * z % P)
 
@@ -138,7 +142,6 @@ def verify(public, message, signature):
             return False
         k = (int.from_bytes(sha512(r + public + bytes(message)), "little") % L).to_bytes(
             32, "little")
-        bt = [int.from_bytes(_BT[i:i + 32], "little") for i in range(0, 768, 32)]
         sn = _naf(s, 5)
         kn = _naf(k, 4)
         # -A, 3(-A), 5(-A), 7(-A), cached
@@ -176,8 +179,8 @@ def verify(public, message, signature):
             z = f * g % P
             t = e * h if ds or dk else 0
             if ds:
-                j = (ds if ds < 128 else 256 - ds) >> 1
-                x, y, z, t = _add(x, y, z, t, bt[3 * j], bt[3 * j + 1], bt[3 * j + 2], None,
+                j = 96 * ((ds if ds < 128 else 256 - ds) >> 1)
+                x, y, z, t = _add(x, y, z, t, _int(j), _int(j + 32), _int(j + 64), None,
                                   ds > 127, dk)
             if dk:
                 j = 4 * ((dk if dk < 128 else 256 - dk) >> 1)

@@ -5,7 +5,8 @@ The control center wraps each image's content-encryption key (CEK) for each reci
 device hold (the device's ``fw_key``, or a ``class_key``). ``unwrap`` checks RFC 3394's
 integrity value, so a key wrapped for another device is refused (ValueError) before anything
 is downloaded. Its own module: the agent drops it once the key is out (device/cipher.py
-decrypts; device/agent.py imports each only while it needs it).
+decrypts; device/agent.py imports each only while it needs it). ``content_key`` tries the
+keys a device config holds.
 """
 
 try:
@@ -13,6 +14,8 @@ try:
 except ImportError:  # CPython
     def const(x):
         return x
+
+from .const import RES_KEY_UNAVAILABLE, RES_UNSUPPORTED_IMAGE
 
 _ECB = const(1)
 _KW_IV = const(0xA6A6A6A6A6A6A6A6)  # RFC 3394 section 2.2.3.1 default initial value
@@ -39,3 +42,24 @@ def unwrap(aes, kek, wrapped):
     if a != _KW_IV:
         raise ValueError("wrapped key does not unwrap under this key")
     return bytes(r)
+
+
+def content_key(cfg, wrapped):
+    """(aes, content key) unwrapped with the config's firmware key (or its class key), or the
+    result to report: unsupported image (no AES on this port) or key unavailable."""
+    aes = cfg.get("aes")
+    if aes is None:
+        try:
+            from cryptolib import aes
+        except ImportError:
+            return RES_UNSUPPORTED_IMAGE
+    if isinstance(wrapped, bytes):
+        for name in ("fw_key", "class_key"):
+            kek = cfg.get(name)
+            if kek:
+                try:
+                    return aes, unwrap(aes, bytes.fromhex(kek) if isinstance(kek, str) else kek,
+                                       wrapped)
+                except ValueError:  # wrapped under another key
+                    pass
+    return RES_KEY_UNAVAILABLE

@@ -2,7 +2,8 @@
 
 Everything that moves the agent's state lives here (h11 ``_state.py`` style); the agent calls
 ``step(state, event)`` and never assigns a state by hand, so the table below is the whole
-truth. ``docs/device.md`` embeds ``render()``; a test keeps the two equal.
+truth. ``docs/device.md`` embeds it as Markdown (``tests/test_agent_lifecycle.py`` renders and
+compares it: the renderer's bytecode would sit in a board's heap for nothing).
 
 States keep the LwM2M object 5 numbers (``const.ST_*``). UPDATING covers both "installed,
 reboot due" and "booted the new image, not confirmed yet": the boot check tells them apart.
@@ -75,24 +76,3 @@ def step(state, event):
         return TABLE[(state, event)]
     except KeyError:
         raise LifecycleError("no transition from %s on %s" % (NAMES.get(state, state), event))
-
-
-def render():
-    """The table as Markdown (embedded in docs/device.md)."""
-    out = ["| state | event | next state | result reported |", "| --- | --- | --- | --- |"]
-    names = {}
-    for k in dir(const):
-        if k.startswith("RES_"):
-            names[getattr(const, k)] = k[4:].lower()
-    for (s, e), n in TABLE.items():
-        r = RESULTS.get(e)
-        if r is not None:
-            rs = names[r]
-        elif e == REFUSE:
-            rs = "the refusal (signature_invalid, wrong_class, downgrade_refused, ...)"
-        elif e == FAIL:
-            rs = "invalid_uri or no_space"
-        else:
-            rs = "unchanged"
-        out.append("| %s | %s | %s | %s |" % (NAMES[s], e, NAMES[n], rs))
-    return "\n".join(out) + "\n"
