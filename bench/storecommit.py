@@ -2,9 +2,10 @@
 
 Each cell runs ``--clients`` concurrent reporters for ``--seconds``, each sending a device report
 and waiting for its answer before the next (a closed loop, like devices waiting for theirs).
-A report is the gateway's own: ``Fleet.report`` of a known device whose state changed (read
-the device, update it, write the state event, look for its active job), handed to the
-gateway's ``StoreWorker`` exactly as the device port does. "one commit per report" runs every
+A report is the store work the device port hands over for it: ``DeviceAuth.check_report``
+(the device's key) and ``Fleet.report`` of a known device whose state changed (the device as
+it was, its update, the state event, its active job), through the gateway's ``StoreWorker``
+as ``gateway/endpoint.py`` does. "one commit per report" runs every
 report as its own transaction (what the gateway did on its event loop before group commit);
 "group commit" lets the reports waiting share one transaction (the gateway now). Both
 engines write to the same disk (SQLite file and PostgreSQL cluster in one temp dir;
@@ -32,17 +33,20 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from gateway.blobs import BlobStore  # noqa: E402
+from gateway.devauth import DeviceAuth  # noqa: E402
 from gateway.fleet import Fleet  # noqa: E402
 from gateway.requests import Report  # noqa: E402
 from gateway.storage.worker import StoreWorker  # noqa: E402
 from gateway.store import Store  # noqa: E402
 from pg import PgCluster  # noqa: E402
+from proto.keys import ReportKey  # noqa: E402
 
 
 async def cell(url: str, blobs: BlobStore, grouped: bool, clients: int, seconds: float,
                tag: str) -> dict:
     store = Store(url)
     fleet = Fleet(store, blobs, auto_register=10**9)
+    auth = DeviceAuth(store)
     worker = StoreWorker(store)
     lat: list[float] = []
     stop = time.monotonic() + seconds
@@ -53,8 +57,11 @@ async def cell(url: str, blobs: BlobStore, grouped: bool, clients: int, seconds:
         while time.monotonic() < stop:
             r = Report(id=f"{tag}-{c}", cls="bench", seq=1, state=k % 4, result=0, progress=0,
                        job=None, size=None, target=None)
+            m = {ReportKey.ID: r.id, ReportKey.CLASS: r.cls, ReportKey.SEQ: r.seq,
+                 ReportKey.STATE: r.state, ReportKey.RESULT: r.result}
             t = time.monotonic()
-            await worker.call(lambda: fleet.report(r, "127.0.0.1:5683"), grouped=grouped)
+            await worker.call(lambda: (auth.check_report(m), fleet.report(r, "127.0.0.1:5683")),
+                              grouped=grouped, device=r.id)
             lat.append(time.monotonic() - t)
             k += 1
 

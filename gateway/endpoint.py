@@ -328,7 +328,8 @@ class DeviceEndpoint:
         self._in_flight.add(flight)
         address = address_text(addr)
         # grouped: the reports waiting share one commit; the answer comes once it is durable
-        fut = self.worker.submit(lambda: self.api.report(msg, address), grouped=True)
+        fut = self.worker.submit(lambda: self.api.report(msg, address), grouped=True,
+                                 device=device_id)
 
         def answer(f: Future[Message]) -> None:
             self._in_flight.discard(flight)

@@ -22,6 +22,8 @@ from typing import Any
 import psycopg
 
 from . import metrics
+from proto.codes import JobState
+
 from .storage import backend_for, notify
 from .storage.worker import StoreUnavailable
 from .storage.repo import Repo, Row, tags_json
@@ -64,6 +66,12 @@ class Store(Repo):
         self._poisoned: Exception | None = None  # a database error in the open batch
         self._failure_logged = -60.0
         self._reconnected = -RECONNECT_SECONDS
+        self._reporting: list[str] = []  # devices the open batch's reports are about
+        self._careful = True  # the open batch: a savepoint per unit, no pipeline
+        self._rerun = False  # the fast batch failed in a way a careful run may not
+        self._writes = 0  # write statements run (a unit that raised: did it write?)
+        #: a fast batch's devices as its reports go (read at once as it began; None: unknown)
+        self._devices: dict[str, Row | None] | None = None
         #: PostgreSQL: the server process of the connection (notifications it sent are ours)
         self.backend_pid = db.info.backend_pid if self.dialect == "postgresql" else 0
 
@@ -81,7 +89,7 @@ class Store(Repo):
         old, self.db, self.conn = self.db, db, db
         self.backend_pid = db.info.backend_pid
         self._sweeper = False  # its session lock ended with the old connection
-        self._pipeline, self._ids_due, self._poisoned = None, [], None
+        self._pipeline, self._ids_due, self._poisoned, self._devices = None, [], None, None
         try:
             old.close()
         except Exception:
@@ -99,10 +107,13 @@ class Store(Repo):
 
     def _exec(self, sql: str, args: Any = ()) -> Any:
         self._check_thread()
+        if not sql.startswith("SELECT"):
+            self._writes += 1  # see _unit_of_batch
         return super()._exec(sql, args)
 
     def _many(self, sql: str, rows: Any) -> None:
         self._check_thread()
+        self._writes += 1
         super()._many(sql, rows)
 
     def close(self) -> None:
@@ -177,12 +188,14 @@ class Store(Repo):
                 self.on_event(ev)
 
     def _unit_of_batch(self) -> Iterator[Any]:
-        """A savepoint of the batch's transaction. On PostgreSQL the batch runs in pipeline
-        mode: a statement whose result nobody reads (BEGIN, SAVEPOINT, UPDATE, an event's
-        INSERT: its id is read at the commit) costs no round trip, only reads wait. A database
-        error there surfaces at some later read, maybe in another unit, so it fails the
-        whole batch (every unit of it is answered 5.03, nothing is kept); a unit that raises
-        anything else is rolled back alone."""
+        """A unit of the batch's transaction. Careful (SQLite always, PostgreSQL when asked):
+        each unit in a savepoint, one that raises is rolled back alone. Fast (PostgreSQL): the
+        batch runs in pipeline mode, a statement whose result nobody reads (BEGIN, UPDATE, an
+        event's INSERT: its id is read at the commit) costs no round trip, the batch's
+        devices are read in one statement (``_devices``) and there is no savepoint. A unit
+        that raises before it wrote anything (a refusal) needs none; one that raises after
+        it wrote, or a database error (it surfaces at a later read, maybe in another unit),
+        rolls the batch back with ``rerun`` set: the caller runs it again carefully."""
         if self._poisoned is not None:
             raise StoreUnavailable(f"store unavailable: {self._poisoned}")
         if self._depth == 0:  # the batch's transaction starts with its first unit
@@ -190,23 +203,30 @@ class Store(Repo):
             self._batch_open = True
             self._depth = 1
             try:
-                if self.dialect == "postgresql":
+                if self.dialect == "postgresql" and not self._careful:
                     pipeline = self.db.pipeline()
                     pipeline.__enter__()
                     self._pipeline = pipeline
                 self._begin()
+                if self._pipeline is not None and self._reporting:
+                    ids = sorted(set(self._reporting))
+                    self._devices = dict.fromkeys(ids)
+                    self._devices.update(self.devices_for_reports(ids, JobState.ACTIVE))
             except Exception as e:
                 self._poisoned = e
                 raise
         mark, announced = len(self.pending_events), len(self._to_announce)
-        due = len(self._ids_due)
+        due, writes = len(self._ids_due), self._writes
+        fast = self._pipeline is not None
         self._depth = 2
         try:
-            self.db.execute("SAVEPOINT unit")
+            if not fast:
+                self.db.execute("SAVEPOINT unit")
             yield self.db
         except BaseException as e:
-            if self._pipeline is not None and isinstance(e, psycopg.Error):
-                self._poisoned = e
+            if fast:
+                if self._writes != writes or isinstance(e, psycopg.Error):
+                    self._poisoned, self._rerun = e, True
                 raise
             self.db.execute("ROLLBACK TO SAVEPOINT unit")
             self.db.execute("RELEASE SAVEPOINT unit")
@@ -215,7 +235,8 @@ class Store(Repo):
             del self._ids_due[due:]
             raise
         else:
-            self.db.execute("RELEASE SAVEPOINT unit")
+            if not fast:
+                self.db.execute("RELEASE SAVEPOINT unit")
         finally:
             self._depth = 1
 
@@ -230,6 +251,7 @@ class Store(Repo):
         read the ids of the batch's events."""
         pipeline, self._pipeline = self._pipeline, None
         due, self._ids_due = self._ids_due, []
+        self._devices = None
         if pipeline is None:
             return
         if failed:
@@ -240,22 +262,32 @@ class Store(Repo):
             super()._event_id(ev, cur)
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, devices: list[str] | None = None,
+              careful: bool = True) -> Iterator["Batch"]:
         """Group commit: the transactions made inside ``group()`` while the batch is open share
         one commit (one fsync), each in its own savepoint (one that fails is rolled back
         alone). What must wait for durability (the answer to a report) goes to
         ``after_commit`` and runs once the batch committed, with True; with False when the
         commit failed (nothing of the batch is kept). Any other transaction meanwhile commits
-        the batch first."""
+        the batch first. ``devices``: the devices its reports are about (PostgreSQL reads
+        them in one statement, ``_devices``); ``careful``: see _unit_of_batch.
+        The ``Batch`` it gives says at the end whether it committed, or failed in a way that
+        a careful run may not (``rerun``)."""
+        status = Batch()
         if self._batch is not None or self._depth:
-            yield
+            yield status
             return
         self._batch = []
+        self._reporting = devices or []
+        self._careful = careful or self.dialect != "postgresql"  # SQLite: no pipeline
         try:
-            yield
+            yield status
         finally:
-            self._flush()
+            status.committed, status.rerun = self._flush(), self._rerun
             self._batch = None
+            self._reporting = []
+            self._devices = None
+            self._careful, self._rerun = True, False
 
     @contextmanager
     def group(self) -> Iterator[None]:
@@ -269,7 +301,8 @@ class Store(Repo):
         finally:
             self._grouping = False
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Commit the open batch (if one is open); answer its waiters; True when committed."""
         waiting, self._batch = self._batch or [], []
         ok = True
         if self._batch_open:
@@ -280,8 +313,11 @@ class Store(Repo):
                 self._commit()
             except Exception as e:  # full disk, database gone: answer that, keep serving
                 ok = False
+                if (not self._careful and self._poisoned is None
+                        and not (self.db.broken or self.db.closed)):
+                    self._rerun = True  # a statement's error surfaced at the commit's sync
                 now = time.monotonic()
-                if (self._poisoned is None  # else its unit was answered (and logged) already
+                if (self._poisoned is None and not self._rerun  # else answered or run again
                         and now - self._failure_logged >= 60.0):  # one line a minute
                     self._failure_logged = now
                     log.error("store: a batch of %d answers failed to commit: %s (answered 5.03;"
@@ -303,6 +339,7 @@ class Store(Repo):
             self._announce()
         for answer in waiting:
             answer(ok)
+        return ok
 
     def after_commit(self, answer: Callable[[bool], None]) -> None:
         """Run ``answer(True)`` once what was done so far is durable (now, outside a batch)."""
@@ -316,11 +353,64 @@ class Store(Repo):
         with self.transaction():
             return super().event(kind, detail, device=device, campaign=campaign)
 
+    # ---- a fast batch's reports read their devices from _devices (no round trip) -----------
+    # It is right because the rows are locked until the commit and the batch's own writes to
+    # what a report reads go through here; a unit that fails after writing sends the whole
+    # batch to a careful run, which reads the database.
+    def report_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
+                      progress: int, address: str, now: float, caps: int,
+                      active: tuple[str, ...]) -> Row | None:
+        known = self._devices
+        if known is None or device_id not in known or active != JobState.ACTIVE:
+            return super().report_device(device_id, cls, seq, state, result, progress, address,
+                                         now, caps, active)
+        old = known[device_id]
+        if old is not None:
+            self.update_reported_device(device_id, cls, seq, state, result, progress, now,
+                                        address, caps)
+            known[device_id] = {**old, "class": cls, "seq": seq, "state": state,
+                                "result": result, "progress": progress, "last_seen": now,
+                                "address": address, "caps": caps}
+        return old
+
+    def add_reported_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
+                            progress: int, address: str, now: float, caps: int) -> None:
+        super().add_reported_device(device_id, cls, seq, state, result, progress, address, now,
+                                    caps)
+        if self._devices is not None and device_id in self._devices:
+            self._devices[device_id] = {
+                "id": device_id, "class": cls, "seq": seq, "state": state, "result": result,
+                "progress": progress, "last_seen": now, "address": address, "caps": caps,
+                "key": None, "counter": 0, "active_job": None}
+
+    def device_key(self, device_id: str) -> Row | None:
+        known = self._devices
+        if known is None or device_id not in known:
+            return super().device_key(device_id)
+        row = known[device_id]
+        if row is None:
+            return None
+        return {"key": None if row["key"] is None else bytes(row["key"]),
+                "counter": row["counter"]}
+
+    def raise_counter(self, device_id: str, counter: int) -> None:
+        super().raise_counter(device_id, counter)
+        row = self._devices.get(device_id) if self._devices is not None else None
+        if row is not None and row["counter"] < counter:
+            self._devices[device_id] = {**row, "counter": counter}  # type: ignore[index]
+
     def take_sweeper(self) -> bool:
         if self._sweeper:
             return True
         self._sweeper = super().take_sweeper()
         return self._sweeper
+
+
+class Batch:
+    """What became of a ``Store.batch``."""
+
+    committed = False
+    rerun = False
 
 
 class StoreBlobs:

@@ -110,9 +110,24 @@ class Repo:
         old = self._one(f"SELECT old.*, {newest} FROM devices AS old WHERE old.id=?",
                         (*active, device_id))
         if old is not None:
-            self._exec("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, "
-                       "last_seen=?, address=?, caps=? WHERE id=?", (*new, device_id))
+            self.update_reported_device(device_id, *new)
         return old
+
+    def update_reported_device(self, device_id: str, cls: str, seq: int, state: int,
+                               result: int, progress: int, now: float, address: str,
+                               caps: int) -> None:
+        self._exec("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, "
+                   "last_seen=?, address=?, caps=? WHERE id=?",
+                   (cls, seq, state, result, progress, now, address, caps, device_id))
+
+    def devices_for_reports(self, ids: list[str], active: tuple[str, ...]) -> dict[str, Row]:
+        """The rows of devices ``ids`` as ``report_device`` returns them, locked until the
+        transaction ends (PostgreSQL: one statement for a batch of reports)."""
+        rows = self._all("SELECT old.*, (SELECT id FROM jobs WHERE jobs.device = old.id AND "
+                         f"jobs.state IN ({_qs(active)}) ORDER BY jobs.id DESC LIMIT 1) AS "
+                         "active_job FROM devices AS old WHERE old.id = ANY(?) ORDER BY old.id "
+                         "FOR UPDATE", (*active, ids))
+        return {r["id"]: r for r in rows}
 
     # ---- report keys (gateway/devauth.py) -----------------------------------------------
     def device_key(self, device_id: str) -> Row | None:

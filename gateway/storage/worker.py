@@ -5,13 +5,15 @@ to ``StoreWorker.call`` as a plain synchronous function; the one thread that own
 connection runs it and the awaiting handler resumes with its result. ``Fleet`` stays
 synchronous (tested in-process with a fake clock); only this boundary is async.
 
-Group commit: the thread takes every unit waiting (up to ``max_batch``) and runs them inside
-one ``Store.batch()``. A ``grouped`` unit (a device report) runs in ``Store.group()``: its
-transaction is a savepoint of the batch's transaction (one that raises is rolled back alone)
-and its result is handed back only after the batch committed (``after_commit``), so a report
-is still answered only once it is durable, and a burst of reports costs one commit (one
-fsync). Any other unit commits on its own (the batch so far first), as before. Batches form by
-themselves under load: reports queue while the previous commit is on disk.
+Group commit: the thread takes every unit waiting (up to ``max_batch``). Consecutive
+``grouped`` units (device reports) run inside one ``Store.batch()``, each in ``Store.group()``,
+and their results are handed back only after the batch committed, so a report is still
+answered only once it is durable, and a burst of reports costs one commit (one fsync). On
+PostgreSQL the batch runs fast first (pipeline mode, its devices read in one statement, no
+savepoints); when a unit raised after it wrote, or the database refused a statement, it is
+rolled back and run again carefully (a savepoint per unit: the one at fault fails alone).
+Any other unit runs on its own, committing its own transactions. Batches form by themselves
+under load: reports queue while the previous commit is on disk.
 
 A commit that fails answers every unit of its batch with ``StoreUnavailable`` (the handlers
 answer 5.03); nothing of the batch is kept. ``pending`` bounds the units queued from the
@@ -43,9 +45,8 @@ class StoreUnavailable(Exception):
 class Batching(Protocol):
     """What ``gateway.store.Store`` offers for group commit."""
 
-    def batch(self) -> Any: ...
+    def batch(self, devices: list[str] | None = None, careful: bool = True) -> Any: ...
     def group(self) -> Any: ...
-    def after_commit(self, answer: Callable[[bool], None]) -> None: ...
     def bind_thread(self, ident: int | None) -> None: ...
     def check_connection(self) -> None: ...
 
@@ -59,6 +60,7 @@ class StoreWorker:
         self.pending = 0  # units queued or running (read on the loop for ``full``)
         self.units = 0  # units run
         self.batches = 0  # batches taken (a batch of reports is one commit)
+        self.reruns = 0  # runs of reports run again carefully (gateway/store.py)
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="fota-store", daemon=True)
@@ -69,16 +71,19 @@ class StoreWorker:
         """True when ``max_pending`` units wait: the caller sheds load (5.03) instead."""
         return self.pending >= self.max_pending
 
-    def submit(self, fn: Callable[[], T], grouped: bool = False) -> Future[T]:
+    def submit(self, fn: Callable[[], T], grouped: bool = False,
+               device: str | None = None) -> Future[T]:
         fut: Future[T] = Future()
         with self._lock:
             self.pending += 1
-        self._q.put((fn, fut, grouped))
+        self._q.put((fn, fut, grouped, device))
         return fut
 
-    async def call(self, fn: Callable[[], T], *, grouped: bool = False) -> T:
-        """Run ``fn`` on the store's thread; ``grouped``: share the next commit (reports)."""
-        return await asyncio.wrap_future(self.submit(fn, grouped))
+    async def call(self, fn: Callable[[], T], *, grouped: bool = False,
+                   device: str | None = None) -> T:
+        """Run ``fn`` on the store's thread; ``grouped``: share the next commit (a report of
+        ``device``: the batch reads its devices at once)."""
+        return await asyncio.wrap_future(self.submit(fn, grouped, device))
 
     def call_sync(self, fn: Callable[[], T]) -> T:
         """``call`` for code that is not on the loop (start-up, tests)."""
@@ -111,30 +116,68 @@ class StoreWorker:
                 self.store.check_connection()
             except Exception as e:  # the units below fail with the store: 5.03
                 log.debug("store: cannot connect again yet: %s", e)
-            with self.store.batch():
-                for fn, fut, grouped in batch:
-                    self._unit(fn, fut, grouped)
+            for grouped, units in _runs(batch):
+                try:
+                    (self._group if grouped else self._alone)(
+                        [(fn, fut, d) for fn, fut, _, d in units
+                         if fut.set_running_or_notify_cancel()])
+                except BaseException as e:  # a bug here must not stop the store's thread
+                    log.error("store: a batch failed: %s: %s", type(e).__name__, e)
+                    for _, fut, _, _ in units:
+                        if not fut.done():
+                            fut.set_exception(StoreUnavailable(f"store unavailable: {e}"))
             with self._lock:
                 self.pending -= len(batch)
 
-    def _unit(self, fn: Callable[[], Any], fut: Future[Any], grouped: bool) -> None:
-        if not fut.set_running_or_notify_cancel():
-            return
-        self.units += 1
-        try:
-            if grouped:
-                with self.store.group():
-                    value = fn()
-            else:
+    def _alone(self, units: list[tuple[Callable[[], Any], Future[Any], Any]]) -> None:
+        """Units that are not reports: each commits on its own (its transactions)."""
+        for fn, fut, _ in units:
+            self.units += 1
+            try:
                 value = fn()
-        except BaseException as e:  # refused or failed: rolled back (its savepoint or its own)
-            fut.set_exception(e)
-            return
+            except BaseException as e:  # refused or failed: its transaction rolled back
+                fut.set_exception(e)
+            else:
+                fut.set_result(value)
 
-        def answer(durable: bool) -> None:
-            if durable:
+    def _group(self, units: list[tuple[Callable[[], Any], Future[Any], str | None]]) -> None:
+        """Reports, one commit for them all: fast first; run again carefully (a savepoint
+        each, gateway/store.py) if the fast run failed in a way that might be one unit's."""
+        self.units += len(units)
+        outcomes = self._try(units, careful=False)
+        if outcomes is None:
+            self.reruns += 1
+            outcomes = self._try(units, careful=True)
+        for (_, fut, _), (ok, value) in zip(units, outcomes or ()):
+            if ok:
                 fut.set_result(value)
             else:
-                fut.set_exception(StoreUnavailable("store unavailable: the commit failed"))
+                fut.set_exception(value)
 
-        self.store.after_commit(answer)
+    def _try(self, units: list[tuple[Callable[[], Any], Future[Any], str | None]],
+             careful: bool) -> list[tuple[bool, Any]] | None:
+        outcomes: list[tuple[bool, Any]] = []
+        with self.store.batch([d for _, _, d in units if d], careful=careful) as status:
+            for fn, _, _ in units:
+                try:
+                    with self.store.group():
+                        outcomes.append((True, fn()))
+                except BaseException as e:  # refused: nothing of it is kept
+                    outcomes.append((False, e))
+        if status.committed:
+            return outcomes
+        if status.rerun and not careful:
+            return None
+        lost = StoreUnavailable("store unavailable: the commit failed")
+        return [(False, lost) if ok else (ok, value) for ok, value in outcomes]
+
+
+def _runs(batch: list[Any]) -> list[tuple[bool, list[Any]]]:
+    """The batch cut into runs of reports (grouped) and of other units, in order."""
+    runs: list[tuple[bool, list[Any]]] = []
+    for item in batch:
+        if runs and runs[-1][0] == item[2]:
+            runs[-1][1].append(item)
+        else:
+            runs.append((item[2], [item]))
+    return runs
