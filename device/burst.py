@@ -2,26 +2,39 @@
 
 Stop-and-wait pays a round trip per block, and on a lossy link a fixed timeout per lost block
 on top. ``Window`` keeps up to ``cwnd`` (at most ``max_window``) NON GETs in flight for blocks
-in [base, base + 2 x max_window) and hands every new block to ``sink.put(offset, payload)`` as
+in [base, base + SPAN x max_window) and hands every new block to ``sink.put(offset, payload)`` as
 it comes, in any order (the sink writes it at its offset; ``sink.advance(offset)`` tells it
 the prefix up to ``offset`` is complete). Nothing is held here but a few bytes per block.
 
 Loss recovery without the retransmission timer (RACK, RFC 8985, in blocks): once a block
 requested after block j's latest request has been answered, j is overdue as soon as it has
-been out for SRTT + SRTT/4 (the quarter: reordering tolerance) and is asked again then, at
-once if that time has already passed. At the tail, where no later request exists, a probe
-(RFC 8985 7) asks again for the newest block two SRTT after the last request, and only if
-that goes unanswered too does the retransmission timer (the link's ``rtt.Rtt`` timeout) fire.
-Duplicates are dropped.
+been out one SRTT (plus a quarter once the link has been seen to reorder: RACK.reord) and is
+asked again then, at once if that time has already passed. At the tail, where no later
+request exists, the retransmission timer fires, never sooner than SRTT + SRTT/4 (on a steady
+link SRTT + 4 RTTVAR fell to SRTT + 10 ms and fired just before whole bursts of answers), and
+asks again for the newest expired block only (its answer lets RACK find the others); a probe
+(RFC 8985 7) re-asks the newest block two SRTT after the last request. A timer that fires
+while answers keep coming is one lost block, not silence: the shared timeout backs off only
+when nothing was answered since the request. Duplicates are dropped.
 
-Congestion control, AIMD per round (the blocks asked for in one round trip): slow start (+1
-per answered block) until the first loss, which halves it (the window had just doubled), then
-+``INCREASE`` blocks per round that loses no more than usual; a round whose loss rate is ``MARGIN`` above the link's usual one (a moving average over rounds)
-takes a quarter off, and a second timeout in a row, four SRTT after the last answer, halves it
-(every timeout backs the shared timeout off, until an answer). A radio link's steady random
-loss is thus not read as congestion (TCP's rule would hold the window near 2 blocks at 30 %
-loss each way), while drops that grow with the sending rate (a full queue, a rate limit, many
-devices in one cell) are; and above half of a round lost (``LOSS_CAP``) loss always counts. ``max_tries`` timeouts in a row without an answer: ``FAILED``.
+Congestion control, per round (the blocks asked for in one round trip). The first window is
+what ``_INIT_RATE`` (half the gateway's per-host budget) sends in one SRTT, 16 to
+``max_window`` blocks: 32 at 1.5 s RTT, 16 at 100 ms. Slow start (+1 per answered block)
+until the first loss, which takes that round's loss fraction off (at most half: random loss
+costs its share, a queue overflowing after a doubling about what the doubling added); then
++``_INCREASE`` blocks per round that loses no more than usual. A round whose loss rate is
+``_MARGIN`` above the link's usual one (a moving average over rounds; below a quarter, also two
+standard deviations of a round that size) takes a quarter off, and a second timeout in a row,
+four SRTT after the last answer, halves it. A radio link's steady random loss is thus not read
+as congestion (TCP's rule would hold the window near 2 blocks at 30 % loss each way), while
+drops that grow with the sending rate are; above half of a round lost (``_LOSS_CAP``) loss
+always counts. ``max_tries`` timeouts in a row without an answer: ``FAILED``.
+
+A 5.03 with Max-Age (gateway/ratelimit.py: the per-host budget of our address is spent) is
+the gateway's explicit congestion signal: the block keeps its slot and is asked again after
+Max-Age (at least an SRTT, doubled for each earlier try of it, up to 8x), and a round with
+a refused share F takes F/2 off the window, down to one block (DCTCP's rule, RFC 8257), after
+which the window grows by one block a round.
 
 One token per block, ``salt + block number`` (no table of tokens), kept across re-requests so
 a late answer to an earlier try still counts; message ids come from the link. The ETag must be
@@ -34,24 +47,37 @@ until ``done``: all blocks in, ``verdict`` set (an error), the side exchange ove
 ``step`` more bytes complete since this run began (the agent persists the offset then).
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
 from . import coap
 from .fetch import CONTENT, CORRUPT, GONE, RESTART
 
-INCREASE = 4  # blocks added to the window per round after slow start
+_INCREASE = const(4)  # blocks added to the window per round after slow start
 MIN_WINDOW = 2
-MARGIN = 13  # /256: a round losing 5 points more than the usual rate is congestion
-LOSS_CAP = 128  # /256: no link is taken to lose more than half its blocks as a rule
+_INIT_RATE = const(100)  # blocks/s: the first window is what this rate sends in one SRTT,
+# half the gateway's default per-host budget (gateway/ratelimit.py DEFAULT_RATE: 200 datagrams/s)
+_INIT_MIN = const(16)  # blocks: the first window at least (no SRTT yet: this)
+_SPAN = const(4)  # x max_window: how far past a missing block the window may ask (a block lost
+# three times in a row costs about 4 RTT, 4 windows; at 2 a whole window stalled behind it)
+_MARGIN = const(13)  # /256: a round losing 5 points more than the usual rate is congestion
+_LOSS_CAP = const(128)  # /256: no link is taken to lose more than half its blocks as a rule
 
-FREE = 0  # ring slot states
-ASKED = 1
-GOT = 2
+_FREE = const(0)  # ring slot states
+_ASKED = const(1)
+_GOT = const(2)
+_HELD = const(3)  # answered 5.03: asked again after the gateway's Max-Age (at least an SRTT)
+_UNAVAILABLE = const(0xA3)  # 5.03
 
 FAILED = 6  # verdict: no answer for max_tries timeouts in a row (the fetch verdicts otherwise)
 
 
 class Window:
     def __init__(self, path, size, szx, sink, offset=0, etag=None, max_window=32,
-                 init_window=16, max_tries=8, step=16384, salt=0):
+                 init_window=None, max_tries=8, step=16384, salt=0):
         if size <= 0 or not 0 <= szx <= 6 or max_window < 1:
             raise ValueError("bad size, szx or window")
         bs = 1 << (szx + 4)
@@ -71,15 +97,18 @@ class Window:
         self.salt = salt & 0xFFFFFFFF
         self.base = offset // bs  # first block not received
         self.next = self.base  # first block never asked for
-        w = self.span = 2 * max_window  # blocks asked may run this far past a missing one
+        w = self.span = _SPAN * max_window  # blocks asked may run this far past a missing one
         self._state = bytearray(w)  # ring, indexed by block % span
         self._tries = bytearray(w)
         self._seq = [0] * w  # send sequence number of the block's latest request
         self._ms = [0] * w  # when it was sent
-        self.cwnd = min(init_window, max_window)
+        self.cwnd = min(init_window or _INIT_MIN, max_window)
+        self._init = init_window  # None: from the SRTT at the first start
         self.ssthresh = max_window
+        self.inc = _INCREASE  # blocks added per clean round
         self.silent = 0  # timeouts since the last answer
         self.probed = False  # a tail loss probe went out since the last answer
+        self._tail_at = 0  # when the retransmission timer last fired
         self.last_ms = 0  # when the last request went out
         self.first_ms = None  # when the first went out, and when the last block came
         self.done_ms = None
@@ -88,9 +117,12 @@ class Window:
         self._round_end = 0  # send sequence that closes the current round once answered
         self._round_got = 0
         self._round_lost = 0
+        self._round_refused = 0
         self.inflight = 0
         self.sent = 0  # send sequence (every block request)
         self.hi = 0  # highest send sequence answered
+        self.reordered = False  # an answer overtook an earlier one
+        self.held = 0  # blocks answered 5.03, waiting
         self.rtt = None
         self.next_mid = None
         self.side = None  # coap.Exchange riding along (a report)
@@ -110,6 +142,7 @@ class Window:
         self.probes = 0
         self.timeouts = 0
         self.duplicates = 0
+        self.slowed = 0  # 5.03 answers (the gateway's rate limit)
 
     @property
     def complete(self):
@@ -128,6 +161,11 @@ class Window:
     # -- the machine -------------------------------------------------------------------------
     def start(self, now_ms, rtt, next_mid, rand=None):
         self.rtt = rtt
+        if not self.sent and self._init is None and rtt.srtt:
+            # what the gateway passes one device in a round trip: 32 blocks at 1.5 s RTT
+            # (NB-IoT), 16 at 100 ms, where 32 would be 320 requests/s against its 200
+            w = _INIT_RATE * rtt.srtt // 1000
+            self.cwnd = min(self.max_window, w if w > _INIT_MIN else _INIT_MIN)
         self.next_mid = next_mid
         if not self.answer_ms:
             self.answer_ms = now_ms
@@ -161,10 +199,21 @@ class Window:
         self.outgoing.append(req.encode(self.next_mid(), token))
 
     def _fill(self, now_ms):
+        """Ask for blocks while the window has room: refused (held) ones first once their
+        Max-Age is over (they keep their slot meanwhile), then new ones."""
+        if self.held:
+            for num in range(self.base, self.next):
+                if self.inflight - self.held >= self.cwnd:
+                    return
+                i = num % self.span
+                if self._state[i] == _HELD and now_ms >= self._ms[i]:
+                    self.held -= 1
+                    self._state[i] = _ASKED
+                    self._resend(num, now_ms)
         while (self.inflight < self.cwnd and self.next < self.blocks
                and self.next < self.base + self.span):
             i = self.next % self.span
-            self._state[i] = ASKED
+            self._state[i] = _ASKED
             self._tries[i] = 0
             self.inflight += 1
             self._send(self.next, now_ms)
@@ -180,26 +229,42 @@ class Window:
     def _round(self):
         """A round is over (its last request was answered or lost): grow, or shrink."""
         n = self._round_got + self._round_lost
-        if n:
+        refused = self._round_refused
+        if refused:
+            # the gateway refused F = refused / asked of this round (5.03): it passes what was
+            # answered; take F/2 off the window (DCTCP's rule for marks, RFC 8257), down to 1
+            c = self.cwnd
+            self.cwnd = self.ssthresh = max(1, c - max(1, c * refused // (2 * (n + refused))))
+            self.inc = 1  # the limit is near: grow by one block a round from now on (Reno)
+        elif n:
             frac = (self._round_lost << 8) // n
+            p = self.loss_avg
+            d = frac - p
             if self._round_lost and self.cwnd < self.ssthresh:
-                # the first loss ends slow start: the window just doubled, so half of it is
-                # what the link took; this round's loss is the first guess of the usual rate
-                self._shrink(self.cwnd // 2)
-                self.loss_avg = min(LOSS_CAP, frac)
+                # the first loss ends slow start. Congestion would take about what the last
+                # doubling added, random loss its own share of every round: take off this
+                # round's loss fraction (at most half), the first guess of the usual rate
+                self._shrink(self.cwnd - max(1, (self.cwnd * min(_LOSS_CAP, frac)) >> 8))
+                self.loss_avg = min(_LOSS_CAP, frac)
             elif self._round_lost and not self.loss_avg:
-                self.loss_avg = min(LOSS_CAP, frac)  # the first lossy round: the usual
-            elif self._round_lost and frac > self.loss_avg + MARGIN:
+                self.loss_avg = min(_LOSS_CAP, frac)  # the first lossy round: the usual
+            elif self._round_lost and d > _MARGIN and (p >= 64 or d * d * n > 4 * p * (256 - p)):
+                # above the usual rate by the margin and, while that rate is below a quarter,
+                # by two standard deviations of a round of n too (32 blocks at 10 % loss
+                # scatter by 5 points: one round in six looked congested); above a quarter
+                # the margin alone (a silent rate limit's drops, learnt as the usual rate)
                 self._shrink(self.cwnd - max(1, self.cwnd // 4))
             elif self.cwnd >= self.ssthresh and frac <= self.loss_avg:
-                self.cwnd = min(self.cwnd + INCREASE, self.max_window)
-            self.loss_avg = min(LOSS_CAP, (3 * self.loss_avg + frac) >> 2)
-        self._round_got = self._round_lost = 0
+                self.cwnd = min(self.cwnd + self.inc, self.max_window)
+            self.loss_avg = min(_LOSS_CAP, (3 * self.loss_avg + frac) >> 2)
+        self._round_got = self._round_lost = self._round_refused = 0
         self._round_end = self.sent
 
     def _count(self, seq, lost):
-        """One block's fate (answered or lost), for the round it was asked in."""
-        if lost:
+        """One block's fate (answered, lost, or refused: 2), for the round it was asked in."""
+        if lost == 2:
+            self._round_refused += 1
+        elif lost:
             self._round_lost += 1
         else:
             self._round_got += 1
@@ -228,8 +293,9 @@ class Window:
         if not self.complete:
             for num in range(self.base, self.next):
                 i = num % self.span
-                if self._state[i] == ASKED:
-                    t = self._due(i)
+                st = self._state[i]
+                if st == _ASKED or (st == _HELD and self.inflight - self.held < self.cwnd):
+                    t = self._due(i) if st == _ASKED else self._ms[i]
                     if d is None or t < d:
                         d = t
             p = self._probe_due()
@@ -242,22 +308,34 @@ class Window:
             self._end(FAILED, "nothing in flight")  # cannot happen: the window always asks
 
     def _overdue_ms(self):
-        """How long a block may be out once a later-sent one was answered (RACK)."""
+        """How long a block may be out once a later-sent one was answered (RACK). On a link
+        that keeps order (none seen yet: RFC 8985's RACK.reord) an answer to a later request
+        already means this one was lost: one SRTT; after reordering, a quarter more."""
         srtt = self.rtt.srtt or self.rtt.rto
-        return srtt + srtt // 4 + 2
+        return srtt + (srtt // 4 if self.reordered else 0) + 2
 
     def _due(self, i):
         """When ring slot ``i``'s block counts as lost."""
         if self._seq[i] < self.hi:  # a block asked later was answered: RACK
             return self._ms[i] + self._overdue_ms()
-        return self._ms[i] + self.rtt.rto  # the tail: the retransmission timer
+        t = self._ms[i]  # the tail: the retransmission timer, restarted by each expiry
+        return (t if t > self._tail_at else self._tail_at) + self._tail_ms()
+
+    def _tail_ms(self):
+        """The retransmission timer, never sooner than RACK would call a block lost: on a
+        steady link RTTVAR decays to nothing and SRTT + 4 RTTVAR fired while the answers to
+        a whole burst were a few ms away (measured: 20 blocks asked twice at 1.5 s RTT)."""
+        rto = self.rtt.rto
+        srtt = self.rtt.srtt or rto
+        late = srtt + srtt // 4 + 2
+        return rto if rto > late else late
 
     def _recover(self, now_ms):
         """Ask again, now, for every block a later answer shows lost (RACK)."""
         late = self._overdue_ms()
         for num in range(self.base, self.next):
             i = num % self.span
-            if self._state[i] == ASKED and self._seq[i] < self.hi and now_ms >= self._ms[i] + late:
+            if self._state[i] == _ASKED and self._seq[i] < self.hi and now_ms >= self._ms[i] + late:
                 self._count(self._seq[i], True)
                 self.gap_losses += 1
                 self._resend(num, now_ms)
@@ -265,7 +343,7 @@ class Window:
     def _probe_due(self):
         """Tail loss probe (RFC 8985 7): two SRTT after the last request with no answer since,
         ask again for the newest block still out (its answer lets RACK find the rest)."""
-        if self.probed or not self.inflight or self.rtt.srtt is None:
+        if self.probed or self.inflight == self.held or self.rtt.srtt is None:
             return None
         return self.last_ms + 2 * self.rtt.srtt + 2
 
@@ -275,7 +353,7 @@ class Window:
             return
         for num in range(self.next - 1, self.base - 1, -1):
             i = num % self.span
-            if self._state[i] == ASKED:
+            if self._state[i] == _ASKED:
                 self.probed = True
                 self.probes += 1
                 self._resend(num, now_ms)
@@ -287,24 +365,40 @@ class Window:
         if not self.done:
             self._recover(now_ms)
             self._probe(now_ms)
-            rto = self.rtt.rto
-            fired = False
-            for num in range(self.base, self.next):
-                i = num % self.span
-                if self._state[i] == ASKED and self._seq[i] >= self.hi and now_ms >= self._ms[i] + rto:
-                    if not fired:
-                        fired = True
-                        self.timeouts += 1
-                        self.silent += 1
-                        if self.silent >= self.max_tries:
-                            self._end(FAILED, "no answer after %d timeouts" % self.silent)
-                            break
-                        if self.silent >= 2 and now_ms - self.answer_ms >= 4 * (self.rtt.srtt or rto):
-                            self._shrink(self.cwnd // 2)  # silence: whole rounds dropped
-                        self.rtt.backoff()
-                    self._count(self._seq[i], True)
-                    self._resend(num, now_ms)
+            self._expire(now_ms)
+            if not self.done:
+                self._fill(now_ms)
         self._settle()
+
+    def _expire(self, now_ms):
+        """The retransmission timer: of the blocks no later answer vouches for, ask the newest
+        expired one again, one per expiry as TCP's RTO does; the others' timers restart. After
+        a stall its answer lets RACK find the lost ones; asking all again cost up to a window
+        of duplicates whenever the host or the link paused for more than SRTT/4."""
+        rto = self._tail_ms()
+        pick = None
+        for num in range(self.base, self.next):
+            i = num % self.span
+            if (self._state[i] == _ASKED and self._seq[i] >= self.hi
+                    and now_ms >= max(self._ms[i], self._tail_at) + rto
+                    and (pick is None or self._seq[i] > self._seq[pick % self.span])):
+                pick = num
+        if pick is None:
+            return
+        i = pick % self.span
+        self.timeouts += 1
+        self._tail_at = now_ms
+        if self.answer_ms <= self._ms[i]:
+            # no answer at all since this request: silence, not one lost block
+            self.silent += 1
+            if self.silent >= self.max_tries:
+                self._end(FAILED, "no answer after %d timeouts" % self.silent)
+                return
+            if self.silent >= 2 and now_ms - self.answer_ms >= 4 * (self.rtt.srtt or rto):
+                self._shrink(self.cwnd // 2)  # silence: whole rounds dropped
+            self.rtt.backoff()
+        self._count(self._seq[i], True)
+        self._resend(pick, now_ms)
 
     def on_datagram(self, data, now_ms):
         try:
@@ -319,6 +413,24 @@ class Window:
             self._block(msg, now_ms)
         self._settle()
 
+    def _hold(self, i, max_age, now_ms):
+        """5.03 + Max-Age: the gateway's budget for our address is spent (gateway/ratelimit.py).
+        Not a loss on the link: the block keeps its slot in the window and is asked again
+        after Max-Age (at least an SRTT; doubled for each earlier try of it, up to 8x); the
+        round's refused share shrinks the window."""
+        self.slowed += 1
+        self.silent = 0
+        self.answer_ms = now_ms
+        self.rtt.answered()
+        self._state[i] = _HELD
+        self.held += 1
+        srtt = self.rtt.srtt or self.rtt.rto
+        wait = 1000 * (max_age or 0)
+        t = self._tries[i]  # refused again and again: wait twice as long each time (to 8x)
+        until = now_ms + ((wait if wait > srtt else srtt) << (t - 1 if t < 4 else 3))
+        self._ms[i] = until
+        self._count(self._seq[i], 2)
+
     def _block(self, msg, now_ms):
         num = (int.from_bytes(msg.token, "big") - self.salt) & 0xFFFFFFFF
         if not self.base <= num < self.next:
@@ -326,13 +438,18 @@ class Window:
                 self.duplicates += 1
             return
         i = num % self.span
-        if self._state[i] != ASKED:
+        st = self._state[i]
+        if st != _ASKED and st != _HELD:
             self.duplicates += 1
             return
         resp = coap.Response(msg)
         if resp.code == coap.UNAUTHORIZED and msg.opt(coap.ECHO):
             self.echo = bytes(msg.opt(coap.ECHO))  # prove we receive at this address
             self._resend(num, now_ms)  # bounded by max_tries like any other try
+            return
+        if resp.code == _UNAVAILABLE:
+            if st == _ASKED:
+                self._hold(i, resp.max_age, now_ms)
             return
         if resp.code != CONTENT:
             if 0x80 <= resp.code < 0xA0 and resp.code not in (0x88, 0x8D):
@@ -357,24 +474,29 @@ class Window:
             self._end(CORRUPT, "block %d has %d bytes" % (num, len(resp.payload)))
             return
         seq = self._seq[i]
+        once = self._tries[i] == 1 and st == _ASKED  # (a held block's _ms is its hold time)
+        if once and seq < self.hi:
+            self.reordered = True  # a later request was answered first
         self.silent = 0
         self.answer_ms = now_ms
         self.probed = False
-        if self._tries[i] == 1:
+        if once:
             self.rtt.sample(now_ms - self._ms[i])  # Karn: asked once
         else:
             self.rtt.answered()
-        self._state[i] = GOT
+        if st == _HELD:  # an earlier try's answer came after all
+            self.held -= 1
+        self._state[i] = _GOT
         self.inflight -= 1
         self.sink.put(off, resp.payload)
-        # congestion window: slow start, then INCREASE per round trip
+        # congestion window: slow start, then _INCREASE per round trip
         if self.cwnd < self.ssthresh:
             self.cwnd = min(self.cwnd + 1, self.max_window)
         self._count(seq, False)
         # the contiguous prefix
         moved = False
-        while self.base < self.next and self._state[self.base % self.span] == GOT:
-            self._state[self.base % self.span] = FREE
+        while self.base < self.next and self._state[self.base % self.span] == _GOT:
+            self._state[self.base % self.span] = _FREE
             self.base += 1
             moved = True
         if moved:

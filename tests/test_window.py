@@ -1,6 +1,7 @@
 """The sans-IO download core with a fake clock: RTT estimator (RFC 6298), the CoAP exchange
-feeding it, and ``burst.Window`` (slow start, gap recovery without timers, tail timer with
-bounded back-off, AIMD, duplicates, refusals, a report riding along, resume). Datagrams are
+feeding it, and ``burst.Window`` (first window from the SRTT, slow start, gap recovery without
+timers and with reordering, tail timer with bounded back-off only on silence, AIMD, the
+gateway's 5.03 + Max-Age, duplicates, refusals, a report riding along, resume). Datagrams are
 real CoAP bytes; the "server" below answers them as the gateway's fast path does."""
 
 from __future__ import annotations
@@ -147,6 +148,16 @@ def test_slow_start_doubles_per_round_to_the_cap() -> None:
     assert r.samples == 64 and r.srtt == 20  # every block sent once is a sample
 
 
+@pytest.mark.parametrize("srtt, first", [(None, 16), (100, 16), (240, 24), (1500, 32)])
+def test_first_window_is_what_the_gateway_passes_in_one_round_trip(srtt, first) -> None:
+    r = rtt.Rtt(initial_ms=2000)
+    if srtt:
+        r.sample(srtt)  # the reports before the download measured the link
+    w = burst.Window(PATH, 64 * 16, 0, Sink(), salt=1)
+    w.start(0, r, Mids())
+    assert len(take(w)) == w.cwnd == first  # INIT_RATE x SRTT, from 16 to the window's 32
+
+
 def test_gap_is_asked_again_at_once_without_a_timer() -> None:
     w, sink, r = started(size=16 * 16, init_window=8, step=1 << 20)
     sent = take(w)
@@ -154,15 +165,88 @@ def test_gap_is_asked_again_at_once_without_a_timer() -> None:
     # block 1's answer is lost; 0, 2, 3, 4 come at 20 ms (the first samples: SRTT 20)
     for d in [sent[0], sent[2], sent[3], sent[4]]:
         w.on_datagram(answer(d, 256, 0), 20)
-    assert 1 not in nums(take(w))  # out for 20 ms only: maybe reordered, not lost yet
-    assert w.deadline == 0 + 20 + 20 // 4 + 2 < 0 + r.rto  # RACK: SRTT + SRTT/4, not the RTO
-    w.on_datagram(answer(sent[5], 256, 0), 28)  # a later answer once 1 is overdue: at once
+    assert 1 not in nums(take(w))  # out for 20 ms only: not overdue yet
+    # no reordering seen: a later request's answer means 1 is lost once it is out one SRTT
+    assert w.deadline == 0 + 20 + 2 < 0 + r.rto  # RACK, not the RTO
+    w.on_datagram(answer(sent[5], 256, 0), 22)  # a later answer once 1 is overdue: at once
     again = take(w)
     assert 1 in nums(again) and w.gap_losses == 1 and w.timeouts == 0
     w.on_datagram(answer(sent[1], 256, 0), 30)  # the first try's late answer still counts
     assert w.base == 6 and sink.advanced[-1] == 6 * 16
     w.on_datagram(answer(sent[1], 256, 0), 31)  # and the re-request's answer is a duplicate
     assert w.duplicates == 1 and sink.puts.count(16) == 1
+
+
+def test_reordering_seen_widens_the_gap_allowance() -> None:
+    w, sink, r = started(size=16 * 16, init_window=8, step=1 << 20)
+    sent = take(w)
+    w.on_datagram(answer(sent[2], 256, 0), 20)
+    assert not w.reordered
+    w.on_datagram(answer(sent[0], 256, 0), 20)  # 0 overtaken by 2: the link reorders
+    assert w.reordered
+    w.on_datagram(answer(sent[3], 256, 0), 20)  # 1 is missing: RFC 8985's reo_wnd now
+    assert w.deadline == 0 + 20 + 20 // 4 + 2  # SRTT + SRTT/4
+    w.on_datagram(answer(sent[4], 256, 0), 24)
+    assert 1 not in nums(take(w))
+    w.on_timeout(w.deadline)
+    assert nums(take(w)) == [1] and w.gap_losses == 1
+
+
+def test_tail_timer_waits_like_rack_and_backs_off_only_on_silence() -> None:
+    w, sink, r = started(size=8 * 16, init_window=8, step=1 << 20)
+    sent = take(w)
+    for _ in range(40):  # a steady link: RTTVAR decays, the RTO nears SRTT
+        r.sample(100)
+    for d in sent[:7]:
+        w.on_datagram(answer(d, 128, 0), 100)
+    assert r.rto == 110 and r.srtt == 100
+    # block 7, the newest, is out: not before SRTT + SRTT/4 (its answer may be a few ms off)
+    assert w.deadline == 0 + 100 + 25 + 2
+    rto = r.rto
+    w.on_timeout(w.deadline)
+    assert nums(take(w)) == [7] and w.timeouts == 1
+    assert r.rto == rto and w.silent == 0  # answers came after it was asked: a loss, no back-off
+    w.on_timeout(w.deadline)  # but now nothing answered since the re-request: silence
+    assert nums(take(w)) == [7] and r.rto == 2 * rto and w.silent == 1
+
+
+def test_503_holds_the_block_for_max_age_and_shrinks_by_the_refused_share() -> None:
+    w, sink, r = started(size=64 * 16, max_window=16, step=1 << 20)
+    sent = take(w)
+    assert len(sent) == 16 and w.cwnd == 16  # the full window at once
+    for d in sent[:4]:
+        w.on_datagram(answer(d, 1024, 0), 20)
+    more = take(w)
+    assert nums(more) == [16, 17, 18, 19]  # each answer frees a slot at once
+    for d in sent[4:12]:  # the gateway's budget for our address is spent: 5.03, Max-Age 1
+        _, m = block_of(d)
+        w.on_datagram(coap.encode(coap.NON, 0xA3, m.mid, m.token,
+                                  [(coap.MAX_AGE, b"\x01")], b""), 21)
+    assert w.slowed == 8 and w.held == 8
+    assert take(w) == []  # a refused block keeps its slot: nothing new
+    for d in sent[12:] + more:  # the round ends (block 16's answer): 8 of 16 refused
+        w.on_datagram(answer(d, 1024, 0), 22)
+    assert w.cwnd == 16 - 16 * 8 // (2 * 16) == 12  # F/2 off (DCTCP)
+    assert w.timeouts == 0 and w.gap_losses == 0  # held, not lost
+    out = take(w)
+    assert nums(out) == [20, 21, 22, 23]  # room: 12 - 8 held
+    resent: dict[int, int] = {}
+    now = 22
+    for _ in range(200):  # everything else is answered 20 ms later
+        if len(resent) == 8:
+            break
+        now = min(now + 20, w.deadline)
+        for d in out:
+            n = nums([d])[0]
+            if 4 <= n < 12:
+                resent.setdefault(n, now - 20)
+            w.on_datagram(answer(d, 1024, 0), now)
+        out = take(w)
+        if not out:
+            w.on_timeout(now)
+            out = take(w)
+    assert resent == {n: 21 + 1000 for n in range(4, 12)} and w.held == 0
+    assert w.timeouts == 0 and w.gap_losses == 0  # held, not lost
 
 
 def simulate(w: burst.Window, r: rtt.Rtt, size: int, drop: Callable[[int], bool],
@@ -305,7 +389,8 @@ def test_a_report_rides_along_and_ends_the_run() -> None:
     w.start(0, r, Mids())
     sent = take(w)
     report = coap.decode(sent[0])
-    assert report.mtype == coap.CON and report.code == coap.POST and len(sent) == 1 + 16
+    assert report.mtype == coap.CON and report.code == coap.POST
+    assert len(sent) == 1 + 16  # no SRTT yet: the first window is 16
     w.on_datagram(answer(sent[1], 64 * 16, 0), 3)
     assert not w.done
     w.on_datagram(coap.encode(coap.ACK, 0x44, report.mid, report.token, [], b"cmd"), 4)
