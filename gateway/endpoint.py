@@ -64,6 +64,24 @@ OPT_ECHO = 252
 _FW, _REPORT, _COMMAND = uris.FIRMWARE, uris.REPORT, uris.COMMAND
 
 
+def slow_down(data: bytes, max_age: int, next_mid: Callable[[], int]) -> bytes | None:
+    """5.03 Service Unavailable + Max-Age (a NON, fresh message id, the token echoed, no
+    payload) for a NON GET, a windowed download's block request; None for anything else.
+    Dropped, a NON GET looks like loss to the device's window, which asks again at once. A
+    CON request stays dropped (its CoAP layer retransmits with exponential back-off already;
+    an agent's report answered 5.03 would count as failed), and so does a NON POST."""
+    if len(data) < 4:
+        return None
+    b0 = data[0]
+    tkl = b0 & 0x0F
+    if b0 >> 4 != 5 or tkl > 8 or len(data) < 4 + tkl or data[1] != 1:
+        return None
+    mid = next_mid()
+    head = bytes((0x50 | tkl, 0xA3, mid >> 8, mid & 0xFF))
+    age = max_age.to_bytes(1 if max_age < 256 else 2, "big") if max_age else b""
+    return head + data[4:4 + tkl] + bytes((0xD0 | len(age), 14 - 13)) + age  # option 14
+
+
 def address_text(addr: Any) -> str:
     """'ip:port' / '[ip]:port', v4-mapped addresses shown as IPv4."""
     host = addr[0]
@@ -228,6 +246,11 @@ class DeviceEndpoint:
         key, trusted = self._key(addr[0])
         verified = trusted or self.sources.verified(key)
         if self.limiter is not None and not trusted and not self.limiter.allow(key, verified):
+            age = self.limiter.slow_down(verified)
+            if age is not None:
+                out = slow_down(data, age, self.next_mid)
+                if out is not None:
+                    self._send(out, anc, addr)
             return
         if verified:
             req = parse_block_get(data)

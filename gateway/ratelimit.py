@@ -13,11 +13,20 @@ nothing is ever evicted, so a host cannot get a fresh allowance by making the ga
 charged in both its slots and allowed while either still holds a token: an attacker that shares
 one slot with an honest host drains that slot only.
 
-Over a budget a datagram is dropped, not answered: an answer would cost as much as serving it
-and reflect traffic to a spoofed source; a real device's CoAP stack retransmits a CON with
-exponential backoff, which is the slowing down wanted. Loopback is exempt unless asked
-(``limit_loopback``): local users are trusted like on the control API, and the simulator and
-benchmarks run many devices from 127.0.0.1.
+Over a budget a datagram from a source that has not proven its address is dropped, not
+answered: an answer would reflect traffic to a spoofed source. A CON request is dropped too:
+its CoAP layer retransmits with exponential back-off, which is the slowing down wanted. A NON
+GET (a windowed download's block request) from a verified source (a device that answered an
+Echo) over its host or network budget is answered with a 5.03 and Max-Age (``slow_down``:
+``refusal_age`` seconds, the time its host bucket takes to refill half its burst, rounded
+down: 0 with the defaults, and the device waits one round trip; at most ``total_rate`` such
+answers a second over all sources). Dropped, a NON block request looks like radio loss to the
+device's window, which asks again at once (measured: 3.3 datagrams per block for 20 devices
+behind one address); the 5.03 tells it to wait and to shrink the window (device/burst.py).
+The answer is smaller than the request: no amplification. Budgets count datagrams, with a
+burst allowance: the default 64 passes a device's full window of 32 NON block GETs twice over.
+Loopback is exempt unless asked (``limit_loopback``): local users are trusted like on the
+control API, and the simulator and benchmarks run many devices from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -114,7 +123,11 @@ class RateLimiter:
         self.hosts = _Table(budgets.slots, budgets.rate, budgets.burst)
         self.nets = _Table(budgets.slots, budgets.net_rate, budgets.net_burst())
         self.total = _Table(1, budgets.total_rate, budgets.total_burst())
+        self.signals = _Table(1, budgets.total_rate, budgets.total_burst())  # 5.03 answers
+        self.refusal_age = int(budgets.burst / 2 / budgets.rate) if budgets.rate else 60
         self.dropped = {"host": 0, "net": 0, "total": 0}
+        self.slowed = 0  # 5.03 answers sent instead of dropping
+        self._kind = ""  # the budget the last refused datagram hit
         self._logged = {"host": -LOG_EVERY, "net": -LOG_EVERY, "total": -LOG_EVERY}
 
     def exempt(self, key: bytes) -> bool:
@@ -132,7 +145,16 @@ class RateLimiter:
             return self._drop("total", key, now)
         return True
 
+    def slow_down(self, verified: bool) -> int | None:
+        """After ``allow`` refused a datagram: the Max-Age (s) of a 5.03 to answer it with, or
+        None to stay silent (an unverified source, the global budget, or too many 5.03s)."""
+        if not verified or self._kind == "total" or not self.signals._take(0, self.clock()):
+            return None
+        self.slowed += 1
+        return self.refusal_age
+
     def _drop(self, kind: str, key: bytes, now: float) -> bool:
+        self._kind = kind
         self.dropped[kind] += 1
         if now - self._logged[kind] >= LOG_EVERY:
             self._logged[kind] = now

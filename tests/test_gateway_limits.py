@@ -51,6 +51,25 @@ def test_host_budget_and_burst() -> None:
     assert rl.dropped["host"] == 80 + 90 + 80 + 80
 
 
+def test_verified_source_over_budget_is_told_to_slow_down() -> None:
+    clock = Clock()
+    rl = RateLimiter(Budgets(rate=10, burst=40, net_rate=1000, total_rate=5), clock=clock)
+    for _ in range(40):
+        assert rl.allow(k("192.0.2.7"), True)
+    assert not rl.allow(k("192.0.2.7"), True)
+    assert rl.slow_down(True) == 2  # 5.03, Max-Age: half the burst refills in 2 s
+    assert RateLimiter().refusal_age == 0  # the default: 32 of 200/s, under a second
+    for _ in range(40):
+        rl.allow(k("192.0.2.9"))
+    assert not rl.allow(k("192.0.2.9"))
+    assert rl.slow_down(False) is None  # unverified: never answered (spoofable)
+    answered = 0
+    for _ in range(100):  # the 5.03s have a budget of their own (total_rate, burst 40)
+        assert not rl.allow(k("192.0.2.7"), True)
+        answered += rl.slow_down(True) is not None
+    assert answered == 39 and rl.slowed == 40
+
+
 def test_rotating_sources_get_no_fresh_allowance() -> None:
     """5,000 rotating hosts in one /24 range... and across /24s: the network budget, then the
     global one, bound what passes; cycling through them again gives nothing back (no LRU to
@@ -205,6 +224,44 @@ def test_unverified_block_get_gets_echo_not_the_block(strict) -> None:
         _, r = _exchange(s, gw.device_port, _get(path, 3, block2=BlockOption.BlockwiseTuple(
             2, False, 6)))  # verified now: no Echo needed
         assert r.code.dotted == "2.05" and r.payload == data[2048:3072]
+
+
+def test_verified_flood_gets_503_max_age_unverified_gets_silence(strict) -> None:
+    gw, data, img = strict
+    path = img["uri"][1:]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.11", 0))
+        _, r = _exchange(s, gw.device_port, _get(path, 1))
+        _, r = _exchange(s, gw.device_port, _get(path, 2, echo=r.opt.echo))
+        assert r.code.dotted == "2.05"  # verified
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        for mid in range(3, 1503):  # 1,500 at once: far over the burst of 500
+            s.sendto(_get(path, mid).encode(), ("127.0.0.1", gw.device_port))
+        codes = []
+        s.settimeout(1)
+        for _ in range(1500):
+            try:
+                raw = s.recv(2048)
+            except TimeoutError:
+                break
+            m = Message.decode(raw)
+            codes.append(m.code.dotted)
+            if m.code.dotted == "5.03":
+                assert m.opt.max_age == 0 and m.token == b"\x07" and m.payload == b""
+                assert len(raw) < len(_get(path, 1).encode())  # no amplification
+    assert codes.count("5.03") > 100 and codes.count("2.05") >= 500
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # never verified: no answers
+        s.bind(("127.0.0.12", 0))
+        for mid in range(1, 1501):
+            s.sendto(_get(path, mid).encode(), ("127.0.0.1", gw.device_port))
+        s.settimeout(1)
+        got = []
+        for _ in range(1500):
+            try:
+                got.append(Message.decode(s.recv(2048)).code.dotted)
+            except TimeoutError:
+                break
+    assert "5.03" not in got and got.count("4.01") < 1500
 
 
 def _report(device: str, mid: int, token: bytes) -> Message:
