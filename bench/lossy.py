@@ -24,6 +24,7 @@ request to its last block (blank for stop-and-wait).
     python bench/lossy.py                          # 0/10/20/30 % loss, 100 ms RTT, 256 KiB
     python bench/lossy.py --nbiot                  # 1.5 s RTT, 5 % loss, 128 KiB
     python bench/lossy.py --devices 20 --loss 0.1 --modes new   # 20 devices behind one link
+    python bench/lossy.py --nbiot --trace /tmp/w.txt   # and every window event, one a line
 
 ``--devices N`` puts N devices behind the one relay (one source host for the gateway, whose
 per-host rate limit then applies: the gateway runs with ``--limit-loopback``); the row is the
@@ -185,7 +186,8 @@ async def one_run(ctx: Any, gw: GatewayProc, image_id: str, trust: str, state: P
             "sent": statistics.mean(x["sent"] for x in e),
             "received": statistics.mean(x["received"] for x in e),
             "air": air / len(devices),
-            "gap": sum(w.gap_losses for w in windows), "timeouts": sum(w.timeouts for w in windows)}
+            "gap": sum(w.gap_losses for w in windows), "timeouts": sum(w.timeouts for w in windows),
+            "slowed": sum(w.slowed for w in windows) / len(devices)}
 
 
 async def bench(args: argparse.Namespace, rtt_ms: float) -> list[dict[str, Any]]:
@@ -225,16 +227,54 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, rtt_ms: float) -
            f"ACK_TIMEOUT {args.old_ack} s; new: default configuration",
            "",
            "| loss each way | mode | time (s) | x ideal | radio on (s) | window download (s) "
-           "| sent | received | bytes on air | x image | gap re-asks | timeouts |",
-           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| sent | received | bytes on air | x image | gap re-asks | timeouts | 5.03 |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         out.append(f"| {r['loss']:.0%} | {r['mode']} | {r['seconds']:.1f} "
                    f"| {r['seconds'] / ideal:.2f} | {r['radio_on']:.1f} "
                    f"| {'–' if math.isnan(r['download']) else format(r['download'], '.1f')} "
                    f"| {r['sent']:.0f} "
                    f"| {r['received']:.0f} | {r['air']:.0f} | {r['air'] / args.size:.2f} "
-                   f"| {r['gap']} | {r['timeouts']} |")
+                   f"| {r['gap']} | {r['timeouts']} | {r['slowed']:.0f} |")
     return "\n".join(out)
+
+
+def trace(path: Path) -> None:
+    """Log the windows' requests, answers, timer events and runs (the agent persists and
+    reports between runs) to ``path`` at exit: where a download's time goes."""
+    import atexit
+
+    from device import burst
+
+    log: list[str] = []
+    t0: list[int] = []
+    W = burst.Window
+    send, block, timeout, start = W._send, W._block, W.on_timeout, W.start
+
+    def at(now: int) -> int:
+        t0[:] = t0 or [now]
+        return now - t0[0]
+
+    def _send(w: Any, num: int, now: int) -> None:
+        log.append(f"{at(now)} send {num} {w.cwnd} {w.inflight} {w._tries[num % w.span] + 1} "
+                   f"{w.rtt.srtt} {w.rtt.rto}")
+        send(w, num, now)
+
+    def _block(w: Any, msg: Any, now: int) -> None:
+        num = (int.from_bytes(msg.token, "big") - w.salt) & 0xFFFFFFFF
+        log.append(f"{at(now)} ans {num} {w.cwnd} {w.inflight} {msg.code >> 5}.{msg.code & 31:02d}")
+        block(w, msg, now)
+
+    def _timeout(w: Any, now: int) -> None:
+        log.append(f"{at(now)} timer {w.base} {w.cwnd} {w.inflight}")
+        timeout(w, now)
+
+    def _start(w: Any, now: int, *a: Any, **k: Any) -> None:
+        log.append(f"{at(now)} run {w.base} {w.cwnd} {w.inflight}")
+        start(w, now, *a, **k)
+
+    W._send, W._block, W.on_timeout, W.start = _send, _block, _timeout, _start  # type: ignore
+    atexit.register(lambda: path.write_text("\n".join(log) + "\n"))
 
 
 def main() -> None:
@@ -252,7 +292,11 @@ def main() -> None:
     p.add_argument("--devices", type=int, default=1, help="devices behind the one link (1)")
     p.add_argument("--seed", type=int, default=1, help="relay seed (1)")
     p.add_argument("--limit", type=float, default=900, help="seconds per run at most (900)")
+    p.add_argument("--trace", type=Path, help="write every window event to this file: ms since "
+                   "the first, event, block, cwnd, in flight (send: try, SRTT, RTO; ans: code)")
     args = p.parse_args()
+    if args.trace:
+        trace(args.trace)
     args.modes = [m for m in args.modes.split(",") if m]
     if args.nbiot:
         rtt_ms = args.rtt_ms or 1500.0
