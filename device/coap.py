@@ -357,20 +357,27 @@ def run(gen, link):
     """Drive an agent generator: it yields Requests and gets each Response (None when the
     exchange failed: timeout or RST) back from ``gen.send``; returns its return value.
     ``link`` is any object with ``request(req) -> Response or None``; a yielded machine (not a
-    ``Request``) goes to ``link.run(machine)`` and comes back driven. A MemoryError in the
-    link is thrown into ``gen`` (the agent reports it as a result)."""
+    ``Request``) goes to ``link.run(machine)``, and ``gen`` gets None back (it holds the
+    machine). A MemoryError in the link is thrown into ``gen`` (the agent reports it as a
+    result). Nothing here refers to the last request or machine while ``gen`` runs on: a
+    driven window holds its sink and, through its class, its module's code."""
     resp = None
     err = None
+    req = None
     try:
         while True:
+            req = None
             if err is not None:
                 req = gen.throw(err)
                 err = None
             else:
                 req = gen.send(resp)
-            resp = None  # a driven window holds its sink and its code: not while req runs
+            resp = None
             try:
-                resp = link.request(req) if isinstance(req, Request) else link.run(req)
+                if isinstance(req, Request):
+                    resp = link.request(req)
+                else:
+                    link.run(req)
             except MemoryError as e:
                 err = e
     except StopIteration as e:
