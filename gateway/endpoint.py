@@ -30,7 +30,6 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from typing import Any
 
 from aiocoap import ACK, CON, NON, RST, Message
@@ -192,18 +191,6 @@ class DeviceEndpoint:
         """Too much work waits for the store: shed this request (5.03) instead of queueing."""
         return self.worker.full() or len(self._tasks) >= self.worker.max_pending
 
-    def _when_done(self, fut: Future[Any], then: Callable[[Future[Any]], None]) -> None:
-        """Run ``then(fut)`` on the loop once the store's thread finished ``fut``."""
-        loop = self._loop
-
-        def hop(f: Future[Any]) -> None:
-            try:
-                loop.call_soon_threadsafe(then, f)  # type: ignore[union-attr]
-            except RuntimeError:  # the loop closed: shutting down, nobody to answer
-                pass
-
-        fut.add_done_callback(hop)
-
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
@@ -351,10 +338,10 @@ class DeviceEndpoint:
         self._in_flight.add(flight)
         address = address_text(addr)
         # grouped: the reports waiting share one commit; the answer comes once it is durable
-        fut = self.worker.submit(lambda: self.api.report(msg, address), grouped=True,
-                                 device=device_id)
+        fut = self.worker.submit_soon(lambda: self.api.report(msg, address), grouped=True,
+                                      device=device_id)
 
-        def answer(f: Future[Message]) -> None:
+        def answer(f: asyncio.Future[Message]) -> None:
             self._in_flight.discard(flight)
             try:
                 response = f.result()
@@ -369,15 +356,15 @@ class DeviceEndpoint:
                 self.sources.verify(key)
             self._send(out, anc, addr)
 
-        self._when_done(fut, answer)
+        fut.add_done_callback(answer)
 
     def command(self, msg: Message, key: bytes, anc: list, addr: Any) -> None:
         if self.busy():
             self._reply(msg, unavailable("gateway busy, retry later"), anc, addr)
             return
-        fut = self.worker.submit(lambda: self.api.command(msg))
+        fut = self.worker.submit_soon(lambda: self.api.command(msg))
 
-        def answer(f: Future[Message]) -> None:
+        def answer(f: asyncio.Future[Message]) -> None:
             try:
                 response = f.result()
             except Exception as e:
@@ -395,7 +382,7 @@ class DeviceEndpoint:
                     response.opt.max_age = int(self.observations.lifetime)
             self._reply(msg, response, anc, addr)
 
-        self._when_done(fut, answer)
+        fut.add_done_callback(answer)
 
     def changed(self, device_id: str) -> None:
         """``Fleet.on_command_change``, called on the store's thread: ``notify`` on the loop.
@@ -441,9 +428,9 @@ class DeviceEndpoint:
         if next(self.observations.of(device_id), None) is None:
             return  # expired meanwhile
         request = Message(code=Code.GET, uri_path=(_COMMAND, device_id))
-        fut = self.worker.submit(lambda: self.api.command(request))
+        fut = self.worker.submit_soon(lambda: self.api.command(request))
 
-        def send(f: Future[Message]) -> None:
+        def send(f: asyncio.Future[Message]) -> None:
             try:
                 response = f.result()
             except Exception as e:
@@ -461,7 +448,7 @@ class DeviceEndpoint:
                 response.mid = obs.mid = self.next_mid()
                 self._send(response.encode(), obs.ancdata, obs.remote)
 
-        self._when_done(fut, send)
+        fut.add_done_callback(send)
 
     def expire(self) -> None:
         self.sources.expire()

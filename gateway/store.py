@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlite3
+
 import psycopg
 
 from . import metrics
@@ -26,7 +28,7 @@ from proto.codes import JobState
 
 from .storage import backend_for, notify
 from .storage.worker import StoreUnavailable
-from .storage.repo import Repo, Row, tags_json
+from .storage.repo import EVENT_SQL, REPORTED_SQL, Repo, Row, _event_args, tags_json
 from .storage.schema import MIGRATIONS
 from .storage.sqlite import SqliteBackend
 
@@ -62,7 +64,10 @@ class Store(Repo):
         self._began = 0.0  # perf_counter at BEGIN (fota_store_transaction_seconds)
         self._owner: int | None = None  # the only thread that may use the connection
         self._pipeline: Any = None  # PostgreSQL: the batch's pipeline (see _unit_of_batch)
-        self._ids_due: list[tuple[Row, Any]] = []  # events whose id comes with the sync
+        #: a fast batch's writes that wait for its next other statement (or its commit) to
+        #: go as one executemany each (SQL -> rows; events: with the event to give its id)
+        self._deferred: dict[str, list[tuple[tuple[Any, ...], Row | None]]] = {}
+        self._ids_due: list[tuple[Any, list[Row]]] = []  # (cursor, events) read after the sync
         self._poisoned: Exception | None = None  # a database error in the open batch
         self._failure_logged = -60.0
         self._reconnected = -RECONNECT_SECONDS
@@ -90,6 +95,7 @@ class Store(Repo):
         self.backend_pid = db.info.backend_pid
         self._sweeper = False  # its session lock ended with the old connection
         self._pipeline, self._ids_due, self._poisoned, self._devices = None, [], None, None
+        self._deferred = {}
         try:
             old.close()
         except Exception:
@@ -107,14 +113,33 @@ class Store(Repo):
 
     def _exec(self, sql: str, args: Any = ()) -> Any:
         self._check_thread()
+        if self._deferred:
+            self._send_deferred()  # they go first: every statement sees what came before
         if not sql.startswith("SELECT"):
             self._writes += 1  # see _unit_of_batch
         return super()._exec(sql, args)
 
     def _many(self, sql: str, rows: Any) -> None:
         self._check_thread()
+        if self._deferred:
+            self._send_deferred()
         self._writes += 1
         super()._many(sql, rows)
+
+    def _defer(self, sql: str, args: tuple[Any, ...], ev: Row | None = None) -> None:
+        """A write of a fast batch that nothing reads before the next statement: sent then,
+        with the others of its kind, as one executemany (no Python per statement, no wait)."""
+        self._writes += 1
+        self._deferred.setdefault(sql, []).append((args, ev))
+
+    def _send_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, {}
+        for sql, rows in deferred.items():
+            cur = self.db.cursor()
+            events = [ev for _, ev in rows if ev is not None]
+            cur.executemany(self._q(sql), [args for args, _ in rows], returning=bool(events))
+            if events:
+                self._ids_due.append((cur, events))  # read after the commit's sync
 
     def close(self) -> None:
         self.db.close()
@@ -173,6 +198,8 @@ class Store(Repo):
             self.db.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
 
     def _commit(self) -> None:
+        if self._deferred:
+            self._send_deferred()
         if self._to_announce:
             self._send_announcements()  # delivered with the commit, not before
         self.backend.commit(self.db)
@@ -188,14 +215,15 @@ class Store(Repo):
                 self.on_event(ev)
 
     def _unit_of_batch(self) -> Iterator[Any]:
-        """A unit of the batch's transaction. Careful (SQLite always, PostgreSQL when asked):
-        each unit in a savepoint, one that raises is rolled back alone. Fast (PostgreSQL): the
-        batch runs in pipeline mode, a statement whose result nobody reads (BEGIN, UPDATE, an
-        event's INSERT: its id is read at the commit) costs no round trip, the batch's
-        devices are read in one statement (``_devices``) and there is no savepoint. A unit
-        that raises before it wrote anything (a refusal) needs none; one that raises after
-        it wrote, or a database error (it surfaces at a later read, maybe in another unit),
-        rolls the batch back with ``rerun`` set: the caller runs it again carefully."""
+        """A unit of the batch's transaction. Careful: each unit in a savepoint, one that
+        raises is rolled back alone. Fast (the worker's first try): the batch's devices are
+        read in one statement (``_devices``) and there is no savepoint; on PostgreSQL the
+        batch also runs in pipeline mode (a statement whose result nobody reads costs no round
+        trip) and its device updates and events go as one executemany each (``_defer``). A
+        unit that raises before it wrote anything (a refusal) needs no savepoint; one that
+        raises after it wrote, or a database error (in a pipeline it surfaces at a later read,
+        maybe in another unit), rolls the batch back with ``rerun`` set: the worker runs it
+        again carefully."""
         if self._poisoned is not None:
             raise StoreUnavailable(f"store unavailable: {self._poisoned}")
         if self._depth == 0:  # the batch's transaction starts with its first unit
@@ -208,7 +236,7 @@ class Store(Repo):
                     pipeline.__enter__()
                     self._pipeline = pipeline
                 self._begin()
-                if self._pipeline is not None and self._reporting:
+                if not self._careful and self._reporting:
                     ids = sorted(set(self._reporting))
                     self._devices = dict.fromkeys(ids)
                     self._devices.update(self.devices_for_reports(ids, JobState.ACTIVE))
@@ -217,7 +245,7 @@ class Store(Repo):
                 raise
         mark, announced = len(self.pending_events), len(self._to_announce)
         due, writes = len(self._ids_due), self._writes
-        fast = self._pipeline is not None
+        fast = not self._careful
         self._depth = 2
         try:
             if not fast:
@@ -225,7 +253,7 @@ class Store(Repo):
             yield self.db
         except BaseException as e:
             if fast:
-                if self._writes != writes or isinstance(e, psycopg.Error):
+                if self._writes != writes or isinstance(e, (psycopg.Error, sqlite3.Error)):
                     self._poisoned, self._rerun = e, True
                 raise
             self.db.execute("ROLLBACK TO SAVEPOINT unit")
@@ -240,26 +268,28 @@ class Store(Repo):
         finally:
             self._depth = 1
 
-    def _event_id(self, ev: Row, cur: Any) -> None:
+    def _insert_event(self, ev: Row) -> None:
         if self._pipeline is not None:
-            self._ids_due.append((ev, cur))  # no round trip now: read after the sync
+            self._defer(EVENT_SQL, _event_args(ev), ev)  # its id comes after the commit
         else:
-            super()._event_id(ev, cur)
+            super()._insert_event(ev)
 
     def _end_pipeline(self, failed: bool) -> None:
         """Leave pipeline mode (a sync: every queued statement has run, or this raises) and
         read the ids of the batch's events."""
         pipeline, self._pipeline = self._pipeline, None
         due, self._ids_due = self._ids_due, []
-        self._devices = None
+        self._devices, self._deferred = None, {}
         if pipeline is None:
             return
         if failed:
             pipeline.__exit__(StoreUnavailable, StoreUnavailable("batch failed"), None)
             return
         pipeline.__exit__(None, None, None)
-        for ev, cur in due:
-            super()._event_id(ev, cur)
+        for cur, events in due:
+            for ev in events:
+                ev["id"] = cur.fetchone()["id"]
+                cur.nextset()
 
     @contextmanager
     def batch(self, devices: list[str] | None = None,
@@ -279,7 +309,7 @@ class Store(Repo):
             return
         self._batch = []
         self._reporting = devices or []
-        self._careful = careful or self.dialect != "postgresql"  # SQLite: no pipeline
+        self._careful = careful
         try:
             yield status
         finally:
@@ -314,7 +344,7 @@ class Store(Repo):
             except Exception as e:  # full disk, database gone: answer that, keep serving
                 ok = False
                 if (not self._careful and self._poisoned is None
-                        and not (self.db.broken or self.db.closed)):
+                        and not getattr(self.db, "broken", False)):
                     self._rerun = True  # a statement's error surfaced at the commit's sync
                 now = time.monotonic()
                 if (self._poisoned is None and not self._rerun  # else answered or run again
@@ -366,8 +396,11 @@ class Store(Repo):
                                          now, caps, active)
         old = known[device_id]
         if old is not None:
-            self.update_reported_device(device_id, cls, seq, state, result, progress, now,
-                                        address, caps)
+            args = (cls, seq, state, result, progress, now, address, caps, device_id)
+            if self._pipeline is not None:
+                self._defer(REPORTED_SQL, args)
+            else:
+                self._exec(REPORTED_SQL, args)
             known[device_id] = {**old, "class": cls, "seq": seq, "state": state,
                                 "result": result, "progress": progress, "last_seen": now,
                                 "address": address, "caps": caps}

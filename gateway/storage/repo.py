@@ -53,17 +53,15 @@ class Repo:
     # ---- events -------------------------------------------------------------------------
     def event(self, kind: str, detail: str, *, device: str | None = None,
               campaign: int | None = None) -> Row:
-        t = self.clock()
-        cur = self._exec("INSERT INTO events(time, device, campaign, kind, detail) "
-                         "VALUES (?,?,?,?,?) RETURNING id", (t, device, campaign, kind, detail))
-        ev = {"id": None, "time": t, "device": device, "campaign": campaign, "kind": kind,
-              "detail": detail}
+        ev = {"id": None, "time": self.clock(), "device": device, "campaign": campaign,
+              "kind": kind, "detail": detail}
         self.pending_events.append(ev)
-        self._event_id(ev, cur)
+        self._insert_event(ev)
         return ev
 
-    def _event_id(self, ev: Row, cur: Any) -> None:
-        """Fill in the id the database gave the event (``Store`` may wait for its commit)."""
+    def _insert_event(self, ev: Row) -> None:
+        """Insert it, and fill in the id the database gave it (``Store`` may defer both)."""
+        cur = self._exec(EVENT_SQL, _event_args(ev))
         ev["id"] = next(iter(dict(cur.fetchone()).values()))
 
     def events_since(self, since: float, limit: int) -> list[Row]:
@@ -116,17 +114,16 @@ class Repo:
     def update_reported_device(self, device_id: str, cls: str, seq: int, state: int,
                                result: int, progress: int, now: float, address: str,
                                caps: int) -> None:
-        self._exec("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, "
-                   "last_seen=?, address=?, caps=? WHERE id=?",
-                   (cls, seq, state, result, progress, now, address, caps, device_id))
+        self._exec(REPORTED_SQL, (cls, seq, state, result, progress, now, address, caps,
+                                  device_id))
 
     def devices_for_reports(self, ids: list[str], active: tuple[str, ...]) -> dict[str, Row]:
         """The rows of devices ``ids`` as ``report_device`` returns them, locked until the
-        transaction ends (PostgreSQL: one statement for a batch of reports)."""
+        transaction ends: one statement for a batch of reports."""
         rows = self._all("SELECT old.*, (SELECT id FROM jobs WHERE jobs.device = old.id AND "
                          f"jobs.state IN ({_qs(active)}) ORDER BY jobs.id DESC LIMIT 1) AS "
-                         "active_job FROM devices AS old WHERE old.id = ANY(?) ORDER BY old.id "
-                         "FOR UPDATE", (*active, ids))
+                         f"active_job FROM devices AS old WHERE old.id IN ({_qs(tuple(ids))}) "
+                         "ORDER BY old.id" + self._for_update, (*active, *ids))
         return {r["id"]: r for r in rows}
 
     # ---- report keys (gateway/devauth.py) -----------------------------------------------
@@ -518,6 +515,16 @@ class Repo:
             self._exec(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                        f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")
         # SQLite's AUTOINCREMENT keeps sqlite_sequence up to date on every insert
+
+
+EVENT_SQL = ("INSERT INTO events(time, device, campaign, kind, detail) VALUES (?,?,?,?,?) "
+             "RETURNING id")
+REPORTED_SQL = ("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, last_seen=?, "
+                "address=?, caps=? WHERE id=?")
+
+
+def _event_args(ev: Row) -> tuple[Any, ...]:
+    return ev["time"], ev["device"], ev["campaign"], ev["kind"], ev["detail"]
 
 
 DOWNLOADS_LOCK = 0x666F7461_0002  # pg_advisory_xact_lock key: "fota", 2

@@ -8,9 +8,9 @@ synchronous (tested in-process with a fake clock); only this boundary is async.
 Group commit: the thread takes every unit waiting (up to ``max_batch``). Consecutive
 ``grouped`` units (device reports) run inside one ``Store.batch()``, each in ``Store.group()``,
 and their results are handed back only after the batch committed, so a report is still
-answered only once it is durable, and a burst of reports costs one commit (one fsync). On
-PostgreSQL the batch runs fast first (pipeline mode, its devices read in one statement, no
-savepoints); when a unit raised after it wrote, or the database refused a statement, it is
+answered only once it is durable, and a burst of reports costs one commit (one fsync). The
+batch runs fast first (its devices read in one statement, no savepoints; on PostgreSQL in
+pipeline mode); when a unit raised after it wrote, or the database refused a statement, it is
 rolled back and run again carefully (a savepoint per unit: the one at fault fails alone).
 Any other unit runs on its own, committing its own transactions. Batches form by themselves
 under load: reports queue while the previous commit is on disk.
@@ -62,6 +62,7 @@ class StoreWorker:
         self.batches = 0  # batches taken (a batch of reports is one commit)
         self.reruns = 0  # runs of reports run again carefully (gateway/store.py)
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._for_loop: list[tuple[Any, bool, Any]] = []  # asyncio futures settled, to send
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="fota-store", daemon=True)
         self._thread.start()
@@ -73,17 +74,30 @@ class StoreWorker:
 
     def submit(self, fn: Callable[[], T], grouped: bool = False,
                device: str | None = None) -> Future[T]:
+        """Queue ``fn`` from any thread; its result comes in a ``concurrent.futures.Future``."""
         fut: Future[T] = Future()
+        self._put((fn, fut, grouped, device))
+        return fut
+
+    def submit_soon(self, fn: Callable[[], T], grouped: bool = False,
+                    device: str | None = None) -> asyncio.Future[T]:
+        """Queue ``fn`` from the event loop; its result comes in an ``asyncio.Future`` of
+        that loop. The results of a batch reach the loop together (one wake-up of it, not
+        one per unit)."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._put((fn, fut, grouped, device))
+        return fut
+
+    def _put(self, item: tuple[Any, ...]) -> None:
         with self._lock:
             self.pending += 1
-        self._q.put((fn, fut, grouped, device))
-        return fut
+        self._q.put(item)
 
     async def call(self, fn: Callable[[], T], *, grouped: bool = False,
                    device: str | None = None) -> T:
         """Run ``fn`` on the store's thread; ``grouped``: share the next commit (a report of
         ``device``: the batch reads its devices at once)."""
-        return await asyncio.wrap_future(self.submit(fn, grouped, device))
+        return await self.submit_soon(fn, grouped, device)
 
     def call_sync(self, fn: Callable[[], T]) -> T:
         """``call`` for code that is not on the loop (start-up, tests)."""
@@ -117,17 +131,34 @@ class StoreWorker:
             except Exception as e:  # the units below fail with the store: 5.03
                 log.debug("store: cannot connect again yet: %s", e)
             for grouped, units in _runs(batch):
+                live = [(fn, fut, d) for fn, fut, _, d in units if _start(fut)]
                 try:
-                    (self._group if grouped else self._alone)(
-                        [(fn, fut, d) for fn, fut, _, d in units
-                         if fut.set_running_or_notify_cancel()])
+                    (self._group if grouped else self._alone)(live)
                 except BaseException as e:  # a bug here must not stop the store's thread
                     log.error("store: a batch failed: %s: %s", type(e).__name__, e)
-                    for _, fut, _, _ in units:
-                        if not fut.done():
-                            fut.set_exception(StoreUnavailable(f"store unavailable: {e}"))
+                    for _, fut, _ in live:
+                        self._settle(fut, False, StoreUnavailable(f"store unavailable: {e}"))
             with self._lock:
                 self.pending -= len(batch)
+            self._to_loops()
+
+    def _settle(self, fut: Any, ok: bool, value: Any) -> None:
+        if isinstance(fut, Future):
+            if not fut.done():
+                fut.set_result(value) if ok else fut.set_exception(value)
+        else:  # an asyncio future: set on its loop, with the rest of the batch
+            self._for_loop.append((fut, ok, value))
+
+    def _to_loops(self) -> None:
+        settled, self._for_loop = self._for_loop, []
+        loops: dict[Any, list[tuple[Any, bool, Any]]] = {}
+        for item in settled:
+            loops.setdefault(item[0].get_loop(), []).append(item)
+        for loop, items in loops.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # the loop closed: nobody waits any more
+                pass
 
     def _alone(self, units: list[tuple[Callable[[], Any], Future[Any], Any]]) -> None:
         """Units that are not reports: each commits on its own (its transactions)."""
@@ -136,9 +167,9 @@ class StoreWorker:
             try:
                 value = fn()
             except BaseException as e:  # refused or failed: its transaction rolled back
-                fut.set_exception(e)
+                self._settle(fut, False, e)
             else:
-                fut.set_result(value)
+                self._settle(fut, True, value)
 
     def _group(self, units: list[tuple[Callable[[], Any], Future[Any], str | None]]) -> None:
         """Reports, one commit for them all: fast first; run again carefully (a savepoint
@@ -148,11 +179,8 @@ class StoreWorker:
         if outcomes is None:
             self.reruns += 1
             outcomes = self._try(units, careful=True)
-        for (_, fut, _), (ok, value) in zip(units, outcomes or ()):
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+        for (_, fut, _), (ok, value) in zip(units, outcomes):
+            self._settle(fut, ok, value)
 
     def _try(self, units: list[tuple[Callable[[], Any], Future[Any], str | None]],
              careful: bool) -> list[tuple[bool, Any]] | None:
@@ -170,6 +198,20 @@ class StoreWorker:
             return None
         lost = StoreUnavailable("store unavailable: the commit failed")
         return [(False, lost) if ok else (ok, value) for ok, value in outcomes]
+
+
+def _start(fut: Any) -> bool:
+    """False for a future nobody waits for any more (cancelled): its unit is skipped."""
+    if isinstance(fut, Future):
+        return fut.set_running_or_notify_cancel()
+    return not fut.cancelled()
+
+
+def _resolve(items: list[tuple[Any, bool, Any]]) -> None:
+    """On the loop: set a batch's asyncio futures."""
+    for fut, ok, value in items:
+        if not fut.done():
+            fut.set_result(value) if ok else fut.set_exception(value)
 
 
 def _runs(batch: list[Any]) -> list[tuple[bool, list[Any]]]:
