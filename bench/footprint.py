@@ -1,14 +1,17 @@
 """The agent's RAM on the real MicroPython unix port (64-bit), anchor and now in one run.
 
-For each agent source (``--anchor REV``'s ``device/``, default the main of the start of issue
-10, and the working tree's) it provisions board directories (``cc.provision.write_board``:
-``.mpy`` by mpy-cross), runs them against a real gateway as ``micropython -X heapsize=N``
-processes (real UDP), and prints:
+For each agent source (``--anchor REV``'s ``device/``, default main at the start of issue 10
+and main before the last change, and the working tree's) it provisions board directories
+(``cc.provision.write_board``: ``.mpy`` by mpy-cross), runs them against a real gateway as
+``micropython -X heapsize=N`` processes (real UDP), and prints:
 
 - the smallest heap for a full update (report, verify, download 48 KiB, install, reboot,
   confirm): binary search on ``-X heapsize`` in 1 KiB steps; each probe is a fresh device;
 - the idle agent's live heap (after a collection, the agent constructed, no wake yet);
-- where a short heap runs out (the phase the agent reports; the anchor crashes instead);
+- where a short heap runs out (the phase the agent reports; the first anchor crashes instead);
+- the live heap per phase of one full update in 99 KiB (``PROBE``: after a collection at every
+  exchange, datagram and install, the largest per phase; for verify, at the entry of
+  ``ed25519.verify``, to which the verify's own peak adds);
 - one Ed25519 verify: time (mean of 20; noisy under load), instructions (callgrind, when
   valgrind is installed: the figure load does not blur), total allocation (collector off)
   and the smallest extra heap it runs in above its imports (binary search);
@@ -18,7 +21,7 @@ The driver is the same for both sources (``DRIVER`` below: the agent over ``boar
 one process per power-on, exit 75 for a reboot) so the figures compare. Images are raw bytes
 on plain file slots (the anchor has no bundles).
 
-    python bench/footprint.py                 # ~2 min idle
+    python bench/footprint.py                 # ~3 min idle
     python bench/footprint.py --anchor HEAD~3 --size 65536
 """
 
@@ -46,11 +49,11 @@ from upy import CC, MICROPYTHON  # noqa: E402
 from cc.provision import compile_agent, write_board  # noqa: E402
 from proto import manifest as pm  # noqa: E402
 
-ANCHOR = "5976d13"  # main when issue 10 started
+ANCHORS = ("5976d13", "769f033")  # main when issue 10 started; main before this session's work
 CLASS = "footprint"
 PHASES = {1: "boot", 2: "report", 3: "verify", 4: "download", 5: "install"}
 
-DRIVER = r"""
+SETUP = r"""
 import gc, json, sys
 from fota import coap, board
 from fota.agent import Agent
@@ -62,6 +65,9 @@ if cfg.get("boot"):
     slots.boot()
 link = board.make_link(cfg)
 agent = Agent(cfg, slots, Store(cfg["state"]))
+"""
+
+DRIVER = SETUP + r"""
 gc.collect()
 print("IDLE", gc.mem_alloc())
 n = 0
@@ -73,6 +79,46 @@ for i in range(cfg["wakes"]):
     if out[0] == "reboot":
         sys.exit(75)
 """
+
+# The same driver, sampling the live heap per phase (the agent's ``phase``) after a collection
+# at every exchange, datagram and install; ``note`` is also called at the entry of
+# ``ed25519.verify`` (a hook put into the provisioned copy: the module is imported and dropped
+# by the agent itself).
+PROBE = SETUP + r"""
+peak = {}
+def note():
+    gc.collect()
+    m = gc.mem_alloc()
+    p = getattr(agent, "phase", 0)
+    if m > peak.get(p, 0):
+        peak[p] = m
+def wrap(f):
+    def w(x):
+        note()
+        x = f(x)
+        note()
+        return x
+    return w
+for name in ("request", "_recv"):  # not "run": a wrapper of it left the window reachable
+    # from the C stack (the collector scans it conservatively) and inflated later phases
+    if hasattr(link, name):
+        setattr(link, name, wrap(getattr(link, name)))
+_install = slots.set_pending
+def set_pending():
+    note()
+    return _install()
+slots.set_pending = set_pending
+for i in range(cfg["wakes"]):
+    out = coap.run(agent.wake(), link)
+    note()
+    if out[0] == "reboot":
+        break
+print("PEAK", json.dumps(peak))
+if out[0] == "reboot":
+    sys.exit(75)
+"""
+HOOK = ("def verify(public, message, signature):\n",
+        "def verify(public, message, signature):\n    __import__('__main__').note()\n")
 
 VERIFY = r"""
 import gc, time, binascii
@@ -125,7 +171,7 @@ class Bench:
         self.image = self.cc.firmware(data[:size], seq=2, device_class=CLASS)
         self.n = 0
 
-    def board(self, source: Path) -> tuple[Path, str]:
+    def board(self, source: Path, driver: str = DRIVER) -> tuple[Path, str]:
         self.n += 1
         dev = f"fp-{self.n}"
         root = self.tmp / dev
@@ -133,7 +179,7 @@ class Bench:
                            "port": self.gw.device_port, "version": 1, "wake_s": 0.01,
                            "ack_timeout_ms": 300, "slots_dir": "slots", "state": "state.json",
                            "bundles": False}, source=source)
-        (root / "drive.py").write_text(DRIVER)
+        (root / "drive.py").write_text(driver)
         return root, dev
 
     def run(self, root: Path, heap: int, wakes: int, boot: bool) -> tuple[int, str]:
@@ -169,6 +215,31 @@ class Bench:
             if state.get("seq") == 2 and not state.get("unsent"):
                 return True, phases, idle
         return False, phases or ["not done in 6 power-ons"], idle
+
+    def phases(self, source: Path, heap: int = 99 * 1024) -> dict[int, int]:
+        """Live heap per phase (bytes) over one full update (``PROBE``), in ``heap`` bytes: under
+        100 KiB so that an agent that announces decoders by heap size asks for a plain image."""
+        hooked = self.tmp / f"hooked-{self.n}"
+        shutil.copytree(source, hooked)
+        ed = hooked / "ed25519.py"
+        ed.write_text(ed.read_text().replace(*HOOK))
+        root, dev = self.board(hooked, PROBE)
+        rc, out = self.run(root, 1 << 20, 1, True)
+        assert rc == 0, out
+        self.cc.upgrade(self.image["id"], dev)
+        peak: dict[int, int] = {}
+        boot = False
+        for _ in range(4):
+            rc, out = self.run(root, heap, 3, boot)
+            assert rc in (0, 75), out
+            for line in out.splitlines():
+                if line.startswith("PEAK "):
+                    for k, v in json.loads(line[5:]).items():
+                        peak[int(k)] = max(peak.get(int(k), 0), v)
+            boot = rc == 75
+            if not boot:
+                break
+        return peak
 
     def min_heap(self, source: Path, lo: int, hi: int) -> tuple[int, dict[int, list[str]]]:
         seen: dict[int, list[str]] = {}
@@ -232,13 +303,24 @@ def verify_figures(source: Path, tmp: Path) -> dict[str, int]:
     return r
 
 
+def phase_row(live: dict[int, int], verify_peak: int) -> str:
+    if 3 not in live:
+        return "n/a (this agent names no phases)"
+    cells = []
+    for p in (2, 3, 4, 5):
+        cell = f"{live[p] / 1024:.1f}" if p in live else "-"
+        cells.append(cell + (f" + {verify_peak / 1024:.1f}" if p == 3 else ""))
+    return " / ".join(cells)
+
+
 def mpy_size(source: Path, tmp: Path) -> int:
     return sum(p.stat().st_size for p in compile_agent(tmp / "mpy", source=source))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--anchor", default=ANCHOR, help="git revision of the 'before' column")
+    ap.add_argument("--anchor", action="append", help="git revision of a 'before' column "
+                    f"(repeat for more; default {' and '.join(ANCHORS)})")
     ap.add_argument("--size", type=int, default=48 * 1024, help="image bytes")
     ap.add_argument("--now-only", action="store_true", help="skip the anchor column")
     a = ap.parse_args()
@@ -248,24 +330,28 @@ def main() -> None:
         try:
             bench = Bench(gw, tmp, a.size)
             rows: dict[str, dict[str, str]] = {}
-            revs = [(f"before ({a.anchor})", a.anchor)] * (not a.now_only) + [("now", "now")]
+            anchors = [] if a.now_only else (a.anchor or list(ANCHORS))
+            revs = [(f"{rev}", rev) for rev in anchors] + [("now", "now")]
             for label, rev in revs:
-                src = source_of(rev, tmp / f"src-{label[:6]}")
+                src = source_of(rev, tmp / f"src-{label}")
                 need, seen = bench.min_heap(src, 16 * 1024, 256 * 1024)
                 _, _, idle = bench.update(src, 256 * 1024)
-                v = verify_figures(src, tmp / f"v-{label[:6]}")
+                v = verify_figures(src, tmp / f"v-{label}")
+                live = bench.phases(src)
                 short = sorted(seen.items())
                 rows[label] = {
                     "smallest heap, full update": f"{need // 1024} KiB",
                     "idle agent, live heap": f"{(idle or 0) / 1024:.1f} KiB",
                     "short heaps (KiB: what ran out)": "; ".join(
                         f"{h // 1024}: {', '.join(sorted(set(p))) or 'done'}" for h, p in short),
+                    "live heap per phase, KiB (report / verify at entry + its own peak / "
+                    "download / install)": phase_row(live, v["peak"]),
                     "Ed25519 verify, time (noisy)": f"{v['us'] / 1000:.1f} ms",
                     "Ed25519 verify, instructions (callgrind)":
                         f"{v['instr'] / 1e6:.0f} M" if "instr" in v else "no valgrind",
                     "Ed25519 verify, allocated": f"{v['alloc'] / 1024:.0f} KiB",
                     "Ed25519 verify, peak above imports": f"{v['peak'] / 1024:.1f} KiB",
-                    ".mpy size (agent)": f"{mpy_size(src, tmp / f'm-{label[:6]}') / 1024:.1f} KiB",
+                    ".mpy size (agent)": f"{mpy_size(src, tmp / f'm-{label}') / 1024:.1f} KiB",
                 }
         finally:
             gw.stop()
