@@ -12,6 +12,7 @@ loop, raises instead of waiting on the database there).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,18 +20,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlite3
-
 import psycopg
 
-from . import metrics
 from proto.codes import JobState
 
+from . import metrics
 from .storage import backend_for, notify
-from .storage.worker import StoreUnavailable
-from .storage.repo import EVENT_SQL, REPORTED_SQL, Repo, Row, _event_args, tags_json
+from .storage.repo import EVENT_SQL, REPORTED_SQL, Repo, Row, event_args, tags_json
 from .storage.schema import MIGRATIONS
 from .storage.sqlite import SqliteBackend
+from .storage.worker import StoreUnavailable
 
 __all__ = ["MIGRATIONS", "Store", "tags_json"]
 
@@ -270,7 +269,7 @@ class Store(Repo):
 
     def _insert_event(self, ev: Row) -> None:
         if self._pipeline is not None:
-            self._defer(EVENT_SQL, _event_args(ev), ev)  # its id comes after the commit
+            self._defer(EVENT_SQL, event_args(ev), ev)  # its id comes after the commit
         else:
             super()._insert_event(ev)
 

@@ -61,7 +61,7 @@ class Repo:
 
     def _insert_event(self, ev: Row) -> None:
         """Insert it, and fill in the id the database gave it (``Store`` may defer both)."""
-        cur = self._exec(EVENT_SQL, _event_args(ev))
+        cur = self._exec(EVENT_SQL, event_args(ev))
         ev["id"] = next(iter(dict(cur.fetchone()).values()))
 
     def events_since(self, since: float, limit: int) -> list[Row]:
@@ -523,7 +523,7 @@ REPORTED_SQL = ("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=
                 "address=?, caps=? WHERE id=?")
 
 
-def _event_args(ev: Row) -> tuple[Any, ...]:
+def event_args(ev: Row) -> tuple[Any, ...]:
     return ev["time"], ev["device"], ev["campaign"], ev["kind"], ev["detail"]
 
 
