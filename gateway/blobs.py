@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import deque
 import re
 import time
 from dataclasses import dataclass
@@ -69,6 +71,8 @@ class BlobStore:
         self._corrupt: dict[str, tuple[int, int, int]] = {}  # name -> stamp found corrupt
         self._unfetchable: dict[str, float] = {}  # name -> when the shared store lacked it
         self._reported: set[str] = set()
+        self._retired: deque[tuple[float, int]] = deque()  # (when, fd) forgotten, to close
+        self._retiring = threading.Lock()
         #: where gateways sharing a database share blobs (``SharedBlobs``); None: files only
         self.shared: SharedBlobs | None = None
 
@@ -144,9 +148,17 @@ class BlobStore:
         self.forget(digest_hex)
 
     def forget(self, digest_hex: str) -> None:
+        """Stop serving from the open file. Its descriptor is closed a second later, not now:
+        the event loop may be between ``opened`` and its ``pread`` while the store's thread
+        forgets it (a re-upload, a removal), and a number closed now could name another
+        file by then."""
         o = self._open.pop(digest_hex, None)
-        if o is not None:
-            os.close(o.fd)
+        now = time.monotonic()
+        with self._retiring:  # both threads forget
+            if o is not None:
+                self._retired.append((now, o.fd))
+            while self._retired and now - self._retired[0][0] >= RESTAT_SECONDS:
+                os.close(self._retired.popleft()[1])
 
     def remove(self, digest_hex: str) -> bool:
         """Delete a blob no image refers to any more (durably); False if it was not there."""
@@ -171,6 +183,9 @@ class BlobStore:
     def close(self) -> None:
         for name in list(self._open):
             self.forget(name)
+        with self._retiring:
+            while self._retired:
+                os.close(self._retired.popleft()[1])
 
     def opened(self, digest_hex: str, fetch: bool = True) -> tuple[int, int]:
         """(fd, size) of a verified blob; verifies it when first opened or when it changed.
