@@ -25,6 +25,10 @@ STORE_SECONDS = Histogram("fota_store_transaction_seconds", "Wall time of one st
                           "transaction, BEGIN to COMMIT (includes the fsync).",
                           buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5),
                           registry=REGISTRY)
+STORE_BATCHES = Counter("fota_store_batches", "Batches of reports by how they ended (fast: "
+                        "committed at the first try; careful: rolled back and committed one "
+                        "savepoint per report; failed: not committed).", ["how"],
+                        registry=REGISTRY)
 EVENTS = Counter("fota_events", "Events written to the event log, by kind.", ["kind"],
                  registry=REGISTRY)
 WEBHOOKS = Counter("fota_webhook_deliveries", "Webhook POSTs by outcome (delivered: 2xx; "

@@ -13,7 +13,7 @@ import cbor2
 import psycopg
 import pytest
 
-from gateway import devauth
+from gateway import devauth, metrics
 from gateway.blobs import BlobStore
 from gateway.devauth import DeviceAuth
 from gateway.fleet import Fleet
@@ -56,6 +56,10 @@ def held(worker: StoreWorker):
     first = worker.submit(hold)
     assert running.wait(10)
     return go, first
+
+
+def careful_batches() -> float:
+    return metrics.REGISTRY.get_sample_value("fota_store_batches_total", {"how": "careful"}) or 0
 
 
 def details(store: Store) -> list[str]:
@@ -119,6 +123,7 @@ async def test_a_failing_unit_is_rolled_back_alone(url):
                 raise ValueError("refused")
 
         before = s.commits
+        careful = careful_batches()
         go, _ = held(w)
         a = asyncio.ensure_future(w.call(lambda: event("a"), grouped=True))
         b = asyncio.ensure_future(w.call(bad, grouped=True))
@@ -131,6 +136,7 @@ async def test_a_failing_unit_is_rolled_back_alone(url):
         await c
         assert s.commits == before + 1  # a and c shared one
         assert w.reruns == 1  # b wrote before it raised: the fast run went back, carefully
+        assert careful_batches() == careful + 1
         assert await w.call(lambda: details(s)) == ["a", "c"]
         assert [ev["detail"] for ev in logged] == ["a", "c"]
     finally:

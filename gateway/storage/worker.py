@@ -30,6 +30,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
+from .. import metrics
+
 
 log = logging.getLogger("fota.gateway")
 T = TypeVar("T")
@@ -176,9 +178,14 @@ class StoreWorker:
         each, gateway/store.py) if the fast run failed in a way that might be one unit's."""
         self.units += len(units)
         outcomes = self._try(units, careful=False)
+        how = "fast"
         if outcomes is None:
             self.reruns += 1
             outcomes = self._try(units, careful=True)
+            how = "careful"
+        if any(isinstance(v, StoreUnavailable) for ok, v in outcomes if not ok):
+            how = "failed"
+        metrics.STORE_BATCHES.labels(how).inc()
         for (_, fut, _), (ok, value) in zip(units, outcomes):
             self._settle(fut, ok, value)
 
