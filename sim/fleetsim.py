@@ -61,6 +61,7 @@ MAX_RETRANSMIT = 4
 CBOR_FORMAT = [(coap.CONTENT_FORMAT, coap.uint(coap.CBOR))]
 UNAUTHORIZED = coap.code(4, 1)
 SHUN_SECONDS = 30.0  # a device avoids a gateway that did not answer it for this long
+RCVBUF = 4 << 20  # bytes of receive buffer per socket (the kernel caps it at net.core.rmem_max)
 
 
 @dataclass(slots=True)
@@ -122,6 +123,9 @@ class Wire:
         for _ in range(self.n):
             t, _p = await loop.create_datagram_endpoint(lambda: _Proto(self), local_addr=(host, 0),
                                                         family=family)
+            # one socket carries thousands of devices: a released wave's notifications come
+            # faster than this process reads them at times (a device has a socket of its own)
+            t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             self.transports.append(t)
 
     def close(self) -> None:
