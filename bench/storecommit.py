@@ -13,6 +13,7 @@ PostgreSQL with ``fsync=on`` and ``synchronous_commit=on``, its defaults).
 
     python bench/storecommit.py                  # 256 clients, 5 s a cell, 3 rounds
     python bench/storecommit.py --clients 64 --seconds 10 --rounds 5 --dir /var/tmp
+    python bench/storecommit.py --engines sqlite --rounds 5
 
 Timing numbers on a shared machine are noisy (the one-commit rate follows the disk's fsync
 time, which follows the load): each round runs both modes back to back, and the ratio per
@@ -88,6 +89,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         stores = {"SQLite": f"sqlite:///{work / 'bench.sqlite3'}",
                   "PostgreSQL": cluster.create_database("bench")}
+        stores = {k: v for k, v in stores.items() if k.lower() in args.engines}
         print(f"{args.clients} clients, {args.seconds:g} s per cell, {args.rounds} round(s) of "
               f"both modes back to back, data in {work}")
         print("| engine | round | mode | reports | reports/s | commits | reports/commit "
@@ -117,5 +119,7 @@ if __name__ == "__main__":
     p.add_argument("--clients", type=int, default=256)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=3, help="anchor then group, this often")
+    p.add_argument("--engines", type=lambda v: v.lower().split(","),
+                   default=["sqlite", "postgresql"], help="sqlite,postgresql (both: default)")
     p.add_argument("--dir", default=None, help="parent of the temp data dir (default: $TMPDIR)")
     asyncio.run(main(p.parse_args()))

@@ -11,6 +11,7 @@ with a kind the API layers map to a CoAP code and a one-line diagnostic.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -47,6 +48,7 @@ REFRESH_SHARE = 1000
 REFRESH_SECONDS = 2.0
 
 
+@functools.lru_cache(maxsize=1024)  # a few pairs in practice: not formatted per report
 def _names(state: int, result: int) -> str:
     return f"{state_name(state)}/{result_name(result)}"
 

@@ -26,7 +26,7 @@ from proto.codes import JobState
 
 from . import metrics
 from .storage import backend_for, notify
-from .storage.repo import EVENT_SQL, REPORTED_SQL, Repo, Row, event_args, tags_json
+from .storage.repo import EVENT_INSERT, EVENT_SQL, REPORTED_SQL, Repo, Row, event_args, tags_json
 from .storage.schema import MIGRATIONS
 from .storage.sqlite import SqliteBackend
 from .storage.worker import StoreUnavailable
@@ -134,8 +134,18 @@ class Store(Repo):
     def _send_deferred(self) -> None:
         deferred, self._deferred = self._deferred, {}
         for sql, rows in deferred.items():
-            cur = self.db.cursor()
             events = [ev for _, ev in rows if ev is not None]
+            if self.dialect != "postgresql":
+                # SQLite: no RETURNING in executemany. The batch holds the write lock and
+                # AUTOINCREMENT hands out the next id to each row: the events got the ids
+                # up to the last one inserted, in order.
+                self.db.executemany(sql, [args for args, _ in rows])
+                if events:
+                    last = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                    for n, ev in enumerate(events, last - len(events) + 1):
+                        ev["id"] = n
+                continue
+            cur = self.db.cursor()
             cur.executemany(self._q(sql), [args for args, _ in rows], returning=bool(events))
             if events:
                 self._ids_due.append((cur, events))  # read after the commit's sync
@@ -216,9 +226,9 @@ class Store(Repo):
     def _unit_of_batch(self) -> Iterator[Any]:
         """A unit of the batch's transaction. Careful: each unit in a savepoint, one that
         raises is rolled back alone. Fast (the worker's first try): the batch's devices are
-        read in one statement (``_devices``) and there is no savepoint; on PostgreSQL the
-        batch also runs in pipeline mode (a statement whose result nobody reads costs no round
-        trip) and its device updates and events go as one executemany each (``_defer``). A
+        read in one statement (``_devices``), there is no savepoint, and its device updates
+        and events go as one executemany each (``_defer``); on PostgreSQL the batch also runs
+        in pipeline mode (a statement whose result nobody reads costs no round trip). A
         unit that raises before it wrote anything (a refusal) needs no savepoint; one that
         raises after it wrote, or a database error (in a pipeline it surfaces at a later read,
         maybe in another unit), rolls the batch back with ``rerun`` set: the worker runs it
@@ -268,8 +278,9 @@ class Store(Repo):
             self._depth = 1
 
     def _insert_event(self, ev: Row) -> None:
-        if self._pipeline is not None:
-            self._defer(EVENT_SQL, event_args(ev), ev)  # its id comes after the commit
+        if self._batch_open and not self._careful:  # its id: once its executemany ran
+            self._defer(EVENT_SQL if self.dialect == "postgresql" else EVENT_INSERT,
+                        event_args(ev), ev)
         else:
             super()._insert_event(ev)
 
@@ -379,6 +390,8 @@ class Store(Repo):
 
     def event(self, kind: str, detail: str, *, device: str | None = None,
               campaign: int | None = None) -> dict[str, Any]:
+        if self._depth > 1 or (self._depth and not self._batch_open):  # inside one already
+            return super().event(kind, detail, device=device, campaign=campaign)
         with self.transaction():
             return super().event(kind, detail, device=device, campaign=campaign)
 
@@ -396,7 +409,7 @@ class Store(Repo):
         old = known[device_id]
         if old is not None:
             args = (cls, seq, state, result, progress, now, address, caps, device_id)
-            if self._pipeline is not None:
+            if self._batch_open and not self._careful:
                 self._defer(REPORTED_SQL, args)
             else:
                 self._exec(REPORTED_SQL, args)

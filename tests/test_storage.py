@@ -182,8 +182,9 @@ async def test_reports_of_one_device_in_one_batch(url, tmp_path):
     """A device reporting several times within one batch (new at the first): it is
     registered once, each change is one event, a replayed MAC counter is refused, as if the
     reports had been committed one by one (the fast run reads the batch's devices once and
-    follows its own writes)."""
-    s = Store(url)
+    follows its own writes); each event is announced with the id the database gave it."""
+    announced: list[dict] = []
+    s = Store(url, on_event=announced.append)
     fleet, auth = Fleet(s, BlobStore(tmp_path / "blobs")), DeviceAuth(s)
     fleet.enrol({"id": "keyed", "class": "c"})
     key = auth.provision("keyed")
@@ -219,6 +220,9 @@ async def test_reports_of_one_device_in_one_batch(url, tmp_path):
                            ("keyed", "state", "idle/initial -> downloading/initial"),
                            ("keyed", "state", "downloading/initial -> downloaded/initial")]
         assert (await w.call(lambda: s.device_key("keyed")))["counter"] == 6
+        stored = await w.call(lambda: s.events_since(0, 100))
+        assert [(ev["id"], ev["detail"]) for ev in announced] == \
+            [(ev["id"], ev["detail"]) for ev in stored]
     finally:
         w.close()
         s.close()

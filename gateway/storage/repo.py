@@ -517,8 +517,8 @@ class Repo:
         # SQLite's AUTOINCREMENT keeps sqlite_sequence up to date on every insert
 
 
-EVENT_SQL = ("INSERT INTO events(time, device, campaign, kind, detail) VALUES (?,?,?,?,?) "
-             "RETURNING id")
+EVENT_INSERT = "INSERT INTO events(time, device, campaign, kind, detail) VALUES (?,?,?,?,?)"
+EVENT_SQL = EVENT_INSERT + " RETURNING id"
 REPORTED_SQL = ("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, last_seen=?, "
                 "address=?, caps=? WHERE id=?")
 

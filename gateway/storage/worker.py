@@ -192,11 +192,11 @@ class StoreWorker:
     def _try(self, units: list[tuple[Callable[[], Any], Future[Any], str | None]],
              careful: bool) -> list[tuple[bool, Any]] | None:
         outcomes: list[tuple[bool, Any]] = []
-        with self.store.batch([d for _, _, d in units if d], careful=careful) as status:
+        with (self.store.batch([d for _, _, d in units if d], careful=careful) as status,
+              self.store.group()):
             for fn, _, _ in units:
                 try:
-                    with self.store.group():
-                        outcomes.append((True, fn()))
+                    outcomes.append((True, fn()))
                 except BaseException as e:  # refused: nothing of it is kept
                     outcomes.append((False, e))
         if status.committed:
