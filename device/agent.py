@@ -447,8 +447,9 @@ class Agent:
                     self._finish(lifecycle.FAIL, const.RES_NO_SPACE)
                     return None
                 self._fetch = f
-            # a pipe decodes in order: no windows, whose blocks come in any order
-            if self.transfer == STOP_AND_WAIT or f.pipe is not None:
+            # a pipe decodes in order: windowed where a file can hold the early blocks and
+            # the heap allows (pipe.Parked), else stop-and-wait
+            if self.transfer == STOP_AND_WAIT or (f.pipe and not f.pipe.parked):
                 done = yield from self._stop_and_wait(f, img)
             else:
                 done = yield from self._windowed(f, img)
@@ -493,8 +494,12 @@ class Agent:
     def _window(self, f, img):
         from .burst import Window
 
-        w = Window(img["uri"], img["size"], f.szx, f, offset=f.offset, etag=f.etag,
-                   max_window=self.window, step=PERSIST_EVERY)
+        p = f.pipe
+        w = Window(img["uri"], f.size, f.szx, p.parked if p else f, offset=f.offset,
+                   etag=f.etag, max_window=min(self.window, 16) if p else self.window,
+                   step=PERSIST_EVERY)
+        if p:
+            p.parked.ring = w.span << f.szx + 4
         self.window_stats = w
         return w
 

@@ -488,7 +488,7 @@ class Window:
             self.held -= 1
         self._state[i] = _GOT
         self.inflight -= 1
-        self.sink.put(off, resp.payload)
+        bad = self.sink.put(off, resp.payload)  # True: a decoder behind it found it bad
         # congestion window: slow start, then _INCREASE per round trip
         if self.cwnd < self.ssthresh:
             self.cwnd = min(self.cwnd + 1, self.max_window)
@@ -500,9 +500,12 @@ class Window:
             self.base += 1
             moved = True
         if moved:
-            self.sink.advance(self.offset)
+            bad = self.sink.advance(self.offset) or bad
             if self.complete:
                 self.done_ms = now_ms
+        if bad:
+            self._end(CORRUPT, "undecodable data")
+            return
         if seq > self.hi:
             self.hi = seq
         self._recover(now_ms)

@@ -17,6 +17,7 @@ MicroPython.
 With ``pipe`` (device/pipe.py: the manifest says the bytes sent are compressed or a delta) the
 payload goes to ``pipe.write`` instead, which decodes it into the slot and hashes the image as
 installed; the pipe also decides where a resumed download restarts. Bad data there is CORRUPT.
+Windowed, a pipe's blocks go through ``pipe.Parked`` instead (early ones wait in a file).
 """
 
 import hashlib
@@ -75,7 +76,8 @@ class Fetch:
 
     def reopen(self):
         """Open the slot again at the hashed offset: what lies after it will be written anew."""
-        self.slots.open(self.size, self.offset)
+        if self.pipe is None:  # a pipe's output only grows, in order
+            self.slots.open(self.size, self.offset)
 
     def _ordered(self, data):
         """The image's bytes, in order, exactly once each."""
@@ -174,3 +176,5 @@ class Fetch:
 
     def close(self):
         self.slots.close()
+        if self.pipe and self.pipe.parked:
+            self.pipe.parked.close()

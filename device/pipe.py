@@ -31,7 +31,66 @@ def fetch(fetch_cls, agent, img, stage):
     n, comp, delta = img["sent"]
     p = Pipe(agent.slots, img["size"], binascii.unhexlify(img["digest"]), comp, delta,
              agent.s.get("cp"), lib=agent.deflate)
-    return fetch_cls(agent.slots, img["uri"], n, None, agent.block_size, stage, p)
+    f = fetch_cls(agent.slots, img["uri"], n, None, agent.block_size, stage, p)
+    import gc
+
+    path = getattr(agent.store, "path", None)  # a file system to park blocks on
+    if path and agent.transfer != "stop-and-wait" and (
+            not hasattr(gc, "mem_free") or gc.mem_free() + gc.mem_alloc() >= WINDOW_HEAP):
+        p.parked = Parked(f, path + ".park")
+    return f
+
+
+WINDOW_HEAP = 114688  # bytes of heap for a windowed decoded download: ~2 KiB more at its peak
+# than stop-and-wait (a delta chain on the unix port: 102k stop-and-wait, 104k windowed)
+
+
+class Parked:
+    """A window's sink (burst.Window: ``put``, ``advance``) in front of a Fetch with a pipe,
+    which needs its input in order: a block that comes early waits in file ``path`` at its
+    transfer offset modulo ``ring`` (the window's span, set by the agent): flash, not heap, and
+    a cache a power cut may lose (the restart point stays the pipe's checkpoint). True from
+    either: the data does not decode (CORRUPT)."""
+
+    def __init__(self, f, path):
+        self.f = f
+        self.path = path
+        self.file = open(path, "w+b")
+        self.buf = bytearray(16 << f.szx)
+        self.ring = 0
+
+    def put(self, t, data):
+        f = self.f
+        if f.stage is not None:  # a stage must work at any offset (AES-CTR does)
+            data = f.stage(t, data, f._buf)
+        f.fetched += len(data)
+        if t == f.offset:
+            return self._decode(data)
+        self.file.seek(t % self.ring)
+        self.file.write(data)
+
+    def advance(self, upto):
+        f = self.f
+        while f.offset < upto:
+            mv = memoryview(self.buf)[:min(len(self.buf), upto - f.offset)]
+            self.file.seek(f.offset % self.ring)
+            if self.file.readinto(mv) != len(mv) or self._decode(mv):
+                return True
+
+    def _decode(self, data):
+        try:
+            self.f.pipe.write(data)
+        except ValueError:  # pipe, inflate or patch: the data does not decode
+            return True
+        self.f.offset += len(data)
+
+    def close(self):
+        if self.file:
+            self.file.close()
+            self.file = None
+            import os
+
+            os.remove(self.path)
 
 
 class _Sink:
@@ -70,6 +129,7 @@ class Pipe:
         self.patch = None
         self.inflate = None
         self.head = None
+        self.parked = None  # the window's sink (Parked), when the download may be windowed
 
     def start(self, block):
         cp = self.cp or {"t": 0, "o": 0, "p": None}

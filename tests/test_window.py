@@ -435,3 +435,75 @@ def test_fetch_as_sink_any_order_hashes_the_image(tmp_path: Path) -> None:
             w.on_timeout(now)
     assert w.complete and f.offset == size and f.verified()
     assert Path(slots.path("b")).read_bytes() == data
+
+
+def test_a_pipe_behind_the_window_gets_early_blocks_from_a_scratch_file(tmp_path: Path) -> None:
+    """A compressed image (device/pipe.py needs its input in order) through the window, every
+    round arriving backwards and its first answer lost once: early blocks wait in the park file,
+    the decoded image reaches the slot, and the park file is gone after."""
+    import random
+
+    from device.pipe import DEFLATE, Parked, Pipe
+    from proto import packing
+    from sim import hostdeflate
+
+    rnd = random.Random(7)
+    target = bytes(rnd.randrange(4) for _ in range(40_000))  # compresses to ~10 KiB
+    sent = packing.compress_image(target)
+    slots = FileSlots(str(tmp_path / "slots"))
+    slots.boot()
+    pipe = Pipe(slots, len(target), hashlib.sha256(target).digest(), DEFLATE, False,
+                lib=hostdeflate)
+    f = Fetch(slots, "/" + PATH, len(sent), None, 256, pipe=pipe)
+    f.start(0)
+    park = tmp_path / "state.json.park"
+    pipe.parked = Parked(f, str(park))
+    w = burst.Window(PATH, len(sent), f.szx, pipe.parked, salt=3, max_window=8, step=1 << 20)
+    pipe.parked.ring = w.span * 256
+    r = rtt.Rtt(initial_ms=50, min_ms=10)
+    w.start(0, r, Mids())
+    now = 0
+    lost: set[int] = set()
+    parked = 0
+    for _ in range(500):
+        if w.done:
+            break
+        out = take(w)
+        now += 10
+        for d in reversed(out):
+            num = nums([d])[0]
+            if num not in lost:  # the first of a round is lost once
+                lost.add(num)
+                if d is out[0]:
+                    continue
+            w.on_datagram(answer(d, len(sent), 4, payload=sent[num * 256:(num + 1) * 256]), now)
+            parked = max(parked, park.stat().st_size)
+        if not out:
+            now = w.deadline
+            w.on_timeout(now)
+    assert w.complete and w.verdict is None and f.offset == len(sent)
+    assert 0 < parked <= w.span * 256  # early blocks waited there, within the ring
+    assert f.verified()
+    f.close()
+    assert Path(slots.path("b")).read_bytes() == target and not park.exists()
+
+
+def test_bad_data_behind_the_window_ends_it_corrupt(tmp_path: Path) -> None:
+    from device.pipe import DEFLATE, Parked, Pipe
+    from sim import hostdeflate
+
+    slots = FileSlots(str(tmp_path / "slots"))
+    slots.boot()
+    pipe = Pipe(slots, 4096, b"\0" * 32, DEFLATE, False, lib=hostdeflate)
+    f = Fetch(slots, "/" + PATH, 1024, None, 256, pipe=pipe)
+    f.start(0)
+    sink = Parked(f, str(tmp_path / "park"))
+    w = burst.Window(PATH, 1024, f.szx, sink, salt=3, max_window=4, step=1 << 20)
+    sink.ring = w.span * 256
+    w.start(0, rtt.Rtt(initial_ms=50), Mids())
+    out = take(w)
+    for d in reversed(out):  # 3, 2, 1 wait in the park file; 0 is not deflate at all
+        w.on_datagram(answer(d, 1024, 4, payload=b"\xff" * 256), 10)
+    assert w.done and w.verdict == CORRUPT and "undecodable" in w.why
+    sink.close()
+    assert not (tmp_path / "park").exists()
