@@ -41,8 +41,8 @@ def fetch(fetch_cls, agent, img, stage):
     return f
 
 
-WINDOW_HEAP = 114688  # bytes of heap for a windowed decoded download: ~2 KiB more at its peak
-# than stop-and-wait (a delta chain on the unix port: 102k stop-and-wait, 104k windowed)
+WINDOW_HEAP = 114688  # bytes of heap for a windowed decoded download (a delta chain on the
+# unix port decodes stop-and-wait at 102k, windowed at 108k, not 106k): below, stop-and-wait
 
 
 class Parked:
