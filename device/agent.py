@@ -494,12 +494,11 @@ class Agent:
     def _window(self, f, img):
         from .burst import Window
 
-        p = f.pipe
-        w = Window(img["uri"], f.size, f.szx, p.parked if p else f, offset=f.offset,
-                   etag=f.etag, max_window=min(self.window, 16) if p else self.window,
-                   step=PERSIST_EVERY)
-        if p:
-            p.parked.ring = w.span << f.szx + 4
+        s = f.pipe and f.pipe.parked  # a decoded download: early blocks parked in a file
+        w = Window(img["uri"], f.size, f.szx, s or f, offset=f.offset, etag=f.etag,
+                   max_window=16 if s else self.window, step=PERSIST_EVERY)
+        if s:
+            s.ring = w.span << f.szx + 4
         self.window_stats = w
         return w
 

@@ -102,8 +102,7 @@ class Window:
         self._tries = bytearray(w)
         self._seq = [0] * w  # send sequence number of the block's latest request
         self._ms = [0] * w  # when it was sent
-        self.cwnd = min(init_window or _INIT_MIN, max_window)
-        self._init = init_window  # None: from the SRTT at the first start
+        self.cwnd = min(init_window or 0, max_window)  # 0: from the SRTT at the first start
         self.ssthresh = max_window
         self.inc = _INCREASE  # blocks added per clean round
         self.silent = 0  # timeouts since the last answer
@@ -161,11 +160,10 @@ class Window:
     # -- the machine -------------------------------------------------------------------------
     def start(self, now_ms, rtt, next_mid, rand=None):
         self.rtt = rtt
-        if not self.sent and self._init is None and rtt.srtt:
+        if not self.cwnd:
             # what the gateway passes one device in a round trip: 32 blocks at 1.5 s RTT
             # (NB-IoT), 16 at 100 ms, where 32 would be 320 requests/s against its 200
-            w = _INIT_RATE * rtt.srtt // 1000
-            self.cwnd = min(self.max_window, w if w > _INIT_MIN else _INIT_MIN)
+            self.cwnd = min(self.max_window, max(_INIT_MIN, _INIT_RATE * (rtt.srtt or 0) // 1000))
         self.next_mid = next_mid
         if not self.answer_ms:
             self.answer_ms = now_ms
@@ -307,28 +305,26 @@ class Window:
         if d is None and not self.done:
             self._end(FAILED, "nothing in flight")  # cannot happen: the window always asks
 
-    def _overdue_ms(self):
+    def _overdue_ms(self, tail=False):
         """How long a block may be out once a later-sent one was answered (RACK). On a link
         that keeps order (none seen yet: RFC 8985's RACK.reord) an answer to a later request
-        already means this one was lost: one SRTT; after reordering, a quarter more."""
-        srtt = self.rtt.srtt or self.rtt.rto
-        return srtt + (srtt // 4 if self.reordered else 0) + 2
+        already means this one was lost: one SRTT; after reordering, a quarter more.
+
+        ``tail``: the retransmission timer, for a block no later answer vouches for; never
+        sooner than SRTT + SRTT/4: on a steady link RTTVAR decays to nothing and SRTT +
+        4 RTTVAR fired while the answers to a whole burst were a few ms away (measured: 20
+        blocks asked twice at 1.5 s RTT)."""
+        rto = self.rtt.rto
+        srtt = self.rtt.srtt or rto
+        late = srtt + (srtt // 4 if tail or self.reordered else 0) + 2
+        return rto if tail and rto > late else late
 
     def _due(self, i):
         """When ring slot ``i``'s block counts as lost."""
         if self._seq[i] < self.hi:  # a block asked later was answered: RACK
             return self._ms[i] + self._overdue_ms()
         t = self._ms[i]  # the tail: the retransmission timer, restarted by each expiry
-        return (t if t > self._tail_at else self._tail_at) + self._tail_ms()
-
-    def _tail_ms(self):
-        """The retransmission timer, never sooner than RACK would call a block lost: on a
-        steady link RTTVAR decays to nothing and SRTT + 4 RTTVAR fired while the answers to
-        a whole burst were a few ms away (measured: 20 blocks asked twice at 1.5 s RTT)."""
-        rto = self.rtt.rto
-        srtt = self.rtt.srtt or rto
-        late = srtt + srtt // 4 + 2
-        return rto if rto > late else late
+        return (t if t > self._tail_at else self._tail_at) + self._overdue_ms(True)
 
     def _recover(self, now_ms):
         """Ask again, now, for every block a later answer shows lost (RACK)."""
@@ -365,40 +361,36 @@ class Window:
         if not self.done:
             self._recover(now_ms)
             self._probe(now_ms)
-            self._expire(now_ms)
+            # The retransmission timer: of the blocks no later answer vouches for, ask the
+            # newest expired one again, one per expiry as TCP's RTO does; the others' timers
+            # restart. After a stall its answer lets RACK find the lost ones; asking all again
+            # cost up to a window of duplicates whenever the host or the link paused.
+            rto = self._overdue_ms(True)
+            pick = None
+            for num in range(self.base, self.next):
+                i = num % self.span
+                if (self._state[i] == _ASKED and self._seq[i] >= self.hi
+                        and now_ms >= max(self._ms[i], self._tail_at) + rto
+                        and (pick is None or self._seq[i] > self._seq[pick % self.span])):
+                    pick = num
+            if pick is not None:
+                i = pick % self.span
+                self.timeouts += 1
+                self._tail_at = now_ms
+                if self.answer_ms <= self._ms[i]:
+                    # no answer at all since this request: silence, not one lost block
+                    self.silent += 1
+                    if self.silent >= self.max_tries:
+                        self._end(FAILED, "no answer after %d timeouts" % self.silent)
+                    elif self.silent >= 2 and now_ms - self.answer_ms >= 4 * (self.rtt.srtt or rto):
+                        self._shrink(self.cwnd // 2)  # silence: whole rounds dropped
+                    self.rtt.backoff()
+                if not self.done:
+                    self._count(self._seq[i], True)
+                    self._resend(pick, now_ms)
             if not self.done:
                 self._fill(now_ms)
         self._settle()
-
-    def _expire(self, now_ms):
-        """The retransmission timer: of the blocks no later answer vouches for, ask the newest
-        expired one again, one per expiry as TCP's RTO does; the others' timers restart. After
-        a stall its answer lets RACK find the lost ones; asking all again cost up to a window
-        of duplicates whenever the host or the link paused for more than SRTT/4."""
-        rto = self._tail_ms()
-        pick = None
-        for num in range(self.base, self.next):
-            i = num % self.span
-            if (self._state[i] == _ASKED and self._seq[i] >= self.hi
-                    and now_ms >= max(self._ms[i], self._tail_at) + rto
-                    and (pick is None or self._seq[i] > self._seq[pick % self.span])):
-                pick = num
-        if pick is None:
-            return
-        i = pick % self.span
-        self.timeouts += 1
-        self._tail_at = now_ms
-        if self.answer_ms <= self._ms[i]:
-            # no answer at all since this request: silence, not one lost block
-            self.silent += 1
-            if self.silent >= self.max_tries:
-                self._end(FAILED, "no answer after %d timeouts" % self.silent)
-                return
-            if self.silent >= 2 and now_ms - self.answer_ms >= 4 * (self.rtt.srtt or rto):
-                self._shrink(self.cwnd // 2)  # silence: whole rounds dropped
-            self.rtt.backoff()
-        self._count(self._seq[i], True)
-        self._resend(pick, now_ms)
 
     def on_datagram(self, data, now_ms):
         try:
@@ -412,24 +404,6 @@ class Window:
         elif msg.code >= 0x40 and len(msg.token) == 4 and not self.done:
             self._block(msg, now_ms)
         self._settle()
-
-    def _hold(self, i, max_age, now_ms):
-        """5.03 + Max-Age: the gateway's budget for our address is spent (gateway/ratelimit.py).
-        Not a loss on the link: the block keeps its slot in the window and is asked again
-        after Max-Age (at least an SRTT; doubled for each earlier try of it, up to 8x); the
-        round's refused share shrinks the window."""
-        self.slowed += 1
-        self.silent = 0
-        self.answer_ms = now_ms
-        self.rtt.answered()
-        self._state[i] = _HELD
-        self.held += 1
-        srtt = self.rtt.srtt or self.rtt.rto
-        wait = 1000 * (max_age or 0)
-        t = self._tries[i]  # refused again and again: wait twice as long each time (to 8x)
-        until = now_ms + ((wait if wait > srtt else srtt) << (t - 1 if t < 4 else 3))
-        self._ms[i] = until
-        self._count(self._seq[i], 2)
 
     def _block(self, msg, now_ms):
         num = (int.from_bytes(msg.token, "big") - self.salt) & 0xFFFFFFFF
@@ -448,8 +422,22 @@ class Window:
             self._resend(num, now_ms)  # bounded by max_tries like any other try
             return
         if resp.code == _UNAVAILABLE:
+            # 5.03 + Max-Age: the gateway's budget for our address is spent (ratelimit.py).
+            # Not a loss on the link: the block keeps its slot and is asked again after
+            # Max-Age (at least an SRTT; doubled for each earlier try, up to 8x); the round's
+            # refused share shrinks the window (_round)
             if st == _ASKED:
-                self._hold(i, resp.max_age, now_ms)
+                self.slowed += 1
+                self.silent = 0
+                self.answer_ms = now_ms
+                self.rtt.answered()
+                self._state[i] = _HELD
+                self.held += 1
+                srtt = self.rtt.srtt or self.rtt.rto
+                wait = 1000 * (resp.max_age or 0)
+                t = self._tries[i]
+                self._ms[i] = now_ms + ((wait if wait > srtt else srtt) << (t - 1 if t < 4 else 3))
+                self._count(self._seq[i], 2)
             return
         if resp.code != CONTENT:
             if 0x80 <= resp.code < 0xA0 and resp.code not in (0x88, 0x8D):
