@@ -576,9 +576,10 @@ class Agent:
         self._restarts = 0
         f.reopen()  # an earlier window of this power-on may have written past f.offset
         w = self._window(f, img)
+        asked = False  # a report rides along until its exchange is over (runs end sooner:
+        # every 16 KiB for persistence, which at 32 blocks a round trip is half an RTT)
         while True:
-            asked = False
-            if fresh or f.offset >= next_report:
+            if not asked and (fresh or f.offset >= next_report):
                 if not fresh:
                     next_report = (f.offset // step + 1) * step
                 fresh = False
@@ -591,7 +592,8 @@ class Agent:
             yield w
             if w.base != before:
                 self._go(lifecycle.BLOCK)
-            if asked:
+            if asked and w.side is None:
+                asked = False
                 cmd = self._report_answer(w.side_response, counter)
                 if cmd:
                     self._handle(cmd)

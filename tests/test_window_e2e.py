@@ -52,6 +52,22 @@ async def test_windowed_update_through_loss_reordering_duplication(gateway, coap
         assert w.gap_losses > 0  # recovered without waiting for a timer
 
 
+async def test_a_report_riding_along_outlives_the_runs_of_its_window(gateway, coap_client,
+                                                                      tmp_path):
+    """A run of the window ends every 16 KiB (the agent persists then), at 32 blocks a round
+    trip in half of one, before a progress report riding along is answered: the report must stay
+    pending, not count as failed (four such ended the wake, and the next wake's first report
+    discarded a window of answers: 33 blocks asked again at 0 % loss, bench/lossy.py)."""
+    f = Faults(delay=0.025)
+    size = 192 * 1024
+    o = await update_through(gateway, coap_client, tmp_path, up=f, down=f, seed=4, size=size,
+                             extra={"max_failures": 1})  # one report taken for failed: next wake
+    assert_updated_and_agreed(o)
+    (w,) = o.sim.windows  # the boot that downloaded: its last window did it all, in one wake
+    assert w.requests - w.rerequests == size // 1024  # every block asked for by this window
+    assert o.sim.progress_reports >= 4
+
+
 async def test_stop_and_wait_still_works_through_loss(gateway, coap_client, tmp_path):
     f = Faults(loss=0.2, delay=0.002)
     o = await update_through(gateway, coap_client, tmp_path, up=f, down=f, seed=3,
