@@ -149,7 +149,8 @@ async def run(args: argparse.Namespace) -> None:
             s = json.loads((work / "sim.json").read_text().strip().splitlines()[-1])
             print(f"sim: {s['reports']} reports ({s['reports_per_s']}/s over the whole run), "
                   f"{s['blocks']} blocks, {s['retransmits']} retransmits, {s['timeouts']} "
-                  f"timeouts, mean RTT {s['mean_rtt_ms']} ms, done {s['done']}, observing "
+                  f"timeouts, {s['held']} answered 5.03 (busy), mean RTT {s['mean_rtt_ms']} ms, "
+                  f"done {s['done']}, observing "
                   f"{s['observing']} (refused {s['observe_refused']}), woken by a "
                   f"notification {s['notified']}")
         except (OSError, ValueError, IndexError, KeyError):

@@ -60,6 +60,7 @@ SZX = 6  # 1024-byte blocks
 MAX_RETRANSMIT = 4
 CBOR_FORMAT = [(coap.CONTENT_FORMAT, coap.uint(coap.CBOR))]
 UNAUTHORIZED = coap.code(4, 1)
+UNAVAILABLE = coap.code(5, 3)
 SHUN_SECONDS = 30.0  # a device avoids a gateway that did not answer it for this long
 RCVBUF = 4 << 20  # bytes of receive buffer per socket (the kernel caps it at net.core.rmem_max)
 
@@ -78,6 +79,7 @@ class Dev:
     shun_until: float = 0.0
     will_fail: bool = False
     will_reboot: bool = False
+    hold: float = 0.0  # seconds a 5.03 + Max-Age asked it to wait before trying again
 
 
 @dataclass
@@ -92,7 +94,8 @@ class Stats:
     succeeded: int = 0
     failed: int = 0
     reboots: int = 0
-    errors: int = 0  # 4.xx/5.xx answers
+    errors: int = 0  # 4.xx/5.xx answers (but 5.03)
+    held: int = 0  # 5.03 answers (a busy gateway): asked again after their Max-Age
     observing: int = 0  # observation registrations the gateway took
     observe_refused: int = 0  # ... and refused (a cap: served as a plain GET)
     notified: int = 0  # notifications with a command (each wakes its device)
@@ -258,7 +261,7 @@ class Fleet:
         carries a command (the device goes on at once)."""
         msg = await self._ask(k, d, coap.GET, f"c/{d.id}", options=[(coap.OBSERVE, b"")],
                               token=OBSERVE_TOKEN + k.to_bytes(4, "big"))
-        if msg is None or msg.code != coap.code(2, 5):
+        if msg is None or self._held(d, msg) or msg.code != coap.code(2, 5):
             return False
         if msg.opt(coap.OBSERVE) is None:
             self.stats.observe_refused += 1
@@ -294,7 +297,7 @@ class Fleet:
         self.stats.reports += 1
         msg = await self._ask(k, d, coap.POST, "r", cbor2.dumps({int(a): b for a, b in m.items()}),
                               CBOR_FORMAT)
-        if msg is None:
+        if msg is None or self._held(d, msg):
             return None
         if not 0x40 <= msg.code < 0x60:
             self.stats.errors += 1
@@ -304,9 +307,22 @@ class Fleet:
         return cbor2.loads(msg.payload) if msg.payload else {}
 
     def _again(self, d: Dev) -> float:
-        """After an exchange that got no answer: a device with an update in hand tries again
-        after --retry seconds (as an agent backs off), an idle one at its next wake."""
+        """After an exchange that got no answer: as a busy gateway's 5.03 + Max-Age said; else a
+        device with an update in hand tries again after --retry seconds (as an agent backs
+        off), an idle one at its next wake."""
+        if d.hold:
+            wait, d.hold = d.hold, 0.0
+            return wait
         return min(self.args.retry, self.args.wake) if d.image is not None else self.args.wake
+
+    def _held(self, d: Dev, msg: coap.Message) -> bool:
+        """A 5.03: the gateway is busy; remember its Max-Age (60 s without one)."""
+        if msg.code != UNAVAILABLE:
+            return False
+        self.stats.held += 1
+        age = msg.opt(coap.MAX_AGE)
+        d.hold = float(max(1, int.from_bytes(age, "big"))) if age is not None else 60.0
+        return True
 
     # ---- one wake ---------------------------------------------------------------------------
     async def wake(self, k: int) -> float:
@@ -334,7 +350,7 @@ class Fleet:
         if op is None and a.observe and d.state == State.IDLE:
             if await self.observe(k, d):
                 return 0.0  # a command came meanwhile: fetch it by a report at once
-            return a.wake
+            return self._again(d)
         if op == Op.DEFER:
             self.stats.defers += 1
             return float(cmd.get(CmdKey.WAIT, a.wake))
@@ -376,7 +392,7 @@ class Fleet:
                                   options=[(coap.BLOCK2, coap.uint(coap.block_value(num, False,
                                                                                     SZX)))])
             if msg is None or msg.code != coap.code(2, 5):
-                if msg is not None:
+                if msg is not None and not self._held(d, msg):
                     self.stats.errors += 1
                 return self._again(d)  # resumes from the blocks it holds
             self.stats.blocks += 1
@@ -484,7 +500,7 @@ def summary(fleet: Fleet, seconds: float) -> dict[str, Any]:
             "blocks": s.blocks, "updates": s.updates, "succeeded": s.succeeded,
             "failed": s.failed, "reboots": s.reboots, "defers": s.defers, "echoes": s.echoes,
             "retransmits": s.retransmits, "timeouts": s.timeouts, "errors": s.errors,
-            "observing": s.observing, "observe_refused": s.observe_refused,
+            "held": s.held, "observing": s.observing, "observe_refused": s.observe_refused,
             "notified": s.notified,
             "mean_rtt_ms": round(1000 * s.rtt_sum / max(s.rtt_n, 1), 2),
             "done": fleet.done, "failed_devices": len(fleet.failed)}
