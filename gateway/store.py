@@ -74,7 +74,7 @@ class Store(Repo):
         self._careful = True  # the open batch: a savepoint per unit, no pipeline
         self._rerun = False  # the fast batch failed in a way a careful run may not
         self._writes = 0  # write statements run (a unit that raised: did it write?)
-        #: a fast batch's devices as its reports go (read at once as it began; None: unknown)
+        #: a fast batch's devices until their report (read at once as it began; None: unknown)
         self._devices: dict[str, Row | None] | None = None
         #: PostgreSQL: the server process of the connection (notifications it sent are ours)
         self.backend_pid = db.info.backend_pid if self.dialect == "postgresql" else 0
@@ -397,8 +397,9 @@ class Store(Repo):
 
     # ---- a fast batch's reports read their devices from _devices (no round trip) -----------
     # It is right because the rows are locked until the commit and the batch's own writes to
-    # what a report reads go through here; a unit that fails after writing sends the whole
-    # batch to a careful run, which reads the database.
+    # what a report reads go through here (its key's counter) or take the row out (its report:
+    # a later one reads the database); a unit that fails after writing sends the whole batch
+    # to a careful run, which reads the database.
     def report_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
                       progress: int, address: str, now: float, caps: int,
                       active: tuple[str, ...]) -> Row | None:
@@ -406,27 +407,16 @@ class Store(Repo):
         if known is None or device_id not in known or active != JobState.ACTIVE:
             return super().report_device(device_id, cls, seq, state, result, progress, address,
                                          now, caps, active)
-        old = known[device_id]
+        # the row read goes: a second report of the device in this batch (rare: a device
+        # waits for its answer) reads the database, which has its writes by then
+        old = known.pop(device_id)
         if old is not None:
             args = (cls, seq, state, result, progress, now, address, caps, device_id)
             if self._batch_open and not self._careful:
                 self._defer(REPORTED_SQL, args)
             else:
                 self._exec(REPORTED_SQL, args)
-            known[device_id] = {**old, "class": cls, "seq": seq, "state": state,
-                                "result": result, "progress": progress, "last_seen": now,
-                                "address": address, "caps": caps}
         return old
-
-    def add_reported_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
-                            progress: int, address: str, now: float, caps: int) -> None:
-        super().add_reported_device(device_id, cls, seq, state, result, progress, address, now,
-                                    caps)
-        if self._devices is not None and device_id in self._devices:
-            self._devices[device_id] = {
-                "id": device_id, "class": cls, "seq": seq, "state": state, "result": result,
-                "progress": progress, "last_seen": now, "address": address, "caps": caps,
-                "key": None, "counter": 0, "active_job": None}
 
     def device_key(self, device_id: str) -> Row | None:
         known = self._devices

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
@@ -95,11 +95,11 @@ class StoreWorker:
             self.pending += 1
         self._q.put(item)
 
-    async def call(self, fn: Callable[[], T], *, grouped: bool = False,
-                   device: str | None = None) -> T:
-        """Run ``fn`` on the store's thread; ``grouped``: share the next commit (a report of
-        ``device``: the batch reads its devices at once)."""
-        return await self.submit_soon(fn, grouped, device)
+    def call(self, fn: Callable[[], T], *, grouped: bool = False,
+             device: str | None = None) -> Awaitable[T]:
+        """Run ``fn`` on the store's thread (await it); ``grouped``: share the next commit (a
+        report of ``device``: the batch reads its devices at once)."""
+        return self.submit_soon(fn, grouped, device)
 
     def call_sync(self, fn: Callable[[], T]) -> T:
         """``call`` for code that is not on the loop (start-up, tests)."""
