@@ -94,7 +94,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{args.clients} clients, {args.seconds:g} s per cell, {args.rounds} round(s) of "
               f"both modes back to back, data in {work}")
         print("| engine | round | mode | reports | reports/s | commits | reports/commit "
-              "| p50 ms | p99 ms | CPU µs/report | load |\n|---|---|---|---|---|---|---|---|---|---|---|")
+              "| p50 ms | p99 ms | CPU µs/report | load |\n" + "|---" * 11 + "|")
         blobs = BlobStore(work / "blobs")
         for name, url in stores.items():
             ratios = []

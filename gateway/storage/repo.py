@@ -94,10 +94,11 @@ class Repo:
                       progress: int, address: str, now: float, caps: int,
                       active: tuple[str, ...]) -> Row | None:
         """Write what a report says about its device, and when and where it was heard; return
-        the row as it was before, with ``active_job``: the id of its newest job in one of the
-        ``active`` states (None: none). None: an unknown device (nothing written). On
-        PostgreSQL one statement (one round trip per report in a batch); SQLite's RETURNING
-        cannot name the row as it was, so there a SELECT comes first (no round trip)."""
+        the row as it was before (``REPORT_COLUMNS``: what a report reads of it), with
+        ``active_job``: the id of its newest job in one of the ``active`` states (None: none).
+        None: an unknown device (nothing written). On PostgreSQL one statement (one round
+        trip per report in a batch); SQLite's RETURNING cannot name the row as it was, so there
+        a SELECT comes first (no round trip)."""
         newest = (f"(SELECT id FROM jobs WHERE jobs.device = old.id AND jobs.state IN "
                   f"({_qs(active)}) ORDER BY jobs.id DESC LIMIT 1) AS active_job")
         new = (cls, seq, state, result, progress, now, address, caps)
@@ -105,8 +106,9 @@ class Repo:
             return self._one("UPDATE devices AS d SET class=?, seq=?, state=?, result=?, "
                              "progress=?, last_seen=?, address=?, caps=? FROM (SELECT * FROM "
                              "devices WHERE id=? FOR UPDATE) AS old WHERE d.id = old.id "
-                             f"RETURNING old.*, {newest}", (*new, device_id, *active))
-        old = self._one(f"SELECT old.*, {newest} FROM devices AS old WHERE old.id=?",
+                             f"RETURNING {REPORT_COLUMNS}, {newest}",
+                             (*new, device_id, *active))
+        old = self._one(f"SELECT {REPORT_COLUMNS}, {newest} FROM devices AS old WHERE old.id=?",
                         (*active, device_id))
         if old is not None:
             self.update_reported_device(device_id, *new)
@@ -121,9 +123,10 @@ class Repo:
     def devices_for_reports(self, ids: list[str], active: tuple[str, ...]) -> dict[str, Row]:
         """The rows of devices ``ids`` as ``report_device`` returns them, locked until the
         transaction ends: one statement for a batch of reports."""
-        rows = self._all("SELECT old.*, (SELECT id FROM jobs WHERE jobs.device = old.id AND "
-                         f"jobs.state IN ({_qs(active)}) ORDER BY jobs.id DESC LIMIT 1) AS "
-                         f"active_job FROM devices AS old WHERE old.id IN ({_qs(tuple(ids))}) "
+        rows = self._all(f"SELECT {REPORT_COLUMNS}, (SELECT id FROM jobs WHERE jobs.device = "
+                         f"old.id AND jobs.state IN ({_qs(active)}) ORDER BY jobs.id DESC "
+                         f"LIMIT 1) AS active_job FROM devices AS old WHERE old.id IN "
+                         f"({_qs(tuple(ids))}) "
                          "ORDER BY old.id" + self._for_update, (*active, *ids))
         return {r["id"]: r for r in rows}
 
@@ -520,6 +523,10 @@ class Repo:
 
 EVENT_INSERT = "INSERT INTO events(time, device, campaign, kind, detail) VALUES (?,?,?,?,?)"
 EVENT_SQL = EVENT_INSERT + " RETURNING id"
+#: what a report reads of its device's row as it was (``Repo.report_device``; its key and
+#: counter: ``DeviceAuth.check_report`` in the same batch)
+REPORT_COLUMNS = ("old.id, old.class, old.seq, old.state, old.result, old.address, old.key, "
+                  "old.counter")
 REPORTED_SQL = ("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, last_seen=?, "
                 "address=?, caps=? WHERE id=?")
 
