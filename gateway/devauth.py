@@ -41,6 +41,7 @@ KEY_BYTES = 32
 TAG_BYTES = 16
 MAX_COUNTER = 2**63 - 1  # a signed 64-bit integer in both engines
 REPORT_LABEL = b"fota-r"
+_ID, _AUTH = int(ReportKey.ID), int(ReportKey.AUTH)  # looked up in every report
 COMMAND_LABEL = b"fota-c"
 
 
@@ -81,11 +82,11 @@ class DeviceAuth:
         """Verify a decoded report map. Returns (key, counter) for an authenticated device,
         None for a device without a key (reports unauthenticated, as before keys existed).
         Raises Refused("unauthorized") for a missing or wrong MAC or a replayed counter."""
-        device_id = m.get(int(ReportKey.ID))
+        device_id = m.get(_ID)
         if not isinstance(device_id, str):
             return None  # parse_report refuses it with the precise reason
         row = self.store.device_key(device_id)
-        auth = m.get(int(ReportKey.AUTH))
+        auth = m.get(_AUTH)
         if row is None or row["key"] is None:
             if auth is not None:
                 raise Refused("unauthorized", "report carries a MAC but no key is enrolled for "

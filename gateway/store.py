@@ -129,7 +129,10 @@ class Store(Repo):
         """A write of a fast batch that nothing reads before the next statement: sent then,
         with the others of its kind, as one executemany (no Python per statement, no wait)."""
         self._writes += 1
-        self._deferred.setdefault(sql, []).append((args, ev))
+        rows = self._deferred.get(sql)
+        if rows is None:
+            rows = self._deferred[sql] = []
+        rows.append((args, ev))
 
     def _send_deferred(self) -> None:
         deferred, self._deferred = self._deferred, {}
