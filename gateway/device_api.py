@@ -31,7 +31,7 @@ from .blockwire import encode_block_response
 from .coapx import CBOR_FORMAT, answer, error, failure
 from .devauth import DeviceAuth
 from .fleet import Fleet
-from .requests import Refused, loads_exact, parse_report
+from .requests import Refused, loads_exact, parse_report, report_of
 from .storage.worker import StoreWorker
 
 log = logging.getLogger("fota.gateway")
@@ -157,8 +157,9 @@ class DeviceApi:
         if request.opt.block1 is not None or len(request.payload) > MAX_REPORT:
             return error(Code.REQUEST_ENTITY_TOO_LARGE, f"a report is at most {MAX_REPORT} bytes",
                          size1=MAX_REPORT)
-        r = parse_report(request.payload)
-        sealed = self.auth.check_report(loads_exact(request.payload, "report"))
+        m = loads_exact(request.payload, "report")  # decoded once for both
+        r = report_of(m)
+        sealed = self.auth.check_report(m)
         command = self.fleet.report(r, address)
         metrics.report_applied()
         if sealed is not None:

@@ -77,7 +77,11 @@ def loads_exact(payload: bytes, what: str) -> Any:
 
 def parse_report(payload: bytes) -> Report:
     """Decode and type-check a report payload (CBOR map with ``ReportKey`` ints)."""
-    m = loads_exact(payload, "report")
+    return report_of(loads_exact(payload, "report"))
+
+
+def report_of(m: Any) -> Report:
+    """Type-check a decoded report (``loads_exact``'s result)."""
     if not isinstance(m, Mapping):
         raise Refused("bad_request", "report must be a CBOR map")
     for k in (ReportKey.ID, ReportKey.CLASS, ReportKey.SEQ, ReportKey.STATE, ReportKey.RESULT):
