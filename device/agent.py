@@ -494,9 +494,10 @@ class Agent:
     def _window(self, f, img):
         from .burst import Window
 
-        s = f.pipe and f.pipe.parked  # a decoded download: early blocks parked in a file
+        s = f.pipe and f.pipe.parked  # a decoded download: early blocks parked in a file;
+        # its restart points (pipe.due) are checked after every block, as stop-and-wait does
         w = Window(img["uri"], f.size, f.szx, s or f, offset=f.offset, etag=f.etag,
-                   max_window=16 if s else self.window, step=PERSIST_EVERY)
+                   max_window=16 if s else self.window, step=1 if s else PERSIST_EVERY)
         if s:
             s.ring = w.span << f.szx + 4
         self.window_stats = w
