@@ -89,6 +89,10 @@ def address_text(addr: Any) -> str:
     return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
 
 
+#: bytes of socket receive buffer the device port asks for (kernel memory, used only when
+#: datagrams queue faster than the loop reads them)
+RECEIVE_BUFFER = 4 << 20
+
 class DeviceEndpoint:
     def __init__(self, api: DeviceApi, *, limiter: RateLimiter | None, sources: Sources,
                  replies: Replies, observations: Observations, limit_loopback: bool = False,
@@ -136,6 +140,9 @@ class DeviceEndpoint:
         try:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            # a released wave's reports, or a burst of block GETs, arrive at once: the kernel's
+            # default ~208 KiB holds ~270 datagrams; Linux caps this at net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             sock.setblocking(False)
             sock.bind(info[0][4])
         except OSError:
