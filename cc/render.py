@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -243,7 +244,7 @@ def campaigns(rows: list[dict[str, Any]]) -> Listing:
     t = Listing("campaigns", cols, optional=("created", "deadline"))
     for r in rows:
         cells: list[object] = [r.get("id"), r.get("image"), state_cell(r.get("state")),
-                               Text(plain_counts(r)), when(r.get("created")),
+                               Text(counts(r, str)), when(r.get("created")),
                                when(r.get("deadline"))]
         if "reason" in cols:
             cells.append(r.get("reason") or "-")
@@ -251,16 +252,10 @@ def campaigns(rows: list[dict[str, Any]]) -> Listing:
     return t
 
 
-def counts(camp: dict[str, Any]) -> str:
-    """Job counts as markup: '3 succeeded · 1 failed (of 4)'."""
+def counts(camp: dict[str, Any], name: Callable[[str], str] = styled_state) -> str:
+    """Job counts: '3 succeeded · 1 failed (of 4)', as markup (``name=str``: plain text)."""
     c = camp.get("counts") or {}
-    parts = [f"{n} {styled_state(state)}" for state, n in sorted(c.items()) if n]
-    return f"{' · '.join(parts) or 'none'} (of {camp.get('total', 0)})"
-
-
-def plain_counts(camp: dict[str, Any]) -> str:
-    c = camp.get("counts") or {}
-    parts = [f"{n} {state}" for state, n in sorted(c.items()) if n]
+    parts = [f"{n} {name(state)}" for state, n in sorted(c.items()) if n]
     return f"{' · '.join(parts) or 'none'} (of {camp.get('total', 0)})"
 
 
@@ -306,7 +301,7 @@ def phases(camp: dict[str, Any]) -> Listing:
     t = Listing("phases", ["phase", "devices", "released", "jobs"], keep=("phase",))
     for p in camp.get("phases") or []:
         t.add(p.get("name"), p.get("total"), "yes" if p.get("released") else "no",
-              plain_counts({"counts": p.get("counts"), "total": p.get("total")}))
+              counts({"counts": p.get("counts"), "total": p.get("total")}, str))
     return t
 
 

@@ -20,6 +20,17 @@ DEFAULT_DEVICE_PORT = 5683
 DEFAULT_CONTROL_PORT = 5684
 
 
+def device_address(uri: str) -> tuple[str, int]:
+    """A gateway's device port as given to a simulator: coap://HOST[:PORT] (or HOST[:PORT];
+    an IPv6 literal in brackets) -> (host, port); ValueError for anything else."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(uri if "://" in uri else "coap://" + uri)
+    if u.scheme != "coap" or not u.hostname:
+        raise ValueError(f"gateway must be coap://HOST[:PORT], not {uri!r}")
+    return u.hostname, u.port or DEFAULT_DEVICE_PORT
+
+
 def image_id(digest: bytes) -> str:
     return digest.hex()[:IMAGE_ID_HEX]
 

@@ -45,12 +45,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import cbor2
 
 from device import coap
 from proto import manifest as mf
+from proto import uris
 from proto.codes import Op, Result, State
 from proto.keys import CmdKey, ManifestKey, ReportKey
 
@@ -193,13 +193,6 @@ class _Proto(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.wire.received(data)
-
-
-def gateway_address(uri: str) -> tuple[str, int]:
-    u = urlsplit(uri)
-    if u.scheme != "coap" or not u.hostname:
-        raise SystemExit(f"fleetsim: --gateway must be coap://HOST:PORT, got {uri!r}")
-    return u.hostname, u.port or 5683
 
 
 class Fleet:
@@ -471,7 +464,10 @@ async def run(args: argparse.Namespace, on_progress: Callable[[Fleet, float], No
     rand = random.Random(args.seed)
     addrs = []
     for g in args.gateway:
-        host, port = gateway_address(g)
+        try:
+            host, port = uris.device_address(g)
+        except ValueError as e:
+            raise SystemExit(f"fleetsim: --{e}") from None
         info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         addrs.append(info[4])
     family = socket.AF_INET6 if ":" in addrs[0][0] else socket.AF_INET

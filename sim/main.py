@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from device import agent as agent_mod
 from device.agent import Agent
 from device.slots import FileSlots
 from device.state import Store
+from proto import uris
 from proto.codes import result_name, state_name
 from proto.version import version_line
 
@@ -33,14 +33,6 @@ from . import hostaes, hostdeflate
 from .aio import AioLink, drive
 
 FACTORY_IMAGE = b"factory image\n"
-
-
-def parse_gateway(uri: str) -> tuple[str, int]:
-    """coap://HOST:PORT (IPv6 literal in brackets) -> (host, port)."""
-    u = urlsplit(uri if "://" in uri else "coap://" + uri)
-    if u.scheme != "coap" or not u.hostname:
-        raise ValueError(f"gateway must be coap://HOST[:PORT], not {uri!r}")
-    return u.hostname, u.port or 5683
 
 
 @dataclass
@@ -258,7 +250,7 @@ def load_keys(specs: list[DeviceSpec], keys: Path | None, class_keys: Path | Non
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        host, port = parse_gateway(args.gateway)
+        host, port = uris.device_address(args.gateway)
     except ValueError as e:
         print(f"fota-sim: {e}", file=sys.stderr)
         return 2
