@@ -44,7 +44,7 @@ from .blockwire import parse_block_get
 from .coapx import error, failure, unavailable
 from .device_api import DeviceApi
 from .observe import Observations
-from .ratelimit import RateLimiter, host_key, is_loopback, prefixes
+from .ratelimit import RateLimiter, exempt, host_key, prefixes
 from .replies import Replies
 from .sources import Sources
 
@@ -227,14 +227,14 @@ class DeviceEndpoint:
         got = self._keys.get(host)
         if got is None:
             key = host_key(host)
-            got = (key, not self.limit_loopback and is_loopback(key))
+            got = (key, exempt(key, self.limit_loopback))
             if len(self._keys) >= 4096:
                 self._keys.clear()
             self._keys[host] = got
         return got
 
     def _trusted(self, key: bytes) -> bool:
-        return not self.limit_loopback and is_loopback(key)
+        return exempt(key, self.limit_loopback)
 
     def datagram(self, data: bytes, anc: list, addr: Any) -> None:
         key, trusted = self._key(addr[0])

@@ -71,6 +71,11 @@ def is_loopback(key: bytes) -> bool:
     return key[0] == 127 if len(key) == 4 else key == b"\0" * 15 + b"\1"
 
 
+def exempt(key: bytes, limit_loopback: bool) -> bool:
+    """Loopback sources skip the rate limits and source verification unless --limit-loopback."""
+    return not limit_loopback and is_loopback(key)
+
+
 @dataclass(frozen=True)
 class Budgets:
     rate: float = DEFAULT_RATE
@@ -115,10 +120,9 @@ class _Table:
 class RateLimiter:
     """``allow(key, verified)``: whether a datagram from the packed address ``key`` may pass."""
 
-    def __init__(self, budgets: Budgets = Budgets(), *, limit_loopback: bool = False,
+    def __init__(self, budgets: Budgets = Budgets(), *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.budgets = budgets
-        self.limit_loopback = limit_loopback
         self.clock = clock
         self.hosts = _Table(budgets.slots, budgets.rate, budgets.burst)
         self.nets = _Table(budgets.slots, budgets.net_rate, budgets.net_burst())
@@ -129,9 +133,6 @@ class RateLimiter:
         self.slowed = 0  # 5.03 answers sent instead of dropping
         self._kind = ""  # the budget the last refused datagram hit
         self._logged = {"host": -LOG_EVERY, "net": -LOG_EVERY, "total": -LOG_EVERY}
-
-    def exempt(self, key: bytes) -> bool:
-        return not self.limit_loopback and is_loopback(key)
 
     def allow(self, key: bytes, verified: bool = False) -> bool:
         """Charge every budget that applies; False (drop) if one of them is empty."""

@@ -164,7 +164,7 @@ async def run(cfg: Config) -> None:
         _quiet_decode_errors(loop)
         endpoint = DeviceEndpoint(
             DeviceApi(fleet, blobs, worker),
-            limiter=(RateLimiter(cfg.budgets, limit_loopback=cfg.limit_loopback)
+            limiter=(RateLimiter(cfg.budgets)
                      if cfg.budgets.rate > 0 else None),
             sources=sources.Sources(cfg.verified_ttl, cfg.verified_max),
             replies=replies.Replies(cfg.reply_cache),
