@@ -116,3 +116,16 @@ def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
     assert blocks == 6 + len(range(0, len(IMAGE), 1024))  # 5 kept, 1 refused, then all
     assert Path(slots.path("b")).read_bytes() == IMAGE
     assert agent.s["result"] == Result.INITIAL
+
+
+def test_a_401_with_echo_is_answered_with_the_echo(tmp_path: Path) -> None:
+    """RFC 9175: the gateway challenges a source it has not verified (a NAT rebinding between a
+    report and the blocks); the stop-and-wait download asks again carrying the Echo."""
+    f = fetch(tmp_path)
+    assert (coap.ECHO, b"\x01\x02\x03") not in f.request().options
+    challenge = coap.Response(coap.decode(coap.encode(coap.ACK, 0x81, 1, b"t",
+                                                      [(coap.ECHO, b"\x01\x02\x03")], b"")))
+    assert f.accept(challenge) == RETRY
+    assert (coap.ECHO, b"\x01\x02\x03") in f.request().options
+    assert f.accept(serve(f.request())) == OK
+    assert f.accept(response(0x81)) == GONE  # a 4.01 without an Echo: not for this source
