@@ -345,8 +345,8 @@ class DeviceEndpoint:
         self._in_flight.add(flight)
         address = address_text(addr)
         # grouped: the reports waiting share one commit; the answer comes once it is durable
-        fut = self.worker.submit_soon(lambda: self.api.report(msg, address), grouped=True,
-                                      device=device_id)
+        fut = self.worker.call(lambda: self.api.report(msg, address), grouped=True,
+                               device=device_id)
 
         def answer(f: asyncio.Future[Message]) -> None:
             self._in_flight.discard(flight)
@@ -369,7 +369,7 @@ class DeviceEndpoint:
         if self.busy():
             self._reply(msg, unavailable("gateway busy, retry later"), anc, addr)
             return
-        fut = self.worker.submit_soon(lambda: self.api.command(msg))
+        fut = self.worker.call(lambda: self.api.command(msg))
 
         def answer(f: asyncio.Future[Message]) -> None:
             try:
@@ -435,7 +435,7 @@ class DeviceEndpoint:
         if next(self.observations.of(device_id), None) is None:
             return  # expired meanwhile
         request = Message(code=Code.GET, uri_path=(_COMMAND, device_id))
-        fut = self.worker.submit_soon(lambda: self.api.command(request))
+        fut = self.worker.call(lambda: self.api.command(request))
 
         def send(f: asyncio.Future[Message]) -> None:
             try:

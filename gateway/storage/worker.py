@@ -26,7 +26,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
@@ -81,14 +81,6 @@ class StoreWorker:
         self._put((fn, fut, grouped, device))
         return fut
 
-    def submit_soon(self, fn: Callable[[], T], grouped: bool = False,
-                    device: str | None = None) -> asyncio.Future[T]:
-        """Queue ``fn`` from the event loop; its result comes in an ``asyncio.Future`` of
-        that loop. The results of a batch reach the loop together (one wake-up of it, not
-        one per unit)."""
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._put((fn, fut, grouped, device))
-        return fut
 
     def _put(self, item: tuple[Any, ...]) -> None:
         with self._lock:
@@ -96,10 +88,14 @@ class StoreWorker:
         self._q.put(item)
 
     def call(self, fn: Callable[[], T], *, grouped: bool = False,
-             device: str | None = None) -> Awaitable[T]:
-        """Run ``fn`` on the store's thread (await it); ``grouped``: share the next commit (a
-        report of ``device``: the batch reads its devices at once)."""
-        return self.submit_soon(fn, grouped, device)
+             device: str | None = None) -> asyncio.Future[T]:
+        """Run ``fn`` on the store's thread, from the event loop: await the ``asyncio.Future``
+        returned. ``grouped``: share the next commit (a report of ``device``: the batch reads
+        its devices at once). The results of a batch reach the loop together (one wake-up of
+        it, not one per unit)."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._put((fn, fut, grouped, device))
+        return fut
 
     def call_sync(self, fn: Callable[[], T]) -> T:
         """``call`` for code that is not on the loop (start-up, tests)."""
