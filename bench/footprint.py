@@ -1,7 +1,7 @@
 """The agent's RAM on the real MicroPython unix port (64-bit), anchor and now in one run.
 
-For each agent source (``--anchor REV``'s ``device/``, default main at the start of issue 10
-and main before the last change, and the working tree's) it provisions board directories
+For each agent source (``--anchor REV``'s ``device/``, default main before this session's
+heap work, and the working tree's) it provisions board directories
 (``cc.provision.write_board``: ``.mpy`` by mpy-cross), runs them against a real gateway as
 ``micropython -X heapsize=N`` processes (real UDP), and prints:
 
@@ -49,7 +49,7 @@ from upy import CC, MICROPYTHON  # noqa: E402
 from cc.provision import compile_agent, write_board  # noqa: E402
 from proto import manifest as pm  # noqa: E402
 
-ANCHORS = ("5976d13", "769f033")  # main when issue 10 started; main before this session's work
+ANCHORS = ("54b1e10",)  # main before this session's heap work
 CLASS = "footprint"
 PHASES = {1: "boot", 2: "report", 3: "verify", 4: "download", 5: "install"}
 
@@ -148,17 +148,24 @@ else:
 """
 
 
+FOLD: dict[Path, bool] = {}  # source -> provisioned with const.py folded in (cc/constfold.py)
+
+
 def source_of(rev: str, into: Path) -> Path:
-    """``device/`` at git revision ``rev`` (the working tree for "now")."""
+    """``device/`` at git revision ``rev`` (the working tree for "now"), provisioned as that
+    revision did: with const.py folded into the modules from the revision that has
+    cc/constfold.py on."""
     if rev == "now":
-
-
         shutil.copytree(REPO / "device", into / "device")  # a snapshot: edits during a run
+        FOLD[into / "device"] = True
         return into / "device"
     data = subprocess.run(["git", "-C", str(REPO), "archive", rev, "device"], check=True,
                           capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(data)) as t:
         t.extractall(into, filter="data")
+    FOLD[into / "device"] = subprocess.run(
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{rev}:cc/constfold.py"],
+        capture_output=True).returncode == 0
     return into / "device"
 
 
@@ -178,7 +185,7 @@ class Bench:
         write_board(root, {"id": dev, "class": CLASS, "trust": [self.trust], "gateway": "127.0.0.1",
                            "port": self.gw.device_port, "version": 1, "wake_s": 0.01,
                            "ack_timeout_ms": 300, "slots_dir": "slots", "state": "state.json",
-                           "bundles": False}, source=source)
+                           "bundles": False}, source=source, fold=FOLD[source])
         (root / "drive.py").write_text(driver)
         return root, dev
 
@@ -221,6 +228,7 @@ class Bench:
         100 KiB so that an agent that announces decoders by heap size asks for a plain image."""
         hooked = self.tmp / f"hooked-{self.n}"
         shutil.copytree(source, hooked)
+        FOLD[hooked] = FOLD[source]
         ed = hooked / "ed25519.py"
         ed.write_text(ed.read_text().replace(*HOOK))
         root, dev = self.board(hooked, PROBE)
@@ -314,7 +322,8 @@ def phase_row(live: dict[int, int], verify_peak: int) -> str:
 
 
 def mpy_size(source: Path, tmp: Path) -> int:
-    return sum(p.stat().st_size for p in compile_agent(tmp / "mpy", source=source))
+    return sum(p.stat().st_size for p in compile_agent(tmp / "mpy", source=source,
+                                                       fold=FOLD[source]))
 
 
 def main() -> None:

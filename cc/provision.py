@@ -19,10 +19,11 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from cc import bundle
+from cc import bundle, constfold
 from cc.errors import CcError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,24 +42,39 @@ def mpy_cross_command(mpy_cross: str | None) -> list[str]:
 
 
 def compile_file(src: Path, out: Path, mpy_args: list[str], mpy_cross: str | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, text: str | None = None) -> None:
     """``src`` -> ``out``; ``name``: the file name tracebacks show (default the .py's name), not
-    the build machine's path: MicroPython interns it when the module loads, and keeps it."""
+    the build machine's path: MicroPython interns it when the module loads, and keeps it.
+    ``text``: the source to compile instead of ``src``'s (``src`` names it in errors)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    p = subprocess.run([*mpy_cross_command(mpy_cross), *mpy_args, "-s", name or src.name,
-                        "-o", str(out), str(src)],
-                       capture_output=True, text=True, timeout=60)
+    with tempfile.TemporaryDirectory(prefix="mpy-") as tmp:
+        if text is not None:
+            src_file = Path(tmp) / src.name
+            src_file.write_text(text)
+        else:
+            src_file = src
+        p = subprocess.run([*mpy_cross_command(mpy_cross), *mpy_args, "-s", name or src.name,
+                            "-o", str(out), str(src_file)],
+                           capture_output=True, text=True, timeout=60)
     if p.returncode != 0:
         raise ProvisionError(f"mpy-cross {src.name}: {p.stderr.strip() or p.stdout.strip()}")
 
 
 def compile_agent(out: Path, mpy_args: list[str] = (), mpy_cross: str | None = None,  # type: ignore[assignment]
-                  source: Path = DEVICE) -> list[Path]:
-    """``source``/*.py -> ``out``/*.mpy (the package, examples excluded); returns the files."""
+                  source: Path = DEVICE, fold: bool = True) -> list[Path]:
+    """``source``/*.py -> ``out``/*.mpy (the package, examples excluded); returns the files.
+
+    ``const.py`` is folded into the modules that import it and not compiled itself
+    (cc/constfold.py: its module would hold ~4.7 KiB of the board's heap); ``fold=False``
+    compiles it as a module (bench/footprint.py: agents from before the fold)."""
+    consts = constfold.values(source / "const.py") if fold else None
     done = []
     for src in sorted(source.glob("*.py")):
+        if consts is not None and src.name == "const.py":
+            continue
+        text = None if consts is None else constfold.fold(src.read_text(), consts, src.name)
         dst = out / (src.stem + ".mpy")
-        compile_file(src, dst, list(mpy_args), mpy_cross, f"{out.name}/{src.name}")
+        compile_file(src, dst, list(mpy_args), mpy_cross, f"{out.name}/{src.name}", text)
         done.append(dst)
     return done
 
@@ -88,7 +104,8 @@ def check_target(out: Path, slots: str, app: Path | None) -> None:
 
 def write_board(out: Path, config: dict[str, Any], *, app: Path | None = None,
                 slots: str = "files", mpy_args: list[str] | None = None,
-                mpy_cross: str | None = None, source: Path = DEVICE) -> dict[str, Any]:
+                mpy_cross: str | None = None, source: Path = DEVICE,
+                fold: bool = True) -> dict[str, Any]:
     """Write the board filesystem into ``out`` (created; must be empty or absent). Returns the
     config written to ``fota.json`` (``config`` plus the slot keys)."""
     out = Path(out)
@@ -96,7 +113,7 @@ def write_board(out: Path, config: dict[str, Any], *, app: Path | None = None,
     app = Path(app) if app is not None else FACTORY_APP
     mpy_args = list(mpy_args or [])
     out.mkdir(parents=True, exist_ok=True)
-    compile_agent(out / "fota", mpy_args, mpy_cross, source)
+    compile_agent(out / "fota", mpy_args, mpy_cross, source, fold)
     for name in ("boot.py", "main.py"):
         shutil.copyfile(EXAMPLES / name, out / name)
     cfg = {**config, "slots": slots}
