@@ -19,34 +19,28 @@ more.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
-import time
 import zlib
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from device import agent as agent_mod
 from device import coap
-from device.agent import Agent
 from device.inflate import RESERVE
-from device.state import Store
+from powercut import LossySlots, PowerOns, exchange, settled
 from proto import packing
 from sim import hostdeflate
 from sim.aio import AioLink
 from test_agent_e2e import CLASS, Ops
-from test_agent_resume import LossySlots
 from test_delta_e2e import firmware_like, release
 
 IMAGE_SIZE = 1024 * 1024  # four restart points of 256 KiB of image
 BLOCK = 1024
 CUTS = 6
-
-
-class PowerCut(BaseException):
-    """Not an Exception: no handler of the agent may see it, as none sees a power cut."""
 
 
 class CutSlots(LossySlots):
@@ -56,12 +50,11 @@ class CutSlots(LossySlots):
         super().__init__(root)
         self.cuts = cuts
 
-    def write(self, data: bytes) -> None:
-        if self.cuts and self._pos + len(data) > self.cuts[0]:
+    def power_fails(self, offset: int, n: int) -> bool:
+        if self.cuts and offset + n > self.cuts[0]:
             self.cuts.pop(0)
-            raise PowerCut
-        super().write(data)
-        self._pos += len(data)
+            return True
+        return False
 
 
 def segments(sent: bytes) -> list[tuple[int, int]]:
@@ -99,63 +92,37 @@ async def test_power_cuts_at_random_points_of_a_delta_apply(gateway, tmp_path: P
     seen: set[int] = set()  # transfer offsets of the blocks received so far
     sent = bytearray()
     windows = 0
-    refetched: list[int] = []  # bytes fetched again in each boot after a cut
-    cut_count = boots = 0
-    campaign = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        slots = CutSlots(str(slots_dir), pending)
-        slots.boot()
-        boots += 1
-        resumed = cut_count > len(refetched)  # the first boot after a cut
-        again = [0]
-        agent = Agent(config, slots, Store(str(root / "state.json")))
+    again: Counter[int] = Counter()  # boot number -> bytes it fetched again
+    p = PowerOns(config, root, gateway.device_port, slots=lambda d: CutSlots(d, pending))
 
-        def got(at: int, data: bytes, again: list[int] = again) -> None:
-            again[0] += len(data) if at in seen else 0
-            seen.add(at)
-            sent[at:at + len(data)] = data
+    def got(at: int, data: bytes) -> None:
+        again[p.boots] += len(data) if at in seen else 0
+        seen.add(at)
+        sent[at:at + len(data)] = data
 
-        link = await AioLink.open("127.0.0.1", gateway.device_port, ack_timeout=1.0)
-        try:
-            wake = agent.wake()
-            try:
-                req = next(wake)
-                while True:
-                    if isinstance(req, coap.Request):
-                        resp = await link.request(req)
-                        if resp is not None and resp.block2 is not None:
-                            got(resp.block2[0] * BLOCK, bytes(resp.payload))
-                    else:  # a window: its blocks reach the Fetch by put(offset, payload)
-                        windows += 1
-                        put = req.sink.put
-                        req.sink.put = lambda at, data, put=put: got(at, bytes(data)) or put(at, data)
-                        resp = await link.run(req)
-                        req.sink.put = put
-                    req = wake.send(resp)
-            except StopIteration as e:
-                action, _ = e.value
-            except PowerCut:
-                slots.cut()
-                cut_count += 1
-                continue
-        finally:
-            link.close()
-            if resumed:
-                refetched.append(again[0])
-        if campaign is None:  # registered by its first report (with its CAPS): upgrade now
-            rc, out, err = await ops.cc("upgrade", image["id"], "--all", "--json")
-            assert rc == 0, err
-            campaign = json.loads(out)
-            continue
-        if action == agent_mod.REBOOT:
-            continue
-        if agent.seq == 2 and agent.state == 0 and not agent.s["unsent"]:
-            break
-        await asyncio.sleep(0.05)
+    async def tap(link: AioLink, req: Any) -> Any:
+        nonlocal windows
+        if isinstance(req, coap.Request):
+            resp = await link.request(req)
+            if resp is not None and resp.block2 is not None:
+                got(resp.block2[0] * BLOCK, bytes(resp.payload))
+            return resp
+        windows += 1  # a window: its blocks reach the Fetch by put(offset, payload)
+        put = req.sink.put
+        req.sink.put = lambda at, data: got(at, bytes(data)) or put(at, data)
+        resp = await exchange(link, req)
+        req.sink.put = put
+        return resp
+
+    await p.run(lambda a: True)  # registered by its first report (with its CAPS): upgrade now
+    rc, out, err = await ops.cc("upgrade", image["id"], "--all", "--json")
+    assert rc == 0, err
+    campaign = json.loads(out)
+    agent = await p.run(settled(2), exchange=tap)
+    refetched = [again[b + 1] for b in p.cut_boots]  # in the boot after each cut
     assert agent.seq == 2, agent.s
-    assert cut_count == CUTS, (cut_count, cuts)
-    assert Path(slots.path(slots.running())).read_bytes() == v2
+    assert p.cuts == CUTS, (p.cuts, cuts)
+    assert Path(p.slots.path(p.slots.running())).read_bytes() == v2
     camp = await ops.json("status", str(campaign["id"]))
     (job,) = camp["jobs"]
     assert (job["state"], job["result"]) == ("succeeded", "success"), job
@@ -168,7 +135,7 @@ async def test_power_cuts_at_random_points_of_a_delta_apply(gateway, tmp_path: P
     assert all(n < packing.SEGMENT_IN for _, n in segs), segs
     assert agent_mod.PERSIST_EVERY <= packing.SEGMENT_OUT_DELTA
     bound = max(t for t, _ in segs) + RESERVE + 2 * BLOCK
-    print(f"\n{CUTS} power cuts at image offsets {cuts}, {boots} boots: a delta of {len(sent)} "
+    print(f"\n{CUTS} power cuts at image offsets {cuts}, {p.boots} boots: a delta of {len(sent)} "
           f"bytes in {len(segs)} segments for a {len(v2)} byte image; fetched again per cut "
           f"{refetched} (bound {bound})")
     assert len(refetched) == CUTS

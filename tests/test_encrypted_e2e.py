@@ -11,28 +11,23 @@ only a re-wrap (`cc firmware wrap`); class-key mode.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import time
 from pathlib import Path
+from typing import Any
 
-from aiocoap import Context
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from cc import firmware
 from cc import keys as cc_keys
-from device import agent as agent_mod
 from device import coap
-from device.agent import Agent
-from device.state import Store
 from harness import control
+from powercut import PowerCut, PowerOns, settled
 from sim.aio import AioLink
 from sim.hostaes import aes
 from sim.main import load_keys
 from sim.relay import Relay
 from test_agent_e2e import CLASS, Ops, job_of, spec, start_devices
-from test_agent_resume import LossySlots, PowerCut
 
 RUN = 32
 
@@ -76,7 +71,7 @@ async def add_encrypted(ops: Ops, data: bytes, seq: int, *more: str) -> tuple[di
 
 
 async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
-        gateway, tmp_path: Path) -> None:
+        gateway, coap_client, tmp_path: Path) -> None:
     ops = Ops(gateway, tmp_path)
     home = tmp_path / "cc-home"
     trust = await ops.keys()
@@ -89,15 +84,11 @@ async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
 
     # The gateway hands enc-thief the key wrapped for enc-1 (what a mixed-up or malicious
     # gateway could do): it must not unwrap under enc-thief's own key.
-    ctx = await Context.create_client_context(transports=["udp6"])
-    try:
-        enc1_kek = bytes.fromhex((home / "device-keys" / "enc-1.fw").read_text().strip())
-        cek = bytes.fromhex((home / "content-keys" / f"{image['id']}.key").read_text().strip())
-        code, body = await control(ctx, gateway, "POST", f"fw/{image['id']}/keys",
-                                   {"enc-thief": aes_key_wrap(enc1_kek, cek)})
-        assert code == "2.04", body
-    finally:
-        await ctx.shutdown()
+    enc1_kek = bytes.fromhex((home / "device-keys" / "enc-1.fw").read_text().strip())
+    cek = bytes.fromhex((home / "content-keys" / f"{image['id']}.key").read_text().strip())
+    code, body = await control(coap_client, gateway, "POST", f"fw/{image['id']}/keys",
+                               {"enc-thief": aes_key_wrap(enc1_kek, cek)})
+    assert code == "2.04", body
 
     listing = await ops.json("firmware", "list")
     assert [(r["id"], r.get("encrypted")) for r in listing] == [(image["id"], True)]
@@ -172,7 +163,7 @@ async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
 
 
 async def test_the_gateway_takes_only_encrypted_deflate_variants_of_an_encrypted_image(
-        gateway, tmp_path: Path) -> None:
+        gateway, coap_client, tmp_path: Path) -> None:
     """A plaintext copy of an encrypted image, or a delta of one, is refused as a variant."""
     ops = Ops(gateway, tmp_path)
     await ops.keys()
@@ -186,14 +177,10 @@ async def test_the_gateway_takes_only_encrypted_deflate_variants_of_an_encrypted
     plain_copy = firmware.variant_manifest(key, image, **same)
     delta = firmware.variant_manifest(key, image, **same, iv=bytes(16),
                                       base=bytes.fromhex(image["digest"]))
-    ctx = await Context.create_client_context(transports=["udp6"])
-    try:
-        for signed, why in ((plain_copy, "encrypted exactly when"), (delta, "cannot diff")):
-            code, body = await control(ctx, gateway, "POST", f"fw/{image['id']}/variants",
-                                       {"manifest": signed})
-            assert code == "4.00" and why in str(body), body
-    finally:
-        await ctx.shutdown()
+    for signed, why in ((plain_copy, "encrypted exactly when"), (delta, "cannot diff")):
+        code, body = await control(coap_client, gateway, "POST", f"fw/{image['id']}/variants",
+                                   {"manifest": signed})
+        assert code == "4.00" and why in str(body), body
     assert len(await ops.json("firmware", "deltas", image["id"])) == 1  # the one cc signed
 
 
@@ -215,50 +202,24 @@ async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
               # campaign test above; a cut mid-window: tests/test_window_e2e.py)
               "counter_file": str(root / "counter")}
 
-    async def power_on_until(done, cuts: list[int], limit: float = 30) -> tuple[Agent, int]:
-        """Run wakes on fresh agents over the same files; cut the power at the exchange counts
-        in ``cuts`` (counted from the first block request)."""
-        n = 0
-        cut = 0
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            slots = LossySlots(str(root / "slots"))
-            slots.boot()
-            agent = Agent(config, slots, Store(str(root / "state.json")))
-            link = await AioLink.open("127.0.0.1", gateway.device_port, ack_timeout=1.0)
-            action = None
-            try:
-                wake = agent.wake()
-                try:
-                    req = next(wake)
-                    while True:
-                        if req.block2 is not None:
-                            n += 1
-                            if cuts and n >= cuts[0]:
-                                cuts.pop(0)
-                                raise PowerCut
-                        req = wake.send(await link.request(req))
-                except StopIteration as e:
-                    action, _ = e.value
-                except PowerCut:
-                    wake.close()
-                    slots.cut()
-                    cut += 1
-                    continue
-            finally:
-                link.close()
-            if done(agent):
-                return agent, cut
-            if action != agent_mod.REBOOT:
-                await asyncio.sleep(0.05)
-        raise AssertionError("no end within the time limit")
+    cuts = [20, 41, 58]  # the power goes at these block requests (counted from the first)
+    blocks = 0
 
-    await power_on_until(lambda a: True, [])  # first report: the gateway learns the device
+    async def cut_at_blocks(link: AioLink, req: Any) -> Any:
+        nonlocal blocks
+        if req.block2 is not None:
+            blocks += 1
+            if cuts and blocks >= cuts[0]:
+                cuts.pop(0)
+                raise PowerCut
+        return await link.request(req)
+
+    p = PowerOns(config, root, gateway.device_port)
+    await p.run(lambda a: True)  # first report: the gateway learns the device
     rc, out, err = await ops.cc("upgrade", image["id"], "--all", "--json")
     assert rc == 0, err
-    agent, cuts = await power_on_until(
-        lambda a: a.seq == 2 and a.state == 0 and not a.s["unsent"], [20, 41, 58])
-    assert cuts == 3
+    agent = await p.run(settled(2), exchange=cut_at_blocks, seconds=30)
+    assert p.cuts == 3
     assert (root / "slots" / "b.bin").read_bytes() == data  # installed, decrypted, confirmed
     assert "cek" not in str(agent.s) and agent.s["img"] is None  # no content key on flash
 
@@ -295,8 +256,8 @@ async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
     os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
     rc, out, err = await ops.cc("upgrade", image3["id"], "--all", "--json")
     assert rc == 0, err
-    agent, _ = await power_on_until(lambda a: a.state == 0 and a.s["job"] is None
-                                    and a.s["result"] != 1, [])
+    agent = await p.run(lambda a: a.state == 0 and a.s["job"] is None and a.s["result"] != 1,
+                        seconds=30)
     # integrity failure, still on seq 2 (the rotated key unwrapped: no key_unavailable)
     assert agent.s["result"] == 5 and agent.seq == 2
     assert (root / "slots" / "b.bin").read_bytes() == data  # the running slot: untouched

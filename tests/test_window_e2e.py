@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,14 @@ from test_faults_scenarios import CLASS, assert_updated_and_agreed, image_bytes,
 from test_interop_libcoap_server import SIZE as LIBCOAP_SIZE
 from test_interop_libcoap_server import libcoap_file  # noqa: F401  (the fixture)
 
-from device import agent as agent_mod
 from device import burst
 from device.agent import Agent
 from device.fetch import Fetch
 from device.slots import FileSlots
-from device.state import Store
 from device.udp import UdpLink
+from powercut import LossySlots, PowerOns
 from proto import manifest
 from proto.codes import JobState
-from sim.aio import AioLink, drive
 from sim.relay import DOWN, UP, Faults, Relay
 
 LO = "127.0.0.1"
@@ -79,51 +76,25 @@ async def test_stop_and_wait_still_works_through_loss(gateway, coap_client, tmp_
 
 # -- a power cut in the middle of a window ------------------------------------------------------
 
-class PowerCut(Exception):
-    pass
+class MidWindowCut(LossySlots):
+    """Armed, the first block written out of order (a gap behind it: mid-window) once an
+    offset has been persisted cuts the power."""
 
+    def __init__(self, root: str, armed: list[bool], state: Path) -> None:
+        super().__init__(root)
+        self.armed, self.state = armed, state
 
-class LossySlots(FileSlots):
-    """Writes reach the file only at ``sync`` (or a read, which syncs); ``cut()`` loses the
-    rest. Armed, the first block written out of order (a gap behind it: mid-window) once an
-    offset has been persisted cuts."""
-
-    armed = False
-    cut_gaps = 0
-    state = Path()
-
-    @classmethod
-    def persisted(cls) -> int:
+    def persisted(self) -> int:
         try:
-            return int(json.loads(cls.state.read_text()).get("offset", 0))
+            return int(json.loads(self.state.read_text()).get("offset", 0))
         except (OSError, ValueError):
             return 0
 
-    def open(self, size: int, offset: int = 0) -> None:
-        super().open(size, offset)
-        self._unsynced: list[tuple[int, bytes]] = []
-        self._end = offset
-
-    def write_at(self, offset: int, data: bytes) -> None:
-        if LossySlots.armed and offset != self._end and LossySlots.persisted():
-            LossySlots.armed = False
-            LossySlots.cut_gaps += 1
-            raise PowerCut
-        self._unsynced.append((offset, bytes(data)))
-        self._end = offset + len(data)
-
-    def sync(self) -> None:
-        if self._f is not None:
-            for off, data in self._unsynced:
-                super().write_at(off, data)
-            self._unsynced.clear()
-        super().sync()
-
-    def cut(self) -> None:
-        if self._f is not None:
-            self._unsynced.clear()
-            self._f.close()
-            self._f = None
+    def power_fails(self, offset: int, n: int) -> bool:
+        if self.armed[0] and offset != self._pos and self.persisted():
+            self.armed[0] = False
+            return True
+        return False
 
 
 async def test_power_cut_mid_window_resumes_byte_identical(gateway, coap_client, tmp_path):
@@ -142,37 +113,25 @@ async def test_power_cut_mid_window_resumes_byte_identical(gateway, coap_client,
     root = tmp_path / "cut"
     root.mkdir()
     f = Faults(loss=0.2, reorder=0.2, reorder_hold=0.02, delay=0.002)
-    LossySlots.armed = False
-    LossySlots.state = root / "state.json"
+    armed = [False]
+    job: dict[str, Any] = {}
+
+    async def finished(agent: Agent) -> bool:
+        nonlocal job
+        _, c = await control(ctx, gw, "GET", f"camp/{camp['id']}")
+        (job,) = c["jobs"]
+        return job["state"] in JobState.FINAL
+
     async with Relay((LO, 0), (LO, gw.device_port), up=f, down=f, seed=2, duration=60) as relay:
-        relay.on_bytes(DOWN, size // 2, lambda: setattr(LossySlots, "armed", True))
-        job: dict[str, Any] = {}
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            slots = LossySlots(str(root / "slots"))
-            slots.boot()
-            agent = Agent(config, slots, Store(str(root / "state.json")))
-            link = await AioLink.open(LO, relay.address[1], ack_timeout=0.05)
-            try:
-                out = await drive(agent.wake(), link)
-            except PowerCut:
-                cut_at = agent.s["offset"]
-                slots.cut()
-                continue
-            finally:
-                link.close()
-            if out[0] == agent_mod.REBOOT:
-                continue
-            _, c = await control(ctx, gw, "GET", f"camp/{camp['id']}")
-            (job,) = c["jobs"]
-            if job["state"] in JobState.FINAL:
-                break
-            await asyncio.sleep(0.05)
-    assert LossySlots.cut_gaps == 1, "the power never went mid-window"
-    assert 0 < cut_at < size  # it went with part of the image persisted
+        relay.on_bytes(DOWN, size // 2, lambda: armed.__setitem__(0, True))
+        p = PowerOns(config, root, relay.address[1], ack_timeout=0.05,
+                     slots=lambda d: MidWindowCut(d, armed, root / "state.json"))
+        agent = await p.run(finished, seconds=40)
+    assert p.cuts == 1, "the power never went mid-window"
+    assert 0 < p.cut_offsets[0] < size  # it went with part of the image persisted
     assert job["state"] == JobState.SUCCEEDED, job
     assert agent.seq == 2
-    assert Path(slots.path(slots.running())).read_bytes() == data
+    assert Path(p.slots.path(p.slots.running())).read_bytes() == data
 
 
 # -- interop: NON bursts against a plain RFC 7959 server ------------------------------------------
@@ -197,16 +156,13 @@ def test_window_against_libcoap_server(libcoap_file, tmp_path: Path) -> None:  #
     assert w.etag is not None and link.rtt.samples > 0
 
 
-async def test_window_answers_the_gateways_echo_challenge(tmp_path: Path) -> None:
+async def test_window_answers_the_gateways_echo_challenge(coap_client, tmp_path: Path) -> None:
     """Loopback limited like any source: a window from an address that never reported is
     challenged (4.01 + Echo, RFC 9175) and goes on with the Echo."""
-    from aiocoap import Context
-
     gw = GatewayProc(tmp_path / "gw", ["--limit-loopback"]).start()
-    ctx = await Context.create_client_context()
     try:
         data = image_bytes(8 * 1024, 9)
-        img = await publish_image(ctx, gw, data, Ed25519PrivateKey.generate(), seq=2,
+        img = await publish_image(coap_client, gw, data, Ed25519PrivateKey.generate(), seq=2,
                                   device_class=CLASS)
         slots = FileSlots(str(tmp_path / "slots"))
         slots.boot()
@@ -219,7 +175,6 @@ async def test_window_answers_the_gateways_echo_challenge(tmp_path: Path) -> Non
         finally:
             link.close()
     finally:
-        await ctx.shutdown()
         gw.stop()
     assert w.echo is not None and w.complete and w.verdict is None, w.why
     assert f.verified()
