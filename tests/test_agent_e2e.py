@@ -8,39 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ccproc import CC
 from proto.codes import JobState
 from sim.main import DeviceSpec, SimDevice
 
-REPO = Path(__file__).resolve().parent.parent
 CLASS = "esp32-e2e"
 
 
 class Ops:
-    """The operator: the real ``cc`` as a subprocess, with its own FOTA_HOME."""
+    """The operator (``ccproc.CC``: the real ``cc``, its own FOTA_HOME) from async code: each
+    ``cc`` runs in a thread, the event loop (and the devices in it) goes on."""
 
     def __init__(self, gw: Any, tmp: Path) -> None:
-        self.gw = gw
-        self.tmp = tmp
-        self.env = {**os.environ, "FOTA_HOME": str(tmp / "cc-home"),
-                    "FOTA_GATEWAY": gw.control_uri}
+        self.sync = CC(gw, tmp)
+        self.gw, self.tmp, self.env = gw, self.sync.tmp, self.sync.env
 
     async def cc(self, *args: str, timeout: float = 40) -> tuple[int, str, str]:
-        p = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cc", *args, cwd=REPO, env=self.env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            out, err = await asyncio.wait_for(p.communicate(), timeout)
-        except asyncio.TimeoutError:
-            p.kill()
-            await p.wait()
-            raise
-        return p.returncode or 0, out.decode(), err.decode()
+        p = await asyncio.to_thread(self.sync.run, *args, timeout=timeout)
+        return p.returncode, p.stdout, p.stderr
 
     async def json(self, *args: str, ok: bool = True, timeout: float = 40) -> Any:
         rc, out, err = await self.cc(*args, "--json", timeout=timeout)
@@ -49,17 +38,11 @@ class Ops:
         return json.loads(out)
 
     async def keys(self) -> str:
-        rc, _, err = await self.cc("keys", "init")
-        assert rc == 0, err
-        rc, out, err = await self.cc("keys", "public")
-        assert rc == 0, err
-        return out.strip()
+        return await asyncio.to_thread(self.sync.keys)
 
     async def image(self, data: bytes, seq: int, device_class: str = CLASS) -> dict[str, Any]:
-        f = self.tmp / f"image-{seq}-{len(data)}.bin"
-        f.write_bytes(data)
-        return await self.json("firmware", "add", str(f), "--version", str(seq),
-                               "--class", device_class)
+        return await asyncio.to_thread(self.sync.firmware, data, seq=seq,
+                                       device_class=device_class)
 
     async def wait_registered(self, ids: list[str], timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout

@@ -22,7 +22,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from dashboard_util import SyncOps, http_base, web_token
+from ccproc import CC
+from dashboard_util import http_base, web_token
 from harness import REPO, GatewayProc, publish_image_sync
 from test_agent_e2e import CLASS, image_bytes
 
@@ -51,7 +52,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     gw = GatewayProc(tmp / "data", ("--http", "127.0.0.1:0")).start()
     sim = None
     try:
-        ops = SyncOps(gw, tmp / "cc-home")
+        ops = CC(gw, tmp)
         with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
             img = pool.submit(publish_image_sync, gw, image_bytes(12_000, 7), KEY, seq=2,
                               device_class=CLASS).result(60)

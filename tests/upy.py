@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from cc.provision import write_board  # noqa: E402
+from ccproc import CC  # noqa: E402,F401  (this module's API: tests and bench/ import it from here)
 
 MICROPYTHON = str(Path(sys.executable).parent / "micropython")
 #: The heap a full update of the .mpy agent must fit in (64-bit unix port; test_upy_agent.py
@@ -78,52 +79,6 @@ class Run:
     @property
     def crashed(self) -> bool:
         return "Traceback" in self.out + self.err or self.rc not in (0, REBOOT_EXIT)
-
-
-class CC:
-    """The operator: the real ``cc`` (``python -m cc``) with its own home, synchronous."""
-
-    def __init__(self, gw: Any, tmp: Path) -> None:
-        self.gw = gw
-        self.tmp = Path(tmp)
-        self.env = {**os.environ, "FOTA_HOME": str(self.tmp / "cc-home"),
-                    "FOTA_GATEWAY": gw.control_uri}
-
-    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cc", *args], cwd=REPO, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def ok(self, *args: str, timeout: float = 60) -> str:
-        p = self.run(*args, timeout=timeout)
-        assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
-        return p.stdout
-
-    def json(self, *args: str, timeout: float = 60) -> Any:
-        return json.loads(self.ok(*args, "--json", timeout=timeout))
-
-    def keys(self) -> str:
-        self.ok("keys", "init")
-        return self.ok("keys", "public").strip()
-
-    def firmware(self, image: Path | bytes, *, seq: int, device_class: str) -> dict[str, Any]:
-        if isinstance(image, bytes):
-            path = self.tmp / f"image-{seq}-{len(image)}.bin"
-            path.write_bytes(image)
-            image = path
-        return self.json("firmware", "add", str(image), "--version", str(seq),
-                         "--class", device_class)
-
-    def upgrade(self, image_id: str, *devices: str, defer: int = 1) -> dict[str, Any]:
-        """A campaign for ``devices``; ``defer``: seconds a deferred (or out-of-RAM) device
-        waits before the job is offered again (1: tests do not wait the default minute)."""
-        args = [a for d in devices for a in ("--device", d)]
-        return self.json("upgrade", image_id, *args, "--defer", str(defer))
-
-    def job(self, device: str) -> dict[str, Any]:
-        camps = self.json("status")
-        camp = self.json("status", str(camps[-1]["id"]))
-        (job,) = [j for j in camp["jobs"] if j["device"] == device]
-        return job
 
 
 def make_app(root: Path, *, version: int, self_test: bool | None = True,
