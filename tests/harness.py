@@ -16,6 +16,7 @@ API (stable; other test modules depend on it)::
     gw.restart()                  # start again with the same ports and data
     gw.log_text() -> str          # everything the gateway wrote (stdout + stderr), all runs
     gw.alive() -> bool
+    gw.row_counts()               # rows of devices, images, campaigns, jobs, events (SQLite)
 
 The ``gateway`` fixture in ``tests/conftest.py`` yields a started ``GatewayProc`` on a fresh
 temp data dir and stops it afterwards. ``free_udp_port()`` and ``run_gateway_once(args)`` (run
@@ -159,6 +160,18 @@ class GatewayProc:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def row_counts(self) -> tuple[int, ...]:
+        """Rows of each table of the SQLite store, read-only: what a refused request must not
+        change."""
+        import sqlite3
+
+        db = sqlite3.connect(f"file:{self.data / 'gateway.sqlite3'}?mode=ro", uri=True)
+        try:
+            return tuple(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                         for t in ("devices", "images", "campaigns", "jobs", "events"))
+        finally:
+            db.close()
 
 
 # ---- async helpers over the real control API ---------------------------------------------

@@ -6,7 +6,6 @@ in test_device_cbor.py and test_device_coap.py)."""
 from __future__ import annotations
 
 import socket
-import sqlite3
 import struct
 import sys
 import time
@@ -55,24 +54,15 @@ BOMBS = [
 ]
 
 
-def _counts(db_path: Path) -> tuple[int, ...]:
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        return tuple(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                     for t in ("devices", "images", "campaigns", "jobs", "events"))
-    finally:
-        db.close()
-
-
 async def test_cbor_bombs_refused_with_reason(gateway, coap_client) -> None:
-    before = _counts(gateway.data / "gateway.sqlite3")
+    before = gateway.row_counts()
     for payload, reason in BOMBS:
         for uri in (f"{gateway.device_uri}/r", f"{gateway.control_uri}/dev",
                     f"{gateway.control_uri}/camp"):
             resp = await coap_client.request(Message(code=POST, uri=uri, payload=payload)).response
             assert resp.code.dotted == "4.00", (uri, payload[:8], resp.payload)
             assert reason in resp.payload.decode(), (uri, resp.payload)
-    assert _counts(gateway.data / "gateway.sqlite3") == before
+    assert gateway.row_counts() == before
     ok = await coap_client.request(Message(code=POST, uri=f"{gateway.device_uri}/r",
                                            payload=cbor2.dumps(GOOD))).response
     assert ok.code.dotted == "2.04"

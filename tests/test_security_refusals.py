@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
-from pathlib import Path
 
 import cbor2
 from aiocoap import GET, POST, PUT, Message
@@ -19,21 +17,12 @@ from proto import manifest, uris
 KEY = Ed25519PrivateKey.generate()
 
 
-def _counts(db_path: Path) -> tuple[int, ...]:
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        return tuple(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                     for t in ("devices", "images", "campaigns", "jobs", "events"))
-    finally:
-        db.close()
-
-
 async def test_device_bind_has_no_control_api(gateway, coap_client) -> None:
     """Whoever reaches the device port (any device, anyone on its network) finds no control
     resource there: enrolment, images, campaigns and uploads answer 4.04."""
     img = await publish_image(coap_client, gateway, os.urandom(2000), KEY, seq=2,
                               device_class="c")
-    before = _counts(gateway.data / "gateway.sqlite3")
+    before = gateway.row_counts()
     digest = hashlib.sha256(b"x").hexdigest()
     for code, path, body in [
         (POST, "dev", {"id": "evil", "class": "c"}),
@@ -48,7 +37,7 @@ async def test_device_bind_has_no_control_api(gateway, coap_client) -> None:
         resp = await coap_client.request(Message(code=code, uri=f"{gateway.device_uri}/{path}",
                                                  payload=payload)).response
         assert resp.code.dotted in ("4.04", "4.05"), (path, resp.code, resp.payload)
-    assert _counts(gateway.data / "gateway.sqlite3") == before
+    assert gateway.row_counts() == before
 
 
 async def test_manifest_must_describe_the_stored_image(gateway, coap_client) -> None:
@@ -59,7 +48,7 @@ async def test_manifest_must_describe_the_stored_image(gateway, coap_client) -> 
     resp = await ctx.request(Message(code=PUT, uri=f"{gw.control_uri}/blob/"
                                      f"{hashlib.sha256(b).hexdigest()}", payload=b)).response
     assert resp.code.dotted == "2.04"
-    before = _counts(gw.data / "gateway.sqlite3")
+    before = gw.row_counts()
     digest_a = hashlib.sha256(a).digest()
     swapped = manifest.sign(manifest.build(seq=3, vendor=manifest.DEFAULT_VENDOR,
                                            device_class="c", digest=digest_a, size=len(a),
@@ -74,4 +63,4 @@ async def test_manifest_must_describe_the_stored_image(gateway, coap_client) -> 
     code, text = await control(ctx, gw, "POST", "fw", {"manifest": other_class, "class": "c",
                                                        "vendor": manifest.DEFAULT_VENDOR})
     assert code == "4.00" and "class id is not that of 'c'" in text
-    assert _counts(gw.data / "gateway.sqlite3") == before
+    assert gw.row_counts() == before
