@@ -128,22 +128,14 @@ async def test_windows_that_cannot_open_and_zones(gw, home, tmp_path, coap_clien
     await run(cc, gw, home, "cancel", str(camp["id"]))
 
 
-def test_single_phase_failure_has_no_wave_label(gw, home, tmp_path):
-    async def go():
-        from aiocoap import Context
-
-        ctx = await Context.create_client_context(transports=["udp6"])
-        try:
-            img = await run(add_image, gw, home, tmp_path, b"bad boot" * 80, 2)
-            await wake(ctx, gw, "solo-1", seq=1)
-            camp = await run(cc_json, gw, home, "upgrade", img["id"], "--device", "solo-1")
-            cmd = await wake(ctx, gw, "solo-1", seq=1)
-            await wake(ctx, gw, "solo-1", seq=1, result=Result.ROLLED_BACK, job=cmd[CmdKey.JOB])
-            return await run(cc, gw, home, "status", "--watch", str(camp["id"]))
-        finally:
-            await ctx.shutdown()
-
-    out = asyncio.run(go())
+async def test_single_phase_failure_has_no_wave_label(gw, home, tmp_path, coap_client):
+    ctx = coap_client
+    img = await run(add_image, gw, home, tmp_path, b"bad boot" * 80, 2)
+    await wake(ctx, gw, "solo-1", seq=1)
+    camp = await run(cc_json, gw, home, "upgrade", img["id"], "--device", "solo-1")
+    cmd = await wake(ctx, gw, "solo-1", seq=1)
+    await wake(ctx, gw, "solo-1", seq=1, result=Result.ROLLED_BACK, job=cmd[CmdKey.JOB])
+    out = await run(cc, gw, home, "status", "--watch", str(camp["id"]))
     assert out.returncode == 1 and "rolled_back" in out.stdout
     assert "wave" not in out.stdout and "phase" not in out.stdout
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from aiocoap import CON, GET, NON, POST, RST, Context, Message
+from aiocoap import CON, GET, NON, POST, RST, Message
 from aiocoap.optiontypes import BlockOption
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from harness import GatewayProc, publish_image_sync
+from harness import GatewayProc, control, publish_image_sync
 
 from gateway.observe import Observations
 from gateway.ratelimit import Budgets, RateLimiter, exempt, host_key
@@ -296,7 +296,7 @@ def test_report_verifies_and_retransmission_gets_same_answer(strict) -> None:
     assert gw.log_text().count("registered device=lim-1") == 1
 
 
-async def test_observe_capped_and_ended_by_reset(strict) -> None:
+async def test_observe_capped_and_ended_by_reset(strict, coap_client) -> None:
     gw, data, img = strict
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.11", 0))
@@ -309,13 +309,8 @@ async def test_observe_capped_and_ended_by_reset(strict) -> None:
             got.append(_exchange(s, gw.device_port, req)[1])
         assert [r.opt.observe is not None for r in got] == [True, True, False]
         assert got[0].opt.max_age == 300
-        ctx = await Context.create_client_context(transports=["udp6"])
-        try:
-            from harness import control
-            code, _ = await control(ctx, gw, "POST", "camp", {"image": img["id"],
-                                                              "devices": ["obs-1"]})
-        finally:
-            await ctx.shutdown()
+        code, _ = await control(coap_client, gw, "POST", "camp", {"image": img["id"],
+                                                                  "devices": ["obs-1"]})
         assert code == "2.01"
         s.settimeout(5)
         notes = [Message.decode(s.recvfrom(2048)[0]) for _ in range(2)]
