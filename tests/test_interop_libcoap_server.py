@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -23,8 +22,6 @@ from device.slots import FileSlots
 from sim.aio import AioLink
 
 SIZE = 256 * 1024
-pytestmark = pytest.mark.skipif(shutil.which("coap-server-notls") is None,
-                                reason="libcoap3-bin is not installed (scripts/setup installs it)")
 
 
 def free_port() -> int:

@@ -10,11 +10,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import pytest
 from harness import GatewayProc, free_udp_port, run_gateway_once
 from test_cc_gateway import cc
-
-pytest.importorskip("aiocoap.oscore_sitewrapper")
 
 
 def make_credentials(data: Path, name: str) -> Path:
