@@ -13,7 +13,6 @@ is dominated by retransmission back-off, which scales with ACK_TIMEOUT (see benc
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("device.coap", reason="the device core (device/coap.py) is not in the tree yet")
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import GatewayProc, control, publish_image
+from test_agent_e2e import image_bytes
 
 from proto import manifest
 from proto.codes import JobState
@@ -36,15 +33,6 @@ CLASS = "esp32-faults"
 DEVICE = "lossy-1"
 IMAGE_SIZE = 32 * 1024
 LO = "127.0.0.1"
-
-
-def image_bytes(size: int, tag: int) -> bytes:
-    out = bytearray()
-    block = hashlib.sha256(b"fault image %d" % tag).digest()
-    while len(out) < size:
-        block = hashlib.sha256(block).digest()
-        out += block
-    return bytes(out[:size])
 
 
 @dataclass

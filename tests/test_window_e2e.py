@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import GatewayProc, control, publish_image
-from test_faults_scenarios import CLASS, assert_updated_and_agreed, image_bytes, update_through
+from test_agent_e2e import image_bytes
+from test_faults_scenarios import CLASS, assert_updated_and_agreed, update_through
 from test_interop_libcoap_server import SIZE as LIBCOAP_SIZE
 from test_interop_libcoap_server import libcoap_file  # noqa: F401  (the fixture)
 
