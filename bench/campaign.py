@@ -28,19 +28,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from gateway_blocks import cpu_seconds, memory_kib  # noqa: E402
-from harness import GatewayProc, control, publish_image  # noqa: E402
+from harness import GatewayProc, control, publish_image, wait_devices  # noqa: E402
 
 CLASS = "bench-class"
-
-
-async def wait_registered(ctx, gw: GatewayProc, n: int, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        code, rows = await control(ctx, gw, "GET", "dev")
-        if code == "2.05" and len(rows) >= n:
-            return
-        await asyncio.sleep(1)
-    raise SystemExit(f"only {len(rows)} of {n} devices reported within {limit} s")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -61,7 +51,7 @@ async def run(args: argparse.Namespace) -> None:
         image = hashlib.sha256(b"bench").digest() * (args.image_kib * 32)
         img = await publish_image(ctx, gw, image, key, seq=2, device_class=CLASS)
         t_reg = time.monotonic()
-        await wait_registered(ctx, gw, args.n, 300)
+        await wait_devices(ctx, gw, args.n, limit=300, poll=1)
         print(f"{args.n} devices registered in {time.monotonic() - t_reg:.1f} s", flush=True)
         pid = gw.proc.pid
         rss0 = memory_kib(pid)["VmRSS"]

@@ -28,6 +28,7 @@ Async helpers over the real control API (``ctx`` is an aiocoap client context, e
     code, body = await control(ctx, gw, "GET", "camp/1")            # ("2.05", {...})
     code, body = await control(ctx, gw, "POST", "camp", {"image": i, "devices": ["d"]})
     code, body = await control(ctx, gw, "GET", "ev", query="since=0")
+    await wait_devices(ctx, gw, n, limit=30)                        # n devices have reported
     # errors: (code, diagnostic text), e.g. ("4.04", "unknown campaign")
     img = await publish_image(ctx, gw, image_bytes, ed25519_private_key, seq=2,
                               device_class="esp32", vendor=None)    # IMAGE map: id, uri, ...
@@ -36,6 +37,7 @@ Async helpers over the real control API (``ctx`` is an aiocoap client context, e
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -191,6 +193,19 @@ async def control(ctx, gw: GatewayProc, method: str, path: str, body=None, query
     if resp.code.is_successful():
         return code, (cbor2.loads(resp.payload) if resp.payload else None)
     return code, resp.payload.decode(errors="replace")
+
+
+async def wait_devices(ctx, gw: GatewayProc, n: int, limit: float, poll: float = 0.2) -> None:  # type: ignore[no-untyped-def]
+    """Until ``n`` devices have reported (GET dev), polling every ``poll`` s for ``limit`` s."""
+    deadline = time.monotonic() + limit
+    count = 0
+    while time.monotonic() < deadline:
+        code, rows = await control(ctx, gw, "GET", "dev")
+        count = len(rows) if code == "2.05" else count
+        if count >= n:
+            return
+        await asyncio.sleep(poll)
+    raise AssertionError(f"only {count} of {n} devices reported within {limit} s")
 
 
 async def publish_image(ctx, gw: GatewayProc, image: bytes, key, *, seq: int,  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import control
+from harness import control, wait_devices
 from test_agent_e2e import CLASS, Ops, image_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,16 +44,6 @@ async def stop_sim(proc, out) -> None:
             proc.kill()
             await proc.wait()
     out.close()
-
-
-async def registered(ctx, gw, n: int, limit: float = 30) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        code, rows = await control(ctx, gw, "GET", "dev")
-        if code == "2.05" and len(rows) >= n:
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"only {len(rows)} of {n} devices reported")
 
 
 async def all_events(ctx, gw) -> list[dict[str, Any]]:
@@ -98,7 +88,7 @@ async def test_200_devices_pause_within_one_wave(gateway, tmp_path: Path, coap_c
     fleet = asyncio.create_task(run_fleet(specs, "127.0.0.1", gateway.device_port, stop,
                                           lambda line: None))
     try:
-        await registered(coap_client, gateway, 200)
+        await wait_devices(coap_client, gateway, 200, limit=30)
         t0 = time.monotonic()
         rc, camp = await ops.upgrade(image["id"], "--canary", "10", "--wave", "25%",
                                      "--max-failures", "5%", "--max-downloads", "20",
@@ -141,7 +131,7 @@ async def test_restart_mid_campaign_then_cancel(gateway, tmp_path: Path, coap_cl
     sim, out = await start_sim(gateway, tmp_path, trust, 30, "--wake", "0.3",
                                "--ack-timeout", "0.5", "--block-size", "256")
     try:
-        await registered(ctx, gateway, 30)
+        await wait_devices(ctx, gateway, 30, limit=30)
         camp = await ops.json("upgrade", image["id"], "--all", "--canary", "3", "--wave", "9",
                               "--max-downloads", "4", "--defer", "1")
         n = camp["id"]
