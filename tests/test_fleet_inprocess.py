@@ -10,6 +10,7 @@ import os
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from clock import Clock
 
 from gateway import fleet as fleet_mod
 from gateway import views
@@ -24,19 +25,11 @@ from proto.keys import ReportKey
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"in-process fleet").digest())
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_790_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def fleet(request, tmp_path):
     url = (f"sqlite:///{tmp_path / 'gw.sqlite3'}" if request.param == "sqlite"
            else request.getfixturevalue("pg_url"))
-    clock = Clock()
+    clock = Clock(1_790_000_000.0)
     store = Store(url, clock=clock)
     blobs = BlobStore(tmp_path / "blobs")
     f = Fleet(store, blobs, clock=clock)

@@ -17,6 +17,7 @@ import pytest
 from aiocoap import CON, GET, NON, POST, RST, Message
 from aiocoap.optiontypes import BlockOption
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from clock import Clock
 from harness import GatewayProc, control, publish_image_sync
 
 from gateway.observe import Observations
@@ -26,14 +27,6 @@ from gateway.sources import ECHO_SECONDS, Sources
 from proto.keys import ReportKey
 
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"limits key").digest())
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def k(host: str) -> bytes:

@@ -16,6 +16,7 @@ import cbor2
 import pytest
 from aiocoap import POST, PUT, Message
 from aiocoap.optiontypes import BlockOption
+from clock import Clock
 from harness import GatewayProc, control
 
 from gateway import datadir
@@ -25,14 +26,6 @@ from gateway.requests import Refused, parse_report
 from gateway.store import Store
 from gateway.uploads import Block1Receiver, Busy, MemorySink
 from proto.keys import ReportKey
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def b1(num: int, more: bool) -> BlockOption.BlockwiseTuple:
