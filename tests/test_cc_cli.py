@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from harness import free_udp_port
 
 from cc import keys
 from cc.main import app
@@ -103,14 +104,8 @@ def test_missing_and_empty_image_files(tmp_path: Path):
     assert r.exit_code == 2 and "empty" in r.stderr
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_gateway_fails_fast_with_one_line(tmp_path: Path):
-    gateway = f"coap://127.0.0.1:{free_port()}"
+    gateway = f"coap://127.0.0.1:{free_udp_port()}"
     for args in (["devices"], ["firmware", "list", "--json"], ["status", "3"]):
         r = cc_proc(tmp_path, *args, gateway=gateway)  # bounded by cc_proc's timeout
         assert r.returncode == 2, r
@@ -139,7 +134,7 @@ def test_bad_gateway_uri(tmp_path: Path, gateway: str):
 @pytest.mark.parametrize("targets", [[], ["--all", "--class", "c"], ["--device", "d", "--all"],
                                      ["--device", "d", "--tag", "t"], ["--all", "--tag", "t"]])
 def test_upgrade_needs_exactly_one_target(tmp_path: Path, targets: list[str]):
-    r = cc(tmp_path, "upgrade", "abcd1234", *targets, gateway=f"coap://127.0.0.1:{free_port()}")
+    r = cc(tmp_path, "upgrade", "abcd1234", *targets, gateway=f"coap://127.0.0.1:{free_udp_port()}")
     assert r.exit_code == 2
     assert "choose the devices with --device" in r.stderr
 
@@ -151,12 +146,12 @@ def test_upgrade_needs_exactly_one_target(tmp_path: Path, targets: list[str]):
 ])
 def test_upgrade_policy_options_checked_before_sending(tmp_path: Path, args, message):
     r = cc(tmp_path, "upgrade", "abcd1234", "--all", *args,
-           gateway=f"coap://127.0.0.1:{free_port()}")
+           gateway=f"coap://127.0.0.1:{free_udp_port()}")
     assert r.exit_code == 2 and message in r.stderr, r.stderr
 
 
 def test_gateway_from_environment(tmp_path: Path):
-    gateway = f"coap://127.0.0.1:{free_port()}"
+    gateway = f"coap://127.0.0.1:{free_udp_port()}"
     r = subprocess.run([sys.executable, "-m", "cc", "devices"], cwd=REPO, text=True,
                        capture_output=True, timeout=30,
                        env={**os.environ, "FOTA_GATEWAY": gateway, "FOTA_HOME": str(tmp_path)})
@@ -172,7 +167,7 @@ def test_image_over_the_limit_is_refused_before_any_upload(tmp_path: Path):
     with open(big, "wb") as f:
         f.truncate(MAX_IMAGE + 1)  # sparse: costs no disk
     r = cc(tmp_path, "firmware", "add", str(big), "--version", "1", "--class", "c",
-           gateway=f"coap://127.0.0.1:{free_port()}")  # nobody there: it must not get that far
+           gateway=f"coap://127.0.0.1:{free_udp_port()}")  # nobody there: it must not get that far
     assert r.exit_code == 2
     assert f"at most {MAX_IMAGE} bytes" in r.stderr
 

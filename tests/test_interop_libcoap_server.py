@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from harness import free_udp_port
 
 from device.fetch import DONE, OK, Fetch
 from device.slots import FileSlots
@@ -24,19 +24,13 @@ from sim.aio import AioLink
 SIZE = 256 * 1024
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def libcoap_file(tmp_path: Path):
     """(port, path, bytes): coap-server-notls holding a 256 KiB file at /image."""
     data = os.urandom(SIZE)
     f = tmp_path / "image.bin"
     f.write_bytes(data)
-    port = free_port()
+    port = free_udp_port()
     server = subprocess.Popen(["coap-server-notls", "-A", "127.0.0.1", "-p", str(port), "-d", "4"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
