@@ -8,7 +8,6 @@ may re-fetch at most 16 KiB (the persistence interval) plus the block in flight,
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -51,9 +50,7 @@ async def test_power_cuts_at_random_points_resume_and_refetch_little(gateway,
 
     p = PowerOns(config, root, gateway.device_port)
     await p.run(lambda a: True)  # registered by its first report: start the upgrade now
-    rc, out, err = await ops.cc("upgrade", image["id"], "--all", "--json")
-    assert rc == 0, err
-    campaign = json.loads(out)
+    campaign = await ops.json("upgrade", image["id"], "--all")
     agent = await p.run(settled(2), exchange=cut_at_exchange_n)
     assert agent.seq == 2, agent.s
     assert p.cuts == CUTS

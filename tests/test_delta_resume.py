@@ -19,7 +19,6 @@ more.
 
 from __future__ import annotations
 
-import json
 import random
 import zlib
 from collections import Counter
@@ -115,9 +114,7 @@ async def test_power_cuts_at_random_points_of_a_delta_apply(gateway, tmp_path: P
         return resp
 
     await p.run(lambda a: True)  # registered by its first report (with its CAPS): upgrade now
-    rc, out, err = await ops.cc("upgrade", image["id"], "--all", "--json")
-    assert rc == 0, err
-    campaign = json.loads(out)
+    campaign = await ops.json("upgrade", image["id"], "--all")
     agent = await p.run(settled(2), exchange=tap)
     refetched = [again[b + 1] for b in p.cut_boots]  # in the boot after each cut
     assert agent.seq == 2, agent.s

@@ -216,8 +216,7 @@ async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
 
     p = PowerOns(config, root, gateway.device_port)
     await p.run(lambda a: True)  # first report: the gateway learns the device
-    rc, out, err = await ops.cc("upgrade", image["id"], "--all", "--json")
-    assert rc == 0, err
+    await ops.json("upgrade", image["id"], "--all")
     agent = await p.run(settled(2), exchange=cut_at_blocks, seconds=30)
     assert p.cuts == 3
     assert (root / "slots" / "b.bin").read_bytes() == data  # installed, decrypted, confirmed
@@ -254,8 +253,7 @@ async def test_encrypted_download_resumes_after_power_cuts_and_tampering_fails(
         f.seek(30000)
         f.write(bytes([b[0] ^ 0x01]))
     os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
-    rc, out, err = await ops.cc("upgrade", image3["id"], "--all", "--json")
-    assert rc == 0, err
+    await ops.json("upgrade", image3["id"], "--all")
     agent = await p.run(lambda a: a.state == 0 and a.s["job"] is None and a.s["result"] != 1,
                         seconds=30)
     # integrity failure, still on seq 2 (the rotated key unwrapped: no key_unavailable)
