@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import psycopg
 
@@ -26,7 +26,8 @@ from proto.codes import JobState
 
 from . import metrics
 from .storage import backend_for, notify
-from .storage.repo import EVENT_INSERT, EVENT_SQL, REPORTED_SQL, Repo, Row, event_args, tags_json
+from .storage.repo import (EVENT_INSERT, EVENT_SQL, MANY_ROWS, REPORTED_SQL, Repo, Row,
+                           rows_sql, tags_json)
 from .storage.schema import MIGRATIONS
 from .storage.sqlite import SqliteBackend
 from .storage.worker import StoreUnavailable
@@ -36,6 +37,8 @@ __all__ = ["MIGRATIONS", "Store", "tags_json"]
 log = logging.getLogger("fota.gateway")
 RECONNECT_SECONDS = 1.0  # between tries to replace a dropped PostgreSQL connection
 WRITE_LOCK = 0x666F7461_0004  # pg_advisory_xact_lock key: "fota", 4
+ROWS_MAX = 256  # rows in one statement of a fast SQLite batch's deferred writes at most
+MANY_ROWS_OK = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
 
 
 class Store(Repo):
@@ -67,11 +70,15 @@ class Store(Repo):
         #: go as one executemany each (SQL -> rows; events: with the event to give its id)
         self._deferred: dict[str, list[tuple[tuple[Any, ...], Row | None]]] = {}
         self._ids_due: list[tuple[Any, list[Row]]] = []  # (cursor, events) read after the sync
+        self._rows_sql: dict[tuple[str, int], str] = {}  # (SQL, rows) -> SQL of that many rows
+        #: a fast batch's event insert (PostgreSQL: RETURNING its id, read after the sync)
+        self._event_sql = EVENT_SQL if self.dialect == "postgresql" else EVENT_INSERT
         self._poisoned: Exception | None = None  # a database error in the open batch
         self._failure_logged = -60.0
         self._reconnected = -RECONNECT_SECONDS
         self._reporting: list[str] = []  # devices the open batch's reports are about
         self._careful = True  # the open batch: a savepoint per unit, no pipeline
+        self._fast_unit = FastUnit(self)  # see transaction()
         self._rerun = False  # the fast batch failed in a way a careful run may not
         self._writes = 0  # write statements run (a unit that raised: did it write?)
         #: a fast batch's devices until their report (read at once as it began; None: unknown)
@@ -139,10 +146,10 @@ class Store(Repo):
         for sql, rows in deferred.items():
             events = [ev for _, ev in rows if ev is not None]
             if self.dialect != "postgresql":
-                # SQLite: no RETURNING in executemany. The batch holds the write lock and
+                # SQLite: no RETURNING for several rows. The batch holds the write lock and
                 # AUTOINCREMENT hands out the next id to each row: the events got the ids
                 # up to the last one inserted, in order.
-                self.db.executemany(sql, [args for args, _ in rows])
+                self._send_rows(sql, [args for args, _ in rows])
                 if events:
                     last = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
                     for n, ev in enumerate(events, last - len(events) + 1):
@@ -153,13 +160,38 @@ class Store(Repo):
             if events:
                 self._ids_due.append((cur, events))  # read after the commit's sync
 
+    def _send_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """SQLite: ``rows`` of ``sql`` in order, a few statements of many rows each (sizes
+        powers of two up to ``ROWS_MAX``: a bounded set of statements to prepare and cache)."""
+        if (not MANY_ROWS_OK or len(rows) == 1 or sql not in MANY_ROWS
+                or sql == REPORTED_SQL and len({r[-1] for r in rows}) != len(rows)):
+            # (an UPDATE ... FROM takes one of the rows of a device named twice: not in order)
+            self.db.executemany(sql, rows)
+            return
+        i = 0
+        while i < len(rows):
+            n = min(ROWS_MAX, 1 << (len(rows) - i).bit_length() - 1)
+            key = (sql, n)
+            many = self._rows_sql.get(key)
+            if many is None:
+                many = self._rows_sql[key] = rows_sql(sql, n)
+            self.db.execute(many, [v for r in rows[i:i + n] for v in r])
+            i += n
+
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self) -> ContextManager[Any]:
         """One atomic, durable unit: committed (and fsynced) on exit, rolled back on error.
-        Inside ``group()`` it is a savepoint of the batch's transaction instead."""
+        Inside ``group()`` it is a savepoint of the batch's transaction instead (a fast
+        batch's: no savepoint, see _unit_of_batch)."""
+        if (self._depth == 1 and self._grouping and not self._careful
+                and self._poisoned is None):
+            return self._fast_unit  # the common case of a report: no generator to run
+        return self._transaction()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
         if self._grouping and self._depth <= 1:
             yield from self._unit_of_batch()
             return
@@ -255,19 +287,17 @@ class Store(Repo):
             except Exception as e:
                 self._poisoned = e
                 raise
+        if not self._careful:  # the batch has begun: as its next units
+            with self._fast_unit as db:
+                yield db
+            return
         mark, announced = len(self.pending_events), len(self._to_announce)
-        due, writes = len(self._ids_due), self._writes
-        fast = not self._careful
+        due = len(self._ids_due)
         self._depth = 2
         try:
-            if not fast:
-                self.db.execute("SAVEPOINT unit")
+            self.db.execute("SAVEPOINT unit")
             yield self.db
-        except BaseException as e:
-            if fast:
-                if self._writes != writes or isinstance(e, (psycopg.Error, sqlite3.Error)):
-                    self._poisoned, self._rerun = e, True
-                raise
+        except BaseException:
             self.db.execute("ROLLBACK TO SAVEPOINT unit")
             self.db.execute("RELEASE SAVEPOINT unit")
             del self.pending_events[mark:]
@@ -275,17 +305,15 @@ class Store(Repo):
             del self._ids_due[due:]
             raise
         else:
-            if not fast:
-                self.db.execute("RELEASE SAVEPOINT unit")
+            self.db.execute("RELEASE SAVEPOINT unit")
         finally:
             self._depth = 1
 
-    def _insert_event(self, ev: Row) -> None:
+    def _insert_event(self, ev: Row, args: tuple[Any, ...]) -> None:
         if self._batch_open and not self._careful:  # its id: once its executemany ran
-            self._defer(EVENT_SQL if self.dialect == "postgresql" else EVENT_INSERT,
-                        event_args(ev), ev)
+            self._defer(self._event_sql, args, ev)
         else:
-            super()._insert_event(ev)
+            super()._insert_event(ev, args)
 
     def _end_pipeline(self, failed: bool) -> None:
         """Leave pipeline mode (a sync: every queued statement has run, or this raises) and
@@ -426,10 +454,9 @@ class Store(Repo):
         if known is None or device_id not in known:
             return super().device_key(device_id)
         row = known[device_id]
-        if row is None:
-            return None
-        return {"key": None if row["key"] is None else bytes(row["key"]),
-                "counter": row["counter"]}
+        if row is None or row["key"] is None:
+            return row  # its "key" and "counter" are what callers read (and never change)
+        return {"key": bytes(row["key"]), "counter": row["counter"]}
 
     def raise_counter(self, device_id: str, counter: int) -> None:
         super().raise_counter(device_id, counter)
@@ -442,6 +469,32 @@ class Store(Repo):
             return True
         self._sweeper = super().take_sweeper()
         return self._sweeper
+
+
+class FastUnit:
+    """A unit of a fast batch whose transaction has begun (``Store._unit_of_batch``): no
+    savepoint; one that raises after it wrote, or on a database error, sends the batch to a
+    careful run. One object per store, entered by one unit at a time (``Store.transaction``
+    hands it out only at depth 1)."""
+
+    __slots__ = ("store", "writes")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writes = 0
+
+    def __enter__(self) -> Any:
+        s = self.store
+        self.writes = s._writes
+        s._depth = 2
+        return s.db
+
+    def __exit__(self, kind: Any, e: Any, tb: Any) -> None:
+        s = self.store
+        s._depth = 1
+        if kind is not None and (s._writes != self.writes
+                                 or isinstance(e, (psycopg.Error, sqlite3.Error))):
+            s._poisoned, s._rerun = e, True
 
 
 class Batch:

@@ -228,6 +228,46 @@ async def test_reports_of_one_device_in_one_batch(url, tmp_path):
         s.close()
 
 
+async def test_a_big_fast_batch_writes_every_row(url, tmp_path):
+    """A fast batch sends its device updates and events as a few statements of many rows
+    (SQLite: sizes 256, 32, 8, 4 ... for 300 rows; PostgreSQL: executemany): every device gets
+    its own values, every event its place in the log, announced with its id."""
+    announced: list[dict] = []
+    s = Store(url, on_event=announced.append)
+    fleet = Fleet(s, BlobStore(tmp_path / "blobs"))
+    w = StoreWorker(s, max_batch=400)
+    n = 300
+    try:
+        def report(k, cls, state):
+            r = parse_report(cbor2.dumps({ReportKey.ID: f"d{k:03}", ReportKey.CLASS: cls,
+                                          ReportKey.SEQ: k, ReportKey.STATE: state,
+                                          ReportKey.RESULT: 0}))
+            return lambda: fleet.report(r, f"127.0.0.{k % 200}:{k}")
+
+        await asyncio.gather(*(w.call(report(k, "c0", 0), grouped=True, device=f"d{k:03}")
+                               for k in range(n)))
+        before, first = s.commits, len(announced)
+        go, _ = held(w)
+        calls = [asyncio.ensure_future(w.call(report(k, f"c{k % 3}", 1 + k % 2), grouped=True,
+                                              device=f"d{k:03}")) for k in range(n)]
+        await asyncio.sleep(0)
+        go.set()
+        await asyncio.gather(*calls)
+        assert s.commits == before + 1 and w.reruns == 0  # one fast batch
+        devices = await w.call(s.devices)
+        assert [(d["id"], d["class"], d["state"]) for d in devices] == \
+            [(f"d{k:03}", f"c{k % 3}", 1 + k % 2) for k in range(n)]
+        stored = await w.call(lambda: s.events_since(0, 10_000))
+        assert [(ev["id"], ev["device"], ev["detail"]) for ev in announced] == \
+            [(ev["id"], ev["device"], ev["detail"]) for ev in stored]
+        new = [(ev["device"], ev["kind"]) for ev in announced[first:]]
+        assert new == [(f"d{k:03}", kind) for k in range(n)
+                       for kind in (("class",) if k % 3 else ()) + ("state",)]
+    finally:
+        w.close()
+        s.close()
+
+
 def test_report_keys_and_counters(url):
     s = Store(url)
     try:
