@@ -9,7 +9,6 @@ applied once. The agent's own end-to-end runs are in ``test_faults_scenarios.py`
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +18,7 @@ from aiocoap.numbers.constants import Reliable
 from aiocoap.optiontypes import BlockOption
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import GatewayProc, control, publish_image
+from test_agent_e2e import image_bytes
 
 from proto import uris
 from proto.codes import Result, State
@@ -37,15 +37,6 @@ class Fast(Reliable):
 
 
 FAST = Fast()
-
-
-def image(size: int) -> bytes:
-    out = bytearray()
-    h = hashlib.sha256(b"relay gateway image").digest()
-    while len(out) < size:
-        h = hashlib.sha256(h).digest()
-        out += h
-    return bytes(out[:size])
 
 
 async def fetch(ctx, relay: Relay, image_id: str, size: int,  # type: ignore[no-untyped-def]
@@ -78,7 +69,7 @@ async def fetch(ctx, relay: Relay, image_id: str, size: int,  # type: ignore[no-
 async def serve_through(gw: GatewayProc, ctx, size: int, *, up: Faults = Faults(),  # type: ignore[no-untyped-def]
                         down: Faults = Faults(), seed: int = 1,
                         midway: Callable[[Relay], Awaitable[None]] | None = None):
-    data = image(size)
+    data = image_bytes(size, 41)
     img = await publish_image(ctx, gw, data, Ed25519PrivateKey.generate(), seq=2,
                               device_class=CLASS)
     async with Relay((LO, 0), (LO, gw.device_port), up=up, down=down, seed=seed,
