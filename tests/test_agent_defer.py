@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_agent_e2e import Ops, image_bytes, job_of, spec, start_devices
+from test_agent_e2e import Ops, image_bytes, job_of, spec, started
 
 
 async def test_low_battery_defers_then_updates(gateway, tmp_path: Path) -> None:
@@ -18,12 +18,8 @@ async def test_low_battery_defers_then_updates(gateway, tmp_path: Path) -> None:
         return battery["asked"] > 2
 
     sp = spec(tmp_path, "solar-1", [trust], version=1, extra={"may_update": may_update})
-    run = start_devices([sp], gateway.device_port)
-    try:
-        await ops.wait_registered(["solar-1"])
+    async with started(ops, [sp], gateway.device_port) as run:
         rc, camp = await ops.upgrade(image["id"], "--defer", "1")
-    finally:
-        await run.stop()
     assert rc == 0, camp
     assert job_of(camp, "solar-1")["state"] == "succeeded"
     assert battery["asked"] == 3

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,18 @@ def start_devices(specs: list[DeviceSpec], port: int, ports: dict[str, int] | No
     return r
 
 
+@asynccontextmanager
+async def started(ops: Ops, specs: list[DeviceSpec], port: int) -> AsyncIterator[Running]:
+    """``specs`` running against ``port``, every one registered, for the block; stopped after
+    it (also when it fails)."""
+    run = start_devices(specs, port)
+    try:
+        await ops.wait_registered([s.id for s in specs])
+        yield run
+    finally:
+        await run.stop()
+
+
 def job_of(camp: dict[str, Any], device: str) -> dict[str, Any]:
     (job,) = [j for j in camp["jobs"] if j["device"] == device]
     return job
@@ -121,12 +135,8 @@ async def test_one_device_updates_confirms_and_reports_success(gateway, tmp_path
     data = image_bytes(100_000, 2)
     image = await ops.image(data, 2)
     sp = spec(tmp_path, "dev-1", [trust], version=1)
-    run = start_devices([sp], gateway.device_port)
-    try:
-        await ops.wait_registered(["dev-1"])
+    async with started(ops, [sp], gateway.device_port) as run:
         rc, camp = await ops.upgrade(image["id"])
-    finally:
-        await run.stop()
     assert rc == 0, camp
     job = job_of(camp, "dev-1")
     assert job["state"] == JobState.SUCCEEDED and job["result"] == "success"
@@ -150,12 +160,8 @@ async def test_twenty_devices_at_once(gateway, tmp_path: Path) -> None:
     data = image_bytes(40_000, 3)
     image = await ops.image(data, 3)
     specs = [spec(tmp_path, f"fleet-{i:02d}", [trust], version=1, wake_s=0.5) for i in range(20)]
-    run = start_devices(specs, gateway.device_port)
-    try:
-        await ops.wait_registered([s.id for s in specs])
+    async with started(ops, specs, gateway.device_port) as run:
         rc, camp = await ops.upgrade(image["id"])
-    finally:
-        await run.stop()
     assert rc == 0, [j for j in camp["jobs"] if j["state"] != JobState.SUCCEEDED]
     assert len(camp["jobs"]) == 20
     for d in run.devices:
@@ -171,13 +177,9 @@ async def test_rollback_on_failed_self_test_and_on_missed_confirm_deadline(gatew
     failing = spec(tmp_path, "fails-check", [trust], version=1, fail_boot=True)
     hanging = spec(tmp_path, "never-confirms", [trust], version=1, confirm_s=1.0,
                    extra={"self_test": lambda slots: None})  # never decides: deadline passes
-    run = start_devices([failing, hanging], gateway.device_port)
-    try:
-        await ops.wait_registered([failing.id, hanging.id])
+    async with started(ops, [failing, hanging], gateway.device_port) as run:
         rc, camp = await ops.upgrade(image["id"])
         status = await ops.json("status", str(camp["id"]))
-    finally:
-        await run.stop()
     assert rc == 1
     for name in (failing.id, hanging.id):
         job = job_of(status, name)
@@ -197,12 +199,8 @@ async def test_block_sizes_64_and_1024_and_few_progress_reports(gateway, tmp_pat
     data = image_bytes(70_000, 5)
     image = await ops.image(data, 5)
     specs = [spec(tmp_path, f"blocks-{b}", [trust], version=1, block_size=b) for b in (64, 1024)]
-    run = start_devices(specs, gateway.device_port)
-    try:
-        await ops.wait_registered([s.id for s in specs])
+    async with started(ops, specs, gateway.device_port) as run:
         rc, camp = await ops.upgrade(image["id"])
-    finally:
-        await run.stop()
     assert rc == 0, camp
     for d in run.devices:
         assert d.agent is not None and d.agent.seq == 5

@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 
 from proto.codes import JobState
-from test_agent_e2e import Ops, image_bytes, job_of, spec, start_devices
+from test_agent_e2e import Ops, job_of, spec, started
 
 
 def release(base: bytes, seed: int, edits: int = 12) -> bytes:
@@ -47,10 +47,8 @@ async def test_full_then_delta_chain_with_fallback_and_an_old_agent(gateway, tmp
     await ops.image(v1, 1)
     new = spec(tmp_path, "new-agent", [trust], version=1)
     old = spec(tmp_path, "old-agent", [trust], version=1, extra={"caps": 0})
-    run = start_devices([new, old], gateway.device_port)
     sent = {}
-    try:
-        await ops.wait_registered([new.id, old.id])
+    async with started(ops, [new, old], gateway.device_port) as run:
         for seq, data in ((2, v2), (3, v3)):
             image = await ops.image(data, seq)
             rc, camp = await ops.upgrade(image["id"])
@@ -59,8 +57,6 @@ async def test_full_then_delta_chain_with_fallback_and_an_old_agent(gateway, tmp
             sent[seq] = {d: (job_of(status, d)["sent"], job_of(status, d)["size"])
                          for d in (new.id, old.id)}
         deltas = await ops.json("firmware", "deltas")
-    finally:
-        await run.stop()
     for d, want in ((run.devices[0], v3), (run.devices[1], v3)):
         assert d.agent is not None and d.agent.seq == 3
         assert Path(d.agent.slots.path(d.agent.slots.running())).read_bytes() == want

@@ -27,7 +27,7 @@ from sim.aio import AioLink
 from sim.hostaes import aes
 from sim.main import load_keys
 from sim.relay import Relay
-from test_agent_e2e import CLASS, Ops, job_of, spec, start_devices
+from test_agent_e2e import CLASS, Ops, job_of, spec, started
 
 RUN = 32
 
@@ -112,17 +112,13 @@ async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
     seen: list[bytes] = []
     async with Relay(("127.0.0.1", 0), ("127.0.0.1", gateway.device_port), duration=60) as relay:
         relay.tap = lambda d, datagram: seen.append(datagram)
-        running = start_devices(specs, relay.address[1])
-        try:
-            await ops.wait_registered([s.id for s in specs])
+        async with started(ops, specs, relay.address[1]) as running:
             rc, camp = await ops.upgrade(image["id"])
             # fleet rollback of an encrypted image: re-signed at seq 3 with the same IV,
             # ciphertext and wrapped keys; enc-1 takes it like any update
             rrc, out, err = await ops.cc("rollback", "--to", image["id"], "--device", "enc-1",
                                          "--wait", "--json", timeout=60)
             assert rrc == 0, (out, err)
-        finally:
-            await running.stop()
     assert json.loads(out)["image"] == image["id"]
     assert running.devices[0].agent is not None and running.devices[0].agent.seq == 3
     assert rc == 1, camp  # two devices refused: the campaign did not fully succeed
@@ -151,13 +147,9 @@ async def test_encrypted_campaign_keys_refusals_and_no_plaintext_on_disk_or_air(
     cls_spec = spec(tmp_path, "enc-class", [trust], version=1)
     load_keys([cls_spec], home / "device-keys", home / "class-keys")  # `--class-keys DIR`
     assert "class_key" in cls_spec.extra and "fw_key" not in cls_spec.extra
-    running = start_devices([cls_spec], gateway.device_port)
-    try:
-        await ops.wait_registered(["enc-class"])
+    async with started(ops, [cls_spec], gateway.device_port) as running:
         rc, out, err = await ops.cc("upgrade", image["id"], "--device", "enc-class", "--wait",
                                     "--json", timeout=60)
-    finally:
-        await running.stop()
     assert rc == 0, (out, err)
     assert (tmp_path / "devices" / "enc-class" / "slots" / "b.bin").read_bytes() == data
 
