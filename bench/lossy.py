@@ -186,7 +186,8 @@ async def one_run(ctx: Any, gw: GatewayProc, image_id: str, trust: str, state: P
             "sent": statistics.mean(x["sent"] for x in e),
             "received": statistics.mean(x["received"] for x in e),
             "air": air / len(devices),
-            "gap": sum(w.gap_losses for w in windows), "timeouts": sum(w.timeouts for w in windows),
+            "gap": sum(w.gap_losses for w in windows),
+            "copies": sum(getattr(w, "copies", 0) for w in windows), "timeouts": sum(w.timeouts for w in windows),
             "slowed": sum(w.slowed for w in windows) / len(devices)}
 
 
@@ -227,15 +228,15 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, rtt_ms: float) -
            f"ACK_TIMEOUT {args.old_ack} s; new: default configuration",
            "",
            "| loss each way | mode | time (s) | x ideal | radio on (s) | window download (s) "
-           "| sent | received | bytes on air | x image | gap re-asks | timeouts | 5.03 |",
-           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| sent | received | bytes on air | x image | gap re-asks | tail copies | timeouts | 5.03 |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         out.append(f"| {r['loss']:.0%} | {r['mode']} | {r['seconds']:.1f} "
                    f"| {r['seconds'] / ideal:.2f} | {r['radio_on']:.1f} "
                    f"| {'–' if math.isnan(r['download']) else format(r['download'], '.1f')} "
                    f"| {r['sent']:.0f} "
                    f"| {r['received']:.0f} | {r['air']:.0f} | {r['air'] / args.size:.2f} "
-                   f"| {r['gap']} | {r['timeouts']} | {r['slowed']:.0f} |")
+                   f"| {r['gap']} | {r['copies']} | {r['timeouts']} | {r['slowed']:.0f} |")
     return "\n".join(out)
 
 

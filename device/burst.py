@@ -8,14 +8,18 @@ the prefix up to ``offset`` is complete). Nothing is held here but a few bytes p
 
 Loss recovery without the retransmission timer (RACK, RFC 8985, in blocks): once a block
 requested after block j's latest request has been answered, j is overdue as soon as it has
-been out one SRTT (plus a quarter once the link has been seen to reorder: RACK.reord) and is
-asked again then, at once if that time has already passed. At the tail, where no later
-request exists, the retransmission timer fires, never sooner than SRTT + SRTT/4 (on a steady
-link SRTT + 4 RTTVAR fell to SRTT + 10 ms and fired just before whole bursts of answers), and
-asks again for the newest expired block only (its answer lets RACK find the others); a probe
-(RFC 8985 7) re-asks the newest block two SRTT after the last request. A timer that fires
-while answers keep coming is one lost block, not silence: the shared timeout backs off only
-when nothing was answered since the request. Duplicates are dropped.
+been out one SRTT and is asked again then, at once if that time has already passed. The
+reorder window (RACK.reo_wnd) is nothing until an answer overtakes an earlier request's, then
+SRTT/4, and SRTT/4 more (up to SRTT) whenever an earlier try's answer comes within half a
+round trip of a re-ask: the re-ask was needless (RFC 8985's DSACK rule, by time). An answer
+sooner than a round trip after a re-ask vouches for nothing sent after the first try. At the
+tail, where no later request exists, the retransmission timer fires, never sooner than SRTT +
+SRTT/4 (on a steady link SRTT + 4 RTTVAR fell to SRTT + 10 ms and fired just before whole
+bursts of answers) and, while answers come, never later than 2 SRTT (RFC 8985's probe
+timeout), and asks again for the newest expired block only (its answer lets RACK find the
+others). A timer that fires while answers keep coming is one lost block, not silence: the
+shared timeout backs off only when nothing was answered since the request. In the last round
+the window's idle slots ask its blocks again (``_fill``). Duplicates are dropped.
 
 Congestion control, per round (the blocks asked for in one round trip). The first window is
 what ``_INIT_RATE`` (half the gateway's per-host budget) sends in one SRTT, 16 to
@@ -67,9 +71,10 @@ _MARGIN = const(13)  # /256: a round losing 5 points more than the usual rate is
 _LOSS_CAP = const(128)  # /256: no link is taken to lose more than half its blocks as a rule
 
 _FREE = const(0)  # ring slot states
-_ASKED = const(1)
-_GOT = const(2)
-_HELD = const(3)  # answered 5.03: asked again after the gateway's Max-Age (at least an SRTT)
+_ASKED = const(1)  # + 2 per copy out (odd: asked)
+_HELD = const(2)  # answered 5.03: asked again after the gateway's Max-Age (at least an SRTT)
+_GOT = const(4)
+_COPY_LOSS = const(64)  # /256: tail copies only below this usual loss per round trip
 _UNAVAILABLE = const(0xA3)  # 5.03
 
 FAILED = 6  # verdict: no answer for max_tries timeouts in a row (the fetch verdicts otherwise)
@@ -106,7 +111,6 @@ class Window:
         self.ssthresh = max_window
         self.inc = _INCREASE  # blocks added per clean round
         self.silent = 0  # timeouts since the last answer
-        self.probed = False  # a tail loss probe went out since the last answer
         self._tail_at = 0  # when the retransmission timer last fired
         self.last_ms = 0  # when the last request went out
         self.first_ms = None  # when the first went out, and when the last block came
@@ -120,7 +124,8 @@ class Window:
         self.inflight = 0
         self.sent = 0  # send sequence (every block request)
         self.hi = 0  # highest send sequence answered
-        self.reordered = False  # an answer overtook an earlier one
+        self.reord = 0  # RACK.reo_wnd in SRTT/4: 1 once an answer overtook an earlier
+        # one, +1 for each re-ask an earlier try's answer showed needless (up to a whole SRTT)
         self.held = 0  # blocks answered 5.03, waiting
         self.rtt = None
         self.next_mid = None
@@ -138,7 +143,7 @@ class Window:
         self.requests = 0
         self.rerequests = 0
         self.gap_losses = 0  # blocks asked again because later ones were answered
-        self.probes = 0
+        self.copies = 0  # tail blocks asked twice or three times in idle window slots
         self.timeouts = 0
         self.duplicates = 0
         self.slowed = 0  # 5.03 answers (the gateway's rate limit)
@@ -216,6 +221,28 @@ class Window:
             self.inflight += 1
             self._send(self.next, now_ms)
             self.next += 1
+        if self.inflight < self.cwnd and 0 < self.loss_avg < _COPY_LOSS:
+            # Nothing new to ask and the window has room (the last round): ask the blocks
+            # asked in the last SRTT/4 again, each to three requests at most (RFC 8985's
+            # probe, without its wait). A loss among them otherwise costs a round trip
+            # more; copies spend idle slots, and only where loss is usual but below a quarter
+            out = self.inflight
+            for num in range(self.base, self.next):
+                st = self._state[num % self.span]
+                if st & 1:
+                    out += st >> 1
+            young = now_ms - (self.rtt.srtt or 0) // 4
+            for st in (_ASKED, _ASKED + 2):
+                for num in range(self.next - 1, self.base - 1, -1):
+                    i = num % self.span
+                    if out < self.cwnd and self._state[i] == st and self._ms[i] >= young:
+                        self._state[i] = st + 2
+                        out += 1
+                        self.copies += 1
+                        seq = self._seq[i]
+                        self._resend(num, now_ms)
+                        # the copied try's sequence stays: any answer vouches for it (RACK)
+                        self._seq[i] = seq
 
     def _resend(self, num, now_ms):
         self.rerequests += 1
@@ -246,11 +273,12 @@ class Window:
                 self.loss_avg = min(_LOSS_CAP, frac)
             elif self._round_lost and not self.loss_avg:
                 self.loss_avg = min(_LOSS_CAP, frac)  # the first lossy round: the usual
-            elif self._round_lost and d > _MARGIN and (p >= 64 or d * d * n > 4 * p * (256 - p)):
+            elif self._round_lost and d > _MARGIN and (p >= 64 or d * d * n > 4 * frac * (256 - frac)):
                 # above the usual rate by the margin and, while that rate is below a quarter,
-                # by two standard deviations of a round of n too (32 blocks at 10 % loss
-                # scatter by 5 points: one round in six looked congested); above a quarter
-                # the margin alone (a silent rate limit's drops, learnt as the usual rate)
+                # by two standard deviations of a round of n at its own rate (the usual rate
+                # is a guess from a round or two: at 5 % loss each way 1 then 3 lost of 32
+                # took a quarter off); above a quarter the margin alone (a silent rate
+                # limit's drops, learnt as the usual rate)
                 self._shrink(self.cwnd - max(1, self.cwnd // 4))
             elif self.cwnd >= self.ssthresh and frac <= self.loss_avg:
                 self.cwnd = min(self.cwnd + self.inc, self.max_window)
@@ -292,13 +320,10 @@ class Window:
             for num in range(self.base, self.next):
                 i = num % self.span
                 st = self._state[i]
-                if st == _ASKED or (st == _HELD and self.inflight - self.held < self.cwnd):
-                    t = self._due(i) if st == _ASKED else self._ms[i]
+                if st & 1 or (st == _HELD and self.inflight - self.held < self.cwnd):
+                    t = self._due(i) if st & 1 else self._ms[i]
                     if d is None or t < d:
                         d = t
-            p = self._probe_due()
-            if p is not None and (d is None or p < d):
-                d = p
         if self.side is not None and (d is None or self.side.deadline < d):
             d = self.side.deadline
         self.deadline = d
@@ -316,7 +341,9 @@ class Window:
         blocks asked twice at 1.5 s RTT)."""
         rto = self.rtt.rto
         srtt = self.rtt.srtt or rto
-        late = srtt + (srtt // 4 if tail or self.reordered else 0) + 2
+        late = srtt + srtt * (1 if tail else self.reord) // 4 + 2
+        if not self.silent and rto > 2 * srtt:
+            rto = 2 * srtt  # RFC 8985's probe timeout: an RTO still high from the first samples
         return rto if tail and rto > late else late
 
     def _due(self, i):
@@ -331,36 +358,17 @@ class Window:
         late = self._overdue_ms()
         for num in range(self.base, self.next):
             i = num % self.span
-            if self._state[i] == _ASKED and self._seq[i] < self.hi and now_ms >= self._ms[i] + late:
+            if self._state[i] & 1 and self._seq[i] < self.hi and now_ms >= self._ms[i] + late:
+                self._state[i] = _ASKED  # its copies count as lost too
                 self._count(self._seq[i], True)
                 self.gap_losses += 1
                 self._resend(num, now_ms)
-
-    def _probe_due(self):
-        """Tail loss probe (RFC 8985 7): two SRTT after the last request with no answer since,
-        ask again for the newest block still out (its answer lets RACK find the rest)."""
-        if self.probed or self.inflight == self.held or self.rtt.srtt is None:
-            return None
-        return self.last_ms + 2 * self.rtt.srtt + 2
-
-    def _probe(self, now_ms):
-        due = self._probe_due()
-        if due is None or now_ms < due:
-            return
-        for num in range(self.next - 1, self.base - 1, -1):
-            i = num % self.span
-            if self._state[i] == _ASKED:
-                self.probed = True
-                self.probes += 1
-                self._resend(num, now_ms)
-                return
 
     def on_timeout(self, now_ms):
         if self.side is not None:
             self.side.on_timeout(now_ms)
         if not self.done:
             self._recover(now_ms)
-            self._probe(now_ms)
             # The retransmission timer: of the blocks no later answer vouches for, ask the
             # newest expired one again, one per expiry as TCP's RTO does; the others' timers
             # restart. After a stall its answer lets RACK find the lost ones; asking all again
@@ -369,7 +377,7 @@ class Window:
             pick = None
             for num in range(self.base, self.next):
                 i = num % self.span
-                if (self._state[i] == _ASKED and self._seq[i] >= self.hi
+                if (self._state[i] & 1 and self._seq[i] >= self.hi
                         and now_ms >= max(self._ms[i], self._tail_at) + rto
                         and (pick is None or self._seq[i] > self._seq[pick % self.span])):
                     pick = num
@@ -386,6 +394,7 @@ class Window:
                         self._shrink(self.cwnd // 2)  # silence: whole rounds dropped
                     self.rtt.backoff()
                 if not self.done:
+                    self._state[i] = _ASKED
                     self._count(self._seq[i], True)
                     self._resend(pick, now_ms)
             if not self.done:
@@ -413,7 +422,7 @@ class Window:
             return
         i = num % self.span
         st = self._state[i]
-        if st != _ASKED and st != _HELD:
+        if not st & 3:  # free or got
             self.duplicates += 1
             return
         resp = coap.Response(msg)
@@ -426,7 +435,7 @@ class Window:
             # Not a loss on the link: the block keeps its slot and is asked again after
             # Max-Age (at least an SRTT; doubled for each earlier try, up to 8x); the round's
             # refused share shrinks the window (_round)
-            if st == _ASKED:
+            if st & 1:
                 self.slowed += 1
                 self.silent = 0
                 self.answer_ms = now_ms
@@ -462,12 +471,19 @@ class Window:
             self._end(CORRUPT, "block %d has %d bytes" % (num, len(resp.payload)))
             return
         seq = self._seq[i]
-        once = self._tries[i] == 1 and st == _ASKED  # (a held block's _ms is its hold time)
-        if once and seq < self.hi:
-            self.reordered = True  # a later request was answered first
+        ago = now_ms - self._ms[i]
+        m = self.rtt.min_rtt or 0
+        once = self._tries[i] == 1 and st & 1  # (a held block's _ms is its hold time)
+        if once and seq < self.hi and not self.reord:
+            self.reord = 1  # a later request was answered first: the link reorders
+        # sooner than a round trip after a re-ask: an earlier try's answer (RFC 8985 6.2),
+        # which vouches for nothing sent after it; within half of one, the try was not lost
+        # at all (RFC 8985's DSACK rule, by time as Eifel does): widen the reorder window
+        early = st == _ASKED and not once and ago < m
+        if early and ago < m // 2:
+            self.reord = min(4, self.reord + 1)
         self.silent = 0
         self.answer_ms = now_ms
-        self.probed = False
         if once:
             self.rtt.sample(now_ms - self._ms[i])  # Karn: asked once
         else:
@@ -494,7 +510,7 @@ class Window:
         if bad:
             self._end(CORRUPT, "undecodable data")
             return
-        if seq > self.hi:
+        if seq > self.hi and not early:
             self.hi = seq
         self._recover(now_ms)
         self._fill(now_ms)

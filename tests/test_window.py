@@ -181,9 +181,9 @@ def test_reordering_seen_widens_the_gap_allowance() -> None:
     w, sink, r = started(size=16 * 16, init_window=8, step=1 << 20)
     sent = take(w)
     w.on_datagram(answer(sent[2], 256, 0), 20)
-    assert not w.reordered
+    assert not w.reord
     w.on_datagram(answer(sent[0], 256, 0), 20)  # 0 overtaken by 2: the link reorders
-    assert w.reordered
+    assert w.reord == 1
     w.on_datagram(answer(sent[3], 256, 0), 20)  # 1 is missing: RFC 8985's reo_wnd now
     assert w.deadline == 0 + 20 + 20 // 4 + 2  # SRTT + SRTT/4
     w.on_datagram(answer(sent[4], 256, 0), 24)
@@ -305,26 +305,122 @@ def test_aimd_takes_random_loss_as_the_link_and_a_rate_limit_as_congestion() -> 
     assert w.rerequests < size // 16  # no storm: less than one re-request per block
 
 
-def test_tail_probe_then_timer_with_bounded_backoff() -> None:
+def scripted(blocks: int, drop: Callable[[int, int], bool], rtt_ms: int = 100,
+             **kw) -> tuple[burst.Window, list[tuple[int, int, int]]]:
+    """Fetch ``blocks`` blocks through a window of 32 from a server ``rtt_ms`` away on a fake
+    clock; ``drop(block, try)`` loses that request or its answer. Returns the window and every
+    request as (time, block, cwnd)."""
+    import heapq
+
+    size = blocks * 16
+    r = rtt.Rtt(initial_ms=rtt_ms, min_ms=10)
+    w = burst.Window(PATH, size, 0, Sink(), salt=0x1234, init_window=32, step=1 << 30, **kw)
+    q: list[tuple[int, int, bytes]] = []
+    log: list[tuple[int, int, int]] = []
+    now = 0
+    w.start(0, r, Mids())
+    while not w.complete and now < 100 * rtt_ms:
+        for d in take(w):
+            num = nums([d])[0]
+            log.append((now, num, w.cwnd))
+            if not drop(num, sum(1 for _, b, _ in log if b == num)):
+                heapq.heappush(q, (now + rtt_ms, len(log), answer(d, size, 0)))
+        if q and (w.deadline is None or q[0][0] <= w.deadline):
+            now, _, a = heapq.heappop(q)
+            w.on_datagram(a, now)
+        else:
+            now = w.deadline
+            w.on_timeout(now)
+    assert w.complete and w.verdict is None
+    return w, log
+
+
+def test_the_last_round_asks_its_blocks_again_in_idle_slots() -> None:
+    # 64 blocks, window 32: the last round (t = 200) asks for block 63 alone; its first try
+    # is lost. The link lost blocks before (3, 40), so it asks 63 three times at once, in
+    # slots nothing else can use, and the download ends one round trip after
+    w, log = scripted(64, lambda num, t: num in (3, 40, 63) and t == 1)
+    assert [n for t, n, _ in log if t == 200] == [63, 63, 63] and w.copies >= 2
+    assert w.done_ms == 300 + 2 and w.timeouts == 0
+    # 3 was asked again in the second round (no copies: the window was full), 40 in the last
+    # (with two copies)
+    assert sum(1 for _, n, _ in log if n < 63) == 63 + 1 + 3
+    # a link that lost nothing before (63 is asked at t = 100 now): no copies; 63 waits for
+    # the tail timer, SRTT + SRTT/4
+    w, log = scripted(64, lambda num, t: num == 63 and t == 1)
+    assert w.copies == 0 and w.timeouts == 1 and w.done_ms == 100 + 127 + 100
+    # a link that loses a third (more than a quarter): copies would not pay, none
+    w, log = scripted(64, lambda num, t: num % 3 == 0 and t == 1)
+    assert w.copies == 0 and w.loss_avg >= 64
+
+
+def test_a_copy_keeps_its_tries_place_so_rack_still_finds_a_loss() -> None:
+    # 62 and 63 in the last round, each asked three times; every try of 62 is lost. The
+    # answer to 63 vouches for 62's first try (sent before it), not for 63's copies (sent
+    # after 62's), so RACK asks 62 again at once instead of waiting for the tail timer
+    w, log = scripted(64, lambda num, t: (num in (3, 9) and t == 1) or (num == 62 and t <= 3))
+    assert [n for t, n, _ in log if t == 200] == [62, 63, 63, 62, 63, 62]
+    assert [n for t, n, _ in log if t == 302] == [62, 62, 62]  # when 63's answer came
+    assert w.timeouts == 0 and w.gap_losses == 3 and w.done_ms == 402
+
+
+def test_an_early_answer_to_a_reask_widens_the_reorder_window() -> None:
+    # RFC 8985's DSACK rule by time: block 1's answer comes 8 ms after RACK asked it again,
+    # too soon to answer the re-ask (the link's round trip is 100 ms): the first try was late,
+    # not lost. The reorder window grows by SRTT/4 each time, and the early answer vouches for
+    # nothing sent after the first try
+    w, sink, r = started(size=16 * 16, init_window=8, step=1 << 20, initial_ms=200)
+    sent = take(w)
+    for d in [sent[0], sent[2], sent[3]]:
+        w.on_datagram(answer(d, 256, 0), 100)
+    w.on_datagram(answer(sent[4], 256, 0), 102)
+    assert 1 in nums(take(w)) and w.gap_losses == 1 and w.reord == 0
+    hi = w.hi
+    w.on_datagram(answer(sent[1], 256, 0), 110)  # the first try's answer, late
+    assert w.reord == 1 and w.hi == hi
+    w.on_datagram(answer(sent[6], 256, 0), 112)  # 5 is missing: now SRTT + SRTT/4
+    srtt = r.srtt
+    assert w.deadline == 0 + srtt + srtt // 4 + 2
+    w.on_timeout(w.deadline)
+    assert 5 in nums(take(w))
+    w.on_datagram(answer(sent[5], 256, 0), w.deadline + 3)  # late again: a quarter more
+    assert w.reord == 2 and w._overdue_ms() == srtt + srtt * 2 // 4 + 2
+
+
+def test_a_round_is_congested_only_beyond_two_deviations_at_its_own_rate() -> None:
+    # 5 % loss each way, as the NB-IoT profile: one block lost of 32, then three. Against a
+    # usual rate guessed from one round (3 %), three of 32 looked congested and took a quarter
+    # off; at the round's own rate (9 %) they are within two deviations: the window stays 32
+    lost = {5, 40, 45, 50}
+    w, log = scripted(128, lambda num, t: num in lost and t == 1)
+    assert {c for _, _, c in log} == {32} and w.gap_losses == 4
+    # a round losing half its blocks is congestion all the same: a quarter off
+    w, log = scripted(128, lambda num, t: t == 1 and (num == 5 or 40 <= num < 72 and num % 2))
+    assert min(c for _, _, c in log) == 24
+
+
+def test_tail_timer_at_the_probe_timeout_then_bounded_backoff() -> None:
     w, sink, r = started(size=4 * 16, init_window=4, step=1 << 20)
     sent = take(w)
     for d, t in zip(sent[:3], (10, 20, 12)):  # block 3, the last, never answers
         w.on_datagram(answer(d, 64, 0), t)
     assert (r.srtt, r.rto) == (11, 27)
-    assert w.deadline == 0 + 2 * 11 + 2  # the tail: a probe at 2 SRTT, before the RTO
+    # the tail, the RTO still high from the first samples: RFC 8985's probe timeout, 2 SRTT
+    assert w.deadline == 0 + 2 * 11
     w.on_timeout(w.deadline)
-    assert nums(take(w)) == [3] and w.probes == 1 and w.timeouts == 0
+    assert nums(take(w)) == [3] and w.timeouts == 1
+    assert r.rto == 27 and w.silent == 0  # answers came after it was asked: no back-off
     times = []
     now = w.deadline
     rto = r.rto
-    assert now == 24 + rto  # then the retransmission timer
+    assert now == 22 + 22  # nothing answered since the re-ask: silence from here on
     for _ in range(4):
         w.on_timeout(now)
         times.append(now)
         assert nums(take(w)) == [3]
         now = w.deadline
     assert [t - s for s, t in zip(times, times[1:])] == [2 * rto, 4 * rto, 8 * rto]  # doubling
-    assert w.timeouts == 4 and w.cwnd == burst.MIN_WINDOW  # silence halved it
+    assert w.timeouts == 5 and w.cwnd == burst.MIN_WINDOW  # silence halved it
     w.on_datagram(answer(sent[3], 64, 0), now)
     assert w.complete and r.rto == rto  # an answer ends the back-off
 
