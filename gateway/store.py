@@ -26,8 +26,9 @@ from proto.codes import JobState
 
 from . import metrics
 from .storage import backend_for, notify
-from .storage.repo import (EVENT_INSERT, EVENT_SQL, MANY_ROWS, REPORTED_SQL, Repo, Row,
-                           rows_sql, tags_json)
+from .storage.repo import (ADD_REPORTED_SQL, EVENT_INSERT, EVENT_SQL, MANY_ROWS,
+                           RAISE_COUNTER_SQL, REPORTED_SQL, Repo, Row, rows_sql, tags_json)
+from .storage.rowcache import RowCache
 from .storage.schema import MIGRATIONS
 from .storage.sqlite import SqliteBackend
 from .storage.worker import StoreUnavailable
@@ -38,6 +39,8 @@ log = logging.getLogger("fota.gateway")
 RECONNECT_SECONDS = 1.0  # between tries to replace a dropped PostgreSQL connection
 WRITE_LOCK = 0x666F7461_0004  # pg_advisory_xact_lock key: "fota", 4
 ROWS_MAX = 256  # rows in one statement of a fast SQLite batch's deferred writes at most
+#: writes the row cache follows (storage/rowcache.py): any other makes it stale
+FOLLOWED = frozenset((EVENT_SQL, EVENT_INSERT, ADD_REPORTED_SQL))
 MANY_ROWS_OK = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
 
 
@@ -83,6 +86,8 @@ class Store(Repo):
         self._writes = 0  # write statements run (a unit that raised: did it write?)
         #: a fast batch's devices until their report (read at once as it began; None: unknown)
         self._devices: dict[str, Row | None] | None = None
+        #: SQLite: the rows of the last batches' reports, as they committed (rowcache.py)
+        self.rows = RowCache() if self.dialect == "sqlite" else None
         #: PostgreSQL: the server process of the connection (notifications it sent are ours)
         self.backend_pid = db.info.backend_pid if self.dialect == "postgresql" else 0
 
@@ -117,12 +122,15 @@ class Store(Repo):
             raise RuntimeError("store used outside its thread (a database call on the event "
                                "loop?): go through StoreWorker.call")
 
-    def _exec(self, sql: str, args: Any = ()) -> Any:
+    def _exec(self, sql: str, args: Any = (), followed: bool = False) -> Any:
+        """``followed``: a write the row cache follows (else only ``FOLLOWED``'s are)."""
         self._check_thread()
         if self._deferred:
             self._send_deferred()  # they go first: every statement sees what came before
         if not sql.startswith("SELECT"):
             self._writes += 1  # see _unit_of_batch
+            if self.rows is not None and not followed and sql not in FOLLOWED:
+                self.rows.stale = True
         return super()._exec(sql, args)
 
     def _many(self, sql: str, rows: Any) -> None:
@@ -130,6 +138,8 @@ class Store(Repo):
         if self._deferred:
             self._send_deferred()
         self._writes += 1
+        if self.rows is not None:
+            self.rows.stale = True
         super()._many(sql, rows)
 
     def _defer(self, sql: str, args: tuple[Any, ...], ev: Row | None = None) -> None:
@@ -208,6 +218,8 @@ class Store(Repo):
             self._commit()
         except BaseException:
             self.backend.rollback(self.db)
+            if self.rows is not None:
+                self.rows.clear()
             self.pending_events.clear()
             self._to_announce.clear()
             raise
@@ -249,6 +261,8 @@ class Store(Repo):
         self.backend.commit(self.db)
         if self._pipeline is not None:
             self._end_pipeline(failed=False)  # the COMMIT was queued: now it is done
+        if self.rows is not None:
+            self.rows.committed()
         self.commits += 1
         metrics.STORE_SECONDS.observe(time.perf_counter() - self._began)
 
@@ -283,7 +297,13 @@ class Store(Repo):
                 if not self._careful and self._reporting:
                     ids = sorted(set(self._reporting))
                     self._devices = dict.fromkeys(ids)
-                    self._devices.update(self.devices_for_reports(ids, JobState.ACTIVE))
+                    if self.rows is not None:
+                        self.rows.check(self.db.execute("PRAGMA data_version").fetchone()[0],
+                                        time.monotonic())
+                        found, ids = self.rows.take(ids)
+                        self._devices.update(found)
+                    if ids:
+                        self._devices.update(self.devices_for_reports(ids, JobState.ACTIVE))
             except Exception as e:
                 self._poisoned = e
                 raise
@@ -401,6 +421,8 @@ class Store(Repo):
                     self.backend.rollback(self.db)
                 except Exception:
                     pass
+                if self.rows is not None:
+                    self.rows.clear()
                 self.pending_events.clear()
                 self._to_announce.clear()
             finally:
@@ -445,6 +467,8 @@ class Store(Repo):
             args = (cls, seq, state, result, progress, now, address, caps, device_id)
             if self._batch_open and not self._careful:
                 self._defer(REPORTED_SQL, args)
+                if self.rows is not None:
+                    self.rows.stage(old, cls, seq, state, result, address)
             else:
                 self._exec(REPORTED_SQL, args)
         return old
@@ -459,9 +483,13 @@ class Store(Repo):
         return {"key": bytes(row["key"]), "counter": row["counter"]}
 
     def raise_counter(self, device_id: str, counter: int) -> None:
-        super().raise_counter(device_id, counter)
         row = self._devices.get(device_id) if self._devices is not None else None
-        if row is not None and row["counter"] < counter:
+        if row is None:
+            super().raise_counter(device_id, counter)  # the row cache cannot follow it
+            return
+        # the batch's row follows it (and the row cache, when its report stages the row)
+        self._exec(RAISE_COUNTER_SQL, (counter, device_id, counter), followed=True)
+        if row["counter"] < counter:
             self._devices[device_id] = {**row, "counter": counter}  # type: ignore[index]
 
     def take_sweeper(self) -> bool:

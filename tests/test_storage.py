@@ -17,8 +17,9 @@ from gateway import devauth, metrics
 from gateway.blobs import BlobStore
 from gateway.devauth import DeviceAuth
 from gateway.fleet import Fleet
-from gateway.requests import parse_report
+from gateway.requests import Refused, parse_report
 from gateway.storage import MIGRATIONS, Repo, SchemaTooNew
+from gateway.storage.rowcache import RowCache
 from gateway.storage.worker import StoreWorker
 from gateway.store import Store
 from proto.keys import ReportKey
@@ -266,6 +267,93 @@ async def test_a_big_fast_batch_writes_every_row(url, tmp_path):
     finally:
         w.close()
         s.close()
+
+
+async def test_a_report_reads_what_changed_since_the_last_batch(url, tmp_path):
+    """The rows a SQLite gateway keeps between batches of reports (storage/rowcache.py) hide
+    no change: another connection's commit (a class changed behind the gateway), the gateway's
+    own other writes (a key provisioned: the next report must carry its MAC), a counter raised
+    by a unit whose batch did not read the device (a replay of it is still refused); on both
+    engines. Each report of d1 shares its batch with one of d0 before it (the batch's device
+    rows are read, or taken from the cache, as its first unit begins)."""
+    s = Store(url)
+    fleet, auth = Fleet(s, BlobStore(tmp_path / "blobs")), DeviceAuth(s)
+    for d in ("d0", "d1"):
+        fleet.enrol({"id": d, "class": "c"})
+    w = StoreWorker(s)
+    states = iter(range(10**6))
+    try:
+        async def report(state, counter=None, key=None, hint="d1", key_only=False):
+            m = {ReportKey.ID: "d1", ReportKey.CLASS: "c", ReportKey.SEQ: 1,
+                 ReportKey.STATE: state, ReportKey.RESULT: 0}
+            if key is not None:
+                m[ReportKey.AUTH] = [counter, devauth.mac(key, devauth.REPORT_LABEL, counter,
+                                                          devauth.body_of(m, ReportKey.AUTH))]
+            r = parse_report(cbor2.dumps({k: v for k, v in m.items() if k != ReportKey.AUTH}))
+            r0 = parse_report(cbor2.dumps({ReportKey.ID: "d0", ReportKey.CLASS: "c",
+                                           ReportKey.SEQ: 1, ReportKey.STATE: next(states) % 4,
+                                           ReportKey.RESULT: 0}))
+            go, _ = held(w)
+            first = w.call(lambda: fleet.report(r0, "127.0.0.1:1"), grouped=True, device="d0")
+            then = w.call((lambda: auth.check_report(m)) if key_only else
+                          (lambda: (auth.check_report(m), fleet.report(r, "127.0.0.1:1"))),
+                          grouped=True, device=hint)
+            go.set()
+            await first
+            return await then
+
+        for state in (1, 2, 1):
+            await report(state)
+        other = Store(url)
+        with other.transaction():
+            other._exec("UPDATE devices SET class=? WHERE id=?", ("z", "d1"))
+        other.close()
+        await report(2)
+        assert [ev["detail"] for ev in await w.call(lambda: s.device_events("d1", 2))] == \
+            ["class z -> c", "downloading/initial -> downloaded/initial"]
+        key = await w.call(lambda: auth.provision("d1"))
+        with pytest.raises(Refused, match="must be authenticated"):
+            await report(1)
+        await report(1, 5, key)
+        await report(2, 6, key, hint="d2", key_only=True)  # its batch read no row of d1
+        with pytest.raises(Refused, match="replayed report: counter 6"):
+            await report(1, 6, key)
+        await report(1, 7, key)
+        assert (await w.call(lambda: s.device_events("d1", 1)))[0]["detail"] == \
+            "downloaded/initial -> downloading/initial"
+    finally:
+        w.close()
+        s.close()
+
+
+def test_row_cache_bounds():
+    """At most max_rows rows (the least recently reported go), none older than max_age, none
+    after another connection's commit (the version changed), none after a write it cannot
+    follow (stale) or a rollback."""
+    c = RowCache(max_rows=2, max_age=10.0)
+
+    def batch(ids, version=1, now=0.0):
+        c.check(version, now)
+        found, missing = c.take(ids)
+        for i in ids:
+            row = found.get(i) or {"id": i, "class": "c", "seq": 0, "state": 0, "result": 0,
+                                   "address": None}
+            c.stage(row, "c", 1, 2, 0, "a")
+        c.committed()
+        return sorted(found), missing
+
+    assert batch(["a", "b"]) == ([], ["a", "b"])
+    assert batch(["b", "c"]) == (["b"], ["c"])
+    assert list(c.rows) == ["b", "c"] and c.rows["b"]["state"] == 2  # "a" went first
+    assert batch(["b"], version=2) == ([], ["b"])  # another connection committed
+    assert batch(["b"], version=2, now=11.0) == ([], ["b"])  # too old
+    c.stale = True
+    c.committed()
+    assert c.rows == {} and not c.stale
+    assert batch(["b"], version=2, now=11.0) == ([], ["b"])
+    c.take(["b"])
+    c.clear()  # a rollback: what it took is not back
+    assert c.take(["b"]) == ({}, ["b"])
 
 
 def test_report_keys_and_counters(url):

@@ -88,8 +88,7 @@ class Repo:
     def add_reported_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
                             progress: int, address: str, now: float, caps: int) -> None:
         """A device's first report registers it (not enrolled)."""
-        self._exec("INSERT INTO devices(id, class, seq, state, result, progress, last_seen, "
-                   "address, caps) VALUES (?,?,?,?,?,?,?,?,?)",
+        self._exec(ADD_REPORTED_SQL,
                    (device_id, cls, seq, state, result, progress, now, address, caps))
 
     def report_device(self, device_id: str, cls: str, seq: int, state: int, result: int,
@@ -149,8 +148,7 @@ class Repo:
 
     def raise_counter(self, device_id: str, counter: int) -> None:
         """The highest report counter seen only goes up."""
-        self._exec("UPDATE devices SET counter=? WHERE id=? AND counter<?",
-                   (counter, device_id, counter))
+        self._exec(RAISE_COUNTER_SQL, (counter, device_id, counter))
 
     # ---- images -------------------------------------------------------------------------
     def image(self, image_id: str) -> Row | None:
@@ -535,6 +533,9 @@ REPORT_COLUMNS = ("old.id, old.class, old.seq, old.state, old.result, old.addres
 REPORT_NAMES = (*(c.strip()[4:] for c in REPORT_COLUMNS.split(",")), "active_job")  # their keys
 REPORTED_SQL = ("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=?, last_seen=?, "
                 "address=?, caps=? WHERE id=?")
+ADD_REPORTED_SQL = ("INSERT INTO devices(id, class, seq, state, result, progress, last_seen, "
+                    "address, caps) VALUES (?,?,?,?,?,?,?,?,?)")
+RAISE_COUNTER_SQL = "UPDATE devices SET counter=? WHERE id=? AND counter<?"
 
 
 def rows_sql(sql: str, n: int) -> str:
