@@ -42,11 +42,11 @@ import sys
 import time
 
 from . import cbor, coap, const, lifecycle
-from .slots import SlotError
 
 # Heap: what only some wakes need is imported when needed and dropped after (on MicroPython,
-# where a loaded module's bytecode lives in the heap): the manifest check (manifest, ed25519,
-# sha512: ~10 KiB), the download (fetch), bundle unpacking.
+# where a loaded module's bytecode lives in the heap): the boot check (bootcheck), the offer
+# (offer, manifest, ed25519, sha512: ~13 KiB), the download (download, fetch, burst), bundle
+# unpacking.
 _PKG = __name__[:__name__.rfind(".")]
 _DROP = sys.implementation.name == "micropython"
 
@@ -77,8 +77,6 @@ MAX_WAIT = 86400  # seconds: a DEFER asks for at most a day (no command may put 
 # sleep for ever, nor hand it a non-number to sleep on)
 MAX_JOB = 2**63 - 1
 PERSIST_EVERY = 16384  # bytes between progress writes to flash (wear)
-REPORT_EVERY = 65536  # bytes between progress reports, at most (and at least every 25 %)
-STOP_AND_WAIT = "stop-and-wait"  # config "transfer": one CON GET per block (plain RFC 7959)
 GC_THRESHOLD = 4096  # a collection every 4 KiB allocated: garbage never spreads over the heap,
 # so a datagram's 1280-byte buffer finds room (smallest heap for a full update 80 -> 75 KiB on
 # the 64-bit unix port; 2048 gave the same, 8192 76; bench/footprint.py)
@@ -261,12 +259,6 @@ class Agent:
     def _exhausted(self):
         return self.failures >= self.max_failures
 
-    def _exchange(self, req):
-        resp = yield req
-        if resp is None:
-            self.failures += 1
-        return resp
-
     # -- boot check --------------------------------------------------------------------------
     def _boot_check(self):
         if self.s["state"] not in (DOWNLOADED, UPDATING):
@@ -401,220 +393,25 @@ class Agent:
             _drop("keywrap")
             _collect()  # the unwrap's garbage goes before anything long-lived is placed
 
-    def _stage(self, img):
-        """The decrypting stage of an encrypted download (None for a plain one; a result code
-        if the key no longer unwraps), rebuilt on every resume: CTR needs only the offset."""
-        if not img.get("wk"):
-            return None
-        got = self._content_key(_unhex(img["wk"]))
-        if isinstance(got, int):
-            return got
-        from . import cipher
-
-        return cipher.ctr(got[0], got[1], _unhex(img["iv"]))
-
     def _refuse(self, job, result):
         self._drop_fetch()
         self.s["job"] = job
         self._finish(lifecycle.REFUSE, result)
         return None
 
-    # -- download ----------------------------------------------------------------------------
+    # -- download (download.py) and install ----------------------------------------------------
     def _download(self):
-        s = self.s
-        img = s["img"]
+        """The download phase (download.py: imported for it and dropped after), then the
+        install once the image is in and checked."""
         self.phase = const.PH_DOWNLOAD
-        _collect()  # the window's long-lived objects go low, before the datagrams churn
-        from .fetch import Fetch
+        from . import download
 
-        if s["state"] == DOWNLOADING:
-            f = self._fetch
-            if f is None:
-                stage = self._stage(img)
-                if isinstance(stage, int):  # the key changed under a download in flight
-                    self._finish(lifecycle.FAIL, stage)
-                    return None
-                if "sent" in img:  # compressed or a delta: decoded after any decryption
-                    from .pipe import fetch
-
-                    f = fetch(Fetch, self, img, stage)
-                else:
-                    f = Fetch(self.slots, img["uri"], img["size"], _unhex(img["digest"]),
-                              self.block_size, stage)
-                try:
-                    f.start(s["offset"], _unhex(img["etag"]) if img["etag"] else None)
-                except (OSError, SlotError, ValueError):
-                    self._finish(lifecycle.FAIL, const.RES_NO_SPACE)
-                    return None
-                self._fetch = f
-            # a pipe decodes in order: windowed where a file can hold the early blocks and
-            # the heap allows (pipe.Parked), else stop-and-wait
-            if self.transfer == STOP_AND_WAIT or (f.pipe and not f.pipe.parked):
-                done = yield from self._stop_and_wait(f, img)
-            else:
-                done = yield from self._windowed(f, img)
-            if not done:
-                return None
-            if not f.verified():
-                self._finish(lifecycle.CORRUPT)
-                return None
-            self._fetch = None
-            f.close()
-            s["offset"] = img["size"]
-            self._go(lifecycle.COMPLETE)
-            self._save()
-        f = Fetch = None  # this frame lives on through the install: let fetch's code go
-        return (yield from self._install())
-
-    def _report_step(self, f, img):
-        """Bytes between progress reports, and the offset of the next one."""
-        step = min(REPORT_EVERY, max(PERSIST_EVERY, img["size"] // 4))
-        return step, (f.offset // step + 1) * step
-
-    def _persist(self, f, img):
-        """Every PERSIST_EVERY bytes: sync the slot, then save where a restart would resume.
-
-        Through a pipe the restart point is its latest checkpoint (transfer offset, output
-        offset and applier state, taken together), persisted once it is PERSIST_EVERY bytes
-        of transfer or of output past the saved one."""
-        s = self.s
-        if f.pipe is None:
-            if f.offset - s["offset"] < PERSIST_EVERY:
-                return
-            offset = f.offset
-        else:
-            offset = f.pipe.due(s, PERSIST_EVERY)  # puts the restart point in s["cp"]
-            if offset is None:
-                return
-        self.slots.sync()
-        s["offset"] = offset
-        img["etag"] = _hex(f.etag) if f.etag else None
-        self._save()
-
-    def _window(self, f, img):
-        from .burst import Window
-
-        s = f.pipe and f.pipe.parked  # a decoded download: early blocks parked in a file;
-        # its restart points (pipe.due) are checked after every block, as stop-and-wait does
-        w = Window(img["uri"], f.size, f.szx, s or f, offset=f.offset, etag=f.etag,
-                   max_window=16 if s else self.window, step=1 if s else PERSIST_EVERY)
-        if s:
-            s.ring = w.span << f.szx + 4
-        self.window_stats = w
-        return w
-
-    def _refused(self, v, f, img):
-        """None: ``v`` is no refusal. False: it ended the job (GONE, CORRUPT, or the image
-        changed twice). True: the image changed, the download starts over."""
-        from .fetch import CORRUPT, GONE, RESTART
-
-        if v == GONE:
-            self._finish(lifecycle.FAIL, const.RES_INVALID_URI)
-            return False
-        if v == CORRUPT:
-            self._finish(lifecycle.CORRUPT)
-            return False
-        if v == RESTART:
-            return self._restart(f, img)
-        return None
-
-    def _restart(self, f, img):
-        """The image under the URI changed: start it over once (twice: it keeps changing)."""
-        self._restarts += 1
-        if self._restarts > 1:
-            self._finish(lifecycle.CORRUPT)
-            return False
-        self._go(lifecycle.RESTART)
-        f.restart()
-        img["etag"] = None
-        self.s["offset"] = 0
-        self.s["cp"] = None
-        self._save()
-        return True
-
-    def _stop_and_wait(self, f, img):
-        """One CON GET per block (plain RFC 7959 servers). True: all blocks are in."""
-        from .fetch import DONE, RETRY
-
-        s = self.s
-        step, next_report = self._report_step(f, img)
-        if s.pop("fresh", None):
-            yield from self._report_and_handle(img)
-            if s["img"] is not img:
-                return False
-        self._restarts = 0
-        while True:
-            if self._exhausted():
-                return False
-            self.phase = const.PH_DOWNLOAD
-            resp = yield from self._exchange(f.request())
-            if resp is None:
-                continue
-            v = f.accept(resp)
-            if v == RETRY:
-                self.failures += 1
-                continue
-            go = self._refused(v, f, img)
-            if go is not None:
-                if not go:
-                    return False
-                continue
-            self._go(lifecycle.BLOCK)
-            if v == DONE:
-                return True
-            self._persist(f, img)
-            if f.offset >= next_report:
-                next_report += step
-                yield from self._report_and_handle(img)
-                if s["img"] is not img or s["state"] != DOWNLOADING:
-                    return False
-
-    def _windowed(self, f, img):
-        """NON Block2 bursts (``burst.Window``), reports riding along. True: all blocks in."""
-        s = self.s
-        step, next_report = self._report_step(f, img)
-        fresh = s.pop("fresh", None)
-        self._restarts = 0
-        f.reopen()  # an earlier window of this power-on may have written past f.offset
-        w = self._window(f, img)
-        asked = False  # a report rides along until its exchange is over (runs end sooner:
-        # every 16 KiB for persistence, which at 32 blocks a round trip is half an RTT)
-        while True:
-            if not asked and (fresh or f.offset >= next_report):
-                if not fresh:
-                    next_report = (f.offset // step + 1) * step
-                fresh = False
-                self.progress_reports += 1
-                req, counter = self._report_request()
-                w.ask(req)
-                asked = True
-            before = w.base
-            self.phase = const.PH_DOWNLOAD
-            yield w
-            if w.base != before:
-                self._go(lifecycle.BLOCK)
-            if asked and w.side is None:
-                asked = False
-                cmd = self._report_answer(w.side_response, counter)
-                if cmd:
-                    self._handle(cmd)
-                if s["img"] is not img or s["state"] != DOWNLOADING:
-                    return False
-            go = self._refused(w.verdict, f, img)
-            if go is not None:
-                if not go:
-                    return False
-                w = self._window(f, img)
-                continue
-            if w.verdict is not None:  # no answer for long: the link is down, next wake
-                self.failures = self.max_failures
-                self._persist(f, img)
-                return False
-            if w.complete:
-                return True
-            self._persist(f, img)
-            if self._exhausted():
-                return False
+        try:
+            done = yield from download.run(self)
+        finally:
+            download = None
+            _drop("download")
+        return (yield from self._install()) if done else None
 
     def _install(self):
         """DOWNLOADED: mark the slot to boot next, tell the gateway, reboot into it."""
@@ -636,9 +433,3 @@ class Agent:
         self._save()
         yield from self._report()
         return (REBOOT, 0)
-
-    def _report_and_handle(self, img):
-        self.progress_reports += 1
-        cmd = yield from self._report()
-        if cmd:
-            self._handle(cmd)

@@ -345,6 +345,7 @@ def pump(m, send, recv, clock):
             m.on_timeout(now)
         else:
             m.on_datagram(data, now)
+            data = None  # not live while the next one is received (1 KiB, a heap's largest piece)
 
 
 def drive(ex, send, recv, clock):
