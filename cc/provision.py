@@ -6,6 +6,7 @@
     fota/*.mpy      the agent (device/), compiled by mpy-cross for the board's MicroPython
     boot.py main.py device/examples/ (the bootloader step; network, app, agent loop)
     fota.json       the config: id, class, trusted keys, report key, gateway, slots
+    ed25519/        the Ed25519 tables of B and of each trusted key (device/ed25519.py)
     slots/a.bin     file slots: the factory app as a bundle (cc/bundle.py) ...
     slots/a/        ... and unpacked: slot a runs it from the first power-on
     app.mpy ...     ESP32 slots: the app is imported from the filesystem (or frozen)
@@ -20,11 +21,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from cc import bundle, constfold
 from cc.errors import CcError
+from device import ed25519
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICE = REPO / "device"
@@ -110,6 +113,9 @@ def write_board(out: Path, config: dict[str, Any], *, app: Path | None = None,
     config written to ``fota.json`` (``config`` plus the slot keys)."""
     out = Path(out)
     check_target(out, slots, app)
+    keys = [k if isinstance(k, bytes) else bytes.fromhex(k) for k in config.get("trust", ())]
+    for k in keys:
+        key_table(k)  # a key that is no point is refused before anything is written
     app = Path(app) if app is not None else FACTORY_APP
     mpy_args = list(mpy_args or [])
     out.mkdir(parents=True, exist_ok=True)
@@ -127,8 +133,32 @@ def write_board(out: Path, config: dict[str, Any], *, app: Path | None = None,
     else:
         _copy_app(app, out, mpy_args, mpy_cross)
     cfg.setdefault("state", "fota_state.json")
+    write_tables(out / ed25519.tables(cfg["state"]), keys)
     (out / "fota.json").write_text(json.dumps(cfg, indent=1) + "\n")
     return cfg
+
+
+def write_tables(tables: Path, keys: list[bytes]) -> None:
+    """B's table and one per key (32 bytes each) into directory ``tables``."""
+    tables.mkdir(parents=True, exist_ok=True)
+    for k in (ed25519.BASE, *keys):
+        name, data = key_table(k)
+        (tables / name).write_bytes(data)
+
+
+@lru_cache(maxsize=8)
+def key_table(key: bytes) -> tuple[str, bytes]:
+    """(file name, content) of the Ed25519 table of ``key``, written by the device's own code
+    (one layout); cached: B's is the same on every board."""
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            if len(key) != 32:
+                raise ValueError
+            ed25519.write_table(key, d)
+        except ValueError:
+            raise ProvisionError(f"trusted key {key.hex()}: not an Ed25519 public key") from None
+        path = Path(ed25519.table(key, d))
+        return path.name, path.read_bytes()
 
 
 def trusted_keys(home: Path) -> list[str]:

@@ -84,13 +84,13 @@ def _sent(m, caps):
         raise _bad("transfer")
 
 
-def check(signed, trusted, vendor_id, class_id, installed_seq, caps=0):
+def check(signed, trusted, vendor_id, class_id, installed_seq, tables, caps=0):
     protected, kid, payload, signature = _unwrap(signed)
     message = sig_structure(protected, payload)
     for pub in trusted:
         if key_id(pub) != kid:
             continue
-        if ed25519.verify(pub, message, signature):
+        if ed25519.verify(pub, message, signature, tables):
             break
     else:
         raise Refused(const.RES_SIGNATURE_INVALID, "no trusted key verifies the signature")

@@ -50,7 +50,9 @@ def take(agent, cmd, job):
         if not isinstance(signed, bytes):
             raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "no manifest")
         vendor_id, class_id = _ids(agent.cfg)
-        m = manifest.check(signed, agent.trusted, vendor_id, class_id, s["seq"], agent.caps)
+        m = manifest.check(signed, agent.trusted, vendor_id, class_id, s["seq"],
+                           agent.cfg.get("tables") or manifest.ed25519.tables(agent.store.path),
+                           agent.caps)
         base = m.get(const.M_DELTA_BASE)
         if base is not None and s.get("digest") not in (None, _hex(base)):
             raise manifest.Refused(const.RES_UNSUPPORTED_IMAGE, "base")
@@ -64,6 +66,8 @@ def take(agent, cmd, job):
         return agent._refuse(job, e.result)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError):
         return agent._refuse(job, const.RES_UNSUPPORTED_IMAGE)  # malformed beyond the check
+    except OSError:  # a key's table could not be written (ed25519): not enough flash
+        return agent._refuse(job, const.RES_NO_SPACE)
     finally:
         manifest = None
         _drop("manifest", "ed25519", "sha512")

@@ -73,6 +73,8 @@ class Store:
 class MemoryStore:
     """A store that lives in RAM: for tests and boards that keep state elsewhere."""
 
+    path = ""  # no file: what goes next to the state (the Ed25519 tables) goes to the cwd
+
     def __init__(self, obj=None):
         self._data = json.dumps(obj or {})
         self.writes = 0

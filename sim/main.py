@@ -67,6 +67,7 @@ class SimDevice:
     def _config(self) -> dict[str, Any]:
         sp = self.spec
         return {"id": sp.id, "class": sp.device_class, "trust": sp.trust, "version": sp.version,
+                "tables": str(sp.root.parent / "ed25519"),  # one copy for the whole fleet
                 "block_size": sp.block_size, "wake_s": sp.wake_s, "confirm_s": sp.confirm_s,
                 "self_test": (lambda slots: False) if sp.fail_boot else None,
                 "on_change": self._changed, "aes": hostaes.aes,

@@ -28,8 +28,17 @@ def _m(**kw) -> dict:
     return pm.build(**args)
 
 
+TABLES = ""  # the Ed25519 tables' directory (below)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tables(tmp_path_factory: pytest.TempPathFactory) -> None:
+    global TABLES
+    TABLES = str(tmp_path_factory.mktemp("ed25519"))
+
+
 def _check(signed: bytes, trusted=(PUB,), installed: int = 4) -> dict:
-    return manifest.check(signed, list(trusted), VENDOR, CLASS, installed)
+    return manifest.check(signed, list(trusted), VENDOR, CLASS, installed, TABLES)
 
 
 def _refused(signed: bytes, **kw) -> int:

@@ -121,7 +121,7 @@ def test_device_manifest_check_only_refuses(data: bytes) -> None:
     """Whatever arrives as a manifest, the device answers Refused with a result code, never
     another exception (which would end the wake with the agent in an undefined place)."""
     with pytest.raises(dmanifest.Refused) as e:
-        dmanifest.check(data, [bytes(32)], bytes(16), bytes(16), 0)
+        dmanifest.check(data, [bytes(32)], bytes(16), bytes(16), 0, "no-such-dir")  # no kid matches
     assert e.value.result in (dconst.RES_UNSUPPORTED_IMAGE, dconst.RES_SIGNATURE_INVALID)
 
 

@@ -228,6 +228,7 @@ def test_cc_keys_next_and_rotate(tmp_path: Path) -> None:
     for n, k in enumerate((old, new)):
         signed = manifest.sign(manifest.build(seq=n + 2, vendor="v", device_class="c",
                                               digest=bytes(32), size=1, uri="/f/x"), k)
-        assert dmanifest.check(signed, trusted, vid, cid, 1)[2] == n + 2
+        assert dmanifest.check(signed, trusted, vid, cid, 1, str(tmp_path))[2] == n + 2
         with pytest.raises(dmanifest.Refused):  # revoked: the device dropped that key
-            dmanifest.check(signed, [t for t in trusted if t != trusted[n]], vid, cid, 1)
+            dmanifest.check(signed, [t for t in trusted if t != trusted[n]], vid, cid, 1,
+                            str(tmp_path))
