@@ -237,6 +237,7 @@ async def run(cfg: Config) -> None:
             control.uploads.expire()
             if store.take_sweeper():  # one sweeper among gateways sharing a database
                 fleet.expire()
+                store.file_events()  # a device's events, filed in bulk (storage/repo.py)
 
         while not stop.is_set():
             try:

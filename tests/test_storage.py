@@ -356,6 +356,46 @@ def test_row_cache_bounds():
     assert c.take(["b"]) == ({}, ["b"])
 
 
+def test_a_devices_events_filed_or_not(url):
+    """A device's newest events are the same, in pages (before an id), whether the sweeper has
+    filed them by device yet (Repo.file_events), filed some, or all; a database from before
+    migration 8 has its events filed by it."""
+    head = MIGRATIONS[7:]
+    del MIGRATIONS[7:]  # a gateway from before: its events have an index by device
+    try:
+        s = Store(url)
+        with s.transaction():
+            for k in range(10):
+                s.event("x", str(k), device=f"d{k % 3}")
+        s.close()
+    finally:
+        MIGRATIONS.extend(head)
+    s = Store(url)
+    try:
+        with s.transaction():
+            for k in range(10, 30):
+                s.event("x", str(k), device=f"d{k % 3}")
+        assert s._scalar("SELECT upto FROM events_filed") == 10  # migration 8 filed those
+        ids = {ev["detail"]: ev["id"] for ev in s.events_since(0, 100)}
+        mine = [str(k) for k in range(30) if k % 3 == 1]  # d1's, oldest first
+
+        def pages():
+            return ([ev["detail"] for ev in s.device_events("d1", 4)],
+                    [ev["detail"] for ev in s.device_events_page("d1", ids["22"], 3)],
+                    [ev["detail"] for ev in s.device_events_page("d1", None, 100)])
+
+        expected = (mine[-4:], ["19", "16", "13"], mine[::-1])
+        assert pages() == expected
+        for most, filed in ((4, 14), (100, 30), (100, 30)):
+            with s.transaction():
+                s.file_events(most)
+            assert s._scalar("SELECT upto FROM events_filed") == filed
+            assert pages() == expected
+        assert s._scalar("SELECT COUNT(*) FROM events_by_device WHERE device='d1'") == 10
+    finally:
+        s.close()
+
+
 def test_report_keys_and_counters(url):
     s = Store(url)
     try:

@@ -72,8 +72,32 @@ class Repo:
                          (since, limit))
 
     def device_events(self, device: str, limit: int) -> list[Row]:
-        return self._all("SELECT * FROM (SELECT * FROM events WHERE device=? ORDER BY id DESC "
-                         "LIMIT ?) AS last ORDER BY id", (device, limit))
+        """The newest ``limit`` events of ``device``, oldest first."""
+        return self.device_events_page(device, None, limit)[::-1]
+
+    def device_events_page(self, device: str, before_id: int | None, limit: int) -> list[Row]:
+        """The newest ``limit`` events of ``device`` (with an id below ``before_id``), newest
+        first: those filed (``file_events``) through ``events_by_device``, the others from the
+        events not filed yet (the newest; a scan of the ids above ``events_filed.upto``)."""
+        before = MAX_ID if before_id is None else before_id
+        return self._all(
+            "SELECT * FROM events WHERE id IN (SELECT event FROM events_by_device WHERE "
+            "device=? AND event<? ORDER BY event DESC LIMIT ?) UNION ALL SELECT * FROM events "
+            "WHERE id > (SELECT upto FROM events_filed) AND id<? AND device=? "
+            "ORDER BY id DESC LIMIT ?", (device, before, limit, before, device, limit))
+
+    def file_events(self, most: int) -> int:
+        """File up to ``most`` events (by id) into ``events_by_device``, in its key order (each
+        device's new entries side by side: a few pages, not a page an event); returns how
+        many ids were passed (0: all filed). Inside the caller's transaction."""
+        upto = self._scalar(FILED_SQL)
+        top = self._scalar("SELECT MAX(id) FROM events")
+        if top is None or top <= upto:
+            return 0
+        new = min(top, upto + most)
+        self._exec(FILE_SQL, (upto, new))
+        self._exec(FILED_UPTO_SQL, (new,))
+        return new - upto
 
     # ---- devices ------------------------------------------------------------------------
     def device(self, device_id: str) -> Row | None:
@@ -536,6 +560,11 @@ REPORTED_SQL = ("UPDATE devices SET class=?, seq=?, state=?, result=?, progress=
 ADD_REPORTED_SQL = ("INSERT INTO devices(id, class, seq, state, result, progress, last_seen, "
                     "address, caps) VALUES (?,?,?,?,?,?,?,?,?)")
 RAISE_COUNTER_SQL = "UPDATE devices SET counter=? WHERE id=? AND counter<?"
+FILED_SQL = "SELECT upto FROM events_filed"
+FILE_SQL = ("INSERT INTO events_by_device(device, event) SELECT device, id FROM events WHERE "
+            "id > ? AND id <= ? AND device IS NOT NULL ORDER BY device, id")
+FILED_UPTO_SQL = "UPDATE events_filed SET upto=?"
+MAX_ID = 2**63 - 1
 
 
 def rows_sql(sql: str, n: int) -> str:

@@ -132,6 +132,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN variant TEXT;
     ALTER TABLE jobs ADD COLUMN sent_size INTEGER;
     """,
+    # 8: a device's events found by a table filed in bulk (Repo.file_events, by the sweeper)
+    # instead of an index on events written with each event: a batch of reports from 256
+    # devices put one entry in each of 256 places of that index, a page each (SQLite wrote
+    # ~1 MB of WAL a commit). Events above events_filed.upto are not filed yet: a device's
+    # newest events are read from both (Repo.device_events_page).
+    """
+    CREATE TABLE events_by_device (
+        device TEXT NOT NULL,
+        event INTEGER NOT NULL,
+        PRIMARY KEY (device, event)
+    ) WITHOUT ROWID;
+    CREATE TABLE events_filed (upto INTEGER NOT NULL);
+    INSERT INTO events_by_device(device, event) SELECT device, id FROM events
+        WHERE device IS NOT NULL;
+    INSERT INTO events_filed(upto) SELECT COALESCE(MAX(id), 0) FROM events;
+    DROP INDEX events_device;
+    """,
 ]
 
 # SQLite's types are affinities; PostgreSQL needs 64-bit integers (seq, counters), 8-byte
@@ -142,6 +159,7 @@ _PG_TYPES = [
     (re.compile(r"\bINTEGER\b"), "BIGINT"),
     (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
     (re.compile(r"\bBLOB\b"), "BYTEA"),
+    (re.compile(r"\)\s*WITHOUT ROWID"), ")"),  # SQLite: a table that is its primary key
 ]
 
 

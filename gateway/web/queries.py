@@ -112,12 +112,10 @@ def image_devices(repo: Repo) -> dict[tuple[str, int], int]:
 def events_page(repo: Repo, before_id: int | None, limit: int,
                 device: str | None = None) -> list[dict[str, Any]]:
     """The newest events (before ``before_id``), newest first."""
-    where, args = [], []
-    if before_id is not None:
-        where.append("id < ?")
-        args.append(before_id)
     if device is not None:
-        where.append("device = ?")
-        args.append(device)
-    sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "")
-    return repo._all(sql + " ORDER BY id DESC LIMIT ?", (*args, min(limit, MAX_PAGE)))
+        return repo.device_events_page(device, before_id, min(limit, MAX_PAGE))
+    where, args = "", []
+    if before_id is not None:
+        where, args = " WHERE id < ?", [before_id]
+    return repo._all(f"SELECT * FROM events{where} ORDER BY id DESC LIMIT ?",
+                     (*args, min(limit, MAX_PAGE)))
