@@ -7,7 +7,9 @@ Faults apply per direction (``up``: device -> gateway, ``down``: gateway -> devi
 
 Deterministic for a given seed: each direction owns one ``random.Random`` and draws the same
 number of values for every datagram, so the same seed and the same datagram sequence give the
-same decisions whatever the timing. Only outages and rebinding depend on the clock, by design.
+same decisions whatever the timing. Only outages and rebinding depend on the clock, by design;
+the clock outages and cuts read can be injected (``clock=``), so tests set the time instead of
+sleeping into a window.
 
 The fault decisions live in :class:`FaultLink` (no I/O, fed with time); :class:`Relay` is the
 thin asyncio adapter around real sockets.
@@ -192,7 +194,11 @@ def _resolve(addr: Address) -> tuple[int, Address]:
 class Relay:
     """The fault-injecting relay. Use as ``async with Relay(...) as r:`` (``r.address`` is the
     bound listen address), or ``await start()`` / ``await close()``. With ``duration`` it closes
-    itself after that many seconds; ``await r.wait_closed()`` waits for it."""
+    itself after that many seconds; ``await r.wait_closed()`` waits for it.
+
+    ``clock`` (seconds, default the event loop's) is what outages and :meth:`cut` are judged
+    by. Rebinds wait on the event loop's timers, so they take only the default clock; delays,
+    reorder holds and ``duration`` are event-loop seconds whatever the clock."""
 
     def __init__(
         self,
@@ -206,6 +212,7 @@ class Relay:
         rebind_at: Sequence[float] = (),
         duration: float | None = None,
         max_clients: int = 1024,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if rebind_every is not None and not rebind_every > 0:
             raise ValueError("rebind_every must be > 0 seconds")
@@ -213,6 +220,9 @@ class Relay:
             raise ValueError("duration must be > 0 seconds")
         if any(t < 0 for t in rebind_at):
             raise ValueError("rebind times must be >= 0")
+        if clock is not None and (rebind_every is not None or rebind_at):
+            raise ValueError("rebinds run on the event loop's clock: no clock= with them")
+        self._clock = clock
         self.listen = listen
         self.upstream = upstream
         self.faults = {UP: up or Faults(), DOWN: down or Faults()}
@@ -257,7 +267,7 @@ class Relay:
             raise
         self._sock = sock
         self.address = sock.getsockname()
-        self._t0 = self._loop.time()
+        self._t0 = (self._clock or self._loop.time)()
         self._loop.add_reader(sock.fileno(), self._read_listen)
         if self.rebind_every is not None or self.rebind_at:
             self._tasks.append(asyncio.create_task(self._rebinder()))
@@ -274,7 +284,7 @@ class Relay:
     def elapsed(self) -> float:
         """Seconds since start: the clock outages and ``rebind_at`` are written against."""
         assert self._loop is not None, "relay not started"
-        return self._loop.time() - self._t0
+        return (self._clock or self._loop.time)() - self._t0
 
     @property
     def closed(self) -> bool:
