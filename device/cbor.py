@@ -23,15 +23,6 @@ class Tag:
         self.tag = tag
         self.value = value
 
-    def __eq__(self, other):
-        return isinstance(other, Tag) and self.tag == other.tag and self.value == other.value
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __repr__(self):
-        return "Tag(%d, %r)" % (self.tag, self.value)
-
 
 def _head(out, major, n):
     m = major << 5

@@ -206,9 +206,6 @@ class Request:
         return encode(CON if self.con else NON, self.code, mid, token, self.all_options(),
                       self.payload)
 
-    def __repr__(self):
-        return "Request(%s %s)" % (code_str(self.code), self.path)
-
 
 class Response:
     """A response as the agent sees it (attrs parsed from the options it cares about)."""
@@ -225,9 +222,6 @@ class Response:
         self.size2 = None if v is None else to_uint(v)
         v = msg.opt(MAX_AGE)
         self.max_age = None if v is None else to_uint(v)
-
-    def __repr__(self):
-        return "Response(%s, %d bytes)" % (code_str(self.code), len(self.payload))
 
 
 def max_transmit_wait(ack_timeout_ms, ack_random_factor, max_retransmit):

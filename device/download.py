@@ -217,6 +217,7 @@ def _windowed(a, f, img):
             a.progress_reports += 1
             req, counter = a._report_request()
             w.ask(req)
+            req = None  # the window holds it until sent, then only its datagram
             asked = True
         before = w.base
         a.phase = const.PH_DOWNLOAD

@@ -211,13 +211,16 @@ pub, msg, sig = bytes.fromhex("{pub.hex()}"), bytes.fromhex("{msg.hex()}"), byte
 data = bytes.fromhex("{data.hex()}")
 assert ed25519.verify(pub, msg, sig, "{tmp_path}") and cbor.loads(data)
 def starved(f):
-    ballast = []
-    try:
-        while True:
-            ballast.append(bytearray(256))
-    except MemoryError:
-        pass
-    del ballast[:4]  # room for a few small objects, not for the work
+    # the heap filled to its last small hole (a chain of links: no list storage to grow), then
+    # the last 4 links let go: room for a few small objects, not for the work
+    ballast = None
+    for size in (256, 16):
+        try:
+            while True:
+                ballast = [bytearray(size), ballast]
+        except MemoryError:
+            pass
+    ballast = ballast[1][1][1][1]
     gc.collect()
     try:
         return repr(f())
