@@ -173,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
                    help="share of devices whose new images fail their boot check")
     p.add_argument("--id-prefix", default="sim", help="device ids are PREFIX-000, PREFIX-001, …")
     p.add_argument("--ack-timeout", type=float, default=2.0, help="CoAP ACK_TIMEOUT seconds (2)")
+    p.add_argument("--transfer", choices=("window", "stop-and-wait"), default="window",
+                   help="how blocks are fetched: NON bursts (window, the default) or one CON GET "
+                        "a block, each progress report answered before the next block")
     p.add_argument("--keys", type=Path, default=None, metavar="DIR",
                    help="device keys as written by `cc devices add --key` "
                         "(FOTA_HOME/device-keys): DIR/<id>.key, the report key (a device with "
@@ -269,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                        prefix=args.id_prefix, version=args.seq, block_size=args.block_size,
                        wake_s=args.wake, fail_boot_percent=args.fail_boot_percent,
                        ack_timeout=args.ack_timeout)
+    for sp in specs:
+        sp.extra["transfer"] = args.transfer
     load_keys(specs, args.keys, args.class_keys)
 
     async def go() -> None:
