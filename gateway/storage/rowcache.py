@@ -36,7 +36,7 @@ class RowCache:
         self.max_age = max_age
         self.rows: dict[str, Row] = {}  # device id -> row, least recently reported first
         self.stale = False  # a write it cannot follow: empty it when the transaction ends
-        self._staged: list[tuple[Row, tuple[Any, ...]]] = []
+        self._staged: list[tuple[Any, ...]] = []  # (row, class, seq, state, result, address)
         self._version: Any = None
         self._born = 0.0
 
@@ -61,7 +61,7 @@ class RowCache:
     def stage(self, row: Row, cls: str, seq: int, state: int, result: int,
               address: str) -> None:
         """A report of the batch wrote these to ``row``'s device (kept if the batch commits)."""
-        self._staged.append((row, (cls, seq, state, result, address)))
+        self._staged.append((row, cls, seq, state, result, address))
 
     def committed(self) -> None:
         """The transaction committed: keep the rows its reports wrote, or nothing if stale."""
@@ -70,10 +70,8 @@ class RowCache:
             self.clear()
             return
         rows = self.rows
-        for row, (cls, seq, state, result, address) in staged:
-            row["class"], row["seq"], row["state"], row["result"] = cls, seq, state, result
-            row["address"] = address
-            rows[row["id"]] = row
+        for row, row["class"], row["seq"], row["state"], row["result"], row["address"] in staged:
+            rows[row["id"]] = row  # (the loop's targets wrote the report's values into it)
         while len(rows) > self.max_rows:
             del rows[next(iter(rows))]
 

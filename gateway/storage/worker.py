@@ -129,29 +129,39 @@ class StoreWorker:
             except Exception as e:  # the units below fail with the store: 5.03
                 log.debug("store: cannot connect again yet: %s", e)
             for grouped, units in _runs(batch):
-                live = [(fn, fut, d) for fn, fut, _, d in units if _start(fut)]
+                live = [(fn, fut, d) for fn, fut, _, d in units
+                        if (not fut.cancelled() if fut.__class__ is not Future
+                            else fut.set_running_or_notify_cancel())]  # else nobody waits
                 try:
                     (self._group if grouped else self._alone)(live)
                 except BaseException as e:  # a bug here must not stop the store's thread
                     log.error("store: a batch failed: %s: %s", type(e).__name__, e)
-                    for _, fut, _ in live:
-                        self._settle(fut, False, StoreUnavailable(f"store unavailable: {e}"))
+                    lost = StoreUnavailable(f"store unavailable: {e}")
+                    self._settle([fut for _, fut, _ in live], [(False, lost)] * len(live))
             with self._lock:
                 self.pending -= len(batch)
             self._to_loops()
 
-    def _settle(self, fut: Any, ok: bool, value: Any) -> None:
-        if isinstance(fut, Future):
-            if not fut.done():
-                fut.set_result(value) if ok else fut.set_exception(value)
-        else:  # an asyncio future: set on its loop, with the rest of the batch
-            self._for_loop.append((fut, ok, value))
+    def _settle(self, futs: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
+        """Each future's (ok, value): a ``concurrent.futures.Future`` at once, an asyncio
+        future on its loop, with the rest of the batch (``_to_loops``)."""
+        for fut, (ok, value) in zip(futs, outcomes):
+            if fut.__class__ is Future:
+                if not fut.done():
+                    fut.set_result(value) if ok else fut.set_exception(value)
+            else:
+                self._for_loop.append((fut, ok, value))
 
     def _to_loops(self) -> None:
         settled, self._for_loop = self._for_loop, []
-        loops: dict[Any, list[tuple[Any, bool, Any]]] = {}
-        for item in settled:
-            loops.setdefault(item[0].get_loop(), []).append(item)
+        if not settled:
+            return
+        first = settled[0][0].get_loop()
+        loops: dict[Any, list[tuple[Any, bool, Any]]] = {first: settled}
+        if any(item[0].get_loop() is not first for item in settled):  # seldom: several loops
+            loops = {}
+            for item in settled:
+                loops.setdefault(item[0].get_loop(), []).append(item)
         for loop, items in loops.items():
             try:
                 loop.call_soon_threadsafe(_resolve, items)
@@ -163,11 +173,10 @@ class StoreWorker:
         for fn, fut, _ in units:
             self.units += 1
             try:
-                value = fn()
+                outcome = (True, fn())
             except BaseException as e:  # refused or failed: its transaction rolled back
-                self._settle(fut, False, e)
-            else:
-                self._settle(fut, True, value)
+                outcome = (False, e)
+            self._settle([fut], [outcome])
 
     def _group(self, units: list[tuple[Callable[[], Any], Future[Any], str | None]]) -> None:
         """Reports, one commit for them all: fast first; run again carefully (a savepoint
@@ -182,8 +191,7 @@ class StoreWorker:
         if any(isinstance(v, StoreUnavailable) for ok, v in outcomes if not ok):
             how = "failed"
         metrics.STORE_BATCHES.labels(how).inc()
-        for (_, fut, _), (ok, value) in zip(units, outcomes):
-            self._settle(fut, ok, value)
+        self._settle([fut for _, fut, _ in units], outcomes)
 
     def _try(self, units: list[tuple[Callable[[], Any], Future[Any], str | None]],
              careful: bool) -> list[tuple[bool, Any]] | None:
@@ -201,13 +209,6 @@ class StoreWorker:
             return None
         lost = StoreUnavailable("store unavailable: the commit failed")
         return [(False, lost) if ok else (ok, value) for ok, value in outcomes]
-
-
-def _start(fut: Any) -> bool:
-    """False for a future nobody waits for any more (cancelled): its unit is skipped."""
-    if isinstance(fut, Future):
-        return fut.set_running_or_notify_cancel()
-    return not fut.cancelled()
 
 
 def _resolve(items: list[tuple[Any, bool, Any]]) -> None:
