@@ -2,19 +2,19 @@
 
 Checks [S]B - [k]A == R with no doubling: both bases are fixed (B, and each trusted key A), so
 each has a table on flash of [j * 32^i]P (j = 1..16, i = 0..50; 78,404 bytes) and a scalar is
-51 signed digits in -16..16, one table entry each: ~98 mixed additions, one inversion (``pow``,
-in C), then R' is encoded and compared with R (a non-canonical R never matches). Rejects
+51 signed digits in -16..16, one table entry each: ~98 mixed additions, one inversion (an
+addition chain of ``pow`` calls), then R' is encoded and compared with R (a non-canonical R never matches). Rejects
 S >= L and keys that do not decode. Verification only: no secret data, so no constant time.
 
 Heap: every big-int operation allocates its result, so the additions are few and lean: an entry
 is ((y + x)/2, (y - x)/2, dxy), which makes the formula's 2Z plain Z, and X, Y, T stay
 unreduced products (the next addition reduces them). Measured on the 64-bit unix port
-(bench/footprint.py, anchor in the same run): ~0.21 MB allocated per verify (0.61 before), ~26 M
-instructions (79 M). With 16^i tables (48 KiB) it stays above 256 KB: ~120 additions.
+(bench/footprint.py, anchor in the same run): 218 KiB allocated per verify (623 before), 22 M
+instructions (80 M). With 16^i tables (48 KiB) it stays above 256 KB: ~120 additions.
 
 Tables: file ``<tables>/<first 8 bytes of the key, hex>``: magic, the key, the entries, then
 SHA-256 of all that. Provisioning writes them (``write_table`` on the host); one that is missing
-or made for another key is written here, once (~1 s on the unix port). A table cannot make a
+or made for another key is written here, once (~0.2 s each on the unix port). A table cannot make a
 wrong signature verify; a damaged entry makes a right one fail: when a signature fails, both
 tables' digests are checked, and a damaged table is rewritten and the signature tried again.
 A table that cannot be written raises OSError (the agent reports no space, not a bad signature).
@@ -64,6 +64,24 @@ def _add(a, u, v, w, neg):
     a[1] = g * h
     a[2] = f * g % P
     a[3] = e * h
+
+
+def _inv(z):
+    """1/z = z^(p - 2) by ref10's addition chain: 254 squarings, in C (``pow`` by 2^k), and 11
+    products, where ``pow(z, p - 2, p)`` also multiplies at each of the exponent's ~250 one bits
+    (7.8 -> 4.1 M instructions on the unix port)."""
+    z2 = z * z % P
+    z9 = pow(z2, 4, P) * z % P
+    z11 = z9 * z2 % P
+    t = pow(z11, 2, P) * z9 % P  # z^(2^5 - 1)
+    t = pow(t, 32, P) * t % P  # 2^10 - 1
+    u = pow(t, 1 << 10, P) * t % P  # 2^20 - 1
+    u = pow(u, 1 << 20, P) * u % P  # 2^40 - 1
+    u = pow(u, 1 << 10, P) * t % P  # 2^50 - 1
+    t = pow(u, 1 << 50, P) * u % P  # 2^100 - 1
+    t = pow(t, 1 << 100, P) * t % P  # 2^200 - 1
+    t = pow(t, 1 << 50, P) * u % P  # 2^250 - 1
+    return pow(t, 32, P) * z11 % P  # 2^255 - 21
 
 
 def _decode(s):
@@ -123,7 +141,7 @@ def write_table(key, tables):
         h = hashlib.sha256(MAGIC + key)
         f.write(MAGIC + key)
         for _ in range(N):
-            b = [_entry(a[0], a[1], pow(a[2], P - 2, P))]  # Q
+            b = [_entry(a[0], a[1], _inv(a[2]))]  # Q
             q = b[0]
             for k in range(4):
                 for e in b:
@@ -139,7 +157,7 @@ def write_table(key, tables):
                     _add(a, *q, False)
                     c = c * a[2] % P
                     b.append((a[0], a[1], a[2], c))
-                c = pow(c, P - 2, P)
+                c = _inv(c)
                 for j in range(4, -1, -1):
                     x, y, z, n = b[j]
                     b[j] = _entry(x, y, c * b[j - 1][3] % P if j else c)
@@ -218,7 +236,7 @@ def verify(public, message, signature, tables):
                         _add(a, int.from_bytes(b[0], "little"), int.from_bytes(b[1], "little"),
                              int.from_bytes(b[2], "little"), (d < 0) != sub)
                 f.close()
-            z = pow(a[2], P - 2, P)
+            z = _inv(a[2])
             x = a[0] * z % P
             if (a[1] * z % P | (x & 1) << 255).to_bytes(32, "little") == r:
                 return True
