@@ -133,6 +133,8 @@ def _dec(d, i, depth):
             return b, i
         try:
             return b.decode("utf-8"), i
+        except MemoryError:
+            raise  # out of RAM is no verdict on the text
         except Exception:
             raise CBORError("text is not UTF-8")
     if depth >= MAX_DEPTH:
