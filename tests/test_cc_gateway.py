@@ -183,11 +183,14 @@ async def wait_for_command(ctx, gw, device: str, seq: int) -> dict[int, Any]:
     raise AssertionError("the gateway never offered the update")
 
 
-@pytest.mark.parametrize("outcome", [Result.SUCCESS, Result.SIGNATURE_INVALID])
-async def test_upgrade_wait_follows_a_device_to_the_end(gateway, home, tmp_path, coap_client,
-                                                        outcome):
-    data = b"new firmware" * 200
-    image = await asyncio.to_thread(add_image, gateway, home, tmp_path, data, 7)
+DATA = b"new firmware" * 200
+
+
+async def upgrade_waited(gateway, home, tmp_path, coap_client, outcome: int,
+                         ) -> tuple[int, dict[str, Any], str]:
+    """`cc upgrade --wait --json` while a scripted device takes the update, downloads half of
+    it, then reports ``outcome``: cc's exit code, its campaign and its stderr."""
+    image = await asyncio.to_thread(add_image, gateway, home, tmp_path, DATA, 7)
     await asyncio.to_thread(cc, gateway, home, "devices", "add", "dev-1", "--class", CLASS)
     public = (await asyncio.to_thread(cc, gateway, home, "keys", "public")).stdout.strip()
     proc = await asyncio.create_subprocess_exec(
@@ -198,35 +201,41 @@ async def test_upgrade_wait_follows_a_device_to_the_end(gateway, home, tmp_path,
         cmd = await wait_for_command(coap_client, gateway, "dev-1", seq=1)
         # The manifest the gateway hands out is the one cc signed: it verifies with our key.
         m = manifest.verify(cmd[CmdKey.MANIFEST], [bytes.fromhex(public)])
-        assert m[ManifestKey.SEQ] == 7 and m[ManifestKey.DIGEST] == hashlib.sha256(data).digest()
+        assert m[ManifestKey.SEQ] == 7 and m[ManifestKey.DIGEST] == hashlib.sha256(DATA).digest()
         assert m[ManifestKey.CLASS] == manifest.class_id(manifest.DEFAULT_VENDOR, CLASS)
         assert m[ManifestKey.URI] == image["uri"]
         job = cmd[CmdKey.JOB]
         await report(coap_client, gateway, id="dev-1", **{"class": CLASS}, seq=1,
-                     state=State.DOWNLOADING, result=Result.INITIAL, progress=len(data) // 2,
-                     job=job, size=len(data), target=7)
+                     state=State.DOWNLOADING, result=Result.INITIAL, progress=len(DATA) // 2,
+                     job=job, size=len(DATA), target=7)
         await asyncio.sleep(0.6)  # let cc poll once mid-download
-        if outcome == Result.SUCCESS:
-            final = dict(seq=7, state=State.IDLE, result=Result.SUCCESS)
-        else:
-            final = dict(seq=1, state=State.IDLE, result=outcome)
+        final = dict(seq=7 if outcome == Result.SUCCESS else 1, state=State.IDLE, result=outcome)
         await report(coap_client, gateway, id="dev-1", **{"class": CLASS}, job=job, **final)
         out, err = await asyncio.wait_for(proc.communicate(), 20)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert proc.returncode == (0 if outcome == Result.SUCCESS else 1), err.decode()
-    camp = json.loads(out)
+    return proc.returncode, json.loads(out), err.decode()
+
+
+async def test_upgrade_wait_follows_a_device_to_success(gateway, home, tmp_path, coap_client):
+    rc, camp, err = await upgrade_waited(gateway, home, tmp_path, coap_client, Result.SUCCESS)
+    assert rc == 0, err
     [j] = camp["jobs"]
-    if outcome == Result.SUCCESS:
-        assert (j["state"], j["result"], j["progress"]) == ("succeeded", "success", len(data))
-        shown = await asyncio.to_thread(cc_json, gateway, home, "device", "show", "dev-1")
-        assert shown["seq"] == 7
-    else:
-        assert (j["state"], j["result"]) == ("failed", "signature_invalid")
-        people = await asyncio.to_thread(cc, gateway, home, "status", str(camp["id"]), "--watch")
-        assert people.returncode == 1 and "signature_invalid" in people.stdout
+    assert (j["state"], j["result"], j["progress"]) == ("succeeded", "success", len(DATA))
+    shown = await asyncio.to_thread(cc_json, gateway, home, "device", "show", "dev-1")
+    assert shown["seq"] == 7
+
+
+async def test_upgrade_wait_follows_a_device_to_failure(gateway, home, tmp_path, coap_client):
+    rc, camp, err = await upgrade_waited(gateway, home, tmp_path, coap_client,
+                                         Result.SIGNATURE_INVALID)
+    assert rc == 1, err
+    [j] = camp["jobs"]
+    assert (j["state"], j["result"]) == ("failed", "signature_invalid")
+    people = await asyncio.to_thread(cc, gateway, home, "status", str(camp["id"]), "--watch")
+    assert people.returncode == 1 and "signature_invalid" in people.stdout
 
 
 async def test_firmware_add_survives_a_gateway_restart(gateway, home, tmp_path):

@@ -89,12 +89,11 @@ def test_control_api_over_oscore(tmp_path: Path) -> None:
 
         # a replayed protected request, recorded on the way: refused, also after a restart
         first = asyncio.run(_record_one_request(gw, home))
-        for attempt in range(2):
-            answer = asyncio.run(_raw(first, gw.control_port))
-            assert answer is not None and answer[1] == 0x81, answer  # 4.01
-            if attempt == 0:
-                assert b"Replay detected" in answer
-                gw.restart()  # the replay window is persisted (or Echo-recovered: still 4.01)
+        answer = asyncio.run(_raw(first, gw.control_port))
+        assert answer is not None and answer[1] == 0x81 and b"Replay detected" in answer, answer
+        gw.restart()  # the replay window is persisted (or Echo-recovered: still 4.01)
+        answer = asyncio.run(_raw(first, gw.control_port))
+        assert answer is not None and answer[1] == 0x81, answer  # 4.01
         r = cc(gw, home, "devices", "--json")  # and the real client still gets in
         assert r.returncode == 0 and '"o-2"' in r.stdout, r.stderr
         assert "Traceback" not in gw.log_text()
