@@ -692,12 +692,14 @@ class Fleet:
             ids = body["devices"]
             if not isinstance(ids, list) or not ids:
                 raise Refused("bad_request", "devices must be a non-empty list of ids")
-            targets = []
+            rows = s.devices_by_ids(list({d for d in ids if isinstance(d, str)}))
+            targets, seen = [], set()
             for d in ids:
-                row = s.device(d) if isinstance(d, str) else None
+                row = rows.get(d) if isinstance(d, str) else None
                 if row is None:
                     raise Refused("not_found", f"unknown device {d!r}")
-                if all(t["id"] != d for t in targets):
+                if d not in seen:
+                    seen.add(d)
                     targets.append(row)
         elif "class" in picks or "tags" in picks:
             targets = (s.devices_of_class(check_id(body["class"], "class"))
@@ -721,8 +723,8 @@ class Fleet:
             raise Refused("bad_request", f"image class {image['class']} does not match device(s) "
                           f"{', '.join(wrong[:5])}")
         ahead = self._already_current(targets, image)
-        busy = [t["id"] for t in targets
-                if t["id"] not in ahead and self._active_job(t["id"]) is not None]
+        running = s.devices_with_job(JobState.ACTIVE)  # one statement, not one a target
+        busy = [t["id"] for t in targets if t["id"] not in ahead and t["id"] in running]
         if busy:
             raise Refused("bad_request", f"device(s) {', '.join(busy[:5])} already in a running "
                           "campaign; cancel it first")

@@ -144,6 +144,13 @@ class Store(Repo):
             self.rows.stale = True
         super()._many(sql, rows)
 
+    def _copy(self, sql: str, rows: Any) -> None:
+        self._check_thread()
+        if self._deferred:
+            self._send_deferred()
+        self._writes += 1
+        super()._copy(sql, rows)
+
     def _defer(self, sql: str, args: tuple[Any, ...], ev: Row | None = None) -> None:
         """A write of a fast batch that nothing reads before the next statement: sent then,
         with the others of its kind, as one executemany (no Python per statement, no wait)."""

@@ -40,6 +40,12 @@ class Repo:
         cur = self.conn.cursor()
         cur.executemany(self._q(sql), [tuple(r) for r in rows])
 
+    def _copy(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """PostgreSQL: ``rows`` into a table by ``COPY … FROM STDIN`` (``sql``)."""
+        with self.conn.cursor().copy(sql) as copy:
+            for r in rows:
+                copy.write_row(r)
+
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         return list(map(self._dict, self._exec(sql, args).fetchall()))
 
@@ -105,6 +111,15 @@ class Repo:
 
     def devices(self) -> list[Row]:
         return self._all("SELECT * FROM devices ORDER BY id")
+
+    def devices_by_ids(self, ids: list[str]) -> dict[str, Row]:
+        """id -> row of those of ``ids`` that exist (a statement per 500 ids)."""
+        out: dict[str, Row] = {}
+        for k in range(0, len(ids), 500):
+            chunk = ids[k:k + 500]
+            out.update((r["id"], r) for r in self._all(
+                f"SELECT * FROM devices WHERE id IN ({_qs(tuple(chunk))})", chunk))
+        return out
 
     def devices_of_class(self, device_class: str) -> list[Row]:
         return self._all("SELECT * FROM devices WHERE class=? ORDER BY id", (device_class,))
@@ -387,7 +402,12 @@ class Repo:
 
     # ---- fleet: jobs ----------------------------------------------------------------------
     def add_jobs(self, rows: Iterable[tuple[int, str, str, int, float, int]]) -> None:
-        """(campaign, device, state, size, updated, phase) rows."""
+        """(campaign, device, state, size, updated, phase) rows (PostgreSQL: by COPY, one
+        stream; an executemany of 100,000 jobs took 7 s there)."""
+        if self.dialect == "postgresql":
+            self._copy("COPY jobs (campaign, device, state, size, updated, phase) FROM STDIN",
+                       rows)
+            return
         self._many("INSERT INTO jobs(campaign, device, state, size, updated, phase) "
                    "VALUES (?,?,?,?,?,?)", rows)
 
@@ -420,6 +440,12 @@ class Repo:
         return self._one(f"SELECT * FROM jobs WHERE device=? AND state IN ({_qs(active)}) "
                          "ORDER BY id DESC LIMIT 1" + (self._for_update if lock else ""),
                          (device_id, *active))
+
+    def devices_with_job(self, states: tuple[str, ...]) -> set[str]:
+        """The devices with a job in one of ``states`` (a campaign's targets are checked
+        against it in one statement)."""
+        return {r["device"] for r in self._all(
+            f"SELECT DISTINCT device FROM jobs WHERE state IN ({_qs(states)})", states)}
 
     def last_job(self, device_id: str) -> Row | None:
         return self._one("SELECT * FROM jobs WHERE device=? ORDER BY id DESC LIMIT 1",
