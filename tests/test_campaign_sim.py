@@ -100,7 +100,16 @@ async def test_200_devices_pause_within_one_wave(gateway, tmp_path: Path, coap_c
                                      "--defer", "1", timeout=60)
         took = time.monotonic() - t0
         assert rc == 1 and camp["state"] == "paused", camp["state"]
-        await asyncio.sleep(2.0)  # the fleet keeps waking: nothing new may be offered
+        # the fleet keeps waking: nothing new may be offered while every device reports again
+        code, rows = await control(coap_client, gateway, "GET", "dev")
+        paused_seen = {d["id"]: d["last_seen"] for d in rows}
+        for _ in range(300):  # bounded: each device wakes every 0.5 s, or 1 s when deferred
+            code, rows = await control(coap_client, gateway, "GET", "dev")
+            if all(d["last_seen"] > paused_seen[d["id"]] for d in rows):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("a device never reported after the pause")
         code, later = await control(coap_client, gateway, "GET", f"camp/{camp['id']}")
     finally:
         stop.set()
