@@ -399,28 +399,26 @@ def test_a_round_is_congested_only_beyond_two_deviations_at_its_own_rate() -> No
     assert min(c for _, _, c in log) == 24
 
 
-def test_tail_timer_at_the_probe_timeout_then_bounded_backoff() -> None:
+def test_tail_probe_then_timer_with_bounded_backoff() -> None:
     w, sink, r = started(size=4 * 16, init_window=4, step=1 << 20)
     sent = take(w)
     for d, t in zip(sent[:3], (10, 20, 12)):  # block 3, the last, never answers
         w.on_datagram(answer(d, 64, 0), t)
     assert (r.srtt, r.rto) == (11, 27)
-    # the tail, the RTO still high from the first samples: RFC 8985's probe timeout, 2 SRTT
-    assert w.deadline == 0 + 2 * 11
+    assert w.deadline == 0 + 2 * 11 + 2  # the tail: a probe at 2 SRTT, before the RTO
     w.on_timeout(w.deadline)
-    assert nums(take(w)) == [3] and w.timeouts == 1
-    assert r.rto == 27 and w.silent == 0  # answers came after it was asked: no back-off
+    assert nums(take(w)) == [3] and w.probes == 1 and w.timeouts == 0
     times = []
     now = w.deadline
     rto = r.rto
-    assert now == 22 + 22  # nothing answered since the re-ask: silence from here on
+    assert now == 24 + rto  # then the retransmission timer
     for _ in range(4):
         w.on_timeout(now)
         times.append(now)
         assert nums(take(w)) == [3]
         now = w.deadline
     assert [t - s for s, t in zip(times, times[1:])] == [2 * rto, 4 * rto, 8 * rto]  # doubling
-    assert w.timeouts == 5 and w.cwnd == burst.MIN_WINDOW  # silence halved it
+    assert w.timeouts == 4 and w.cwnd == burst.MIN_WINDOW  # silence halved it
     w.on_datagram(answer(sent[3], 64, 0), now)
     assert w.complete and r.rto == rto  # an answer ends the back-off
 
