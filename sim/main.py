@@ -23,6 +23,7 @@ from typing import Any
 
 from device import agent as agent_mod
 from device.agent import Agent
+from device.lifecycle import event_name
 from device.slots import FileSlots
 from device.state import Store
 from proto import uris
@@ -77,7 +78,7 @@ class SimDevice:
         a = self.agent
         if a is None or old == new:
             return
-        self.log(f"{self.spec.id}: {state_name(old)} -> {state_name(new)} ({event}), "
+        self.log(f"{self.spec.id}: {state_name(old)} -> {state_name(new)} ({event_name(event)}), "
                  f"seq {a.seq}, result {result_name(a.s['result'])}")
 
     def power_on(self) -> Agent:

@@ -10,7 +10,7 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from device import coap
+from device import coap, lifecycle
 from device.agent import Agent
 from device.fetch import CORRUPT, DONE, GONE, OK, RESTART, RETRY, Fetch
 from device.slots import FileSlots
@@ -91,7 +91,7 @@ def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
                                           digest=digest, size=len(IMAGE),
                                           uri=uris.image_path(digest)), key)
     command = cbor2.dumps({CmdKey.OP: Op.UPDATE, CmdKey.JOB: 1, CmdKey.MANIFEST: signed})
-    events: list[str] = []
+    events: list[int] = []
     config: dict[str, Any] = {"id": "etag", "class": "c", "version": 1, "block_size": 1024,
                               "transfer": "stop-and-wait",  # one Request per block, answered here
                               "trust": [manifest.public_bytes(key.public_key()).hex()],
@@ -112,7 +112,7 @@ def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
             req = wake.send(resp)
     except StopIteration as e:
         assert e.value == ("reboot", 0)
-    assert "restart" in events and agent.state == 3  # installed after starting over
+    assert lifecycle.RESTART in events and agent.state == 3  # installed after starting over
     assert blocks == 6 + len(range(0, len(IMAGE), 1024))  # 5 kept, 1 refused, then all
     assert Path(slots.path("b")).read_bytes() == IMAGE
     assert agent.s["result"] == Result.INITIAL

@@ -10,13 +10,19 @@ from device import const, lifecycle
 from proto.codes import Result, State
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "device.md"
+STATES = {int(s): s.name.lower() for s in State}
+
+
+def transitions() -> dict[tuple[int, int], int]:
+    """lifecycle.TABLE as (state, event) -> next state (its keys are state << 5 | event)."""
+    return {(k >> 5, k & 31): n for k, n in lifecycle.TABLE.items()}
 
 
 def render() -> str:
     """lifecycle.TABLE as the Markdown docs/device.md embeds (print(render()) to regenerate)."""
     out = ["| state | event | next state | result reported |", "| --- | --- | --- | --- |"]
     names = {getattr(const, k): k[4:].lower() for k in dir(const) if k.startswith("RES_")}
-    for (s, e), n in lifecycle.TABLE.items():
+    for (s, e), n in transitions().items():
         r = lifecycle.RESULTS.get(e)
         if r is not None:
             rs = names[r]
@@ -26,7 +32,7 @@ def render() -> str:
             rs = "invalid_uri or no_space"
         else:
             rs = "unchanged"
-        out.append(f"| {lifecycle.NAMES[s]} | {e} | {lifecycle.NAMES[n]} | {rs} |")
+        out.append(f"| {STATES[s]} | {lifecycle.event_name(e)} | {STATES[n]} | {rs} |")
     return "\n".join(out) + "\n"
 
 
@@ -44,7 +50,7 @@ def test_states_are_the_contracts() -> None:
 
 def test_every_state_is_reachable_from_idle_and_returns_to_it() -> None:
     edges: dict[int, set[int]] = {}
-    for (s, _), n in lifecycle.TABLE.items():
+    for (s, _), n in transitions().items():
         edges.setdefault(s, set()).add(n)
 
     def reach(start: int) -> set[int]:
@@ -56,9 +62,16 @@ def test_every_state_is_reachable_from_idle_and_returns_to_it() -> None:
                     todo.append(n)
         return seen
 
-    assert reach(lifecycle.IDLE) == set(lifecycle.NAMES)
-    for s in lifecycle.NAMES:
+    assert reach(lifecycle.IDLE) == set(STATES)
+    for s in STATES:
         assert lifecycle.IDLE in reach(s)
+
+
+def test_events_are_distinct_and_never_a_state() -> None:
+    events = {k: v for k, v in vars(lifecycle).items() if k.isupper() and type(v) is int
+              and v not in STATES}
+    assert len(set(events.values())) == len(events) == 13
+    assert all(16 <= v < 32 and lifecycle.event_name(v) == k.lower() for k, v in events.items())
 
 
 def test_a_missing_transition_is_an_error_not_a_no_op() -> None:
