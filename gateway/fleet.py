@@ -53,6 +53,11 @@ def _names(state: int, result: int) -> str:
     return f"{state_name(state)}/{result_name(result)}"
 
 
+@functools.lru_cache(maxsize=4096)  # a few changes in practice: not formatted per report
+def _change(state: int, result: int, new_state: int, new_result: int) -> str:
+    return f"{_names(state, result)} -> {_names(new_state, new_result)}"
+
+
 class Fleet:
     def __init__(self, store: Store, blobs: BlobStore, *, enrolled_only: bool = False,
                  max_downloads: int | None = None, auto_register: int = DEFAULT_AUTO_REGISTER,
@@ -107,11 +112,11 @@ class Fleet:
                     job = f" (job {r.job})" if r.job is not None else ""
                     if r.phase is not None:
                         job += f" in {phase_name(r.phase)}"
-                    s.event("state", f"{_names(dev['state'], dev['result'])} -> "
-                            f"{_names(r.state, r.result)}{job}", device=r.id)
-                if _host(dev["address"]) != _host(address):  # a new source port per wake is
-                    s.event("address", f"address {dev['address']} -> {address}",  # normal
-                            device=r.id)
+                    s.event("state", _change(dev["state"], dev["result"], r.state, r.result)
+                            + job, device=r.id)
+                if dev["address"] != address and _host(dev["address"]) != _host(address):
+                    # (a new source port per wake is normal)
+                    s.event("address", f"address {dev['address']} -> {address}", device=r.id)
             if r.job is not None:
                 self._apply_to_job(r, now)
             elif dev is None or dev["active_job"] is None:

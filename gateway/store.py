@@ -466,7 +466,8 @@ class Store(Repo):
                       progress: int, address: str, now: float, caps: int,
                       active: tuple[str, ...]) -> Row | None:
         known = self._devices
-        if known is None or device_id not in known or active != JobState.ACTIVE:
+        if (known is None or device_id not in known
+                or active is not JobState.ACTIVE and active != JobState.ACTIVE):
             return super().report_device(device_id, cls, seq, state, result, progress, address,
                                          now, caps, active)
         # the row read goes: a second report of the device in this batch (rare: a device
