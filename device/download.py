@@ -7,7 +7,7 @@ heap while the agent reports, verifies an offer or installs.
 """
 
 from . import const, lifecycle
-from .agent import DOWNLOADING, PERSIST_EVERY, _collect, _hex, _unhex
+from .agent import DOWNLOADING, PERSIST_EVERY, _collect, _drop, _hex, _unhex
 from .slots import SlotError
 
 REPORT_EVERY = 65536  # bytes between progress reports, at most (and at least every 25 %)
@@ -47,7 +47,13 @@ def run(a):
         # a pipe decodes in order: windowed where a file can hold the early blocks and
         # the heap allows (pipe.Parked), else stop-and-wait
         if a.transfer == STOP_AND_WAIT or (f.pipe and not f.pipe.parked):
-            done = yield from _stop_and_wait(a, f, img)
+            from . import stopwait  # its own module: not in the heap of a windowed download
+
+            try:
+                done = yield from stopwait.run(a, f, img)
+            finally:
+                stopwait = None
+                _drop("stopwait")
         else:
             done = yield from _windowed(a, f, img)
         if not done:
@@ -145,58 +151,6 @@ def _restart(a, f, img):
     a.s["cp"] = None
     a._save()
     return True
-
-
-def _exchange(a, req):
-    resp = yield req
-    if resp is None:
-        a.failures += 1
-    return resp
-
-
-def _stop_and_wait(a, f, img):
-    """One CON GET per block (plain RFC 7959 servers). True: all blocks are in."""
-    from .fetch import DONE, RETRY
-
-    s = a.s
-    step, next_report = _report_step(a, f, img)
-    if s.pop("fresh", None):
-        yield from _report_and_handle(a, img)
-        if s["img"] is not img:
-            return False
-    a._restarts = 0
-    while True:
-        if a._exhausted():
-            return False
-        a.phase = const.PH_DOWNLOAD
-        resp = yield from _exchange(a, f.request())
-        if resp is None:
-            continue
-        v = f.accept(resp)
-        if v == RETRY:
-            a.failures += 1
-            continue
-        go = _refused(a, v, f, img)
-        if go is not None:
-            if not go:
-                return False
-            continue
-        a._go(lifecycle.BLOCK)
-        if v == DONE:
-            return True
-        _persist(a, f, img)
-        if f.offset >= next_report:
-            next_report += step
-            yield from _report_and_handle(a, img)
-            if s["img"] is not img or s["state"] != DOWNLOADING:
-                return False
-
-
-def _report_and_handle(a, img):
-    a.progress_reports += 1
-    cmd = yield from a._report()
-    if cmd:
-        a._handle(cmd)
 
 
 def _windowed(a, f, img):
