@@ -105,3 +105,89 @@ def fold(source: str, consts: dict[str, int | str | bytes], name: str = "<module
         line = lines[row - 1]
         lines[row - 1] = line[:c0] + text + line[c1:]
     return "".join(lines)
+
+
+# Modules whose int constants (top-level ``NAME = <int>``, upper case, assigned once) are folded
+# into the modules that read them as ``module.NAME`` and into the module itself, whose
+# assignments then go: on a board such a name holds a dict entry and an interned name for
+# nothing (coap's option numbers and message types, lifecycle's states and events). The module
+# still loads (its functions and tables); on CPython nothing changes.
+PROVIDERS = ("coap", "lifecycle")
+
+
+def module_values(source: str, name: str = "<module>") -> dict[str, int]:
+    """NAME -> int of a provider's foldable constants."""
+    tree = ast.parse(source)
+    out: dict[str, int] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id.isupper() \
+                and node.lineno == node.end_lineno:
+            try:
+                v = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if type(v) is int:
+                out[node.targets[0].id] = v
+    stores = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+              and not isinstance(n.ctx, ast.Load)]
+    args = [a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments)
+            for a in n.args + n.kwonlyargs] + \
+        [k.arg for k in ast.walk(tree) if isinstance(k, ast.keyword)]
+    for k in list(out):
+        if stores.count(k) != 1 or k in args:
+            raise ValueError(f"{name}: {k} is assigned or passed by name: not foldable")
+    return out
+
+
+def fold_module(source: str, module: str, values: dict[str, int], *, own: bool,
+                name: str = "<module>") -> str:
+    """``source`` with provider ``module``'s ``values`` folded in: ``module.NAME`` where the
+    source imports it (``from . import ..., module``), or, ``own``, every bare NAME and the
+    lines that assign them (each becomes ``pass``: line numbers are kept)."""
+    if not values:
+        return source
+    toks = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    lines = source.splitlines(keepends=True)
+    edits: list[tuple[int, int, int, str]] = []
+    if own:
+        top = {node.lineno for node in ast.parse(source).body if isinstance(node, ast.Assign)
+               and isinstance(node.targets[0], ast.Name) and node.targets[0].id in values}
+        for row in top:
+            line = lines[row - 1]
+            code = line.split("#", 1)[0].rstrip()
+            edits.append((row, 0, len(code), "pass"))
+    else:
+        imported = any(t.string == "from" and [x.string for x in toks[i:i + 3]] == ["from", ".", "import"]
+                       and any(x.string == module and x.start[0] == t.start[0] for x in toks[i + 3:i + 40])
+                       for i, t in enumerate(toks))
+        if not imported:
+            return source
+        top = set()
+    for i, t in enumerate(toks):
+        if t.type != tokenize.NAME or t.start[0] in top:
+            continue
+        if i and toks[i - 1].string == ".":
+            continue
+        if own and t.string in values:
+            edits.append((t.start[0], t.start[1], t.end[1], _literal(values[t.string])))
+        elif not own and t.string == module and i + 2 < len(toks) and toks[i + 1].string == "." \
+                and toks[i + 2].string in values:
+            a = toks[i + 2]
+            edits.append((t.start[0], t.start[1], a.end[1], _literal(values[a.string])))
+    for row, c0, c1, text in sorted(edits, reverse=True):
+        line = lines[row - 1]
+        lines[row - 1] = line[:c0] + text + line[c1:]
+    return "".join(lines)
+
+
+def fold_package(sources: dict[str, str], consts: dict[str, int | str | bytes]) -> dict[str, str]:
+    """Module name -> source as compiled for a board: const.py folded everywhere, then each
+    provider's int constants (``PROVIDERS``). ``sources`` has no ``const``."""
+    out = {m: fold(src, consts, m + ".py") for m, src in sources.items()}
+    for p in PROVIDERS:
+        if p not in out:
+            continue
+        values = module_values(out[p], p + ".py")
+        out = {m: fold_module(src, p, values, own=m == p, name=m + ".py") for m, src in out.items()}
+    return out

@@ -70,14 +70,15 @@ def compile_agent(out: Path, mpy_args: list[str] = (), mpy_cross: str | None = N
     ``const.py`` is folded into the modules that import it and not compiled itself
     (cc/constfold.py: its module would hold ~4.7 KiB of the board's heap); ``fold=False``
     compiles it as a module (bench/footprint.py: agents from before the fold)."""
-    consts = constfold.values(source / "const.py") if fold else None
+    srcs = {p.stem: p for p in sorted(source.glob("*.py")) if not (fold and p.name == "const.py")}
+    texts: dict[str, str | None] = dict.fromkeys(srcs)
+    if fold:
+        texts.update(constfold.fold_package({m: p.read_text() for m, p in srcs.items()},
+                                            constfold.values(source / "const.py")))
     done = []
-    for src in sorted(source.glob("*.py")):
-        if consts is not None and src.name == "const.py":
-            continue
-        text = None if consts is None else constfold.fold(src.read_text(), consts, src.name)
+    for m, src in srcs.items():
         dst = out / (src.stem + ".mpy")
-        compile_file(src, dst, list(mpy_args), mpy_cross, f"{out.name}/{src.name}", text)
+        compile_file(src, dst, list(mpy_args), mpy_cross, f"{out.name}/{src.name}", texts[m])
         done.append(dst)
     return done
 

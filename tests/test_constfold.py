@@ -68,3 +68,36 @@ def test_every_device_module_folds_to_valid_python_without_const() -> None:
         assert mods == [], path.name
         folded += out != src
     assert folded >= 5  # agent, auth, keywrap, lifecycle, manifest, offer
+
+
+def test_a_providers_int_constants_fold_into_its_readers_and_itself() -> None:
+    coap = ("CON = 0  # confirmable\nGET = 1\nNAME = 'x'\n"
+            "def encode(t=CON):\n    return t == CON, m.CON\n")
+    values = constfold.module_values(coap)
+    assert values == {"CON": 0, "GET": 1}  # ints only
+    assert constfold.fold_module(coap, "coap", values, own=True) == (
+        "pass  # confirmable\npass\nNAME = 'x'\ndef encode(t=0):\n    return t == 0, m.CON\n")
+    reader = "from . import cbor, coap\nx = coap.GET, coap.encode, coap.NAME, other.coap.GET\n"
+    assert constfold.fold_module(reader, "coap", values, own=False) == (
+        "from . import cbor, coap\nx = 1, coap.encode, coap.NAME, other.coap.GET\n")
+    assert constfold.fold_module("coap.GET\n", "coap", values, own=False) == "coap.GET\n"
+
+
+@pytest.mark.parametrize("src", ["X = 1\nX = 2\n", "X = 1\ndef f(X):\n    pass\n",
+                                 "X = 1\nf(X=2)\n", "X = 1\nfor X in y:\n    pass\n"])
+def test_a_constant_assigned_again_or_used_as_a_name_is_an_error(src: str) -> None:
+    with pytest.raises(ValueError):
+        constfold.module_values(src)
+
+
+def test_the_package_folds_whole() -> None:
+    srcs = {p.stem: p.read_text() for p in DEVICE.glob("*.py") if p.name != "const.py"}
+    out = constfold.fold_package(srcs, CONSTS)
+    folded = {p: constfold.module_values(constfold.fold(srcs[p], CONSTS)) for p in constfold.PROVIDERS}
+    for m, text in out.items():
+        assert text.count("\n") == srcs[m].count("\n"), m
+        left = [f"{n.value.id}.{n.attr}" for n in ast.walk(ast.parse(text))
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                and n.attr in folded.get(n.value.id, ())]
+        assert left == [], (m, left)
+    assert "CON = 0" not in out["coap"] and "ACCEPT = 16" not in out["lifecycle"]
