@@ -58,11 +58,11 @@ from ccproc import CC  # noqa: E402,F401  (this module's API: tests and bench/ i
 
 MICROPYTHON = str(Path(sys.executable).parent / "micropython")
 #: The heap a full update of the .mpy agent must fit in (64-bit unix port; test_upy_agent.py
-#: enforces it; bench/footprint.py measures the real minimum, 71-72 KiB (main.py with its app
-#: and bundles: 73-74, no out-of-RAM retry from 74): the windowed download's state and the
-#: heap's fragmentation depend on timing, so the enforced budget keeps a margin over it;
-#: docs/device.md). The issue's 64 KiB is not reached.
-HEAP_BUDGET = "80k"
+#: enforces it; bench/footprint.py measures the real minimum, 69 KiB (main.py with its app
+#: and bundles: 71 without an out-of-RAM retry, 70 with some): the windowed download's state
+#: and the heap's fragmentation depend on timing, so the enforced budget keeps a margin over
+#: it; docs/device.md). The issue's 64 KiB is not reached.
+HEAP_BUDGET = "76k"
 REBOOT_EXIT = 75  # device.board.REBOOT_EXIT (a test checks they agree)
 
 
