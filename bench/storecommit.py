@@ -22,8 +22,9 @@ into the temp dir; ``--before none``: this checkout only), each version on its o
 
 Timing numbers on a shared machine are noisy (the one-commit rate follows the disk's fsync
 time, which follows the load): each round runs both modes of both versions back to back; the
-ratio per round (group commit of a version over one commit per report of the same version), its
-median, and the commits count are what to read; "CPU µs/report" is the cell's CPU time (both
+ratio per round (group commit of a version over one commit per report of the same version; and
+this checkout's group commit over the earlier version's one commit per report, "vs before"),
+its median, and the commits count are what to read; "CPU µs/report" is the cell's CPU time (both
 threads, system time included) per report, which the load moves far less. The disk's fsync
 time (a 4 KiB write and ``fsync`` in the data dir, median of 200) is printed first; each database is warmed up first (2 s of one commit per
 report: a fresh file's first commits grow it, and are slower).
@@ -64,7 +65,6 @@ async def cell(args: argparse.Namespace) -> dict:
     worker = StoreWorker(store)
     grouped, tag = args.grouped, args.tag
     lat: list[float] = []
-    stop = time.monotonic() + args.seconds
     commits = store.commits
 
     async def client(c: int) -> None:
@@ -87,8 +87,12 @@ async def cell(args: argparse.Namespace) -> dict:
             await asyncio.sleep(1.0)
             await worker.call(store.file_events)
 
+    filing = hasattr(store, "file_events")
+    while filing and await worker.call(store.file_events):
+        pass  # what the cells before left (a gateway's sweeper never lets it pile up)
+    stop = time.monotonic() + args.seconds
     t0, cpu = time.monotonic(), time.process_time()
-    sweeping = asyncio.ensure_future(sweeper()) if hasattr(store, "file_events") else None
+    sweeping = asyncio.ensure_future(sweeper()) if filing else None
     try:
         await asyncio.gather(*(client(c) for c in range(args.clients)))
     finally:
@@ -170,7 +174,10 @@ def main(args: argparse.Namespace) -> None:
               "| p50 ms | p99 ms | CPU µs/report | load |\n" + "|---" * 11 + "|")
         for engine in engines:
             ratios: dict[str, list[float]] = {label: [] for label, _ in versions}
+            if len(versions) > 1:
+                ratios[" vs before"] = []  # this checkout's group commit / before's one commit
             for k in range(1, args.rounds + 1):
+                anchor = 0.0
                 for label, _ in versions:
                     root, url = stores[(engine, label)]
                     rows = {}
@@ -186,6 +193,12 @@ def main(args: argparse.Namespace) -> None:
                     ratios[label].append(ratio)
                     print(f"| {engine}{label} | {k} | ratio | | {ratio:.1f}x | | | | | | |",
                           flush=True)
+                    anchor = anchor or rows["one commit per report"]["per_s"]
+                if len(versions) > 1:
+                    ratio = rows["group commit"]["per_s"] / anchor
+                    ratios[" vs before"].append(ratio)
+                    print(f"| {engine} vs before | {k} | group commit / before's one commit "
+                          f"| | {ratio:.1f}x | | | | | | |", flush=True)
             for label, got in ratios.items():
                 print(f"| {engine}{label} | all | median ratio | | "
                       f"{statistics.median(got):.1f}x ({min(got):.1f}-{max(got):.1f}) "
