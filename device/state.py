@@ -69,19 +69,3 @@ class Store:
         atomic_write(self.path, json.dumps(obj).encode())
         self.writes += 1
 
-
-class MemoryStore:
-    """A store that lives in RAM: for tests and boards that keep state elsewhere."""
-
-    path = ""  # no file: what goes next to the state (the Ed25519 tables) goes to the cwd
-
-    def __init__(self, obj=None):
-        self._data = json.dumps(obj or {})
-        self.writes = 0
-
-    def load(self):
-        return json.loads(self._data)
-
-    def save(self, obj):
-        self._data = json.dumps(obj)
-        self.writes += 1

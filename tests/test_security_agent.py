@@ -4,6 +4,7 @@ the wrong key gets nowhere and changes nothing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from harness import GatewayProc
@@ -44,6 +45,23 @@ async def test_keyed_devices_update_and_a_wrong_key_gets_nowhere(tmp_path: Path)
         assert gw.stop() == 0
 
 
+class MemoryStore:
+    """The agent's state kept in RAM (device/state.Store's interface), one per agent here."""
+
+    path = ""  # no file: what goes next to the state (the Ed25519 tables) goes to the cwd
+
+    def __init__(self) -> None:
+        self._data = "{}"
+        self.writes = 0
+
+    def load(self) -> dict:
+        return json.loads(self._data)
+
+    def save(self, obj: dict) -> None:
+        self._data = json.dumps(obj)
+        self.writes += 1
+
+
 def test_hostile_command_values_are_ignored(tmp_path: Path) -> None:
     """Found by feeding the agent generated commands: a DEFER could make a device sleep for
     ever (or on a non-number), a job id of another type made the state file unwritable. Now
@@ -52,7 +70,6 @@ def test_hostile_command_values_are_ignored(tmp_path: Path) -> None:
 
     from device import agent as agent_mod
     from device.slots import FileSlots
-    from device.state import MemoryStore
 
     slots = FileSlots(str(tmp_path / "slots"))
     Path(slots.path("a")).write_bytes(b"x" * 100)
