@@ -37,9 +37,7 @@ rule; it applies to the whole interpreter, the application too).
 """
 
 import binascii
-import hashlib
 import sys
-import time
 
 from . import cbor, coap, const, lifecycle
 
@@ -106,64 +104,13 @@ def _default_self_test(slots):
 
 class Agent:
     def __init__(self, config, slots, store, clock=None):
-        self.cfg = config
-        self.id = config["id"]
-        self.cls = config["class"]
-        self.trusted = [k if isinstance(k, bytes) else _unhex(k) for k in config["trust"]]
-        if "class_id" not in config and not hasattr(hashlib, "sha1"):  # offer.ids needs it
-            raise ValueError("this port has no hashlib.sha1: put vendor_id and class_id (hex) in the config")
-        self.block_size = config.get("block_size", 1024)
-        self.transfer = config.get("transfer", "window")
-        self.window = config.get("window", WINDOW)
-        self.window_stats = None  # the last burst.Window: its counters (benchmarks)
-        self._restarts = 0
-        self.max_failures = config.get("max_failures", 4)
-        self.confirm_s = config.get("confirm_s", 300)
-        self.wake_s = config.get("wake_s", 60)
-        self.self_test = config.get("self_test") or _default_self_test
-        self.deflate = lib = config.get("deflate")  # the module, where the port has none
-        if lib is None:
-            try:
-                import deflate as lib  # built in: importing it costs no heap
-            except ImportError:
-                pass
-        import gc  # decoding takes ~16 KiB more than a plain download: a heap of under 100 KiB
-        # usable announces no decoders and gets plain images (tests/test_delta_upy.py: 104k
-        # decodes, 96k ran out)
-        big = not hasattr(gc, "mem_free") or gc.mem_free() + gc.mem_alloc() >= 102400
-        # deltas where the heap allows, deflate where the port also has a decoder
-        self.caps = config.get("caps", (const.CAP_DELTA | (const.CAP_DEFLATE if lib else 0))
-                               if big else 0)
-        thr = config.get("gc_threshold", GC_THRESHOLD)
-        if thr and hasattr(gc, "threshold"):  # MicroPython
-            gc.threshold(thr)
-        self.slots = slots
-        self.store = store
-        self.clock = clock or time.time
-        s = store.load()
-        if not s:
-            s = {"seq": config.get("version", 0), "state": IDLE, "result": const.RES_INITIAL,
-                 "job": None, "unsent": False, "img": None, "offset": 0}
-        self.s = s
-        self._fetch = None  # survives wakes while the board stays up: resume without re-hash
-        self._booted = False  # boot counted for this power-on
-        self.failures = 0
-        self.reports = 0  # report exchanges started by this agent object
-        self.progress_reports = 0  # of which in the middle of a download
-        self.wait = None
-        self.phase = const.PH_BOOT  # where the wake is: reported when it runs out of RAM
-        self.oom = None  # (phase, job) of an out-of-RAM not yet reported
-        self.ooms = 0  # out-of-RAM wakes of this agent object, and the last one's phase
-        self.oom_phase = None  # (diagnostics: bench/footprint.py)
-        self._offered = None  # the job whose manifest is being checked
-        self.on_change = config.get("on_change")  # callable(event, old, new): simulator logs
-        self.auth = None
-        if config.get("key"):
-            from . import auth
+        from . import configure  # its code leaves the heap once the agent is built
 
-            key = config["key"]
-            self.auth = auth.ReportAuth(key if isinstance(key, bytes) else _unhex(key),
-                                        config.get("counter_file", "fota_counter"))
+        try:
+            configure.agent(self, config, slots, store, clock)
+        finally:
+            configure = None
+            _drop("configure")
 
     # -- the lifecycle ---------------------------------------------------------------------
     def _go(self, event, result=None):
