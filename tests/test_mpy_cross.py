@@ -15,7 +15,10 @@ BUDGET = 44 * 1024  # bytes of .mpy for the whole agent (examples excluded); 40 
 # 42 until Ed25519's signed windows (B's odd multiples, 768 B; loaded only for a verify): ~1.2,
 # 43 until the boot check and the offer became modules of their own (out of the heap in most
 # wakes; a module's header and imports cost ~0.3 KiB of flash each); const.py folded in at
-# provisioning (cc/constfold.py) took 2.9 KiB off (44,691 -> 41,815 B)
+# provisioning (cc/constfold.py) took 2.9 KiB off (44,691 -> 41,815 B); the phase modules
+# (download, stopwait, configure) added ~1.2 KiB of headers and imports and the folding of
+# coap's and lifecycle's constants took ~0.9 back (41,794 B with h10e's Ed25519 tables): the
+# flash pays for heap (68 KiB for a full update, was 76)
 # loaded only for a compressed or delta download and dropped after (issue 12): their own budget
 DECODERS = ("inflate.py", "patch.py", "pipe.py")
 DECODER_BUDGET = 5 * 1024
