@@ -26,8 +26,10 @@ ratio per round (group commit of a version over one commit per report of the sam
 this checkout's group commit over the earlier version's one commit per report, "vs before"),
 its median, and the commits count are what to read; "CPU µs/report" is the cell's CPU time (both
 threads, system time included) per report, which the load moves far less. The disk's fsync
-time (a 4 KiB write and ``fsync`` in the data dir, median of 200) is printed first; each database is warmed up first (2 s of one commit per
-report: a fresh file's first commits grow it, and are slower).
+time (a 4 KiB write and ``fsync`` in the data dir, median of 200) is printed first. Each
+database is warmed up first (2 s of one commit per report: a fresh file's first commits grow
+it, and are slower). Since migration 8 a cell also files the events by device every second, as
+the gateway's sweeper does (the commits count includes those transactions).
 """
 
 from __future__ import annotations
