@@ -149,6 +149,8 @@ class Store(Repo):
         if self._deferred:
             self._send_deferred()
         self._writes += 1
+        if self.rows is not None:
+            self.rows.stale = True
         super()._copy(sql, rows)
 
     def _defer(self, sql: str, args: tuple[Any, ...], ev: Row | None = None) -> None:
