@@ -193,6 +193,7 @@ class Agent:
             if cmd is None and self._exhausted():
                 return (SLEEP, self.wake_s)
         act = self._handle(cmd)
+        cmd = None  # an UPDATE's manifest and keys: not held through the download
         if self.s["state"] in (DOWNLOADING, DOWNLOADED) and not act:
             act = yield from self._download()
         if act:
