@@ -135,22 +135,21 @@ class Store(Repo):
                 self.rows.stale = True
         return super()._exec(sql, args)
 
-    def _many(self, sql: str, rows: Any) -> None:
+    def _bulk(self) -> None:
+        """Before a many-row write: the deferred ones first; the row cache cannot follow it."""
         self._check_thread()
         if self._deferred:
             self._send_deferred()
         self._writes += 1
         if self.rows is not None:
             self.rows.stale = True
+
+    def _many(self, sql: str, rows: Any) -> None:
+        self._bulk()
         super()._many(sql, rows)
 
     def _copy(self, sql: str, rows: Any) -> None:
-        self._check_thread()
-        if self._deferred:
-            self._send_deferred()
-        self._writes += 1
-        if self.rows is not None:
-            self.rows.stale = True
+        self._bulk()
         super()._copy(sql, rows)
 
     def _defer(self, sql: str, args: tuple[Any, ...], ev: Row | None = None) -> None:
