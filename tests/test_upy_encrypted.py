@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cc import bundle
-from proto.codes import Result
+from proto.codes import Result, State
 from test_encrypted_e2e import holds_run, plaintext
 from test_upy_agent import CLASS, new_app, updated
 from upy import CC, Board, make_app
@@ -32,10 +32,10 @@ def test_encrypted_update_resumes_after_kill_9_on_the_real_port(gateway, tmp_pat
                   "--class", CLASS, "--encrypt")
     assert img["encrypted"] and img["recipients"] == 1
     cc.upgrade(img["id"], "upy-e")
-    p = board.start(wakes=20)
-    assert board.wait_for(lambda b: b.state().get("offset", 0) >= 16384, p)
-    board.kill(p)
-    assert "wk" in board.state()["img"]  # only the wrapped key is on flash
+    board.kill_mid_download(32768, lambda b: b.state().get("offset", 0) >= 16384)
+    s = board.state()
+    assert s["state"] == State.DOWNLOADING and 16384 <= s["offset"] <= 32768, s
+    assert "wk" in s["img"]  # only the wrapped key is on flash
     runs = board.run_until(updated, power_ons=4, wakes=8)
     assert [r.crashed for r in runs] == [False] * len(runs), runs
     s = board.state()
@@ -57,10 +57,11 @@ def test_encrypted_compressed_update_resumes_after_kill_9_on_the_real_port(
     assert img["encrypted"] and sent["kind"] == "deflate" and sent["sent_size"] < len(packed) // 4
     assert not holds_run((gateway.data / "blobs" / sent["sent"]).read_bytes(), packed)
     cc.upgrade(img["id"], "upy-ez")
-    p = board.start(wakes=20)
-    assert board.wait_for(lambda b: (b.state().get("cp") or {}).get("t", 0) > 0, p)
-    board.kill(p)  # after a restart point (transfer and image offsets) reached flash
-    assert board.state()["img"]["sent"][1] == 1 and "wk" in board.state()["img"]
+    half = sent["sent_size"] // 2  # restart points every 32 KiB of image: ~2 KB sent each
+    board.kill_mid_download(half, lambda b: (b.state().get("cp") or {}).get("t", 0) > 0)
+    s = board.state()  # killed after a restart point (transfer and image offsets) reached flash
+    assert s["state"] == State.DOWNLOADING and 0 < s["cp"]["t"] < sent["sent_size"], s
+    assert s["img"]["sent"][1] == 1 and "wk" in s["img"]
     runs = board.run_until(updated, power_ons=4, wakes=8)
     assert [r.crashed for r in runs] == [False] * len(runs), runs
     s = board.state()

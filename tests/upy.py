@@ -26,6 +26,8 @@ API (stable; other test modules and bench/ depend on it)::
     p = board.start(wakes=50)             # main.py as a Popen (boot.py already run): kill -9 it
     board.wait_for(lambda b: b.slot_size("b") > 20000, p)   # bounded poll while it runs
     board.kill(p)                         # SIGKILL
+    board.kill_mid_download(32768, lambda b: b.state().get("offset", 0) >= 16384)
+    #   main.py behind a Relay that drops the blocks from 32 KiB on; kill -9 once cond holds
     board.state()                         # fota_state.json as a dict ({} if absent)
     board.boot_record()                   # slots/boot.json
     board.running()                       # "a" or "b" (as the bootloader sees it now)
@@ -219,6 +221,25 @@ class Board:
             p.send_signal(signal.SIGKILL)
         p.communicate(timeout=10)
 
+    def kill_mid_download(self, stall_at: int, cond: Callable[[Board], bool],
+                          wakes: int = 20) -> None:
+        """kill -9 main.py once ``cond(board)`` holds (a restart point on flash), with the
+        download stalled at ``stall_at`` bytes by a relay: the kill lands before the download's
+        end whatever the load. Then the board talks to the gateway directly again."""
+        port = self.config["port"]
+        relay = Relay(port, blocks_before(stall_at))
+        self.set_config(port=relay.port)
+        try:
+            p = self.start(wakes=wakes)
+            try:
+                reached = self.wait_for(cond, p)
+            finally:
+                self.kill(p)
+        finally:
+            relay.close()
+            self.set_config(port=port)
+        assert reached, self.state()
+
     def finish(self, p: subprocess.Popen[str], timeout: float = 60) -> Run:
         try:
             out, err = p.communicate(timeout=timeout)
@@ -230,11 +251,12 @@ class Board:
 
 class Relay:
     """A UDP relay between one board and the gateway on loopback, in a thread, that passes
-    every gateway datagram through ``rewrite`` (the man in the middle of the refusal tests).
-    ``relay.port`` is where the board sends; ``relay.rewritten`` counts altered datagrams;
-    ``close()`` stops the thread (it also stops by itself after ``lifetime`` seconds)."""
+    every gateway datagram through ``rewrite`` (the man in the middle of the refusal tests;
+    None drops the datagram). ``relay.port`` is where the board sends; ``relay.rewritten``
+    counts altered or dropped datagrams; ``close()`` stops the thread (it also stops by itself
+    after ``lifetime`` seconds)."""
 
-    def __init__(self, gateway_port: int, rewrite: Callable[[bytes], bytes],
+    def __init__(self, gateway_port: int, rewrite: Callable[[bytes], bytes | None],
                  lifetime: float = 120) -> None:
         import socket
         import threading
@@ -265,7 +287,8 @@ class Relay:
                 elif peer is not None and data is not None:
                     out = self.rewrite(data)
                     self.rewritten += out != data
-                    self.down.sendto(out, peer)
+                    if out is not None:
+                        self.down.sendto(out, peer)
 
     def close(self) -> None:
         self._stop = True
@@ -280,6 +303,17 @@ def flip_last_byte_of_blocks(data: bytes) -> bytes:
     if len(data) < 600:
         return data
     return data[:-1] + bytes([data[-1] ^ 0x01])
+
+
+def blocks_before(offset: int) -> Callable[[bytes], bytes | None]:
+    """A rewrite that drops every Block2 response starting at ``offset`` bytes or later: the
+    download stalls there, so a kill -9 cannot come after its end, however slow the test."""
+    from aiocoap import Message
+
+    def gate(data: bytes) -> bytes | None:
+        block = Message.decode(data).opt.block2
+        return None if block is not None and block.start >= offset else data
+    return gate
 
 
 UPYLIB = REPO / "tests" / "upylib"
