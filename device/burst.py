@@ -20,7 +20,9 @@ find the others); a probe (RFC 8985 7) re-asks the newest block two SRTT after t
 request, once per answer and without backing off (without it downloads at 30 % loss each way
 took 7 % longer on average and the slowest of 300 half as long again: bench/window_rounds.py).
 A timer that fires while answers keep coming is one lost block, not silence: the shared
-timeout backs off only when nothing was answered since the request. In the last round the window's idle slots ask its blocks again
+timeout backs off only when nothing was answered since the request. A report riding along
+retransmits on its own doubling timer but does not back the shared timeout off (one timer
+backs off per silence, as RFC 6298's one per connection). In the last round the window's idle slots ask its blocks again
 (``_fill``). Duplicates are dropped.
 
 Congestion control, per round (the blocks asked for in one round trip). The first window is
@@ -390,7 +392,11 @@ class Window:
 
     def on_timeout(self, now_ms):
         if self.side is not None:
+            # the report keeps its own doubling timer, but only the window's timer backs off
+            # the shared timeout: both doubling it made a 1.5 s outage a 32 s wait
+            r = self.rtt.rto
             self.side.on_timeout(now_ms)
+            self.rtt.rto = r
         if not self.done:
             self._recover(now_ms)
             self._probe(now_ms)

@@ -493,6 +493,31 @@ def test_a_report_rides_along_and_ends_the_run() -> None:
     assert not w.done and w.base == 1
 
 
+def test_a_report_riding_along_does_not_double_the_windows_back_off() -> None:
+    """Silence (an outage) with a report in flight: the report retransmits on its own timer,
+    but only the window's timer doubles the shared timeout (both doing it took a 1.5 s outage
+    to a 32 s wait: test_faults_scenarios.py::test_everything_at_once under load)."""
+    sink = Sink()
+    r = rtt.Rtt(initial_ms=100, min_ms=10)
+    w = burst.Window(PATH, 64 * 16, 0, sink, salt=5, step=1 << 20, init_window=4)
+    w.ask(coap.Request(coap.POST, "r", payload=b"status"))
+    w.start(0, r, Mids())
+    take(w)
+    now, window_timeouts, reports = 0, 0, 0
+    for _ in range(100):
+        if w.done:
+            break
+        now = w.deadline
+        before = w.timeouts
+        w.on_timeout(now)
+        window_timeouts += w.timeouts - before
+        reports += sum(coap.decode(d).mtype == coap.CON for d in take(w))
+    # the run ended when the report gave up, after its 4 retransmissions on its own timer
+    assert w.done and w.side is None and w.side_response is None and reports == 4
+    assert w.verdict is None and window_timeouts >= 3
+    assert r.rto == 100 << window_timeouts  # doubled by the window's timer alone
+
+
 def test_step_ends_a_run_for_persistence_and_resume_asks_only_the_rest() -> None:
     w, sink, r = started(size=8 * 16, init_window=8, step=64)
     for d in take(w)[:4]:
