@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from device import burst, coap, rtt  # noqa: E402
 from sim.relay import Faults, FaultLink  # noqa: E402
+from sim.windowclock import next_event  # noqa: E402
 
 BS = 1024
 SZX = 6
@@ -104,12 +105,7 @@ def one(mod: ModuleType, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             if down.decide(0).verdict == "pass":
                 n += 1
                 heapq.heappush(q, (now + 2 * half, n, a))
-        if q and (w.deadline is None or q[0][0] <= w.deadline):
-            now, _, a = heapq.heappop(q)
-            w.on_datagram(a, now)
-        else:
-            now = w.deadline
-            w.on_timeout(now)
+        now, _ = next_event(w, q)
     if not w.complete:  # FAILED: max_tries timeouts in a row (the agent tries again later)
         return {"rtts": None, "air": air / size, "copies": getattr(w, "copies", 0)}
     return {"rtts": (w.done_ms - w.first_ms) / args.rtt_ms, "air": air / size,

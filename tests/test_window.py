@@ -15,6 +15,7 @@ import pytest
 from device import burst, coap, rtt
 from device.fetch import CORRUPT, GONE, RESTART, Fetch
 from device.slots import FileSlots
+from sim.windowclock import next_event
 
 PATH = "f/abcd1234"
 ETAG = b"E" * 8
@@ -265,14 +266,9 @@ def simulate(w: burst.Window, r: rtt.Rtt, size: int, drop: Callable[[int], bool]
             n += 1
             if not drop(now):
                 heapq.heappush(q, (now + rtt_ms, n, answer(d, size, 0)))
-        due = q[0][0] if q else None
-        if due is not None and (w.deadline is None or due <= w.deadline):
-            now, _, a = heapq.heappop(q)
-            w.on_datagram(a, now)
+        now, answered = next_event(w, q)
+        if answered:
             cwnds.append(w.cwnd)
-        else:
-            now = w.deadline
-            w.on_timeout(now)
     assert w.complete
     return cwnds
 
@@ -325,12 +321,7 @@ def scripted(blocks: int, drop: Callable[[int, int], bool], rtt_ms: int = 100,
             log.append((now, num, w.cwnd))
             if not drop(num, sum(1 for _, b, _ in log if b == num)):
                 heapq.heappush(q, (now + rtt_ms, len(log), answer(d, size, 0)))
-        if q and (w.deadline is None or q[0][0] <= w.deadline):
-            now, _, a = heapq.heappop(q)
-            w.on_datagram(a, now)
-        else:
-            now = w.deadline
-            w.on_timeout(now)
+        now, _ = next_event(w, q)
     assert w.complete and w.verdict is None
     return w, log
 
