@@ -517,7 +517,7 @@ class Window:
         self.answer_ms = now_ms
         self.probed = False
         if once:
-            self.rtt.sample(now_ms - self._ms[i])  # Karn: asked once
+            self.rtt.sample(ago)  # Karn: asked once
         else:
             self.rtt.answered()
         if st == _HELD:  # an earlier try's answer came after all
