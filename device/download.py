@@ -82,7 +82,7 @@ def _stage(a, img):
     return cipher.ctr(got[0], got[1], _unhex(img["iv"]))
 
 
-def _report_step(a, f, img):
+def _report_step(f, img):
     """Bytes between progress reports, and the offset of the next one."""
     step = min(REPORT_EVERY, max(PERSIST_EVERY, img["size"] // 4))
     return step, (f.offset // step + 1) * step
@@ -156,7 +156,7 @@ def _restart(a, f, img):
 def _windowed(a, f, img):
     """NON Block2 bursts (``burst.Window``), reports riding along. True: all blocks in."""
     s = a.s
-    step, next_report = _report_step(a, f, img)
+    step, next_report = _report_step(f, img)
     fresh = s.pop("fresh", None)
     a._restarts = 0
     f.reopen()  # an earlier window of this power-on may have written past f.offset

@@ -15,7 +15,7 @@ def run(a, f, img):
     from .fetch import DONE, RETRY
 
     s = a.s
-    step, next_report = _report_step(a, f, img)
+    step, next_report = _report_step(f, img)
     if s.pop("fresh", None):
         yield from _report_and_handle(a, img)
         if s["img"] is not img:
