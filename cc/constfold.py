@@ -37,6 +37,14 @@ def _literal(v: int | str | bytes) -> str:
     return f"({v!r})" if isinstance(v, int) and v < 0 else repr(v)
 
 
+def _apply(lines: list[str], edits: list[tuple[int, int, int, str]]) -> str:
+    """``lines`` (each with its end) with each (row, col start, col end, text) put in."""
+    for row, c0, c1, text in sorted(edits, reverse=True):
+        line = lines[row - 1]
+        lines[row - 1] = line[:c0] + text + line[c1:]
+    return "".join(lines)
+
+
 def fold(source: str, consts: dict[str, int | str | bytes], name: str = "<module>") -> str:
     """``source`` with ``const`` folded in (unchanged if it does not import ``const``).
 
@@ -101,10 +109,7 @@ def fold(source: str, consts: dict[str, int | str | bytes], name: str = "<module
             if nxt is not None and nxt.string == "=" and t.start[1] == 0:
                 raise ValueError(f"{name}:{t.start[0]}: {t.string} imported from const, then assigned")
             edits.append((t.start[0], t.start[1], t.end[1], _literal(consts[t.string])))
-    for row, c0, c1, text in sorted(edits, reverse=True):
-        line = lines[row - 1]
-        lines[row - 1] = line[:c0] + text + line[c1:]
-    return "".join(lines)
+    return _apply(lines, edits)
 
 
 # Modules whose int constants (top-level ``NAME = <int>``, upper case, assigned once) are folded
@@ -175,10 +180,7 @@ def fold_module(source: str, module: str, values: dict[str, int], *, own: bool,
                 and toks[i + 2].string in values:
             a = toks[i + 2]
             edits.append((t.start[0], t.start[1], a.end[1], _literal(values[a.string])))
-    for row, c0, c1, text in sorted(edits, reverse=True):
-        line = lines[row - 1]
-        lines[row - 1] = line[:c0] + text + line[c1:]
-    return "".join(lines)
+    return _apply(lines, edits)
 
 
 def fold_package(sources: dict[str, str], consts: dict[str, int | str | bytes]) -> dict[str, str]:
