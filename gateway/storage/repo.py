@@ -139,8 +139,7 @@ class Repo:
         None: an unknown device (nothing written). On PostgreSQL one statement (one round
         trip per report in a batch); SQLite's RETURNING cannot name the row as it was, so there
         a SELECT comes first (no round trip)."""
-        newest = (f"(SELECT id FROM jobs WHERE jobs.device = old.id AND jobs.state IN "
-                  f"({_qs(active)}) ORDER BY jobs.id DESC LIMIT 1) AS active_job")
+        newest = _active_job_sql(active)
         new = (cls, seq, state, result, progress, now, address, caps)
         if self.dialect == "postgresql":
             return self._one("UPDATE devices AS d SET class=?, seq=?, state=?, result=?, "
@@ -163,11 +162,9 @@ class Repo:
     def devices_for_reports(self, ids: list[str], active: tuple[str, ...]) -> dict[str, Row]:
         """The rows of devices ``ids`` as ``report_device`` returns them, locked until the
         transaction ends: one statement for a batch of reports."""
-        cur = self._exec(f"SELECT {REPORT_COLUMNS}, (SELECT id FROM jobs WHERE jobs.device = "
-                         f"old.id AND jobs.state IN ({_qs(active)}) ORDER BY jobs.id DESC "
-                         f"LIMIT 1) AS active_job FROM devices AS old WHERE old.id IN "
-                         f"({_qs(tuple(ids))}) "
-                         "ORDER BY old.id" + self._for_update, (*active, *ids))
+        cur = self._exec(f"SELECT {REPORT_COLUMNS}, {_active_job_sql(active)} FROM devices "
+                         f"AS old WHERE old.id IN ({_qs(tuple(ids))}) ORDER BY old.id"
+                         + self._for_update, (*active, *ids))
         if self.dialect == "postgresql":  # dict rows
             return {r["id"]: r for r in cur.fetchall()}
         names = REPORT_NAMES  # sqlite3.Row by position (see _row_dict)
@@ -619,6 +616,13 @@ def _row_dict(r: Any) -> Row:
     """A ``sqlite3.Row`` as a dict, by position (``dict(row)`` looks each column up by name:
     twice as slow, and a batch of reports reads hundreds of rows)."""
     return dict(zip(r.keys(), r))
+
+
+def _active_job_sql(active: tuple[str, ...]) -> str:
+    """The column ``active_job`` of a report's device row ``old``: its newest job in one of
+    the ``active`` states (``active``'s values are the statement's first arguments)."""
+    return (f"(SELECT id FROM jobs WHERE jobs.device = old.id AND jobs.state IN ({_qs(active)}) "
+            "ORDER BY jobs.id DESC LIMIT 1) AS active_job")
 
 
 def _qs(values: tuple[Any, ...]) -> str:
