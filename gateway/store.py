@@ -475,13 +475,14 @@ class Store(Repo):
         # waits for its answer) reads the database, which has its writes by then
         old = known.pop(device_id)
         if old is not None:
-            args = (cls, seq, state, result, progress, now, address, caps, device_id)
             if self._batch_open and not self._careful:
-                self._defer(REPORTED_SQL, args)
+                self._defer(REPORTED_SQL,
+                            (cls, seq, state, result, progress, now, address, caps, device_id))
                 if self.rows is not None:
                     self.rows.stage(old, cls, seq, state, result, address)
             else:
-                self._exec(REPORTED_SQL, args)
+                self.update_reported_device(device_id, cls, seq, state, result, progress, now,
+                                            address, caps)
         return old
 
     def device_key(self, device_id: str) -> Row | None:
