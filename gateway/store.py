@@ -26,9 +26,9 @@ from proto.codes import JobState
 
 from . import metrics
 from .storage import backend_for, notify
-from .storage.repo import (ADD_REPORTED_SQL, EVENT_INSERT, EVENT_SQL, FILE_SQL, FILED_UPTO_SQL,
-                           MANY_ROWS, RAISE_COUNTER_SQL, REPORTED_SQL, Repo, Row, rows_sql,
-                           tags_json)
+from .storage.repo import (ADD_REPORTED_SQL, EVENT_INSERT, EVENT_SQL, FILE_MOST, FILE_SQL,
+                           FILED_UPTO_SQL, MANY_ROWS, RAISE_COUNTER_SQL, REPORTED_SQL, Repo, Row,
+                           rows_sql, tags_json)
 from .storage.rowcache import RowCache
 from .storage.schema import MIGRATIONS
 from .storage.sqlite import SqliteBackend
@@ -42,7 +42,6 @@ WRITE_LOCK = 0x666F7461_0004  # pg_advisory_xact_lock key: "fota", 4
 ROWS_MAX = 256  # rows in one statement of a fast SQLite batch's deferred writes at most
 #: writes the row cache follows (storage/rowcache.py): any other makes it stale
 FOLLOWED = frozenset((EVENT_SQL, EVENT_INSERT, ADD_REPORTED_SQL, FILE_SQL, FILED_UPTO_SQL))
-FILE_MOST = 100_000  # events filed by device in one transaction at most (file_events)
 MANY_ROWS_OK = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
 
 

@@ -48,7 +48,7 @@ def copy(src: Any, dst: Any, *, batch: int = 2000, blobs: Path | None = None,
                     progress(table, n)
             target.restart_ids(table)
             copied[table] = n
-        while target.file_events(100_000):  # the copied events, by device
+        while target.file_events():  # the copied events, by device
             pass
         if blobs is not None and dst.dialect == "postgresql":
             copied["blob files"] = _copy_blobs(blobs, target)

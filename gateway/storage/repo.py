@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 Row = dict[str, Any]
+FILE_MOST = 100_000  # events filed by device in one transaction at most (file_events)
 
 
 class Repo:
@@ -92,7 +93,7 @@ class Repo:
             "WHERE id > (SELECT upto FROM events_filed) AND id<? AND device=? "
             "ORDER BY id DESC LIMIT ?", (device, before, limit, before, device, limit))
 
-    def file_events(self, most: int) -> int:
+    def file_events(self, most: int = FILE_MOST) -> int:
         """File up to ``most`` events (by id) into ``events_by_device``, in its key order (each
         device's new entries side by side: a few pages, not a page an event); returns how
         many ids were passed (0: all filed). Inside the caller's transaction."""
@@ -591,10 +592,10 @@ MAX_ID = 2**63 - 1
 
 
 def rows_sql(sql: str, n: int) -> str:
-    """SQLite: the write ``sql`` (one of ``MANY_ROWS``, one row's) for ``n`` rows
-    in one statement, or None for another. One statement is one step of the engine instead of
-    one a row, and AUTOINCREMENT writes ``sqlite_sequence`` once per statement (an events
-    row cost 2.8 us by executemany, 1.6 us so). Needs SQLite >= 3.33 (UPDATE ... FROM)."""
+    """SQLite: the write ``sql`` (one of ``MANY_ROWS``, one row's) for ``n`` rows in one
+    statement (ValueError for another). One statement is one step of the engine instead of one
+    a row, and AUTOINCREMENT writes ``sqlite_sequence`` once per statement (an events row cost
+    2.8 us by executemany, 1.6 us so). Needs SQLite >= 3.33 (UPDATE ... FROM)."""
     if sql == EVENT_INSERT:
         return sql.replace("(?,?,?,?,?)", ",".join(["(?,?,?,?,?)"] * n))
     if sql == REPORTED_SQL:
