@@ -81,7 +81,6 @@ class StoreWorker:
         self._put((fn, fut, grouped, device))
         return fut
 
-
     def _put(self, item: tuple[Any, ...]) -> None:
         with self._lock:
             self.pending += 1
