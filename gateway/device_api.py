@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import cbor2
 from aiocoap import Message
@@ -31,7 +32,7 @@ from .blockwire import encode_block_response
 from .coapx import CBOR_FORMAT, answer, error, failure
 from .devauth import DeviceAuth
 from .fleet import Fleet
-from .requests import Refused, loads_exact, parse_report, report_of
+from .requests import Refused, Report, loads_exact, report_of
 from .storage.worker import StoreWorker
 
 log = logging.getLogger("fota.gateway")
@@ -138,27 +139,34 @@ class DeviceApi:
 
     # ---- reports and commands -------------------------------------------------------------
     @staticmethod
-    def report_id(payload: bytes) -> str | None:
-        """The device id of a well-formed report (for the reply cache), else None."""
+    def decode_report(payload: bytes) -> tuple[Any, Report] | None:
+        """A well-formed report's decoded map and ``Report``, else None. Decoded once, on the
+        loop (the reply cache and the batch need its device id); ``report`` takes it along."""
         if len(payload) > MAX_REPORT:
             return None
         try:
-            return parse_report(payload).id
+            m = loads_exact(payload, "report")
+            return m, report_of(m)
         except Exception:
             return None
 
-    def report(self, request: Message, address: str) -> Message:
-        """On the store's thread (a grouped unit: it shares the next commit)."""
-        return answer(lambda: self._report(request, address), "device")
+    def report(self, request: Message, address: str,
+               decoded: tuple[Any, Report] | None = None) -> Message:
+        """On the store's thread (a grouped unit: it shares the next commit). ``decoded``:
+        ``decode_report``'s (None: the payload is decoded here, refused with its reason)."""
+        return answer(lambda: self._report(request, address, decoded), "device")
 
-    def _report(self, request: Message, address: str) -> Message:
+    def _report(self, request: Message, address: str,
+                decoded: tuple[Any, Report] | None) -> Message:
         if request.code is not Code.POST:
             return error(Code.METHOD_NOT_ALLOWED, "POST a report to r")
         if request.opt.block1 is not None or len(request.payload) > MAX_REPORT:
             return error(Code.REQUEST_ENTITY_TOO_LARGE, f"a report is at most {MAX_REPORT} bytes",
                          size1=MAX_REPORT)
-        m = loads_exact(request.payload, "report")  # decoded once for both
-        r = report_of(m)
+        if decoded is None:
+            m = loads_exact(request.payload, "report")  # decoded once for both
+            decoded = m, report_of(m)
+        m, r = decoded
         sealed = self.auth.check_report(m)
         command = self.fleet.report(r, address)
         metrics.report_applied()

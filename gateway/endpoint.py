@@ -330,7 +330,8 @@ class DeviceEndpoint:
         self._reply(msg, await self.api.block(msg), anc, addr)
 
     def report(self, msg: Message, key: bytes, anc: list, addr: Any) -> None:
-        device_id = self.api.report_id(msg.payload)
+        decoded = self.api.decode_report(msg.payload)  # once: the store thread takes it along
+        device_id = decoded[1].id if decoded is not None else None
         if device_id is not None:
             again = self.replies.get(device_id, addr, msg.mid, msg.payload)
             if again is not None:
@@ -345,7 +346,7 @@ class DeviceEndpoint:
         self._in_flight.add(flight)
         address = address_text(addr)
         # grouped: the reports waiting share one commit; the answer comes once it is durable
-        fut = self.worker.call(lambda: self.api.report(msg, address), grouped=True,
+        fut = self.worker.call(lambda: self.api.report(msg, address, decoded), grouped=True,
                                device=device_id)
 
         def answer(f: asyncio.Future[Message]) -> None:
