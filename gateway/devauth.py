@@ -84,7 +84,7 @@ class DeviceAuth:
         Raises Refused("unauthorized") for a missing or wrong MAC or a replayed counter."""
         device_id = m.get(_ID)
         if not isinstance(device_id, str):
-            return None  # parse_report refuses it with the precise reason
+            return None  # report_of refuses it with the precise reason
         row = self.store.device_key(device_id)
         auth = m.get(_AUTH)
         if row is None or row["key"] is None:
