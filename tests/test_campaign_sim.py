@@ -148,7 +148,7 @@ async def test_restart_mid_campaign_then_cancel(gateway, tmp_path: Path, coap_cl
     ctx = coap_client
     trust = await ops.keys()
     size = 64_000
-    step, _ = download._report_step(None, SimpleNamespace(offset=0), {"size": size})
+    step, _ = download._report_step(SimpleNamespace(offset=0), {"size": size})
     last_report = (size - 1) // step * step
     image = await ops.image(image_bytes(size, 61), 2)
     sim, out = await start_sim(gateway, tmp_path, trust, 30, "--wake", "0.3",
