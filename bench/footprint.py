@@ -151,6 +151,8 @@ else:
 
 
 FOLD: dict[Path, bool] = {}  # source -> provisioned with const.py folded in (cc/constfold.py)
+LINES: dict[Path, bool] = {}  # source -> provisioned with line numbers (before provisioning
+# dropped them: cc/provision.NO_LINES)
 
 
 def source_of(rev: str, into: Path) -> Path:
@@ -160,6 +162,7 @@ def source_of(rev: str, into: Path) -> Path:
     if rev == "now":
         shutil.copytree(REPO / "device", into / "device")  # a snapshot: edits during a run
         FOLD[into / "device"] = True
+        LINES[into / "device"] = False
         return into / "device"
     data = subprocess.run(["git", "-C", str(REPO), "archive", rev, "device"], check=True,
                           capture_output=True).stdout
@@ -168,6 +171,9 @@ def source_of(rev: str, into: Path) -> Path:
     FOLD[into / "device"] = subprocess.run(
         ["git", "-C", str(REPO), "cat-file", "-e", f"{rev}:cc/constfold.py"],
         capture_output=True).returncode == 0
+    LINES[into / "device"] = "no-source-lines" not in subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{rev}:cc/provision.py"], capture_output=True,
+        text=True).stdout
     return into / "device"
 
 
@@ -187,7 +193,8 @@ class Bench:
         write_board(root, {"id": dev, "class": CLASS, "trust": [self.trust], "gateway": "127.0.0.1",
                            "port": self.gw.device_port, "version": 1, "wake_s": 0.01,
                            "ack_timeout_ms": 300, "slots_dir": "slots", "state": "state.json",
-                           "bundles": False}, source=source, fold=FOLD[source])
+                           "bundles": False}, source=source, fold=FOLD[source],
+                    lines=LINES[source])
         (root / "drive.py").write_text(driver)
         return root, dev
 
@@ -231,6 +238,7 @@ class Bench:
         hooked = self.tmp / f"hooked-{self.n}"
         shutil.copytree(source, hooked)
         FOLD[hooked] = FOLD[source]
+        LINES[hooked] = LINES[source]
         ed = hooked / "ed25519.py"
         ed.write_text(re.sub(*HOOK, ed.read_text(), count=1))
         root, dev = self.board(hooked, PROBE)
@@ -268,7 +276,7 @@ class Bench:
 
 def verify_figures(source: Path, tmp: Path) -> dict[str, int]:
     out = tmp / "verify"
-    compile_agent(out / "fota", source=source)
+    compile_agent(out / "fota", source=source, lines=LINES[source])
     key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"footprint key").digest())
     signed = pm.sign(pm.build(seq=2, vendor=pm.DEFAULT_VENDOR, device_class=CLASS,
                               digest=bytes(32), size=1, uri="/f/00000000"), key)
@@ -335,7 +343,7 @@ def phase_row(live: dict[int, int], verify_peak: int) -> str:
 
 def mpy_size(source: Path, tmp: Path) -> int:
     return sum(p.stat().st_size for p in compile_agent(tmp / "mpy", source=source,
-                                                       fold=FOLD[source]))
+                                                       fold=FOLD[source], lines=LINES[source]))
 
 
 def main() -> None:

@@ -553,6 +553,8 @@ def devices_provision(
                                         help="mpy-cross -march (native code only)."),
     mpy_cross: Optional[str] = typer.Option(None, "--mpy-cross", metavar="PATH",
                                             help="mpy-cross of the board's MicroPython release."),
+    lines: bool = typer.Option(False, "--lines", help="Keep source line numbers in the agent's "
+                               "tracebacks (~2 KiB more heap)."),
     as_json: bool = JSON_OPT,
 ):
     """Write a board's filesystem into DIR (agent .mpy, boot.py, main.py, fota.json, factory
@@ -576,7 +578,8 @@ def devices_provision(
         assert fw_key is not None
         config["fw_key"] = fw_key.hex()
     cfg = provision.write_board(out, config, app=app_dir, slots=slots,
-                                mpy_args=provision.mpy_args_for(march), mpy_cross=mpy_cross)
+                                mpy_args=provision.mpy_args_for(march), mpy_cross=mpy_cross,
+                                lines=lines)
     info = {"id": device_id, "class": device_class, "out": str(out), "slots": slots,
             "key": bool(cfg.get("key")), "fw_key": bool(cfg.get("fw_key")),
             "mpy_cross": provision.mpy_cross_version(mpy_cross)}

@@ -63,13 +63,23 @@ def compile_file(src: Path, out: Path, mpy_args: list[str], mpy_cross: str | Non
         raise ProvisionError(f"mpy-cross {src.name}: {p.stderr.strip() or p.stdout.strip()}")
 
 
+NO_LINES = ["-X", "no-source-lines"]  # mpy-cross: no line-number table in the bytecode
+
+
 def compile_agent(out: Path, mpy_args: list[str] = (), mpy_cross: str | None = None,  # type: ignore[assignment]
-                  source: Path = DEVICE, fold: bool = True) -> list[Path]:
+                  source: Path = DEVICE, fold: bool = True, lines: bool = False) -> list[Path]:
     """``source``/*.py -> ``out``/*.mpy (the package, examples excluded); returns the files.
 
     ``const.py`` is folded into the modules that import it and not compiled itself
     (cc/constfold.py: its module would hold ~4.7 KiB of the board's heap); ``fold=False``
-    compiles it as a module (bench/footprint.py: agents from before the fold)."""
+    compiles it as a module (bench/footprint.py: agents from before the fold).
+
+    Without ``lines`` the bytecode carries no line numbers (``NO_LINES``): a loaded module's
+    line table lives in the heap with its code, ~1.6 KiB of the download's peak on the 64-bit
+    unix port (the smallest heap for a full update -2 KiB); tracebacks still name the file
+    and the function. ``lines=True`` (``cc devices provision --lines``) keeps them."""
+    if not lines:
+        mpy_args = [*NO_LINES, *mpy_args]
     srcs = {p.stem: p for p in sorted(source.glob("*.py")) if not (fold and p.name == "const.py")}
     texts: dict[str, str | None] = dict.fromkeys(srcs)
     if fold:
@@ -109,7 +119,7 @@ def check_target(out: Path, slots: str, app: Path | None) -> None:
 def write_board(out: Path, config: dict[str, Any], *, app: Path | None = None,
                 slots: str = "files", mpy_args: list[str] | None = None,
                 mpy_cross: str | None = None, source: Path = DEVICE,
-                fold: bool = True) -> dict[str, Any]:
+                fold: bool = True, lines: bool = False) -> dict[str, Any]:
     """Write the board filesystem into ``out`` (created; must be empty or absent). Returns the
     config written to ``fota.json`` (``config`` plus the slot keys)."""
     out = Path(out)
@@ -120,7 +130,7 @@ def write_board(out: Path, config: dict[str, Any], *, app: Path | None = None,
     app = Path(app) if app is not None else FACTORY_APP
     mpy_args = list(mpy_args or [])
     out.mkdir(parents=True, exist_ok=True)
-    compile_agent(out / "fota", mpy_args, mpy_cross, source, fold)
+    compile_agent(out / "fota", mpy_args, mpy_cross, source, fold, lines)
     for name in ("boot.py", "main.py"):
         shutil.copyfile(EXAMPLES / name, out / name)
     cfg = {**config, "slots": slots}

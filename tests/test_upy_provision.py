@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cc import bundle
+from cc.provision import compile_agent
 from device.slots import FileSlots
 from proto.codes import Result, State
 from upy import CC, MICROPYTHON, Board, make_app
@@ -79,6 +80,21 @@ def test_the_same_directory_runs_as_documented_on_the_unix_port(tmp_path: Path) 
                            text=True, timeout=60)
         assert p.returncode == 0 and "Traceback" not in p.stdout + p.stderr, p
     assert "app: version 1" in p.stdout
+
+
+@pytest.mark.parametrize("lines", [False, True])
+def test_agent_line_numbers_only_when_asked(tmp_path: Path, lines: bool) -> None:
+    """Line tables cost heap (the code's home on a board): off by default, ``--lines`` keeps
+    them; a traceback names the file and the function either way."""
+    compile_agent(tmp_path / "fota", lines=lines)
+    p = subprocess.run([MICROPYTHON, "-c", "from fota import coap; coap.decode(b'')"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    line = 1 + next(i for i, s in enumerate(
+        (Path(__file__).parent.parent / "device" / "coap.py").read_text().splitlines())
+        if 'raise CoapError("shorter than a header")' in s)
+    out = p.stdout + p.stderr  # MicroPython prints the traceback on stdout
+    assert "CoapError: shorter than a header" in out
+    assert f'File "fota/coap.py", line {line if lines else 1}, in decode' in out
 
 
 def test_bundle_is_deterministic_ustar_and_refuses_links(tmp_path: Path) -> None:
