@@ -145,7 +145,9 @@ def _restart(a, f, img):
         a._finish(lifecycle.CORRUPT)
         return False
     a._go(lifecycle.RESTART)
-    f.restart()
+    if f.pipe is not None:
+        f.pipe.cp = None  # its restart point goes with the image
+    f.start(0)
     img["etag"] = None
     a.s["offset"] = 0
     a.s["cp"] = None
@@ -159,7 +161,8 @@ def _windowed(a, f, img):
     step, next_report = _report_step(f, img)
     fresh = s.pop("fresh", None)
     a._restarts = 0
-    f.reopen()  # an earlier window of this power-on may have written past f.offset
+    if f.pipe is None:  # an earlier window of this power-on may have written past f.offset:
+        f.slots.open(f.size, f.offset)  # it is written anew (a pipe's output only grows)
     w = _window(a, f, img)
     asked = False  # a report rides along until its exchange is over (runs end sooner:
     # every 16 KiB for persistence, which at 32 blocks a round trip is half an RTT)

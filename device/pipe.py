@@ -63,7 +63,6 @@ class Parked:
         f = self.f
         if f.stage is not None:  # a stage must work at any offset (AES-CTR does)
             data = f.stage(t, data, f._buf)
-        f.fetched += len(data)
         if t == f.offset:
             return self._decode(data)
         self.file.seek(t % self.ring)

@@ -1,5 +1,6 @@
-"""Block2 client rules of ``device.fetch`` and the agent's reaction, sans-IO: responses are real
-CoAP datagrams (``device.coap.encode``) decoded by the device core, fed to the generator."""
+"""Block2 client rules of a ``device.fetch.Fetch`` (``device.stopwait``'s ``request`` and
+``accept``) and the agent's reaction, sans-IO: responses are real CoAP datagrams
+(``device.coap.encode``) decoded by the device core, fed to the generator."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from device import coap, lifecycle
 from device.agent import Agent
-from device.fetch import CORRUPT, DONE, GONE, OK, RESTART, RETRY, Fetch
+from device.fetch import CORRUPT, GONE, RESTART, Fetch
 from device.slots import FileSlots
 from device.state import Store
+from device.stopwait import DONE, OK, RETRY, accept, request
 from proto import manifest, uris
 from proto.codes import Op, Result
 from proto.keys import CmdKey
@@ -57,31 +59,31 @@ def fetch(tmp: Path, block: int = 1024) -> Fetch:
 
 def test_a_smaller_server_block_size_is_adopted_at_the_same_offset(tmp_path: Path) -> None:
     f = fetch(tmp_path, 1024)
-    assert f.accept(serve(f.request())) == OK  # first block at 1024
+    assert accept(f, serve(request(f))) == OK  # first block at 1024
     v = OK
     while v == OK:
-        req = f.request()
-        v = f.accept(serve(req, max_szx=4))  # the server now answers 256-byte blocks
+        req = request(f)
+        v = accept(f, serve(req, max_szx=4))  # the server now answers 256-byte blocks
     assert v == DONE and f.verified() and f.szx == 4
 
 
 def test_changed_etag_wrong_block_size2_gone_and_overflow(tmp_path: Path) -> None:
     f = fetch(tmp_path)
-    assert f.accept(serve(f.request())) == OK
-    assert f.accept(serve(f.request(), etag=ETAG_B)) == RESTART
-    assert f.accept(response(0x45, b"x" * 1024, block=(5, True, 6), etag=ETAG_A,
-                             size2=len(IMAGE))) == RETRY  # not the block asked for
-    assert f.accept(serve(f.request(), size2=len(IMAGE) + 1)) == CORRUPT
-    assert f.accept(response(0x84)) == GONE  # 4.04
-    assert f.accept(response(0xA3)) == RETRY  # 5.03: try again
-    assert f.accept(serve(f.request(), image=IMAGE + b"!" * 2000, size2=len(IMAGE))) == OK
+    assert accept(f, serve(request(f))) == OK
+    assert accept(f, serve(request(f), etag=ETAG_B)) == RESTART
+    assert accept(f, response(0x45, b"x" * 1024, block=(5, True, 6), etag=ETAG_A,
+                              size2=len(IMAGE))) == RETRY  # not the block asked for
+    assert accept(f, serve(request(f), size2=len(IMAGE) + 1)) == CORRUPT
+    assert accept(f, response(0x84)) == GONE  # 4.04
+    assert accept(f, response(0xA3)) == RETRY  # 5.03: try again
+    assert accept(f, serve(request(f), image=IMAGE + b"!" * 2000, size2=len(IMAGE))) == OK
     # a server that sends more than the manifest's size (and no Size2 to tell)
     slots = FileSlots(str(tmp_path / "slots2"))
     slots.boot()
     small = Fetch(slots, "/f/x", 100, hashlib.sha256(IMAGE[:100]).digest(), 64)
     small.start(0)
-    assert small.accept(response(0x45, IMAGE[:64], block=(0, True, 2))) == OK
-    assert small.accept(response(0x45, IMAGE[64:128], block=(1, True, 2))) == CORRUPT
+    assert accept(small, response(0x45, IMAGE[:64], block=(0, True, 2))) == OK
+    assert accept(small, response(0x45, IMAGE[64:128], block=(1, True, 2))) == CORRUPT
 
 
 def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
@@ -122,10 +124,10 @@ def test_a_401_with_echo_is_answered_with_the_echo(tmp_path: Path) -> None:
     """RFC 9175: the gateway challenges a source it has not verified (a NAT rebinding between a
     report and the blocks); the stop-and-wait download asks again carrying the Echo."""
     f = fetch(tmp_path)
-    assert (coap.ECHO, b"\x01\x02\x03") not in f.request().options
+    assert (coap.ECHO, b"\x01\x02\x03") not in request(f).options
     challenge = coap.Response(coap.decode(coap.encode(coap.ACK, 0x81, 1, b"t",
                                                       [(coap.ECHO, b"\x01\x02\x03")], b"")))
-    assert f.accept(challenge) == RETRY
-    assert (coap.ECHO, b"\x01\x02\x03") in f.request().options
-    assert f.accept(serve(f.request())) == OK
-    assert f.accept(response(0x81)) == GONE  # a 4.01 without an Echo: not for this source
+    assert accept(f, challenge) == RETRY
+    assert (coap.ECHO, b"\x01\x02\x03") in request(f).options
+    assert accept(f, serve(request(f))) == OK
+    assert accept(f, response(0x81)) == GONE  # a 4.01 without an Echo: not for this source

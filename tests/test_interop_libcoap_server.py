@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from harness import free_udp_port
 
-from device.fetch import DONE, OK, Fetch
+from device.fetch import Fetch
 from device.slots import FileSlots
+from device.stopwait import DONE, OK, accept, request
 from sim.aio import AioLink
 
 SIZE = 256 * 1024
@@ -59,9 +60,9 @@ async def test_fetch_from_libcoap_server(libcoap_file, tmp_path: Path, block_siz
     link = await AioLink.open("127.0.0.1", port, ack_timeout=1.0)
     try:
         for _ in range(SIZE // block_size + 10):
-            resp = await link.request(f.request())
+            resp = await link.request(request(f))
             assert resp is not None
-            v = f.accept(resp)
+            v = accept(f, resp)
             if v == DONE:
                 break
             assert v == OK, v
