@@ -6,12 +6,8 @@ for the download phase and drops it after (with fetch and burst), so its code is
 heap while the agent reports, verifies an offer or installs.
 """
 
-from . import const, lifecycle
-from .agent import DOWNLOADING, PERSIST_EVERY, _collect, _drop, _hex, _unhex
-from .slots import SlotError
-
-REPORT_EVERY = 65536  # bytes between progress reports, at most (and at least every 25 %)
-STOP_AND_WAIT = "stop-and-wait"  # config "transfer": one CON GET per block (plain RFC 7959)
+from . import agent, const, lifecycle  # agent's names through its module: this module's
+# globals stay few (a module's dict is heap)
 
 
 def run(a):
@@ -21,39 +17,47 @@ def run(a):
     s = a.s
     img = s["img"]
     a.phase = const.PH_DOWNLOAD
-    _collect()  # the window's long-lived objects go low, before the datagrams churn
+    agent._collect()  # the window's long-lived objects go low, before the datagrams churn
     from .fetch import Fetch
 
-    if s["state"] == DOWNLOADING:
+    if s["state"] == lifecycle.DOWNLOADING:
         f = a._fetch
         if f is None:
-            stage = _stage(a, img)
-            if isinstance(stage, int):  # the key changed under a download in flight
-                a._finish(lifecycle.FAIL, stage)
-                return False
+            from .slots import SlotError
+
+            stage = None  # the decrypting stage of an encrypted download, rebuilt on every
+            # resume: CTR needs only the offset
+            if img.get("wk"):
+                got = a._content_key(agent._unhex(img["wk"]))
+                if isinstance(got, int):  # the key changed under a download in flight
+                    a._finish(lifecycle.FAIL, got)
+                    return False
+                from . import cipher
+
+                stage = cipher.ctr(got[0], got[1], agent._unhex(img["iv"]))
             if "sent" in img:  # compressed or a delta: decoded after any decryption
                 from .pipe import fetch
 
                 f = fetch(Fetch, a, img, stage)
             else:
-                f = Fetch(a.slots, img["uri"], img["size"], _unhex(img["digest"]),
+                f = Fetch(a.slots, img["uri"], img["size"], agent._unhex(img["digest"]),
                           a.block_size, stage)
             try:
-                f.start(s["offset"], _unhex(img["etag"]) if img["etag"] else None)
+                f.start(s["offset"], agent._unhex(img["etag"]) if img["etag"] else None)
             except (OSError, SlotError, ValueError):
                 a._finish(lifecycle.FAIL, const.RES_NO_SPACE)
                 return False
             a._fetch = f
         # a pipe decodes in order: windowed where a file can hold the early blocks and
         # the heap allows (pipe.Parked), else stop-and-wait
-        if a.transfer == STOP_AND_WAIT or (f.pipe and not f.pipe.parked):
+        if a.transfer == "stop-and-wait" or (f.pipe and not f.pipe.parked):
             from . import stopwait  # its own module: not in the heap of a windowed download
 
             try:
                 done = yield from stopwait.run(a, f, img)
             finally:
                 stopwait = None
-                _drop("stopwait")
+                agent._drop("stopwait")
         else:
             done = yield from _windowed(a, f, img)
         if not done:
@@ -69,22 +73,10 @@ def run(a):
     return True
 
 
-def _stage(a, img):
-    """The decrypting stage of an encrypted download (None for a plain one; a result code
-    if the key no longer unwraps), rebuilt on every resume: CTR needs only the offset."""
-    if not img.get("wk"):
-        return None
-    got = a._content_key(_unhex(img["wk"]))
-    if isinstance(got, int):
-        return got
-    from . import cipher
-
-    return cipher.ctr(got[0], got[1], _unhex(img["iv"]))
-
-
 def _report_step(f, img):
     """Bytes between progress reports, and the offset of the next one."""
-    step = min(REPORT_EVERY, max(PERSIST_EVERY, img["size"] // 4))
+    # at most 64 KiB, at least every 25 % (and no more often than the offset is persisted)
+    step = min(65536, max(agent.PERSIST_EVERY, img["size"] // 4))
     return step, (f.offset // step + 1) * step
 
 
@@ -96,77 +88,69 @@ def _persist(a, f, img):
     of transfer or of output past the saved one."""
     s = a.s
     if f.pipe is None:
-        if f.offset - s["offset"] < PERSIST_EVERY:
+        if f.offset - s["offset"] < agent.PERSIST_EVERY:
             return
         offset = f.offset
     else:
-        offset = f.pipe.due(s, PERSIST_EVERY)  # puts the restart point in s["cp"]
+        offset = f.pipe.due(s, agent.PERSIST_EVERY)  # puts the restart point in s["cp"]
         if offset is None:
             return
     a.slots.sync()
     s["offset"] = offset
-    img["etag"] = _hex(f.etag) if f.etag else None
+    img["etag"] = agent._hex(f.etag) if f.etag else None
     a._save()
-
-
-def _window(a, f, img):
-    from .burst import Window
-
-    s = f.pipe and f.pipe.parked  # a decoded download: early blocks parked in a file;
-    # its restart points (pipe.due) are checked after every block, as stop-and-wait does
-    w = Window(img["uri"], f.size, f.szx, s or f, offset=f.offset, etag=f.etag,
-               max_window=16 if s else a.window, step=1 if s else PERSIST_EVERY)
-    if s:
-        s.ring = w.span << f.szx + 4
-    a.window_stats = w
-    return w
 
 
 def _refused(a, v, f, img):
     """None: ``v`` is no refusal. False: it ended the job (GONE, CORRUPT, or the image
-    changed twice). True: the image changed, the download starts over."""
+    changed twice). True: the image under the URI changed (RESTART), the download starts over
+    (once; twice: it keeps changing)."""
     from .fetch import CORRUPT, GONE, RESTART
 
     if v == GONE:
         a._finish(lifecycle.FAIL, const.RES_INVALID_URI)
         return False
+    if v == RESTART:
+        a._restarts += 1
+        if a._restarts == 1:
+            a._go(lifecycle.RESTART)
+            if f.pipe is not None:
+                f.pipe.cp = None  # its restart point goes with the image
+            f.start(0)
+            img["etag"] = None
+            a.s["offset"] = 0
+            a.s["cp"] = None
+            a._save()
+            return True
+        v = CORRUPT
     if v == CORRUPT:
         a._finish(lifecycle.CORRUPT)
         return False
-    if v == RESTART:
-        return _restart(a, f, img)
     return None
-
-
-def _restart(a, f, img):
-    """The image under the URI changed: start it over once (twice: it keeps changing)."""
-    a._restarts += 1
-    if a._restarts > 1:
-        a._finish(lifecycle.CORRUPT)
-        return False
-    a._go(lifecycle.RESTART)
-    if f.pipe is not None:
-        f.pipe.cp = None  # its restart point goes with the image
-    f.start(0)
-    img["etag"] = None
-    a.s["offset"] = 0
-    a.s["cp"] = None
-    a._save()
-    return True
 
 
 def _windowed(a, f, img):
     """NON Block2 bursts (``burst.Window``), reports riding along. True: all blocks in."""
+    from .burst import Window
+
     s = a.s
     step, next_report = _report_step(f, img)
     fresh = s.pop("fresh", None)
     a._restarts = 0
     if f.pipe is None:  # an earlier window of this power-on may have written past f.offset:
         f.slots.open(f.size, f.offset)  # it is written anew (a pipe's output only grows)
-    w = _window(a, f, img)
+    w = None  # made at the start and after a restart
     asked = False  # a report rides along until its exchange is over (runs end sooner:
     # every 16 KiB for persistence, which at 32 blocks a round trip is half an RTT)
     while True:
+        if w is None:
+            p = f.pipe and f.pipe.parked  # a decoded download: early blocks parked in a file;
+            # its restart points (pipe.due) are checked after every block, as stop-and-wait does
+            w = Window(img["uri"], f.size, f.szx, p or f, offset=f.offset, etag=f.etag,
+                       max_window=16 if p else a.window, step=1 if p else agent.PERSIST_EVERY)
+            if p:
+                p.ring = w.span << f.szx + 4
+            a.window_stats = w
         if not asked and (fresh or f.offset >= next_report):
             if not fresh:
                 next_report = (f.offset // step + 1) * step
@@ -186,13 +170,13 @@ def _windowed(a, f, img):
             cmd = a._report_answer(w.side_response, counter)
             if cmd:
                 a._handle(cmd)
-            if s["img"] is not img or s["state"] != DOWNLOADING:
+            if s["img"] is not img or s["state"] != lifecycle.DOWNLOADING:
                 return False
         go = _refused(a, w.verdict, f, img)
         if go is not None:
             if not go:
                 return False
-            w = _window(a, f, img)
+            w = a.window_stats = None  # the old window goes before the new one is made
             continue
         if w.verdict is not None:  # no answer for long: the link is down, next wake
             a.failures = a.max_failures
