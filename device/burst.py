@@ -55,6 +55,8 @@ until ``done``: all blocks in, ``verdict`` set (an error), the side exchange ove
 ``step`` more bytes complete since this run began (the agent persists the offset then).
 """
 
+from array import array
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -65,7 +67,7 @@ from . import coap
 from .fetch import CONTENT, CORRUPT, GONE, RESTART
 
 _INCREASE = const(4)  # blocks added to the window per round after slow start
-MIN_WINDOW = 2
+MIN_WINDOW = const(2)
 _INIT_RATE = const(100)  # blocks/s: the first window is what this rate sends in one SRTT,
 # half the gateway's default per-host budget (gateway/ratelimit.py DEFAULT_RATE: 200 datagrams/s)
 _INIT_MIN = const(16)  # blocks: the first window at least (no SRTT yet: this)
@@ -80,6 +82,8 @@ _HELD = const(2)  # answered 5.03: asked again after the gateway's Max-Age (at l
 _GOT = const(4)
 _COPY_LOSS = const(64)  # /256: tail copies only below this usual loss per round trip
 _UNAVAILABLE = const(0xA3)  # 5.03
+_MS_MAX = const(0x3FFFFFFF)  # a ring time, ms after the first request: 12.4 days (below
+# 2**30 a slot reads as a small int, no heap, on a 32-bit port too; 'i' holds 24.8 days)
 
 FAILED = 6  # verdict: no answer for max_tries timeouts in a row (the fetch verdicts otherwise)
 
@@ -95,7 +99,6 @@ class Window:
         self.path = path
         self.size = size
         self.szx = szx
-        self.bsize = bs
         self.blocks = (size + bs - 1) // bs
         self.sink = sink
         self.etag = etag
@@ -105,28 +108,31 @@ class Window:
         self.step = step
         self.salt = salt & 0xFFFFFFFF
         self.base = offset // bs  # first block not received
+        self.offset = offset  # bytes complete from the start of the image (what may be persisted)
+        self.complete = False  # all blocks in
         self.next = self.base  # first block never asked for
         w = self.span = _SPAN * max_window  # blocks asked may run this far past a missing one
         self._state = bytearray(w)  # ring, indexed by block % span
         self._tries = bytearray(w)
-        self._seq = [0] * w  # send sequence number of the block's latest request
-        self._ms = [0] * w  # when it was sent
+        # 32-bit rings (a list slot is 8 bytes on a 64-bit port): the send sequence number of
+        # the block's latest request, and when it was sent, ms after first_ms (_MS_MAX)
+        self._seq = array("i", bytearray(4 * w))
+        self._ms = array("i", bytearray(4 * w))
         self.cwnd = min(init_window or 0, max_window)  # 0: from the SRTT at the first start
         self.ssthresh = max_window
         self.inc = _INCREASE  # blocks added per clean round
         self.silent = 0  # timeouts since the last answer
         self._tail_at = 0  # when the retransmission timer last fired
         self.last_ms = 0  # when the last request went out
-        self.first_ms = None  # when the first went out, and when the last block came
-        self.done_ms = None
-        self.answer_ms = 0  # when the last block came
+        self.first_ms = None  # when the first went out (the rings' time origin)
+        self.done_ms = None  # when the last block came
+        self.answer_ms = 0  # when the last answer came
         self.loss_avg = 0  # the link's usual loss rate per round, /256
         self._round_end = 0  # send sequence that closes the current round once answered
         self._round_got = 0
         self._round_lost = 0
         self._round_refused = 0
         self.inflight = 0
-        self.sent = 0  # send sequence (every block request)
         self.hi = 0  # highest send sequence answered
         self.probed = False  # a tail loss probe went out since the last answer
         self.reord = 0  # RACK.reo_wnd in SRTT/4: 1 once an answer overtook an earlier
@@ -145,7 +151,7 @@ class Window:
         self.why = ""
         self.mark = self.base  # block count at the start of this run
         # accounting for the energy figure
-        self.requests = 0
+        self.requests = 0  # every block request: the send sequence
         self.rerequests = 0
         self.gap_losses = 0  # blocks asked again because later ones were answered
         self.probes = 0
@@ -153,15 +159,6 @@ class Window:
         self.timeouts = 0
         self.duplicates = 0
         self.slowed = 0  # 5.03 answers (the gateway's rate limit)
-
-    @property
-    def complete(self):
-        return self.base >= self.blocks
-
-    @property
-    def offset(self):
-        """Bytes complete from the start of the image (what may be persisted)."""
-        return min(self.base * self.bsize, self.size)
 
     def ask(self, req):
         """Send CON request ``req`` (a report) along with the blocks in the next run; its answer
@@ -192,16 +189,19 @@ class Window:
         self._settle()
 
     def _send(self, num, now_ms):
+        """Ask for block ``num`` (again, if it was asked before: a re-request)."""
         i = num % self.span
         self.last_ms = now_ms
         if self.first_ms is None:
             self.first_ms = now_ms
-        self.sent += 1
-        self._seq[i] = self.sent
-        self._ms[i] = now_ms
-        if self._tries[i] < 255:
-            self._tries[i] += 1
         self.requests += 1
+        self._seq[i] = self.requests
+        self._ms[i] = min(now_ms - self.first_ms, _MS_MAX)
+        t = self._tries[i]
+        if t:
+            self.rerequests += 1
+        if t < 255:
+            self._tries[i] = t + 1
         req = coap.Request(coap.GET, self.path, block2=(num, self.szx), con=False,
                            options=[(coap.ECHO, self.echo)] if self.echo else None)
         token = ((self.salt + num) & 0xFFFFFFFF).to_bytes(4, "big")
@@ -210,19 +210,23 @@ class Window:
     def _fill(self, now_ms):
         """Ask for blocks while the window has room: refused (held) ones first once their
         Max-Age is over (they keep their slot meanwhile), then new ones."""
+        span = self.span
+        state = self._state
+        ms = self._ms
         if self.held:
+            now = now_ms - self.first_ms
             for num in range(self.base, self.next):
                 if self.inflight - self.held >= self.cwnd:
                     return
-                i = num % self.span
-                if self._state[i] == _HELD and now_ms >= self._ms[i]:
+                i = num % span
+                if state[i] == _HELD and now >= ms[i]:
                     self.held -= 1
-                    self._state[i] = _ASKED
-                    self._resend(num, now_ms)
+                    state[i] = _ASKED
+                    self._send(num, now_ms)
         while (self.inflight < self.cwnd and self.next < self.blocks
-               and self.next < self.base + self.span):
-            i = self.next % self.span
-            self._state[i] = _ASKED
+               and self.next < self.base + span):
+            i = self.next % span
+            state[i] = _ASKED
             self._tries[i] = 0
             self.inflight += 1
             self._send(self.next, now_ms)
@@ -234,110 +238,112 @@ class Window:
             # more; copies spend idle slots, and only where loss is usual but below a quarter
             out = self.inflight
             for num in range(self.base, self.next):
-                st = self._state[num % self.span]
+                st = state[num % span]
                 if st & 1:
                     out += st >> 1
-            young = now_ms - (self.rtt.srtt or 0) // 4
+            young = now_ms - self.first_ms - (self.rtt.srtt or 0) // 4
             for st in (_ASKED, _ASKED + 2):
                 for num in range(self.next - 1, self.base - 1, -1):
-                    i = num % self.span
-                    if out < self.cwnd and self._state[i] == st and self._ms[i] >= young:
-                        self._state[i] = st + 2
+                    i = num % span
+                    if out < self.cwnd and state[i] == st and ms[i] >= young:
+                        state[i] = st + 2
                         out += 1
                         self.copies += 1
                         seq = self._seq[i]
-                        self._resend(num, now_ms)
+                        self._send(num, now_ms)
                         # the copied try's sequence stays: any answer vouches for it (RACK)
                         self._seq[i] = seq
 
-    def _resend(self, num, now_ms):
-        self.rerequests += 1
-        self._send(num, now_ms)
-
-    def _shrink(self, c):
-        self.cwnd = self.ssthresh = max(MIN_WINDOW, c)
-
-    def _round(self):
-        """A round is over (its last request was answered or lost): grow, or shrink."""
-        n = self._round_got + self._round_lost
-        refused = self._round_refused
-        if refused:
-            # the gateway refused F = refused / asked of this round (5.03): it passes what was
-            # answered; take F/2 off the window (DCTCP's rule for marks, RFC 8257), down to 1
-            c = self.cwnd
-            self.cwnd = self.ssthresh = max(1, c - max(1, c * refused // (2 * (n + refused))))
-            self.inc = 1  # the limit is near: grow by one block a round from now on (Reno)
-        elif n:
-            frac = (self._round_lost << 8) // n
-            p = self.loss_avg
-            d = frac - p
-            if self._round_lost and self.cwnd < self.ssthresh:
-                # the first loss ends slow start. Congestion would take about what the last
-                # doubling added, random loss its own share of every round: take off this
-                # round's loss fraction (at most half), the first guess of the usual rate
-                self._shrink(self.cwnd - max(1, (self.cwnd * min(_LOSS_CAP, frac)) >> 8))
-                self.loss_avg = min(_LOSS_CAP, frac)
-            elif self._round_lost and not self.loss_avg:
-                self.loss_avg = min(_LOSS_CAP, frac)  # the first lossy round: the usual
-            elif self._round_lost and d > _MARGIN and (p >= 64 or d * d * n > 4 * frac * (256 - frac)):
-                # above the usual rate by the margin and, while that rate is below a quarter,
-                # by two standard deviations of a round of n at its own rate (the usual rate
-                # is a guess from a round or two: at 5 % loss each way 1 then 3 lost of 32
-                # took a quarter off); above a quarter the margin alone (a silent rate
-                # limit's drops, learnt as the usual rate)
-                self._shrink(self.cwnd - max(1, self.cwnd // 4))
-            elif self.cwnd >= self.ssthresh and frac <= self.loss_avg:
-                self.cwnd = min(self.cwnd + self.inc, self.max_window)
-            self.loss_avg = min(_LOSS_CAP, (3 * self.loss_avg + frac) >> 2)
-        self._round_got = self._round_lost = self._round_refused = 0
-        self._round_end = self.sent
-
     def _count(self, seq, lost):
-        """One block's fate (answered, lost, or refused: 2), for the round it was asked in."""
+        """One block's fate (answered, lost, or refused: 2), for the round it was asked in;
+        once the round is over (its last request was answered or lost): grow, or shrink."""
         if lost == 2:
             self._round_refused += 1
         elif lost:
             self._round_lost += 1
         else:
             self._round_got += 1
-        if seq > self._round_end:
-            self._round()
-
-    def _end(self, verdict, why):
-        self.verdict = verdict
-        self.why = why
-        self.done = True
+        if seq <= self._round_end:
+            return
+        lost = self._round_lost
+        n = self._round_got + lost
+        refused = self._round_refused
+        c = self.cwnd
+        if refused:
+            # the gateway refused F = refused / asked of this round (5.03): it passes what was
+            # answered; take F/2 off the window (DCTCP's rule for marks, RFC 8257), down to 1
+            self.cwnd = self.ssthresh = max(1, c - max(1, c * refused // (2 * (n + refused))))
+            self.inc = 1  # the limit is near: grow by one block a round from now on (Reno)
+        elif n:
+            frac = (lost << 8) // n
+            p = self.loss_avg
+            d = frac - p
+            if lost and c < self.ssthresh:
+                # the first loss ends slow start. Congestion would take about what the last
+                # doubling added, random loss its own share of every round: take off this
+                # round's loss fraction (at most half), the first guess of the usual rate
+                self.cwnd = self.ssthresh = max(MIN_WINDOW,
+                                                c - max(1, (c * min(_LOSS_CAP, frac)) >> 8))
+                self.loss_avg = min(_LOSS_CAP, frac)
+            elif lost and not p:
+                self.loss_avg = min(_LOSS_CAP, frac)  # the first lossy round: the usual
+            elif lost and d > _MARGIN and (p >= 64 or d * d * n > 4 * frac * (256 - frac)):
+                # above the usual rate by the margin and, while that rate is below a quarter,
+                # by two standard deviations of a round of n at its own rate (the usual rate
+                # is a guess from a round or two: at 5 % loss each way 1 then 3 lost of 32
+                # took a quarter off); above a quarter the margin alone (a silent rate
+                # limit's drops, learnt as the usual rate)
+                self.cwnd = self.ssthresh = max(MIN_WINDOW, c - max(1, c // 4))
+            elif c >= self.ssthresh and frac <= self.loss_avg:
+                self.cwnd = min(c + self.inc, self.max_window)
+            self.loss_avg = min(_LOSS_CAP, (3 * self.loss_avg + frac) >> 2)
+        self._round_got = self._round_lost = self._round_refused = 0
+        self._round_end = self.requests
 
     def _settle(self):
         """Set ``deadline`` and ``done`` after an event."""
-        if self.side is not None:
-            self.outgoing.extend(self.side.outgoing)
-            self.side.outgoing = []
-            if self.side.done:
-                self.side_response = None if self.side.failed else self.side.response
-                self.side = None
+        side = self.side
+        if side is not None:
+            self.outgoing.extend(side.outgoing)
+            side.outgoing = []
+            if side.done:
+                self.side_response = None if side.failed else side.response
+                self.side = side = None
                 self.done = True
         if self.verdict is not None or self.complete:
             self.done = True
-        if (self.base - self.mark) * self.bsize >= self.step:
+        if (self.base - self.mark) << self.szx + 4 >= self.step:
             self.done = True
         d = None
         if not self.complete:
+            # when each block counts as lost: a block asked later was answered: RACK; the
+            # tail: the retransmission timer, restarted by each expiry; a held one: its hold
+            late = self._overdue_ms()
+            rto = self._overdue_ms(True)
+            tail = self._tail_at - self.first_ms
+            span = self.span
             for num in range(self.base, self.next):
-                i = num % self.span
+                i = num % span
                 st = self._state[i]
                 if st & 1 or (st == _HELD and self.inflight - self.held < self.cwnd):
-                    t = self._due(i) if st & 1 else self._ms[i]
+                    t = self._ms[i]
+                    if st & 1:
+                        t = t + late if self._seq[i] < self.hi else (t if t > tail else tail) + rto
+                    t += self.first_ms
                     if d is None or t < d:
                         d = t
-            p = self._probe_due()
-            if p is not None and (d is None or p < d):
-                d = p
-        if self.side is not None and (d is None or self.side.deadline < d):
-            d = self.side.deadline
+            # the tail loss probe (RFC 8985 7): on_timeout
+            srtt = self.rtt.srtt
+            if not (self.probed or self.inflight == self.held or srtt is None):
+                t = self.last_ms + 2 * srtt + 2
+                if d is None or t < d:
+                    d = t
+        if side is not None and (d is None or side.deadline < d):
+            d = side.deadline
         self.deadline = d
         if d is None and not self.done:
-            self._end(FAILED, "nothing in flight")  # cannot happen: the window always asks
+            # cannot happen: the window always asks
+            self.verdict, self.why, self.done = FAILED, "nothing in flight", True
 
     def _overdue_ms(self, tail=False):
         """How long a block may be out once a later-sent one was answered (RACK). On a link
@@ -353,42 +359,19 @@ class Window:
         late = srtt + srtt * (1 if tail else self.reord) // 4 + 2
         return rto if tail and rto > late else late
 
-    def _due(self, i):
-        """When ring slot ``i``'s block counts as lost."""
-        if self._seq[i] < self.hi:  # a block asked later was answered: RACK
-            return self._ms[i] + self._overdue_ms()
-        t = self._ms[i]  # the tail: the retransmission timer, restarted by each expiry
-        return (t if t > self._tail_at else self._tail_at) + self._overdue_ms(True)
-
     def _recover(self, now_ms):
         """Ask again, now, for every block a later answer shows lost (RACK)."""
-        late = self._overdue_ms()
+        now = now_ms - self.first_ms - self._overdue_ms()
+        span = self.span
+        state = self._state
+        seq = self._seq
         for num in range(self.base, self.next):
-            i = num % self.span
-            if self._state[i] & 1 and self._seq[i] < self.hi and now_ms >= self._ms[i] + late:
-                self._state[i] = _ASKED  # its copies count as lost too
-                self._count(self._seq[i], True)
+            i = num % span
+            if state[i] & 1 and seq[i] < self.hi and now >= self._ms[i]:
+                state[i] = _ASKED  # its copies count as lost too
+                self._count(seq[i], True)
                 self.gap_losses += 1
-                self._resend(num, now_ms)
-
-    def _probe_due(self):
-        """Tail loss probe (RFC 8985 7): two SRTT after the last request with no answer since,
-        ask again for the newest block still out (its answer lets RACK find the rest)."""
-        if self.probed or self.inflight == self.held or self.rtt.srtt is None:
-            return None
-        return self.last_ms + 2 * self.rtt.srtt + 2
-
-    def _probe(self, now_ms):
-        due = self._probe_due()
-        if due is None or now_ms < due:
-            return
-        for num in range(self.next - 1, self.base - 1, -1):
-            i = num % self.span
-            if self._state[i] & 1:
-                self.probed = True
-                self.probes += 1
-                self._resend(num, now_ms)
-                return
+                self._send(num, now_ms)
 
     def on_timeout(self, now_ms):
         if self.side is not None:
@@ -399,35 +382,54 @@ class Window:
             self.rtt.rto = r
         if not self.done:
             self._recover(now_ms)
-            self._probe(now_ms)
+            span = self.span
+            state = self._state
+            srtt = self.rtt.srtt
+            # Tail loss probe (RFC 8985 7): two SRTT after the last request with no answer
+            # since, ask again for the newest block still out (its answer lets RACK find the
+            # rest)
+            if (not (self.probed or self.inflight == self.held or srtt is None)
+                    and now_ms >= self.last_ms + 2 * srtt + 2):
+                for num in range(self.next - 1, self.base - 1, -1):
+                    if state[num % span] & 1:
+                        self.probed = True
+                        self.probes += 1
+                        self._send(num, now_ms)
+                        break
             # The retransmission timer: of the blocks no later answer vouches for, ask the
             # newest expired one again, one per expiry as TCP's RTO does; the others' timers
             # restart. After a stall its answer lets RACK find the lost ones; asking all again
             # cost up to a window of duplicates whenever the host or the link paused.
             rto = self._overdue_ms(True)
+            now = now_ms - self.first_ms
+            tail = self._tail_at - self.first_ms
+            seq = self._seq
+            ms = self._ms
             pick = None
             for num in range(self.base, self.next):
-                i = num % self.span
-                if (self._state[i] & 1 and self._seq[i] >= self.hi
-                        and now_ms >= max(self._ms[i], self._tail_at) + rto
-                        and (pick is None or self._seq[i] > self._seq[pick % self.span])):
+                i = num % span
+                if (state[i] & 1 and seq[i] >= self.hi
+                        and now >= max(ms[i], tail) + rto
+                        and (pick is None or seq[i] > seq[pick % span])):
                     pick = num
             if pick is not None:
-                i = pick % self.span
+                i = pick % span
                 self.timeouts += 1
                 self._tail_at = now_ms
-                if self.answer_ms <= self._ms[i]:
+                if self.answer_ms <= ms[i] + self.first_ms:
                     # no answer at all since this request: silence, not one lost block
                     self.silent += 1
                     if self.silent >= self.max_tries:
-                        self._end(FAILED, "no answer after %d timeouts" % self.silent)
-                    elif self.silent >= 2 and now_ms - self.answer_ms >= 4 * (self.rtt.srtt or rto):
-                        self._shrink(self.cwnd // 2)  # silence: whole rounds dropped
+                        self.verdict, self.why, self.done = (
+                            FAILED, "no answer after %d timeouts" % self.silent, True)
+                    elif self.silent >= 2 and now_ms - self.answer_ms >= 4 * (srtt or rto):
+                        # silence: whole rounds dropped
+                        self.cwnd = self.ssthresh = max(MIN_WINDOW, self.cwnd // 2)
                     self.rtt.backoff()
                 if not self.done:
-                    self._state[i] = _ASKED
-                    self._count(self._seq[i], True)
-                    self._resend(pick, now_ms)
+                    state[i] = _ASKED
+                    self._count(seq[i], True)
+                    self._send(pick, now_ms)
             if not self.done:
                 self._fill(now_ms)
         self._settle()
@@ -446,6 +448,7 @@ class Window:
         self._settle()
 
     def _block(self, msg, now_ms):
+        """One answer to a block request (an error sets ``verdict``; ``_settle`` ends the run)."""
         num = (int.from_bytes(msg.token, "big") - self.salt) & 0xFFFFFFFF
         if not self.base <= num < self.next:
             if num < self.base:
@@ -459,51 +462,54 @@ class Window:
         resp = coap.Response(msg)
         if resp.code == coap.UNAUTHORIZED and msg.opt(coap.ECHO):
             self.echo = bytes(msg.opt(coap.ECHO))  # prove we receive at this address
-            self._resend(num, now_ms)  # bounded by max_tries like any other try
+            self._send(num, now_ms)  # bounded by max_tries like any other try
             return
+        rtt = self.rtt
+        now = now_ms - self.first_ms
         if resp.code == _UNAVAILABLE:
             # 5.03 + Max-Age: the gateway's budget for our address is spent (ratelimit.py).
             # Not a loss on the link: the block keeps its slot and is asked again after
             # Max-Age (at least an SRTT; doubled for each earlier try, up to 8x); the round's
-            # refused share shrinks the window (_round)
+            # refused share shrinks the window (_count)
             if st & 1:
                 self.slowed += 1
                 self.silent = 0
                 self.answer_ms = now_ms
-                self.rtt.answered()
+                rtt.answered()
                 self._state[i] = _HELD
                 self.held += 1
-                srtt = self.rtt.srtt or self.rtt.rto
+                srtt = rtt.srtt or rtt.rto
                 wait = 1000 * (resp.max_age or 0)
                 t = self._tries[i]
-                self._ms[i] = now_ms + ((wait if wait > srtt else srtt) << (t - 1 if t < 4 else 3))
+                self._ms[i] = min(now + ((wait if wait > srtt else srtt) << (t - 1 if t < 4 else 3)),
+                                  _MS_MAX)
                 self._count(self._seq[i], 2)
             return
         if resp.code != CONTENT:
             if 0x80 <= resp.code < 0xA0 and resp.code not in (0x88, 0x8D):
-                self._end(GONE, "block %d answered %s" % (num, coap.code_str(resp.code)))
+                self.verdict, self.why = GONE, "block %d answered %s" % (num, coap.code_str(resp.code))
             return  # 5.xx: the timer asks again
         b2 = resp.block2
         if b2 is None or b2[0] != num or b2[2] != self.szx:
-            self._end(CORRUPT, "block %d answered with Block2 %r" % (num, b2))
+            self.verdict, self.why = CORRUPT, "block %d answered with Block2 %r" % (num, b2)
             return
         if resp.etag is not None:
             etag = bytes(resp.etag)
             if self.etag is None:
                 self.etag = etag
             elif etag != self.etag:
-                self._end(RESTART, "ETag changed at block %d: the image changed" % num)
+                self.verdict, self.why = RESTART, "ETag changed at block %d: the image changed" % num
                 return
         if resp.size2 is not None and resp.size2 != self.size:
-            self._end(CORRUPT, "Size2 %d, expected %d" % (resp.size2, self.size))
+            self.verdict, self.why = CORRUPT, "Size2 %d, expected %d" % (resp.size2, self.size)
             return
-        off = num * self.bsize
-        if len(resp.payload) != min(self.bsize, self.size - off):
-            self._end(CORRUPT, "block %d has %d bytes" % (num, len(resp.payload)))
+        off = num << self.szx + 4
+        if len(resp.payload) != min(1 << self.szx + 4, self.size - off):
+            self.verdict, self.why = CORRUPT, "block %d has %d bytes" % (num, len(resp.payload))
             return
         seq = self._seq[i]
-        ago = now_ms - self._ms[i]
-        m = self.rtt.min_rtt or 0
+        ago = now - self._ms[i]
+        m = rtt.min_rtt or 0
         once = self._tries[i] == 1 and st & 1  # (a held block's _ms is its hold time)
         if once and seq < self.hi and not self.reord:
             self.reord = 1  # a later request was answered first: the link reorders
@@ -517,9 +523,9 @@ class Window:
         self.answer_ms = now_ms
         self.probed = False
         if once:
-            self.rtt.sample(ago)  # Karn: asked once
+            rtt.sample(ago)  # Karn: asked once
         else:
-            self.rtt.answered()
+            rtt.answered()
         if st == _HELD:  # an earlier try's answer came after all
             self.held -= 1
         self._state[i] = _GOT
@@ -530,17 +536,17 @@ class Window:
             self.cwnd = min(self.cwnd + 1, self.max_window)
         self._count(seq, False)
         # the contiguous prefix
-        moved = False
-        while self.base < self.next and self._state[self.base % self.span] == _GOT:
-            self._state[self.base % self.span] = _FREE
-            self.base += 1
-            moved = True
-        if moved:
+        if self._state[self.base % self.span] == _GOT:
+            while self.base < self.next and self._state[self.base % self.span] == _GOT:
+                self._state[self.base % self.span] = _FREE
+                self.base += 1
+            self.offset = min(self.base << self.szx + 4, self.size)
+            self.complete = self.base >= self.blocks
             bad = self.sink.advance(self.offset) or bad
             if self.complete:
                 self.done_ms = now_ms
         if bad:
-            self._end(CORRUPT, "undecodable data")
+            self.verdict, self.why = CORRUPT, "undecodable data"
             return
         if seq > self.hi and not early:
             self.hi = seq
