@@ -44,7 +44,7 @@ from . import cbor, coap, const, lifecycle
 # Heap: what only some wakes need is imported when needed and dropped after (on MicroPython,
 # where a loaded module's bytecode lives in the heap): the boot check (bootcheck), the offer
 # (offer, manifest, ed25519, sha512: ~13 KiB), the download (download, fetch, burst), bundle
-# unpacking.
+# unpacking, the CBOR decoder (cbordecode: only for an answer that carries a command).
 _PKG = __name__[:__name__.rfind(".")]
 _DROP = sys.implementation.name == "micropython"
 
@@ -276,6 +276,8 @@ class Agent:
             except ValueError:  # auth.AuthError: not from the gateway that holds our key
                 self.failures += 1
                 return None
+            finally:
+                _drop("cbordecode")  # loaded for this answer: not held through a download
             resp = None
         s = self.s
         self.oom = None  # delivered
@@ -292,6 +294,8 @@ class Agent:
             cmd = cbor.loads(bytes(resp.payload))
         except cbor.CBORError:
             return {}
+        finally:
+            _drop("cbordecode")
         return cmd if isinstance(cmd, dict) else {}
 
     def _handle(self, cmd):
@@ -327,7 +331,7 @@ class Agent:
             return offer.take(self, cmd, job)
         finally:
             offer = None
-            _drop("offer")
+            _drop("offer", "cbordecode")
             _collect()
 
     def _content_key(self, wrapped):

@@ -6,6 +6,7 @@ and main.py imports the app from the running one."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from cc import bundle
@@ -59,6 +60,46 @@ def test_full_update_installs_the_bundle_and_runs_the_new_app(gateway, tmp_path:
     assert board.slot_size("b") == img["size"]
     job = cc.job("upy-1")
     assert (job["state"], job["result"]) == ("succeeded", "success")
+
+
+PROBE = """
+import json, sys
+from fota import board
+cfg = json.load(open("fota.json"))
+slots = board.make_slots(cfg)
+link = board.make_link(cfg)
+seen = []
+run = link.run
+def probe(m):  # the window's first run: the download's modules are all in
+    if not seen:
+        seen.append(" ".join(sorted(k[5:] for k in sys.modules if k.startswith("fota."))))
+    return run(m)
+link.run = probe
+out = board.run(cfg, slots=slots, link=link, reset=lambda: None, wakes=3)
+print("ACTION", out[0])
+print("DOWNLOAD", seen[0] if seen else "-")
+print("AFTER", " ".join(sorted(k[5:] for k in sys.modules if k.startswith("fota."))))
+"""
+
+
+def test_a_download_holds_only_the_code_it_runs(gateway, tmp_path: Path) -> None:
+    """Heap: each phase's code is imported for it and dropped after (agent.py); the window
+    runs with neither the offer's (signature, manifest), nor the CBOR decoder, nor
+    stop-and-wait, and none of the download's code outlives it."""
+    cc, board = setup(gateway, tmp_path)
+    img = cc.firmware(bundle.pack(new_app(tmp_path, 2)), seq=2, device_class=CLASS)
+    cc.upgrade(img["id"], "upy-1")
+    board.set_config(caps=0)  # a plain image (a decoded one adds pipe and its decoder)
+    (board.root / "probe.py").write_text(PROBE)
+    p = subprocess.run(board.command("probe.py"), cwd=board.root, capture_output=True,
+                       text=True, timeout=60)
+    lines = dict(s.split(" ", 1) for s in p.stdout.splitlines() if s[:1].isupper() and " " in s)
+    assert p.returncode == 0 and lines.get("ACTION") == "reboot", (p.stdout, p.stderr)
+    during, after = set(lines["DOWNLOAD"].split()), set(lines["AFTER"].split())
+    assert {"agent", "coap", "udp", "download", "fetch", "burst"} <= during, lines["DOWNLOAD"]
+    assert not {"offer", "manifest", "ed25519", "sha512", "cbordecode", "configure",
+                "bootcheck", "stopwait", "pipe", "keywrap"} & during, lines["DOWNLOAD"]
+    assert not {"download", "fetch", "burst", "cbordecode", "offer", "bundle"} & after, lines["AFTER"]
 
 
 def test_kill_9_mid_download_resumes_from_the_persisted_offset(gateway, tmp_path: Path) -> None:
