@@ -73,7 +73,6 @@ REBOOT = "reboot"
 
 MAX_WAIT = 86400  # seconds: a DEFER asks for at most a day (no command may put a device to
 # sleep for ever, nor hand it a non-number to sleep on)
-MAX_JOB = 2**63 - 1
 PERSIST_EVERY = 16384  # bytes between progress writes to flash (wear)
 GC_THRESHOLD = 4096  # a collection every 4 KiB allocated: garbage never spreads over the heap,
 # so a datagram's 1280-byte buffer finds room (smallest heap for a full update 80 -> 75 KiB on
@@ -313,22 +312,12 @@ class Agent:
             return None
         if op != const.OP_UPDATE:
             return None
-        job = cmd.get(const.C_JOB)
-        if not isinstance(job, int) or isinstance(job, bool) or not 0 <= job <= MAX_JOB:
-            return None  # the job id goes into reports and the state file: an int or nothing
-        if s["state"] == UPDATING:
-            return None  # installing; the job's outcome comes after the reboot
-        if s["state"] in (DOWNLOADING, DOWNLOADED) and job == s["job"]:
-            return None  # the job in flight, sent again
-        may = self.cfg.get("may_update")
-        if s["state"] == IDLE and may is not None and not may():
-            s["job"] = job  # before the signature check: a deferred update costs no CPU
-            self._finish(lifecycle.DEFER)
-            return None
-        from . import offer
+        if s["state"] in (DOWNLOADING, DOWNLOADED) and cmd.get(const.C_JOB) == s["job"]:
+            return None  # the job in flight, sent again (the offer's code stays on flash)
+        from . import offer  # an UPDATE: checked there (the job, the state, the manifest)
 
         try:
-            return offer.take(self, cmd, job)
+            return offer.take(self, cmd)
         finally:
             offer = None
             _drop("offer", "cbordecode")
@@ -344,12 +333,6 @@ class Agent:
             keywrap = None
             _drop("keywrap")
             _collect()  # the unwrap's garbage goes before anything long-lived is placed
-
-    def _refuse(self, job, result):
-        self._drop_fetch()
-        self.s["job"] = job
-        self._finish(lifecycle.REFUSE, result)
-        return None
 
     # -- download (download.py) and install ----------------------------------------------------
     def _download(self):

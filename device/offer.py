@@ -29,16 +29,37 @@ def ids(vendor, device_class):
     return v, _uuid5(v, device_class)
 
 
+def _refuse(agent, job, result):
+    agent._drop_fetch()
+    agent.s["job"] = job
+    agent._finish(lifecycle.REFUSE, result)
+
+
 def _ids(cfg):
     if "class_id" in cfg:  # precomputed: ports without hashlib.sha1 (the WebAssembly one)
         return binascii.unhexlify(cfg["vendor_id"]), binascii.unhexlify(cfg["class_id"])
     return ids(cfg.get("vendor", DEFAULT_VENDOR), cfg["class"])
 
 
-def take(agent, cmd, job):
-    """Check the offer of ``job`` (``cmd``: the command map): accept it (state DOWNLOADING,
-    the image described in the state) or refuse it with the reason as the result."""
+MAX_JOB = 2**63 - 1
+
+
+def take(agent, cmd):
+    """An UPDATE command (``cmd``: the map) for another job than the one in flight: ignore
+    it (no job id, an install under way), defer it (``may_update``), or check its offer:
+    accept it (state DOWNLOADING, the image described in the state) or refuse it with the
+    reason as the result."""
     s = agent.s
+    job = cmd.get(const.C_JOB)
+    if not isinstance(job, int) or isinstance(job, bool) or not 0 <= job <= MAX_JOB:
+        return None  # the job id goes into reports and the state file: an int or nothing
+    if s["state"] == lifecycle.UPDATING:
+        return None  # installing; the job's outcome comes after the reboot
+    may = agent.cfg.get("may_update")
+    if s["state"] == lifecycle.IDLE and may is not None and not may():
+        s["job"] = job  # before the signature check: a deferred update costs no CPU
+        agent._finish(lifecycle.DEFER)
+        return None
     signed = cmd.get(const.C_MANIFEST)
     agent.phase = const.PH_VERIFY
     agent._offered = job
@@ -61,11 +82,11 @@ def take(agent, cmd, job):
         if size > agent.slots.capacity():
             raise manifest.Refused(const.RES_NO_SPACE, "image larger than a slot")
     except manifest.Refused as e:
-        return agent._refuse(job, e.result)
+        return _refuse(agent, job, e.result)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError):
-        return agent._refuse(job, const.RES_UNSUPPORTED_IMAGE)  # malformed beyond the check
+        return _refuse(agent, job, const.RES_UNSUPPORTED_IMAGE)  # malformed beyond the check
     except OSError:  # a key's table could not be written (ed25519): not enough flash
-        return agent._refuse(job, const.RES_NO_SPACE)
+        return _refuse(agent, job, const.RES_NO_SPACE)
     finally:
         manifest = None
         _drop("manifest", "ed25519", "sha512")
@@ -75,7 +96,7 @@ def take(agent, cmd, job):
         wrapped = cmd.get(const.C_CEK)
         got = agent._content_key(wrapped)
         if isinstance(got, int):
-            return agent._refuse(job, got)
+            return _refuse(agent, job, got)
     agent._drop_fetch()
     agent._go(lifecycle.ACCEPT)
     s["job"] = job
