@@ -195,16 +195,12 @@ class Request:
         self.con = con
         self.options = options or []
 
-    def all_options(self):
+    def encode(self, mid, token):
         opts = [(URI_PATH, s.encode()) for s in self.path.split("/") if s]
         if self.block2 is not None:
             opts.append((BLOCK2, uint(block_value(self.block2[0], False, self.block2[1]))))
         opts.extend(self.options)
-        return opts
-
-    def encode(self, mid, token):
-        return encode(CON if self.con else NON, self.code, mid, token, self.all_options(),
-                      self.payload)
+        return encode(CON if self.con else NON, self.code, mid, token, opts, self.payload)
 
 
 class Response:
@@ -224,12 +220,10 @@ class Response:
         self.max_age = None if v is None else to_uint(v)
 
 
-def max_transmit_wait(ack_timeout_ms, ack_random_factor, max_retransmit):
-    """RFC 7252 MAX_TRANSMIT_WAIT (93 s with the defaults)."""
-    return int(ack_timeout_ms * ((1 << (max_retransmit + 1)) - 1) * ack_random_factor)
-
-
 class Exchange:
+    """``max_wait_ms`` None: RFC 7252's MAX_TRANSMIT_WAIT for the timeout given (93 s with the
+    defaults)."""
+
     def __init__(self, req, mid, token, now_ms, rand, ack_timeout_ms=2000,
                  ack_random_factor=1.5, max_retransmit=4, max_wait_ms=None, rtt=None):
         self.mid = mid & 0xFFFF
@@ -248,7 +242,8 @@ class Exchange:
         self.failed = False
         self.response = None
         if max_wait_ms is None:
-            max_wait_ms = max_transmit_wait(ack_timeout_ms, ack_random_factor, max_retransmit)
+            max_wait_ms = int(ack_timeout_ms * ((1 << (max_retransmit + 1)) - 1)
+                              * ack_random_factor)
         self.end = now_ms + max_wait_ms
         if self.con:
             self.timeout = int(ack_timeout_ms * (1 + rand() * (ack_random_factor - 1)))
@@ -257,34 +252,24 @@ class Exchange:
             self.timeout = None
             self.deadline = self.end
 
-    def _fail(self):
-        self.done = True
-        self.failed = True
-        self.deadline = None
-
-    def _finish(self, msg, now_ms):
-        self.done = True
-        self.response = Response(msg)
-        self.deadline = None
-        if not self.acked:
-            self._sample(now_ms)
-
     def _sample(self, now_ms):
+        """The first answer (an ACK or the response): a round-trip sample if sent once
+        (Karn), else only the end of the backoff."""
         if self.rtt is not None:
             if self.retransmits:
                 self.rtt.answered()
             else:
-                self.rtt.sample(now_ms - self.sent_ms)  # Karn: a request sent once
+                self.rtt.sample(now_ms - self.sent_ms)
 
     def on_timeout(self, now_ms):
         if self.done or now_ms < self.deadline:
             return
         if self.rtt is not None and not self.acked:
             self.rtt.backoff()
-        if now_ms >= self.end or not self.con or self.acked:
-            self._fail()
-        elif self.retransmits >= self.max_retransmit:
-            self._fail()
+        if (now_ms >= self.end or not self.con or self.acked
+                or self.retransmits >= self.max_retransmit):
+            self.done = self.failed = True
+            self.deadline = None
         else:
             self.retransmits += 1
             self.timeout *= 2
@@ -301,22 +286,27 @@ class Exchange:
             if msg.mid != self.mid or self.done:
                 return
             if t == RST:
-                self._fail()
-            elif msg.code == 0:
+                self.done = self.failed = True
+                self.deadline = None
+                return
+            if msg.code == 0:
                 if self.con and not self.acked:
                     self.acked = True  # separate response follows: stop retransmitting
                     self._sample(now_ms)
                     self.deadline = self.end
-            elif msg.token == self.token and msg.code >= 0x40:
-                self._finish(msg, now_ms)
-            return
-        # CON or NON: a separate response (or a stray)
-        if msg.code < 0x40 or msg.token != self.token:
-            return
-        if t == CON:
+                return
+            if msg.token != self.token or msg.code < 0x40:
+                return
+        elif msg.code < 0x40 or msg.token != self.token:  # CON or NON: a separate
+            return  # response, or a stray
+        elif t == CON:
             self.outgoing.append(encode(ACK, 0, msg.mid, b"", [], b""))
         if not self.done:
-            self._finish(msg, now_ms)
+            self.done = True
+            self.response = Response(msg)
+            self.deadline = None
+            if not self.acked:
+                self._sample(now_ms)
 
 
 def pump(m, send, recv, clock):
@@ -340,12 +330,6 @@ def pump(m, send, recv, clock):
         else:
             m.on_datagram(data, now)
             data = None  # not live while the next one is received (1 KiB, a heap's largest piece)
-
-
-def drive(ex, send, recv, clock):
-    """Run Exchange ``ex`` to its end (see ``pump``); returns the Response or None."""
-    pump(ex, send, recv, clock)
-    return None if ex.failed else ex.response
 
 
 def run(gen, link):

@@ -85,7 +85,8 @@ class UdpLink:
     def request(self, req):
         ex = coap.Exchange(req, self.next_mid(), _randbytes(4), self.clock(), self.rand,
                            max_wait_ms=self.max_wait_ms, rtt=self.rtt)
-        return coap.drive(ex, self._send, self._recv, self.clock)
+        coap.pump(ex, self._send, self._recv, self.clock)
+        return None if ex.failed else ex.response
 
     def run(self, machine):
         """Drive a machine (``burst.Window``) until it stops for its caller."""

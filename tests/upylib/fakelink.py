@@ -82,7 +82,8 @@ class LossyLink:
         def clock():
             return self.now
 
-        resp = coap.drive(ex, send, recv, clock)
+        coap.pump(ex, send, recv, clock)
+        resp = None if ex.failed else ex.response
         self.stats["retransmits"] += ex.retransmits
         if resp is None:
             self.stats["failed"] += 1
