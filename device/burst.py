@@ -59,9 +59,8 @@ from array import array
 
 try:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+except ImportError:  # CPython (MicroPython folds const() as it compiles: never called)
+    const = int
 
 from . import coap
 from .fetch import CONTENT, CORRUPT, GONE, RESTART
@@ -85,6 +84,18 @@ _UNAVAILABLE = const(0xA3)  # 5.03
 _MS_MAX = const(0x3FFFFFFF)  # a ring time, ms after the first request: 12.4 days (below
 # 2**30 a slot reads as a small int, no heap, on a 32-bit port too; 'i' holds 24.8 days)
 
+# why (burstwhy.WHY): argument errors, then each verdict's
+_BAD_ARGS = const(0)
+_BAD_OFFSET = const(1)
+_IDLE = const(2)
+_SILENT = const(3)
+_REFUSED = const(4)
+_BLOCK2 = const(5)
+_ETAG = const(6)
+_SIZE2 = const(7)
+_LENGTH = const(8)
+_UNDECODABLE = const(9)
+
 FAILED = 6  # verdict: no answer for max_tries timeouts in a row (the fetch verdicts otherwise)
 
 
@@ -92,10 +103,10 @@ class Window:
     def __init__(self, path, size, szx, sink, offset=0, etag=None, max_window=32,
                  init_window=None, max_tries=8, step=16384, salt=0):
         if size <= 0 or not 0 <= szx <= 6 or max_window < 1:
-            raise ValueError("bad size, szx or window")
+            raise ValueError(_why(_BAD_ARGS))
         bs = 1 << (szx + 4)
         if offset % bs or not 0 <= offset < size:
-            raise ValueError("resume offset must be a block boundary inside the image")
+            raise ValueError(_why(_BAD_OFFSET))
         self.path = path
         self.size = size
         self.szx = szx
@@ -194,16 +205,16 @@ class Window:
         self.last_ms = now_ms
         if self.first_ms is None:
             self.first_ms = now_ms
-        self.requests += 1
-        self._seq[i] = self.requests
+        self._seq[i] = self.requests = self.requests + 1
         self._ms[i] = min(now_ms - self.first_ms, _MS_MAX)
         t = self._tries[i]
         if t:
             self.rerequests += 1
         if t < 255:
             self._tries[i] = t + 1
+        echo = self.echo
         req = coap.Request(coap.GET, self.path, block2=(num, self.szx), con=False,
-                           options=[(coap.ECHO, self.echo)] if self.echo else None)
+                           options=[(coap.ECHO, echo)] if echo else None)
         token = ((self.salt + num) & 0xFFFFFFFF).to_bytes(4, "big")
         self.outgoing.append(req.encode(self.next_mid(), token))
 
@@ -320,21 +331,28 @@ class Window:
             # tail: the retransmission timer, restarted by each expiry; a held one: its hold
             late = self._overdue_ms()
             rto = self._overdue_ms(True)
-            tail = self._tail_at - self.first_ms
+            t0 = self.first_ms
+            tail = self._tail_at - t0
             span = self.span
+            state = self._state
+            ms = self._ms
+            seq = self._seq
+            hi = self.hi
+            out = self.inflight - self.held
+            room = out < self.cwnd
             for num in range(self.base, self.next):
                 i = num % span
-                st = self._state[i]
-                if st & 1 or (st == _HELD and self.inflight - self.held < self.cwnd):
-                    t = self._ms[i]
+                st = state[i]
+                if st & 1 or (st == _HELD and room):
+                    t = ms[i]
                     if st & 1:
-                        t = t + late if self._seq[i] < self.hi else (t if t > tail else tail) + rto
-                    t += self.first_ms
+                        t = t + late if seq[i] < hi else (t if t > tail else tail) + rto
+                    t += t0
                     if d is None or t < d:
                         d = t
             # the tail loss probe (RFC 8985 7): on_timeout
             srtt = self.rtt.srtt
-            if not (self.probed or self.inflight == self.held or srtt is None):
+            if not (self.probed or not out or srtt is None):
                 t = self.last_ms + 2 * srtt + 2
                 if d is None or t < d:
                     d = t
@@ -343,7 +361,7 @@ class Window:
         self.deadline = d
         if d is None and not self.done:
             # cannot happen: the window always asks
-            self.verdict, self.why, self.done = FAILED, "nothing in flight", True
+            self.verdict, self.why, self.done = FAILED, _why(_IDLE), True
 
     def _overdue_ms(self, tail=False):
         """How long a block may be out once a later-sent one was answered (RACK). On a link
@@ -421,7 +439,7 @@ class Window:
                     self.silent += 1
                     if self.silent >= self.max_tries:
                         self.verdict, self.why, self.done = (
-                            FAILED, "no answer after %d timeouts" % self.silent, True)
+                            FAILED, _why(_SILENT, self.silent), True)
                     elif self.silent >= 2 and now_ms - self.answer_ms >= 4 * (srtt or rto):
                         # silence: whole rounds dropped
                         self.cwnd = self.ssthresh = max(MIN_WINDOW, self.cwnd // 2)
@@ -454,8 +472,10 @@ class Window:
             if num < self.base:
                 self.duplicates += 1
             return
-        i = num % self.span
-        st = self._state[i]
+        span = self.span
+        state = self._state
+        i = num % span
+        st = state[i]
         if not st & 3:  # free or got
             self.duplicates += 1
             return
@@ -476,7 +496,7 @@ class Window:
                 self.silent = 0
                 self.answer_ms = now_ms
                 rtt.answered()
-                self._state[i] = _HELD
+                state[i] = _HELD
                 self.held += 1
                 srtt = rtt.srtt or rtt.rto
                 wait = 1000 * (resp.max_age or 0)
@@ -487,25 +507,26 @@ class Window:
             return
         if resp.code != CONTENT:
             if 0x80 <= resp.code < 0xA0 and resp.code not in (0x88, 0x8D):
-                self.verdict, self.why = GONE, "block %d answered %s" % (num, coap.code_str(resp.code))
+                self.verdict, self.why = GONE, _why(_REFUSED, num, coap.code_str(resp.code))
             return  # 5.xx: the timer asks again
         b2 = resp.block2
-        if b2 is None or b2[0] != num or b2[2] != self.szx:
-            self.verdict, self.why = CORRUPT, "block %d answered with Block2 %r" % (num, b2)
+        szx = self.szx
+        if b2 is None or b2[0] != num or b2[2] != szx:
+            self.verdict, self.why = CORRUPT, _why(_BLOCK2, num, b2)
             return
         if resp.etag is not None:
             etag = bytes(resp.etag)
             if self.etag is None:
                 self.etag = etag
             elif etag != self.etag:
-                self.verdict, self.why = RESTART, "ETag changed at block %d: the image changed" % num
+                self.verdict, self.why = RESTART, _why(_ETAG, num)
                 return
         if resp.size2 is not None and resp.size2 != self.size:
-            self.verdict, self.why = CORRUPT, "Size2 %d, expected %d" % (resp.size2, self.size)
+            self.verdict, self.why = CORRUPT, _why(_SIZE2, resp.size2, self.size)
             return
-        off = num << self.szx + 4
-        if len(resp.payload) != min(1 << self.szx + 4, self.size - off):
-            self.verdict, self.why = CORRUPT, "block %d has %d bytes" % (num, len(resp.payload))
+        off = num << szx + 4
+        if len(resp.payload) != min(1 << szx + 4, self.size - off):
+            self.verdict, self.why = CORRUPT, _why(_LENGTH, num, len(resp.payload))
             return
         seq = self._seq[i]
         ago = now - self._ms[i]
@@ -528,7 +549,7 @@ class Window:
             rtt.answered()
         if st == _HELD:  # an earlier try's answer came after all
             self.held -= 1
-        self._state[i] = _GOT
+        state[i] = _GOT
         self.inflight -= 1
         bad = self.sink.put(off, resp.payload)  # True: a decoder behind it found it bad
         # congestion window: slow start, then _INCREASE per round trip
@@ -536,22 +557,31 @@ class Window:
             self.cwnd = min(self.cwnd + 1, self.max_window)
         self._count(seq, False)
         # the contiguous prefix
-        if self._state[self.base % self.span] == _GOT:
-            while self.base < self.next and self._state[self.base % self.span] == _GOT:
-                self._state[self.base % self.span] = _FREE
-                self.base += 1
-            self.offset = min(self.base << self.szx + 4, self.size)
-            self.complete = self.base >= self.blocks
+        b = self.base
+        if state[b % span] == _GOT:
+            while b < self.next and state[b % span] == _GOT:
+                state[b % span] = _FREE
+                b += 1
+            self.base = b
+            self.offset = min(b << szx + 4, self.size)
+            self.complete = b >= self.blocks
             bad = self.sink.advance(self.offset) or bad
             if self.complete:
                 self.done_ms = now_ms
         if bad:
-            self.verdict, self.why = CORRUPT, "undecodable data"
+            self.verdict, self.why = CORRUPT, _why(_UNDECODABLE)
             return
         if seq > self.hi and not early:
             self.hi = seq
         self._recover(now_ms)
         self._fill(now_ms)
+
+
+def _why(n, *args):
+    """Text ``n`` of ``why`` with ``args``: burstwhy.py is loaded at the first error only."""
+    from .burstwhy import WHY
+
+    return WHY[n] % args
 
 
 def _half():

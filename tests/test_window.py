@@ -425,18 +425,19 @@ def test_dead_link_ends_with_failed() -> None:
     assert r.rto <= r.max_ms
 
 
-@pytest.mark.parametrize("bad, verdict", [
-    (dict(etag=b"F" * 8), RESTART),
-    (dict(code=0x84), GONE),
-    (dict(payload=b"short"), CORRUPT),
-    (dict(size2=99), CORRUPT),
+@pytest.mark.parametrize("bad, verdict, why", [
+    (dict(etag=b"F" * 8), RESTART, "ETag changed at block 1: the image changed"),
+    (dict(code=0x84), GONE, "block 1 answered 4.04"),
+    (dict(payload=b"short"), CORRUPT, "block 1 has 5 bytes"),
+    (dict(size2=99), CORRUPT, "Size2 99, expected 64"),
 ])
-def test_refusals(bad: dict, verdict: int) -> None:
+def test_refusals(bad: dict, verdict: int, why: str) -> None:
     w, sink, r = started(size=64, init_window=4)
     sent = take(w)
     w.on_datagram(answer(sent[0], 64, 0), 1)
     w.on_datagram(answer(sent[1], 64, 0, **bad), 2)
     assert w.done and w.verdict == verdict and sink.puts == [0]
+    assert w.why == why  # the text from burstwhy.py, loaded at the first error
 
 
 def test_server_errors_strays_and_garbage_are_ignored() -> None:
@@ -516,7 +517,7 @@ def test_step_ends_a_run_for_persistence_and_resume_asks_only_the_rest() -> None
     assert w.done and w.offset == 64
     w2, sink2, _ = started(size=8 * 16, offset=64, init_window=8)
     assert nums(take(w2)) == [4, 5, 6, 7]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="block boundary"):
         burst.Window(PATH, 128, 0, sink, offset=20)
 
 
