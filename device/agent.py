@@ -46,6 +46,9 @@ from . import cbor, coap, const, lifecycle
 # (offer, manifest, ed25519, sha512: ~13 KiB), the download (download, fetch, burst), bundle
 # unpacking, the CBOR decoder (cbordecode: only for an answer that carries a command).
 _PKG = __name__[:__name__.rfind(".")]
+_PHASES = ("bootcheck", "offer", "manifest", "ed25519", "sha512", "cbordecode", "keywrap",
+           "download", "fetch", "burst", "stopwait", "pipe", "inflate", "patch", "cipher",
+           "bundle")  # the modules only a phase imports
 _DROP = sys.implementation.name == "micropython"
 
 
@@ -161,6 +164,9 @@ class Agent:
         self.ooms += 1
         self.oom_phase = self.phase
         self._fetch = None  # its buffers go; the slot file is closed below
+        self.window_stats = None  # the window, and through it burst's code
+        _drop(*_PHASES)  # whatever phase ran out: its code goes too, or the report below
+        # and the next wakes would run in what it left (measured: every later report ran out)
         try:
             self.slots.close()
         except Exception:

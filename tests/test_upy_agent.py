@@ -102,6 +102,52 @@ def test_a_download_holds_only_the_code_it_runs(gateway, tmp_path: Path) -> None
     assert not {"download", "fetch", "burst", "cbordecode", "offer", "bundle"} & after, lines["AFTER"]
 
 
+OOM_PROBE = """
+import json, sys
+from fota import board, coap
+from fota.agent import Agent
+from fota.state import Store
+cfg = json.load(open("fota.json"))
+slots = board.make_slots(cfg)
+link = board.make_link(cfg)
+agent = Agent(cfg, slots, Store(cfg.get("state", "fota_state.json")))
+run = link.run
+calls = [0]
+def failing(m):  # the window's second run: out of RAM in the link, as recv can
+    calls[0] += 1
+    if calls[0] == 2:
+        raise MemoryError
+    return run(m)
+link.run = failing
+out = coap.run(agent.wake(), link)
+print("OOM", agent.ooms, agent.oom_phase, agent.window_stats is None)
+print("AFTER", " ".join(sorted(k[5:] for k in sys.modules if k.startswith("fota."))))
+for _ in range(6):
+    out = coap.run(agent.wake(), link)
+    if out[0] == "reboot":
+        break
+print("ACTION", out[0])
+"""
+
+
+def test_out_of_ram_in_the_download_leaves_none_of_it_in_the_heap(gateway, tmp_path: Path) -> None:
+    """An out-of-RAM wake drops its phase's code and objects (the window, burst, the fetch):
+    left in, they made every later report of that power-on run out too."""
+    cc, board = setup(gateway, tmp_path)
+    img = cc.firmware(bundle.pack(new_app(tmp_path, 2, size=BIG)), seq=2, device_class=CLASS)
+    cc.upgrade(img["id"], "upy-1")
+    board.set_config(caps=0)
+    (board.root / "oom.py").write_text(OOM_PROBE)
+    p = subprocess.run(board.command("oom.py"), cwd=board.root, capture_output=True,
+                       text=True, timeout=60)
+    lines = dict(s.split(" ", 1) for s in p.stdout.splitlines() if s[:1].isupper() and " " in s)
+    assert p.returncode == 0 and "Traceback" not in p.stdout, (p.stdout, p.stderr)
+    assert lines["OOM"] == "1 4 True", lines  # one out-of-RAM, in the download (PH_DOWNLOAD)
+    assert not {"download", "fetch", "burst"} & set(lines["AFTER"].split()), lines["AFTER"]
+    assert lines["ACTION"] == "reboot", lines  # the next wake resumed and installed
+    assert "out_of_memory" in cc.ok("events")  # reported at once
+
+
 def test_kill_9_mid_download_resumes_from_the_persisted_offset(gateway, tmp_path: Path) -> None:
     cc, board = setup(gateway, tmp_path)
     app = new_app(tmp_path, 2, size=80_000)
