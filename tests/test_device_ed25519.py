@@ -208,9 +208,9 @@ def test_agent_reports_an_unwritable_table_as_no_space(tmp_path: Path) -> None:
     slots.boot()
     cfg = {"id": "d", "class": "c", "trust": [public_bytes(key.public_key()).hex()]}
     a = Agent({**cfg, "tables": str(blocked)}, slots, Store(str(tmp_path / "s1.json")))
-    offer.take(a, {const.C_MANIFEST: signed}, 7)
+    offer.take(a, {const.C_MANIFEST: signed, const.C_JOB: 7})
     assert (a.s["job"], a.s["result"]) == (7, const.RES_NO_SPACE)
     a = Agent(cfg, slots, Store(str(tmp_path / "s2.json")))
-    offer.take(a, {const.C_MANIFEST: signed}, 8)
+    offer.take(a, {const.C_MANIFEST: signed, const.C_JOB: 8})
     assert (a.s["job"], a.s["state"]) == (8, const.ST_DOWNLOADING)
     assert len(list((tmp_path / ed25519.DIR).iterdir())) == 2  # next to the state file
