@@ -11,7 +11,7 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from device import coap, lifecycle
+from device import coap, lifecycle, rtt
 from device.agent import Agent
 from device.fetch import CORRUPT, GONE, RESTART, Fetch
 from device.slots import FileSlots
@@ -86,7 +86,9 @@ def test_changed_etag_wrong_block_size2_gone_and_overflow(tmp_path: Path) -> Non
     assert accept(small, response(0x45, IMAGE[64:128], block=(1, True, 2))) == CORRUPT
 
 
-def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
+def updating_agent(tmp_path: Path, **config: Any) -> tuple[Agent, bytes, list[int], FileSlots]:
+    """An agent (config plus ``config``) and the UPDATE command of IMAGE; the events it goes
+    through are appended to the list."""
     key = Ed25519PrivateKey.generate()
     digest = hashlib.sha256(IMAGE).digest()
     signed = manifest.sign(manifest.build(seq=2, vendor=manifest.DEFAULT_VENDOR, device_class="c",
@@ -94,13 +96,17 @@ def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
                                           uri=uris.image_path(digest)), key)
     command = cbor2.dumps({CmdKey.OP: Op.UPDATE, CmdKey.JOB: 1, CmdKey.MANIFEST: signed})
     events: list[int] = []
-    config: dict[str, Any] = {"id": "etag", "class": "c", "version": 1, "block_size": 1024,
-                              "transfer": "stop-and-wait",  # one Request per block, answered here
-                              "trust": [manifest.public_bytes(key.public_key()).hex()],
-                              "on_change": lambda e, old, new: events.append(e)}
+    config = {"id": "etag", "class": "c", "version": 1, "block_size": 1024,
+              "trust": [manifest.public_bytes(key.public_key()).hex()],
+              "on_change": lambda e, old, new: events.append(e), **config}
     slots = FileSlots(str(tmp_path / "slots"))
     slots.boot()
-    agent = Agent(config, slots, Store(str(tmp_path / "state.json")))
+    return Agent(config, slots, Store(str(tmp_path / "state.json"))), command, events, slots
+
+
+def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
+    # one Request per block, answered here
+    agent, command, events, slots = updating_agent(tmp_path, transfer="stop-and-wait")
     blocks = 0
     wake = agent.wake()
     req = next(wake)
@@ -118,6 +124,89 @@ def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
     assert blocks == 6 + len(range(0, len(IMAGE), 1024))  # 5 kept, 1 refused, then all
     assert Path(slots.path("b")).read_bytes() == IMAGE
     assert agent.s["result"] == Result.INITIAL
+
+
+class WindowLink:
+    """The agent's link, sans-IO, on an injected clock: reports are answered by ``request``
+    (the command while the agent has no job), a window (``run``) by ``coap.pump``: its block
+    GETs from IMAGE with ETag ``etags[k]`` after the image changed k times (once every
+    ``every`` blocks asked), a report riding along with an empty 2.04."""
+
+    def __init__(self, agent: Agent, command: bytes, etags: list[bytes], every: int) -> None:
+        self.agent, self.command, self.etags, self.every = agent, command, etags, every
+        self.asked: list[int] = []  # block numbers, in the order asked
+        self.now = 0
+        self.rtt = rtt.Rtt(initial_ms=100, min_ms=10)
+        self.mid = 0
+        self.inbox: list[bytes] = []  # answers not yet received (a run may end before)
+
+    def next_mid(self) -> int:
+        self.mid += 1
+        return self.mid
+
+    def request(self, req: coap.Request) -> coap.Response:
+        return response(0x44, self.command if self.agent.s["job"] is None else b"")
+
+    def run(self, w: Any) -> None:
+        inbox = self.inbox
+
+        def send(d: bytes) -> None:
+            m = coap.decode(d)
+            if m.mtype == coap.ACK:  # to a CON from us: none here
+                return
+            if m.opt(coap.BLOCK2) is None:  # a report riding along
+                inbox.append(coap.encode(coap.ACK, 0x44, m.mid, m.token, [], b""))
+                return
+            num, _, szx = coap.parse_block(coap.to_uint(m.opt(coap.BLOCK2)))
+            self.asked.append(num)
+            etag = self.etags[min(len(self.asked) // self.every, len(self.etags) - 1)]
+            bs = 16 << szx
+            opts = [(coap.ETAG, etag),
+                    (coap.BLOCK2, coap.uint(coap.block_value(num, (num + 1) * bs < len(IMAGE), szx))),
+                    (coap.SIZE2, coap.uint(len(IMAGE)))]
+            inbox.append(coap.encode(coap.NON, 0x45, m.mid, m.token, opts,
+                                     IMAGE[num * bs:(num + 1) * bs]))
+
+        def recv(wait_ms: int) -> bytes | None:
+            if inbox:
+                return inbox.pop(0)
+            self.now += max(wait_ms, 1)
+            return None
+
+        w.start(self.now, self.rtt, self.next_mid)
+        coap.pump(w, send, recv, lambda: self.now)
+
+
+def windowed_update(tmp_path: Path, etags: list[bytes]) -> tuple[Any, Agent, list[int], WindowLink]:
+    """One wake of an agent with the default transfer (NON bursts) that is offered IMAGE, whose
+    ETag changes after 7 and 14 blocks asked (``etags``: the ETags in turn)."""
+    agent, command, events, slots = updating_agent(tmp_path)
+    link = WindowLink(agent, command, etags, 7)
+    result = coap.run(agent.wake(), link)
+    assert events.count(lifecycle.RESTART) == 1
+    restarted = link.asked.index(0, 1)  # the first block asked again: a new window
+    assert link.asked[:7] == list(range(7)) and restarted >= 7
+    return result, agent, events, link
+
+
+def test_a_windowed_download_starts_over_once_when_the_etag_changes(tmp_path: Path) -> None:
+    """An answer with another ETag ends the window (RESTART); the agent starts the image over
+    in a new window, from block 0, and installs it."""
+    result, agent, events, link = windowed_update(tmp_path, [ETAG_A, ETAG_B])
+    assert result == ("reboot", 0) and agent.state == 3
+    restarted = link.asked.index(0, 1)
+    assert sorted(set(link.asked[restarted:])) == list(range(len(range(0, len(IMAGE), 1024))))
+    assert Path(agent.slots.path("b")).read_bytes() == IMAGE
+    assert agent.s["result"] == Result.INITIAL
+
+
+def test_a_windowed_download_whose_etag_changes_twice_fails(tmp_path: Path) -> None:
+    """The image changing again under the second window: it keeps changing, the job ends with
+    an integrity failure and the running image stays."""
+    result, agent, events, link = windowed_update(tmp_path, [ETAG_A, ETAG_B, ETAG_A])
+    assert result[0] == "sleep" and agent.state == lifecycle.IDLE
+    assert lifecycle.CORRUPT in events and agent.s["result"] == Result.INTEGRITY_FAILURE
+    assert agent.slots.running() == "a"
 
 
 def test_a_401_with_echo_is_answered_with_the_echo(tmp_path: Path) -> None:
