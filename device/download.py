@@ -172,15 +172,14 @@ def _windowed(a, f, img):
                 a._handle(cmd)
             if s["img"] is not img or s["state"] != lifecycle.DOWNLOADING:
                 return False
-        go = _refused(a, w.verdict, f, img)
-        if go is not None:
-            if not go:
-                return False
-            w = a.window_stats = None  # the old window goes before the new one is made
-            continue
-        if w.verdict is not None:  # no answer for long: the link is down, next wake
-            a.failures = a.max_failures
-            _persist(a, f, img)
+        if w.verdict is not None:
+            go = _refused(a, w.verdict, f, img)
+            if go:
+                w = a.window_stats = None  # the old window goes before the new one is made
+                continue
+            if go is None:  # no answer for long: the link is down, next wake
+                a.failures = a.max_failures
+                _persist(a, f, img)
             return False
         if w.complete:
             return True
