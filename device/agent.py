@@ -40,12 +40,12 @@ import binascii
 import sys
 
 from . import cbor, coap, const, lifecycle
+from . import drop as _drop
 
 # Heap: what only some wakes need is imported when needed and dropped after (on MicroPython,
 # where a loaded module's bytecode lives in the heap): the boot check (bootcheck), the offer
 # (offer, manifest, ed25519, sha512: ~13 KiB), the download (download, fetch, burst), bundle
 # unpacking, the CBOR decoder (cbordecode: only for an answer that carries a command).
-_PKG = __name__[:__name__.rfind(".")]
 _PHASES = ("bootcheck", "offer", "manifest", "ed25519", "sha512", "cbordecode", "keywrap",
            "download", "fetch", "burst", "stopwait", "pipe", "inflate", "patch", "cipher",
            "bundle")  # the modules only a phase imports
@@ -60,16 +60,6 @@ def _collect():
 
         gc.collect()
 
-
-def _drop(*names):
-    """Forget modules of this package so the collector can take their code."""
-    if not _DROP:
-        return
-    pkg = sys.modules.get(_PKG)
-    for n in names:
-        sys.modules.pop(_PKG + "." + n, None)
-        if pkg is not None and n in pkg.__dict__:
-            delattr(pkg, n)
 
 SLEEP = "sleep"
 REBOOT = "reboot"

@@ -24,7 +24,7 @@ import binascii
 import hashlib
 import os
 
-from .sha512 import sha512
+from . import drop
 
 P = 2 ** 255 - 19
 L = 2 ** 252 + 27742317777372353535851937790883648493
@@ -214,8 +214,12 @@ def verify(public, message, signature, tables):
         s = signature[32:]
         if int.from_bytes(s, "little") >= L:
             return False
+        from .sha512 import sha512
+
         k = (int.from_bytes(sha512(r + public + bytes(message)), "little") % L).to_bytes(
             32, "little")
+        sha512 = None
+        drop("sha512")  # its code and round constants (~3.3 KiB) leave before the point maths
         b = bytearray(32), bytearray(32), bytearray(32)
         for again in (0, 1):
             a = [0, 1, 1, 0]
