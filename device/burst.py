@@ -66,7 +66,7 @@ from . import coap
 from .fetch import CONTENT, CORRUPT, GONE, RESTART
 
 _INCREASE = const(4)  # blocks added to the window per round after slow start
-MIN_WINDOW = const(2)
+_MIN_WINDOW = const(2)
 _INIT_RATE = const(100)  # blocks/s: the first window is what this rate sends in one SRTT,
 # half the gateway's default per-host budget (gateway/ratelimit.py DEFAULT_RATE: 200 datagrams/s)
 _INIT_MIN = const(16)  # blocks: the first window at least (no SRTT yet: this)
@@ -110,7 +110,6 @@ class Window:
         self.path = path
         self.size = size
         self.szx = szx
-        self.blocks = (size + bs - 1) // bs
         self.sink = sink
         self.etag = etag
         self.echo = None  # RFC 9175 Echo the gateway asked for (our address is not verified)
@@ -131,7 +130,6 @@ class Window:
         self._ms = array("i", bytearray(4 * w))
         self.cwnd = min(init_window or 0, max_window)  # 0: from the SRTT at the first start
         self.ssthresh = max_window
-        self.inc = _INCREASE  # blocks added per clean round
         self.silent = 0  # timeouts since the last answer
         self._tail_at = 0  # when the retransmission timer last fired
         self.last_ms = 0  # when the last request went out
@@ -177,7 +175,7 @@ class Window:
         self._ask = req
 
     # -- the machine -------------------------------------------------------------------------
-    def start(self, now_ms, rtt, next_mid, rand=None):
+    def start(self, now_ms, rtt, next_mid, rand=lambda: 0.5):
         self.rtt = rtt
         if not self.cwnd:
             # what the gateway passes one device in a round trip: 32 blocks at 1.5 s RTT
@@ -193,7 +191,7 @@ class Window:
             req, self._ask = self._ask, None
             self._asked += 1  # a block's token is salt + num < salt + 2**31: never this one
             token = ((self.salt + 0x80000000 + self._asked) & 0xFFFFFFFF).to_bytes(4, "big")
-            self.side = coap.Exchange(req, next_mid(), token, now_ms, rand or _half, rtt=rtt)
+            self.side = coap.Exchange(req, next_mid(), token, now_ms, rand, rtt=rtt)
             self.outgoing.extend(self.side.outgoing)
             self.side.outgoing = []
         self._fill(now_ms)
@@ -234,7 +232,7 @@ class Window:
                     self.held -= 1
                     state[i] = _ASKED
                     self._send(num, now_ms)
-        while (self.inflight < self.cwnd and self.next < self.blocks
+        while (self.inflight < self.cwnd and self.next << self.szx + 4 < self.size
                and self.next < self.base + span):
             i = self.next % span
             state[i] = _ASKED
@@ -284,7 +282,6 @@ class Window:
             # the gateway refused F = refused / asked of this round (5.03): it passes what was
             # answered; take F/2 off the window (DCTCP's rule for marks, RFC 8257), down to 1
             self.cwnd = self.ssthresh = max(1, c - max(1, c * refused // (2 * (n + refused))))
-            self.inc = 1  # the limit is near: grow by one block a round from now on (Reno)
         elif n:
             frac = (lost << 8) // n
             p = self.loss_avg
@@ -293,7 +290,7 @@ class Window:
                 # the first loss ends slow start. Congestion would take about what the last
                 # doubling added, random loss its own share of every round: take off this
                 # round's loss fraction (at most half), the first guess of the usual rate
-                self.cwnd = self.ssthresh = max(MIN_WINDOW,
+                self.cwnd = self.ssthresh = max(_MIN_WINDOW,
                                                 c - max(1, (c * min(_LOSS_CAP, frac)) >> 8))
                 self.loss_avg = min(_LOSS_CAP, frac)
             elif lost and not p:
@@ -304,9 +301,12 @@ class Window:
                 # is a guess from a round or two: at 5 % loss each way 1 then 3 lost of 32
                 # took a quarter off); above a quarter the margin alone (a silent rate
                 # limit's drops, learnt as the usual rate)
-                self.cwnd = self.ssthresh = max(MIN_WINDOW, c - max(1, c // 4))
+                self.cwnd = self.ssthresh = max(_MIN_WINDOW, c - max(1, c // 4))
             elif c >= self.ssthresh and frac <= self.loss_avg:
-                self.cwnd = min(c + self.inc, self.max_window)
+                # _INCREASE; once the gateway has refused a block, one (its limit is near:
+                # Reno). The round a refusal is counted in closes in the branch above, so no
+                # round grows between the first refusal and this rule taking hold
+                self.cwnd = min(c + (1 if self.slowed else _INCREASE), self.max_window)
             self.loss_avg = min(_LOSS_CAP, (3 * self.loss_avg + frac) >> 2)
         self._round_got = self._round_lost = self._round_refused = 0
         self._round_end = self.requests
@@ -442,7 +442,7 @@ class Window:
                             FAILED, _why(_SILENT, self.silent), True)
                     elif self.silent >= 2 and now_ms - self.answer_ms >= 4 * (srtt or rto):
                         # silence: whole rounds dropped
-                        self.cwnd = self.ssthresh = max(MIN_WINDOW, self.cwnd // 2)
+                        self.cwnd = self.ssthresh = max(_MIN_WINDOW, self.cwnd // 2)
                     self.rtt.backoff()
                 if not self.done:
                     state[i] = _ASKED
@@ -480,13 +480,14 @@ class Window:
             self.duplicates += 1
             return
         resp = coap.Response(msg)
-        if resp.code == coap.UNAUTHORIZED and msg.opt(coap.ECHO):
+        code = resp.code
+        if code == coap.UNAUTHORIZED and msg.opt(coap.ECHO):
             self.echo = bytes(msg.opt(coap.ECHO))  # prove we receive at this address
             self._send(num, now_ms)  # bounded by max_tries like any other try
             return
         rtt = self.rtt
         now = now_ms - self.first_ms
-        if resp.code == _UNAVAILABLE:
+        if code == _UNAVAILABLE:
             # 5.03 + Max-Age: the gateway's budget for our address is spent (ratelimit.py).
             # Not a loss on the link: the block keeps its slot and is asked again after
             # Max-Age (at least an SRTT; doubled for each earlier try, up to 8x); the round's
@@ -505,9 +506,9 @@ class Window:
                                   _MS_MAX)
                 self._count(self._seq[i], 2)
             return
-        if resp.code != CONTENT:
-            if 0x80 <= resp.code < 0xA0 and resp.code not in (0x88, 0x8D):
-                self.verdict, self.why = GONE, _why(_REFUSED, num, coap.code_str(resp.code))
+        if code != CONTENT:
+            if 0x80 <= code < 0xA0 and code not in (0x88, 0x8D):
+                self.verdict, self.why = GONE, _why(_REFUSED, num, coap.code_str(code))
             return  # 5.xx: the timer asks again
         b2 = resp.block2
         szx = self.szx
@@ -521,12 +522,14 @@ class Window:
             elif etag != self.etag:
                 self.verdict, self.why = RESTART, _why(_ETAG, num)
                 return
-        if resp.size2 is not None and resp.size2 != self.size:
-            self.verdict, self.why = CORRUPT, _why(_SIZE2, resp.size2, self.size)
+        size = self.size
+        if resp.size2 is not None and resp.size2 != size:
+            self.verdict, self.why = CORRUPT, _why(_SIZE2, resp.size2, size)
             return
         off = num << szx + 4
-        if len(resp.payload) != min(1 << szx + 4, self.size - off):
-            self.verdict, self.why = CORRUPT, _why(_LENGTH, num, len(resp.payload))
+        n = len(resp.payload)
+        if n != min(1 << szx + 4, size - off):
+            self.verdict, self.why = CORRUPT, _why(_LENGTH, num, n)
             return
         seq = self._seq[i]
         ago = now - self._ms[i]
@@ -563,9 +566,9 @@ class Window:
                 state[b % span] = _FREE
                 b += 1
             self.base = b
-            self.offset = min(b << szx + 4, self.size)
-            self.complete = b >= self.blocks
-            bad = self.sink.advance(self.offset) or bad
+            off = self.offset = min(b << szx + 4, size)
+            self.complete = off == size
+            bad = self.sink.advance(off) or bad
             if self.complete:
                 self.done_ms = now_ms
         if bad:
@@ -583,6 +586,3 @@ def _why(n, *args):
 
     return WHY[n] % args
 
-
-def _half():
-    return 0.5

@@ -409,7 +409,7 @@ def test_tail_probe_then_timer_with_bounded_backoff() -> None:
         assert nums(take(w)) == [3]
         now = w.deadline
     assert [t - s for s, t in zip(times, times[1:])] == [2 * rto, 4 * rto, 8 * rto]  # doubling
-    assert w.timeouts == 4 and w.cwnd == burst.MIN_WINDOW  # silence halved it
+    assert w.timeouts == 4 and w.cwnd == 2  # silence halved it, down to the floor (_MIN_WINDOW)
     w.on_datagram(answer(sent[3], 64, 0), now)
     assert w.complete and r.rto == rto  # an answer ends the back-off
 
