@@ -163,6 +163,7 @@ def _windowed(a, f, img):
         before = w.base
         a.phase = const.PH_DOWNLOAD
         yield w
+        f.etag = w.etag  # saved with the offset (_persist), checked by the next window
         if w.base != before:
             a._go(lifecycle.BLOCK)
         if asked and w.side is None:

@@ -86,13 +86,14 @@ def test_changed_etag_wrong_block_size2_gone_and_overflow(tmp_path: Path) -> Non
     assert accept(small, response(0x45, IMAGE[64:128], block=(1, True, 2))) == CORRUPT
 
 
-def updating_agent(tmp_path: Path, **config: Any) -> tuple[Agent, bytes, list[int], FileSlots]:
-    """An agent (config plus ``config``) and the UPDATE command of IMAGE; the events it goes
-    through are appended to the list."""
+def updating_agent(tmp_path: Path, image: bytes = IMAGE,
+                   **config: Any) -> tuple[Agent, bytes, list[int], FileSlots]:
+    """An agent (config plus ``config``) and the UPDATE command of ``image``; the events it
+    goes through are appended to the list."""
     key = Ed25519PrivateKey.generate()
-    digest = hashlib.sha256(IMAGE).digest()
+    digest = hashlib.sha256(image).digest()
     signed = manifest.sign(manifest.build(seq=2, vendor=manifest.DEFAULT_VENDOR, device_class="c",
-                                          digest=digest, size=len(IMAGE),
+                                          digest=digest, size=len(image),
                                           uri=uris.image_path(digest)), key)
     command = cbor2.dumps({CmdKey.OP: Op.UPDATE, CmdKey.JOB: 1, CmdKey.MANIFEST: signed})
     events: list[int] = []
@@ -129,11 +130,14 @@ def test_the_agent_restarts_an_image_whose_etag_changes(tmp_path: Path) -> None:
 class WindowLink:
     """The agent's link, sans-IO, on an injected clock: reports are answered by ``request``
     (the command while the agent has no job), a window (``run``) by ``coap.pump``: its block
-    GETs from IMAGE with ETag ``etags[k]`` after the image changed k times (once every
-    ``every`` blocks asked), a report riding along with an empty 2.04."""
+    GETs from ``image`` with ETag ``etags[k]`` after the image changed k times (once every
+    ``every`` blocks asked), the first ``answered`` of them (None: all; then the link is down),
+    a report riding along with an empty 2.04."""
 
-    def __init__(self, agent: Agent, command: bytes, etags: list[bytes], every: int) -> None:
+    def __init__(self, agent: Agent, command: bytes, etags: list[bytes], every: int,
+                 image: bytes = IMAGE, answered: int | None = None) -> None:
         self.agent, self.command, self.etags, self.every = agent, command, etags, every
+        self.image, self.answered = image, answered
         self.asked: list[int] = []  # block numbers, in the order asked
         self.now = 0
         self.rtt = rtt.Rtt(initial_ms=100, min_ms=10)
@@ -159,13 +163,16 @@ class WindowLink:
                 return
             num, _, szx = coap.parse_block(coap.to_uint(m.opt(coap.BLOCK2)))
             self.asked.append(num)
+            if self.answered is not None and len(self.asked) > self.answered:
+                return
             etag = self.etags[min(len(self.asked) // self.every, len(self.etags) - 1)]
             bs = 16 << szx
+            size = len(self.image)
             opts = [(coap.ETAG, etag),
-                    (coap.BLOCK2, coap.uint(coap.block_value(num, (num + 1) * bs < len(IMAGE), szx))),
-                    (coap.SIZE2, coap.uint(len(IMAGE)))]
+                    (coap.BLOCK2, coap.uint(coap.block_value(num, (num + 1) * bs < size, szx))),
+                    (coap.SIZE2, coap.uint(size))]
             inbox.append(coap.encode(coap.NON, 0x45, m.mid, m.token, opts,
-                                     IMAGE[num * bs:(num + 1) * bs]))
+                                     self.image[num * bs:(num + 1) * bs]))
 
         def recv(wait_ms: int) -> bytes | None:
             if inbox:
@@ -207,6 +214,22 @@ def test_a_windowed_download_whose_etag_changes_twice_fails(tmp_path: Path) -> N
     assert result[0] == "sleep" and agent.state == lifecycle.IDLE
     assert lifecycle.CORRUPT in events and agent.s["result"] == Result.INTEGRITY_FAILURE
     assert agent.slots.running() == "a"
+
+
+def test_a_windowed_download_keeps_the_etag_for_the_next_wake(tmp_path: Path) -> None:
+    """The ETag the window learned is saved with the offset and checked by the next wake's
+    window: an image that changed under its URI while the device slept is started over
+    (docs/device.md, power cuts, row 3), not downloaded to the end and refused."""
+    image = IMAGE * 3  # 37.5 blocks: the offset is saved after 16 of them
+    agent, command, events, slots = updating_agent(tmp_path, image)
+    link = WindowLink(agent, command, [ETAG_A], 1, image, answered=20)  # then the link is down
+    assert coap.run(agent.wake(), link)[0] == "sleep" and agent.state == lifecycle.DOWNLOADING
+    assert agent.s["offset"] == 16384 and agent.s["img"]["etag"] == ETAG_A.hex()
+    assert lifecycle.RESTART not in events
+    link.etags, link.answered, link.asked = [ETAG_B], None, []  # changed in the meantime
+    assert coap.run(agent.wake(), link) == ("reboot", 0) and agent.state == 3
+    assert events.count(lifecycle.RESTART) == 1 and 0 in link.asked
+    assert Path(slots.path("b")).read_bytes() == image
 
 
 def test_a_401_with_echo_is_answered_with_the_echo(tmp_path: Path) -> None:
