@@ -42,7 +42,7 @@ def agent(a, config, slots, store, clock):
     # deltas where the heap allows, deflate where the port also has a decoder
     a.caps = config.get("caps", (const.CAP_DELTA | (const.CAP_DEFLATE if lib else 0))
                            if big else 0)
-    thr = config.get("gc_threshold", GC_THRESHOLD)
+    thr = config.get("gc_threshold", GC_THRESHOLD if big else GC_THRESHOLD // 4)
     if thr and hasattr(gc, "threshold"):  # MicroPython
         gc.threshold(thr)
     a.slots = slots
