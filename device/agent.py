@@ -47,10 +47,8 @@ from . import drop as _drop
 # where a loaded module's bytecode lives in the heap): the boot check (bootcheck), the offer
 # (offer, manifest, ed25519, sha512: ~13 KiB), the download (download, fetch, burst), bundle
 # unpacking, the CBOR decoder (cbordecode: only for an answer that carries a command).
-_PHASES = ("bootcheck", "offer", "manifest", "ed25519", "sha512", "cbordecode", "keywrap",
-           "download", "fetch", "burst", "stopwait", "pipe", "inflate", "patch", "cipher",
-           "bundle")  # the modules only a phase imports
 _DROP = sys.implementation.name == "micropython"
+_PKG = __name__[:__name__.rfind(".") + 1]  # "fota."
 
 
 def _collect():
@@ -106,6 +104,8 @@ class Agent:
         finally:
             configure = None
             _drop("configure")
+        # the modules an out-of-RAM wake keeps (it drops what a phase loaded since)
+        self._kept = [n for n in sys.modules if n.startswith(_PKG)]
 
     # -- the lifecycle ---------------------------------------------------------------------
     def _go(self, event, result=None):
@@ -158,8 +158,10 @@ class Agent:
         self.oom_phase = self.phase
         self._fetch = None  # its buffers go; the slot file is closed below
         self.window_stats = None  # the window, and through it burst's code
-        _drop(*_PHASES)  # whatever phase ran out: its code goes too, or the report below
-        # and the next wakes would run in what it left (measured: every later report ran out)
+        # whatever phase ran out, its code goes too (every module loaded since the agent was
+        # built), or the report below and the next wakes would run in what it left (measured:
+        # every later report of that power-on ran out)
+        _drop(*[n[len(_PKG):] for n in sys.modules if n.startswith(_PKG) and n not in self._kept])
         try:
             self.slots.close()
         except Exception:
