@@ -1,7 +1,7 @@
 """The update agent: one wake of a device as a generator of CoAP requests (sans-IO).
 
 ``Agent(config, slots, store, clock)``; ``wake()`` yields ``coap.Request`` objects, receives the
-``coap.Response`` (or None: the exchange failed) and returns ``(action, seconds)``:
+response (``coap.Message``; None: the exchange failed) and returns ``(action, seconds)``:
 ``(SLEEP, s)`` sleep s seconds then wake again, ``(REBOOT, 0)`` reset the board now (the new
 image is installed, or a failed one was rolled back). A board drives it with
 ``coap.run(agent.wake(), link)``, the simulator with ``sim.aio.drive``.

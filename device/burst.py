@@ -479,7 +479,7 @@ class Window:
         if not st & 3:  # free or got
             self.duplicates += 1
             return
-        resp = coap.Response(msg)
+        resp = msg
         code = resp.code
         if code == coap.UNAUTHORIZED and msg.opt(coap.ECHO):
             self.echo = bytes(msg.opt(coap.ECHO))  # prove we receive at this address

@@ -77,6 +77,9 @@ def parse_block(v):
 
 
 class Message:
+    """A decoded datagram, with the options the agent acts on parsed (None when absent):
+    ``etag``, ``block2`` ((num, more, szx)), ``size2``, ``max_age``. A response is one."""
+
     def __init__(self, mtype, code, mid, token, options, payload):
         self.mtype = mtype
         self.code = code
@@ -84,6 +87,13 @@ class Message:
         self.token = token
         self.options = options
         self.payload = payload
+        self.etag = self.opt(ETAG)
+        v = self.opt(BLOCK2)
+        self.block2 = None if v is None else parse_block(to_uint(v))
+        v = self.opt(SIZE2)
+        self.size2 = None if v is None else to_uint(v)
+        v = self.opt(MAX_AGE)
+        self.max_age = None if v is None else to_uint(v)
 
     def opt(self, number):
         """The first value of option ``number``, or None."""
@@ -203,23 +213,6 @@ class Request:
         return encode(CON if self.con else NON, self.code, mid, token, opts, self.payload)
 
 
-class Response:
-    """A response as the agent sees it (attrs parsed from the options it cares about)."""
-
-    def __init__(self, msg):
-        self.code = msg.code
-        self.payload = msg.payload
-        self.options = msg.options
-        self.mtype = msg.mtype
-        self.etag = msg.opt(ETAG)
-        v = msg.opt(BLOCK2)
-        self.block2 = None if v is None else parse_block(to_uint(v))
-        v = msg.opt(SIZE2)
-        self.size2 = None if v is None else to_uint(v)
-        v = msg.opt(MAX_AGE)
-        self.max_age = None if v is None else to_uint(v)
-
-
 class Exchange:
     """``max_wait_ms`` None: RFC 7252's MAX_TRANSMIT_WAIT for the timeout given (93 s with the
     defaults)."""
@@ -303,7 +296,7 @@ class Exchange:
             self.outgoing.append(encode(ACK, 0, msg.mid, b"", [], b""))
         if not self.done:
             self.done = True
-            self.response = Response(msg)
+            self.response = msg
             self.deadline = None
             if not self.acked:
                 self._sample(now_ms)
@@ -333,9 +326,9 @@ def pump(m, send, recv, clock):
 
 
 def run(gen, link):
-    """Drive an agent generator: it yields Requests and gets each Response (None when the
+    """Drive an agent generator: it yields Requests and gets each response (None when the
     exchange failed: timeout or RST) back from ``gen.send``; returns its return value.
-    ``link`` is any object with ``request(req) -> Response or None``; a yielded machine (not a
+    ``link`` is any object with ``request(req) -> Message or None``; a yielded machine (not a
     ``Request``) goes to ``link.run(machine)``, and ``gen`` gets None back (it holds the
     machine). A MemoryError in the link is thrown into ``gen`` (the agent reports it as a
     result). Nothing here refers to the last request or machine while ``gen`` runs on: a

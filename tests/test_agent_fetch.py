@@ -26,7 +26,7 @@ ETAG_A, ETAG_B = b"\xaa" * 8, b"\xbb" * 8
 
 
 def response(code: int, payload: bytes = b"", *, block: tuple[int, bool, int] | None = None,
-             etag: bytes | None = None, size2: int | None = None) -> coap.Response:
+             etag: bytes | None = None, size2: int | None = None) -> coap.Message:
     opts: list[tuple[int, bytes]] = []
     if etag is not None:
         opts.append((coap.ETAG, etag))
@@ -34,11 +34,11 @@ def response(code: int, payload: bytes = b"", *, block: tuple[int, bool, int] | 
         opts.append((coap.BLOCK2, coap.uint(coap.block_value(*block))))
     if size2 is not None:
         opts.append((coap.SIZE2, coap.uint(size2)))
-    return coap.Response(coap.decode(coap.encode(coap.ACK, code, 1, b"t", opts, payload)))
+    return coap.decode(coap.encode(coap.ACK, code, 1, b"t", opts, payload))
 
 
 def serve(req: coap.Request, image: bytes = IMAGE, etag: bytes = ETAG_A, max_szx: int = 6,
-          size2: int | None = None) -> coap.Response:
+          size2: int | None = None) -> coap.Message:
     num, asked = req.block2
     szx = min(asked, max_szx)
     bs = 16 << szx
@@ -148,7 +148,7 @@ class WindowLink:
         self.mid += 1
         return self.mid
 
-    def request(self, req: coap.Request) -> coap.Response:
+    def request(self, req: coap.Request) -> coap.Message:
         return response(0x44, self.command if self.agent.s["job"] is None else b"")
 
     def run(self, w: Any) -> None:
@@ -237,8 +237,8 @@ def test_a_401_with_echo_is_answered_with_the_echo(tmp_path: Path) -> None:
     report and the blocks); the stop-and-wait download asks again carrying the Echo."""
     f = fetch(tmp_path)
     assert (coap.ECHO, b"\x01\x02\x03") not in request(f).options
-    challenge = coap.Response(coap.decode(coap.encode(coap.ACK, 0x81, 1, b"t",
-                                                      [(coap.ECHO, b"\x01\x02\x03")], b"")))
+    challenge = coap.decode(coap.encode(coap.ACK, 0x81, 1, b"t", [(coap.ECHO, b"\x01\x02\x03")],
+                                        b""))
     assert accept(f, challenge) == RETRY
     assert (coap.ECHO, b"\x01\x02\x03") in request(f).options
     assert accept(f, serve(request(f))) == OK

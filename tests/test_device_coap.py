@@ -170,7 +170,7 @@ def test_run_drives_a_generator() -> None:
         def request(self, req):
             if req.path == "lost":
                 return None
-            return coap.Response(coap.decode(_resp(payload=req.path.encode())))
+            return coap.decode(_resp(payload=req.path.encode()))
 
     def agent():
         a = yield coap.Request(coap.GET, "one")

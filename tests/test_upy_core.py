@@ -37,8 +37,7 @@ for b in (b"", b"\\x18", b"\\x5f\\xff", b"\\x62\\xff\\xfe", b"\\x81" * 9 + b"\\x
 print(bad)
 req = coap.Request(coap.POST, "r", payload=data, options=[(coap.CONTENT_FORMAT, coap.uint(60))])
 print(req.encode(0x1234, b"\\x0a\\x0b\\x0c\\x0d").hex())
-m = coap.decode(bytes.fromhex("{examples()[7][1].hex()}"))
-r = coap.Response(m)
+r = coap.decode(bytes.fromhex("{examples()[7][1].hex()}"))
 print(coap.code_str(r.code), r.etag.hex(), r.block2, r.size2)
 for b in (b"", b"\\x80\\x01\\x00\\x01", b"\\x40\\x01\\x00\\x01\\xff", b"\\x40\\x01\\x00\\x01\\x1f"):
     try:
