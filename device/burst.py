@@ -81,8 +81,10 @@ _HELD = const(2)  # answered 5.03: asked again after the gateway's Max-Age (at l
 _GOT = const(4)
 _COPY_LOSS = const(64)  # /256: tail copies only below this usual loss per round trip
 _UNAVAILABLE = const(0xA3)  # 5.03
-_MS_MAX = const(0x3FFFFFFF)  # a ring time, ms after the first request: 12.4 days (below
-# 2**30 a slot reads as a small int, no heap, on a 32-bit port too; 'i' holds 24.8 days)
+_MS_MAX = const(0x3FFFFFFF)  # a ring time at most, ms after the window's first request. A
+# window lives for one wake's download; clamped here a slot never overflows its 32 bits and
+# reads as a small int (no heap) on a 32-bit port too. Behaviour is the lists' as long as
+# times stay below this, 12.4 days after the first request (a 5.03 hold's end included)
 
 # why (burstwhy.WHY): argument errors, then each verdict's
 _BAD_ARGS = const(0)
