@@ -57,6 +57,8 @@ PHASES = {1: "boot", 2: "report", 3: "verify", 4: "download", 5: "install"}
 
 SETUP = r"""
 import gc, json, sys
+sys.path[0] = ""  # as main.py does: modules by relative path, as on a board (not the board
+# directory's absolute path, which each loaded module would intern for good)
 from fota import coap, board
 from fota.agent import Agent
 from fota.slots import FileSlots

@@ -2,8 +2,12 @@
 # the application imported from the running slot, then the agent wakes for ever. On the unix
 # port a reboot is `exit 75` and the supervising loop in docs/device.md starts over.
 import json
+import sys
 
-from fota import board
+sys.path[0] = ""  # modules from the working directory, as on a board: the unix port puts
+# main.py's absolute directory first, and each module loaded then interns its full path for
+# good (measured: ~1 KiB of heap in an update run from a 70-character directory)
+from fota import board  # noqa: E402
 
 with open("fota.json") as f:
     cfg = json.load(f)
