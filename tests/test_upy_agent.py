@@ -232,8 +232,8 @@ def test_out_of_ram_is_a_result_at_every_heap_size(gateway, tmp_path: Path) -> N
     img = cc.firmware(bundle.pack(new_app(tmp_path, 2, size=BIG)), seq=2, device_class=CLASS)
     cc.upgrade(img["id"], "upy-1")
     runs = []  # (heap, reported out of RAM in a phase, the running image stayed)
-    for heap in (52, 58, 64, 70, 76, 128, 128):  # under ~48k the agent's code does not load
-        # (52: "out of RAM starting the agent", a clean exit; 56 and up: out-of-RAM reports)
+    for heap in (52, 58, 64, 70, 76, 128, 128):  # under ~40k the agent's code does not load;
+        # to ~48k "out of RAM starting the agent", a clean exit; above, out-of-RAM reports
         r = board.power_on(wakes=2, heap=f"{heap}k")
         assert not r.crashed, (heap, r)
         kept = board.running() == "a" or board.state()["state"] == State.UPDATING
