@@ -7,12 +7,14 @@ import sys
 sys.path[0] = ""  # modules from the working directory, as on a board: the unix port puts
 # main.py's absolute directory first, and each module loaded then interns its full path for
 # good (measured: ~1 KiB of heap in an update run from a 70-character directory)
-from fota import board  # noqa: E402
+from fota import board, drop, startup  # noqa: E402
 
 with open("fota.json") as f:
     cfg = json.load(f)
-wlan = board.wifi(cfg)
+wlan = startup.wifi(cfg)
 slots = board.make_slots(cfg)
-app = board.start_app(cfg, slots)
+app = startup.start_app(cfg, slots)
 cfg["self_test"] = board.app_self_test(app, wlan)
+startup = None
+drop("startup")  # done with: its code leaves the heap
 board.run(cfg, slots=slots)
