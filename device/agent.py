@@ -63,8 +63,6 @@ def _collect():
 SLEEP = "sleep"
 REBOOT = "reboot"
 
-MAX_WAIT = 86400  # seconds: a DEFER asks for at most a day (no command may put a device to
-# sleep for ever, nor hand it a non-number to sleep on)
 PERSIST_EVERY = 16384  # bytes between progress writes to flash (wear)
 GC_THRESHOLD = 4096  # a collection every 4 KiB allocated: garbage never spreads over the heap,
 # so a datagram's 1280-byte buffer finds room (smallest heap for a full update 80 -> 75 KiB on
@@ -192,7 +190,7 @@ class Agent:
             cmd = yield from self._report()
             if cmd is None and self._exhausted():
                 return (SLEEP, self.wake_s)
-        act = self._handle(cmd)
+        act = self._handle(cmd) if cmd else None
         cmd = None  # an UPDATE's manifest and keys: not held through the download
         if self.s["state"] in (DOWNLOADING, DOWNLOADED) and not act:
             act = yield from self._download()
@@ -299,30 +297,14 @@ class Agent:
         return cmd if isinstance(cmd, dict) else {}
 
     def _handle(self, cmd):
-        op = cmd.get(const.C_OP, const.OP_NONE)
-        s = self.s
-        if op == const.OP_DEFER:
-            wait = cmd.get(const.C_WAIT)
-            if isinstance(wait, int) and not isinstance(wait, bool) and wait >= 0:
-                self.wait = min(wait, MAX_WAIT)
-            return None
-        if op == const.OP_CANCEL:
-            job = cmd.get(const.C_JOB, s["job"])
-            if s["state"] in (DOWNLOADING, DOWNLOADED) and job == s["job"]:
-                self._finish(lifecycle.CANCEL)
-            return None
-        if op != const.OP_UPDATE:
-            return None
-        if s["state"] in (DOWNLOADING, DOWNLOADED) and cmd.get(const.C_JOB) == s["job"]:
-            return None  # the job in flight, sent again (the offer's code stays on flash)
-        from . import offer  # an UPDATE: checked there (the job, the state, the manifest)
+        """A command from the gateway (command.py: imported for it, dropped after)."""
+        from . import command
 
         try:
-            return offer.take(self, cmd)
+            return command.handle(self, cmd)
         finally:
-            offer = None
-            _drop("offer", "cbordecode")
-            _collect()
+            command = None
+            _drop("command")
 
     def _content_key(self, wrapped):
         """(aes, content key) or the result to report (keywrap.content_key)."""
@@ -350,22 +332,11 @@ class Agent:
         return (yield from self._install()) if done else None
 
     def _install(self):
-        """DOWNLOADED: mark the slot to boot next, tell the gateway, reboot into it."""
-        s = self.s
-        self.phase = const.PH_INSTALL
-        if _DROP:
-            self.window_stats = None  # it holds burst's code and the Fetch (its buffer)
-        _drop("fetch", "burst")
-        _collect()
+        """DOWNLOADED: the install phase (install.py: imported for it)."""
+        from . import install
+
         try:
-            self.slots.set_pending()
-        except ValueError:  # bundle.BundleError: signed, but no app can come out of it
-            self._finish(lifecycle.REFUSE, const.RES_UNSUPPORTED_IMAGE)
-            return None
+            return (yield from install.run(self))
         finally:
-            _drop("bundle")
-        self._go(lifecycle.INSTALL)
-        s["boots"] = 0
-        self._save()
-        yield from self._report()
-        return (REBOOT, 0)
+            install = None
+            _drop("install")

@@ -68,7 +68,7 @@ def test_hostile_command_values_are_ignored(tmp_path: Path) -> None:
     WAIT is capped at MAX_WAIT and only integers count, a non-integer job id is ignored."""
     import random
 
-    from device import agent as agent_mod
+    from device import agent as agent_mod, command
     from device.slots import FileSlots
 
     slots = FileSlots(str(tmp_path / "slots"))
@@ -81,5 +81,5 @@ def test_hostile_command_values_are_ignored(tmp_path: Path) -> None:
                             MemoryStore())
         cmd = {k: rng.choice(values) for k in rng.sample([1, 2, 3, 4, 5], rng.randint(0, 4))}
         a._handle(cmd)  # never raises
-        assert a.wait is None or (type(a.wait) is int and 0 <= a.wait <= agent_mod.MAX_WAIT)
+        assert a.wait is None or (type(a.wait) is int and 0 <= a.wait <= command.MAX_WAIT)
         assert a.s["job"] is None or type(a.s["job"]) is int
