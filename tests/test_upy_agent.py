@@ -97,9 +97,11 @@ def test_a_download_holds_only_the_code_it_runs(gateway, tmp_path: Path) -> None
     assert p.returncode == 0 and lines.get("ACTION") == "reboot", (p.stdout, p.stderr)
     during, after = set(lines["DOWNLOAD"].split()), set(lines["AFTER"].split())
     assert {"agent", "coap", "udp", "download", "fetch", "burst"} <= during, lines["DOWNLOAD"]
-    assert not {"offer", "manifest", "ed25519", "sha512", "cbordecode", "configure",
-                "bootcheck", "stopwait", "pipe", "keywrap"} & during, lines["DOWNLOAD"]
-    assert not {"download", "fetch", "burst", "cbordecode", "offer", "bundle"} & after, lines["AFTER"]
+    assert not {"offer", "manifest", "ed25519", "sha512", "cbordecode", "configure", "command",
+                "bootcheck", "stopwait", "pipe", "keywrap", "install", "startup"} & during, \
+        lines["DOWNLOAD"]
+    assert not {"download", "fetch", "burst", "cbordecode", "offer", "bundle", "install",
+                "command"} & after, lines["AFTER"]
 
 
 OOM_PROBE = """
