@@ -156,10 +156,6 @@ class Agent:
         self.oom_phase = self.phase
         self._fetch = None  # its buffers go; the slot file is closed below
         self.window_stats = None  # the window, and through it burst's code
-        # whatever phase ran out, its code goes too (every module loaded since the agent was
-        # built), or the report below and the next wakes would run in what it left (measured:
-        # every later report of that power-on ran out)
-        _drop(*[n[len(_PKG):] for n in sys.modules if n.startswith(_PKG) and n not in self._kept])
         try:
             self.slots.close()
         except Exception:
@@ -167,6 +163,11 @@ class Agent:
         import gc
 
         gc.collect()
+        # whatever phase ran out, its code goes too (every module loaded since the agent was
+        # built), or the report below and the next wakes would run in what it left (measured:
+        # every later report of that power-on ran out); after the collection, so that the
+        # list below finds room
+        _drop(*[n[len(_PKG):] for n in sys.modules if n.startswith(_PKG) and n not in self._kept])
         try:
             if not self._exhausted():
                 yield from self._report()
