@@ -155,7 +155,6 @@ class Agent:
         self.ooms += 1
         self.oom_phase = self.phase
         self._fetch = None  # its buffers go; the slot file is closed below
-        self.window_stats = None  # the window, and through it burst's code
         try:
             self.slots.close()
         except Exception:
@@ -163,11 +162,10 @@ class Agent:
         import gc
 
         gc.collect()
-        # whatever phase ran out, its code goes too (every module loaded since the agent was
-        # built), or the report below and the next wakes would run in what it left (measured:
-        # every later report of that power-on ran out); after the collection, so that the
-        # list below finds room
-        _drop(*[n[len(_PKG):] for n in sys.modules if n.startswith(_PKG) and n not in self._kept])
+        # whatever phase ran out, its code goes too, or the report below and the next wakes
+        # would run in what it left (measured: every later report of that power-on ran out);
+        # after the collection, so that the list of modules finds room
+        self._forget()
         try:
             if not self._exhausted():
                 yield from self._report()
@@ -202,6 +200,14 @@ class Agent:
             if cmd and cmd.get(const.C_OP) == const.OP_DEFER:
                 self._handle(cmd)  # the gateway says when to come back
         return (SLEEP, self.wait if self.wait is not None else self.wake_s)
+
+    def _forget(self):
+        """Drop what the phases of this wake left on MicroPython: the window (through it
+        burst's code and the Fetch) and every module loaded since the agent was built."""
+        if _DROP:
+            self.window_stats = None
+            _drop(*[n[len(_PKG):] for n in sys.modules
+                    if n.startswith(_PKG) and n not in self._kept])
 
     def _exhausted(self):
         return self.failures >= self.max_failures

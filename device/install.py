@@ -6,7 +6,7 @@ state DOWNLOADED: verified before a power cut) and dropped with the reboot.
 """
 
 from . import const, lifecycle
-from .agent import _DROP, REBOOT, _collect, _drop
+from .agent import REBOOT, _collect, _drop
 
 
 def run(a):
@@ -14,9 +14,7 @@ def run(a):
     of the agent's wake: ``(REBOOT, 0)``, or None when the image cannot be installed)."""
     s = a.s
     a.phase = const.PH_INSTALL
-    if _DROP:
-        a.window_stats = None  # it holds burst's code and the Fetch (its buffer)
-    _drop("fetch", "burst", "burstwhy")
+    a._forget()  # the download's window and code (and a decoder's, after a decoded one)
     _collect()
     try:
         a.slots.set_pending()
