@@ -21,7 +21,8 @@ def agent(a, config, slots, store, clock):
     if "class_id" not in config and not hasattr(hashlib, "sha1"):  # offer.ids needs it
         raise ValueError("this port has no hashlib.sha1: put vendor_id and class_id (hex) in the config")
     a.block_size = config.get("block_size", 1024)
-    a.transfer = config.get("transfer", "window")
+    # config "transfer": "window" (NON bursts, the default) or "stop-and-wait" (RFC 7959 as is)
+    a.stop_and_wait = config.get("transfer") == "stop-and-wait"
     a.window = config.get("window", WINDOW)
     a.window_stats = None  # the last burst.Window: its counters (benchmarks)
     a._restarts = 0

@@ -50,7 +50,7 @@ def run(a):
             a._fetch = f
         # a pipe decodes in order: windowed where a file can hold the early blocks and
         # the heap allows (pipe.Parked), else stop-and-wait
-        if a.transfer == "stop-and-wait" or (f.pipe and not f.pipe.parked):
+        if a.stop_and_wait or (f.pipe and not f.pipe.parked):
             from . import stopwait  # its own module: not in the heap of a windowed download
 
             try:

@@ -35,7 +35,7 @@ def fetch(fetch_cls, agent, img, stage):
     import gc
 
     path = getattr(agent.store, "path", None)  # a file system to park blocks on
-    if path and agent.transfer != "stop-and-wait" and (
+    if path and not agent.stop_and_wait and (
             not hasattr(gc, "mem_free") or gc.mem_free() + gc.mem_alloc() >= WINDOW_HEAP):
         p.parked = Parked(f, path + ".park")
     return f
